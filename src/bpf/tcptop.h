@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The single definition of everything that crosses from the kernel to user
+ * space. Fixed-width types only: Rust reads these through the skeleton's
+ * generated `types` module, never through a hand-copied struct.
+ */
+#ifndef TCPTOP_H
+#define TCPTOP_H
+
+#define TCPTOP_COMM_LEN 16
+
+/* One TCP connection as user space sees it: identity, owner and byte totals. */
+struct conn_info {
+	__u64 id;		/* tcptop's number for the socket, unique for one run, never 0 */
+	__u64 tx_bytes;		/* bytes the application wrote and the kernel accepted */
+	__u64 rx_bytes;		/* bytes the application read */
+	__u32 pid;		/* tgid of the last process that sent or read; 0 if none yet */
+	__u8 comm[TCPTOP_COMM_LEN];
+	__u8 laddr[16];		/* IPv4 uses the first 4 bytes */
+	__u8 raddr[16];
+	__u16 lport;		/* host byte order */
+	__u16 rport;
+	__u16 family;		/* AF_INET or AF_INET6 */
+	__u8 state;		/* TCP_ESTABLISHED ... as in include/net/tcp_states.h */
+	__u8 pad;
+};
+
+enum conn_event_kind {
+	CONN_EVENT_STATE = 1,	/* old_state -> new_state; info is the connection at that moment */
+	CONN_EVENT_CLOSED = 2,	/* the socket is destroyed; info carries its final totals */
+};
+
+/* A lifecycle record on the `events` ring buffer. */
+struct conn_event {
+	__u64 timestamp_ns;	/* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	struct conn_info info;
+	__u8 kind;		/* enum conn_event_kind */
+	__u8 old_state;
+	__u8 new_state;
+	__u8 pad[5];
+};
+
+/* Overflow that user space must show: nothing is ever lost silently. */
+struct drop_counters {
+	__u64 conns_untracked;	/* a connection found no room in the connection map */
+	__u64 events_lost;	/* the events ring buffer was full */
+};
+
+#endif /* TCPTOP_H */

@@ -1,0 +1,162 @@
+//! Command-line flags.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::collector::{Family, Filters};
+use crate::model::SortKey;
+
+/// top for TCP connections: which process talks to which peer, how many bytes each
+/// connection sends and receives, its rate and its state. Counted in the kernel by eBPF.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tcptop",
+    version,
+    after_help = "Examples:\n  sudo tcptop\n  sudo tcptop -b 1 5     five one-second intervals as text\n  sudo tcptop --port 443 --sort rx"
+)]
+pub struct Args {
+    /// Seconds between updates, as in bcc's tcptop (`tcptop 2 10`).
+    #[arg(value_name = "INTERVAL", value_parser = parse_interval, conflicts_with = "interval")]
+    pub interval_arg: Option<Duration>,
+
+    /// Number of updates, then exit (default: run until stopped).
+    #[arg(value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Seconds between updates [default: 1].
+    #[arg(short, long, value_name = "SECS", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+
+    /// Print text tables instead of the live screen (also when stdout is not a terminal).
+    #[arg(short, long)]
+    pub batch: bool,
+
+    /// Only connections of this process id.
+    #[arg(short, long)]
+    pub pid: Option<u32>,
+
+    /// Only connections with this local or remote port.
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Only IPv4 connections.
+    #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Only IPv6 connections.
+    #[arg(short = '6', long = "ipv6")]
+    pub ipv6: bool,
+
+    /// Sort by this column (byte columns: largest first).
+    #[arg(short, long, value_enum, default_value_t)]
+    pub sort: SortKey,
+
+    /// Reverse the sort order.
+    #[arg(short, long)]
+    pub reverse: bool,
+
+    /// Also list connections with no traffic in the interval.
+    #[arg(short, long)]
+    pub all: bool,
+
+    /// How to hook the kernel: auto tries fentry, then kprobe, then tracepoint.
+    #[arg(long, value_enum, default_value_t)]
+    pub probe: Probe,
+
+    /// Say which probe strategy was chosen and why others failed.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Probe {
+    #[default]
+    Auto,
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl Args {
+    pub fn interval(&self) -> Duration {
+        self.interval_arg
+            .or(self.interval)
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    pub fn filters(&self) -> Filters {
+        let family = match (self.ipv4, self.ipv6) {
+            (true, _) => Some(Family::V4),
+            (_, true) => Some(Family::V6),
+            _ => None,
+        };
+        Filters {
+            pid: self.pid,
+            port: self.port,
+            family,
+        }
+    }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.01..=86_400.0).contains(&secs) => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        _ => Err(format!(
+            "`{text}` is not a number of seconds between 0.01 and 86400"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("tcptop").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn positional_interval_and_count_as_in_bcc() {
+        let args = parse(&["-b", "2", "5"]).unwrap();
+        assert_eq!(
+            (args.interval(), args.count, args.batch),
+            (Duration::from_secs(2), Some(5), true)
+        );
+        assert_eq!(parse(&[]).unwrap().interval(), Duration::from_secs(1));
+        assert_eq!(
+            parse(&["-i", "0.5"]).unwrap().interval(),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            &["0"][..],
+            &["-i", "abc"],
+            &["1", "0"],
+            &["-4", "-6"],
+            &["--probe", "uprobe"],
+            &["--port", "70000"],
+            &["2", "-i", "3"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filters_follow_flags() {
+        let args = parse(&["-6", "--pid", "42", "--port", "443"]).unwrap();
+        assert_eq!(
+            args.filters(),
+            Filters {
+                pid: Some(42),
+                port: Some(443),
+                family: Some(Family::V6)
+            }
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The interface every data source implements, and the platform-neutral records it hands on.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// A source of connection data: the eBPF collector on Linux, packet capture elsewhere.
+pub trait Collector {
+    /// The backend in use, as shown to the user ("fentry", "kprobe", "tracepoint", "capture").
+    fn backend(&self) -> &str;
+
+    /// Everything observed since the previous call: the live connections with their byte
+    /// totals, the lifecycle events in order, and the overflow counters.
+    fn collect(&mut self) -> Result<Sample>;
+}
+
+/// What the user asked to watch; collectors apply it as early as they can (in the kernel
+/// for eBPF).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub pid: Option<u32>,
+    /// Matches the local or the remote port.
+    pub port: Option<u16>,
+    pub family: Option<Family>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// One reading of a collector.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// Every live connection, with totals counted since tcptop first saw it.
+    pub conns: Vec<Conn>,
+    /// Lifecycle events since the previous sample, oldest first. A `Closed` event carries the
+    /// connection's final totals; the connection is absent from `conns` from then on.
+    pub events: Vec<ConnEvent>,
+    /// Cumulative counts of what could not be recorded.
+    pub overflow: Overflow,
+}
+
+/// What a collector had to drop; shown to the user, never hidden.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Overflow {
+    /// Connections that found no room in the collector's table.
+    pub untracked_conns: u64,
+    /// Lifecycle events lost because their queue was full.
+    pub lost_events: u64,
+    /// Packets the capture backend dropped (its own queue and libpcap's).
+    pub dropped_packets: u64,
+}
+
+impl Overflow {
+    pub fn is_zero(&self) -> bool {
+        *self == Overflow::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        })
+    }
+}
+
+/// TCP states, numbered as in the kernel's include/net/tcp_states.h.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    Unknown(u8),
+}
+
+impl TcpState {
+    pub fn from_kernel(state: u8) -> TcpState {
+        use TcpState::*;
+        match state {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            other => Unknown(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        use TcpState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT1",
+            FinWait2 => "FIN_WAIT2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+            Unknown(_) => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for TcpState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// One connection as a collector last saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Conn {
+    /// The collector's key for the connection, unique for one run.
+    pub id: u64,
+    /// The owning process; `None` until a process was seen sending or reading.
+    pub pid: Option<u32>,
+    pub comm: String,
+    pub proto: Proto,
+    /// IPv4-mapped IPv6 addresses are given as IPv4.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// `None` for UDP.
+    pub state: Option<TcpState>,
+    /// Bytes the application wrote, since tcptop first saw the connection.
+    pub tx_bytes: u64,
+    /// Bytes the application read, since tcptop first saw the connection.
+    pub rx_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    State { old: TcpState, new: TcpState },
+    Closed,
+}
+
+/// A lifecycle event, delivered as it happened rather than sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// Monotonic time of the event (CLOCK_MONOTONIC on Linux).
+    pub at: Duration,
+    pub kind: EventKind,
+    pub conn: Conn,
+}

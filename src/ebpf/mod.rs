@@ -1,0 +1,327 @@
+//! The Linux eBPF collector: loads tcptop.bpf.c with the first attach strategy that loads and
+//! attaches, then reads the in-kernel connection table once per interval.
+
+mod skel;
+mod strategy;
+
+pub use strategy::{Strategy, Table};
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Iter, Link, RingBuffer, RingBufferBuilder};
+
+use crate::collector::{
+    Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
+};
+use skel::{types, TcptopSkel, TcptopSkelBuilder};
+
+// SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
+unsafe impl plain::Plain for types::conn_info {}
+unsafe impl plain::Plain for types::conn_event {}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const CONN_EVENT_CLOSED: u8 = 2;
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The eBPF collector. Dropping it detaches every program.
+pub struct EbpfCollector {
+    strategy: Strategy,
+    // Fields drop in order: links and the ring buffer before the object they use.
+    _hooks: Vec<Link>,
+    dump: Link,
+    ring: RingBuffer<'static>,
+    arrived: Rc<RefCell<Vec<ConnEvent>>>,
+    skel: TcptopSkel<'static>,
+    dump_buf: Vec<u8>,
+}
+
+/// Checks what the kernel side needs before anything is loaded, so that each missing piece
+/// gets its own one-line explanation.
+pub fn preflight() -> Result<()> {
+    if !has_bpf_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default()) {
+        bail!(
+            "tcptop needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
+             probes: run it as `sudo tcptop`"
+        );
+    }
+    if !Path::new(VMLINUX_BTF).exists() {
+        bail!(
+            "this kernel has no BTF ({VMLINUX_BTF} is missing): tcptop's eBPF probes need a \
+             kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    Ok(())
+}
+
+/// CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, in the effective set of a /proc status file.
+fn has_bpf_capabilities(status: &str) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return false;
+    };
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+impl EbpfCollector {
+    /// Loads the first of `strategies` that loads and attaches. `note` hears why each one
+    /// that was tried failed.
+    pub fn open(
+        strategies: &[Strategy],
+        filters: &Filters,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        let mut failures = Vec::new();
+        for &strategy in strategies {
+            match Self::open_with(strategy, filters) {
+                Ok(collector) => return Ok(collector),
+                Err(e) => {
+                    note(&format!("probe strategy {strategy} failed: {e:#}"));
+                    failures.push(format!("{strategy}: {e:#}"));
+                }
+            }
+        }
+        match failures.as_slice() {
+            [one] => {
+                Err(anyhow!("the {one}")).context("the probe strategy cannot run on this kernel")
+            }
+            all => bail!(
+                "no probe strategy works on this kernel ({})",
+                all.join("; ")
+            ),
+        }
+    }
+
+    fn open_with(strategy: Strategy, filters: &Filters) -> Result<Self> {
+        // The skeleton borrows its object storage for as long as it lives; one small box
+        // per attempt, for the life of the process.
+        let storage = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = TcptopSkelBuilder::default()
+            .open(storage)
+            .context("opening the BPF object")?;
+        let settings = open
+            .maps
+            .rodata_data
+            .as_deref_mut()
+            .expect("tcptop.bpf.c has settings");
+        settings.filter_pid = filters.pid.unwrap_or(0);
+        settings.filter_port = filters.port.unwrap_or(0);
+        settings.filter_family = match filters.family {
+            None => 0,
+            Some(Family::V4) => AF_INET,
+            Some(Family::V6) => AF_INET6,
+        };
+        for mut prog in open.open_object_mut().progs_mut() {
+            let load = strategy.loads(&prog.name().to_string_lossy());
+            prog.set_autoload(load);
+        }
+        for mut map in open.open_object_mut().maps_mut() {
+            let create = strategy.creates(&map.name().to_string_lossy());
+            map.set_autocreate(create)?;
+        }
+        let skel = open
+            .load()
+            .map_err(|e| explain_load_failure(strategy, e.into()))?;
+
+        let mut skel = skel;
+        let mut hooks = Vec::new();
+        for prog in skel.object_mut().progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            if strategy.hooks().contains(&name.as_str()) {
+                hooks.push(prog.attach().with_context(|| format!("attaching {name}"))?);
+            }
+        }
+        let (progs, maps) = (&skel.progs, &skel.maps);
+        let dump = match strategy.table() {
+            Table::SocketStorage => progs.dump_sk_conns.attach_iter(maps.sk_conns.as_fd()),
+            Table::Hash => progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd()),
+        }
+        .context("attaching the table iterator")?;
+
+        let arrived = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&arrived);
+        let mut builder = RingBufferBuilder::new();
+        builder.add(&skel.maps.events, move |data: &[u8]| {
+            let mut raw = types::conn_event::default();
+            if plain::copy_from_bytes(&mut raw, data).is_ok() {
+                sink.borrow_mut().push(event_from(&raw));
+            }
+            0
+        })?;
+        let ring = builder.build()?;
+        Ok(EbpfCollector {
+            strategy,
+            _hooks: hooks,
+            dump,
+            ring,
+            arrived,
+            skel,
+            dump_buf: Vec::new(),
+        })
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    fn overflow(&self) -> Overflow {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref()
+            .expect("tcptop.bpf.c has counters");
+        // SAFETY: the kernel updates this memory-mapped .bss behind the compiler's back.
+        let drops = unsafe { std::ptr::read_volatile(&bss.drops) };
+        Overflow {
+            untracked_conns: drops.conns_untracked,
+            lost_events: drops.events_lost,
+            dropped_packets: 0,
+        }
+    }
+}
+
+/// Turns the kernel's terse refusals into what the user can act on.
+fn explain_load_failure(strategy: Strategy, error: anyhow::Error) -> anyhow::Error {
+    if strategy == Strategy::Tracepoint && !kernel_has_type("btf_trace_sock_send_length") {
+        return anyhow!(
+            "this kernel has no sock:sock_send_length tracepoint (it came in Linux 6.3)"
+        );
+    }
+    error.context(format!("loading the {strategy} programs"))
+}
+
+fn kernel_has_type(name: &str) -> bool {
+    libbpf_rs::btf::Btf::from_vmlinux().is_ok_and(|btf| {
+        btf.type_by_name::<libbpf_rs::btf::BtfType<'_>>(name)
+            .is_some()
+    })
+}
+
+impl Collector for EbpfCollector {
+    fn backend(&self) -> &str {
+        self.strategy.name()
+    }
+
+    fn collect(&mut self) -> Result<Sample> {
+        // Events first: a connection closed after this point is still in the dump, and the
+        // model keeps its totals until its close event arrives in the next sample.
+        self.ring.consume().context("reading connection events")?;
+        let events = std::mem::take(&mut *self.arrived.borrow_mut());
+        self.dump_buf.clear();
+        Iter::new(&self.dump)
+            .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
+            .context("reading the connection table")?;
+        let mut info = types::conn_info::default();
+        let conns = self
+            .dump_buf
+            .chunks_exact(size_of::<types::conn_info>())
+            .map(|record| {
+                plain::copy_from_bytes(&mut info, record).expect("records are whole");
+                conn_from(&info)
+            })
+            .collect();
+        Ok(Sample {
+            conns,
+            events,
+            overflow: self.overflow(),
+        })
+    }
+}
+
+fn event_from(raw: &types::conn_event) -> ConnEvent {
+    let kind = if raw.kind == CONN_EVENT_CLOSED {
+        EventKind::Closed
+    } else {
+        EventKind::State {
+            old: TcpState::from_kernel(raw.old_state),
+            new: TcpState::from_kernel(raw.new_state),
+        }
+    };
+    ConnEvent {
+        at: Duration::from_nanos(raw.timestamp_ns),
+        kind,
+        conn: conn_from(&raw.info),
+    }
+}
+
+fn conn_from(info: &types::conn_info) -> Conn {
+    let address = |bytes: &[u8; 16], port: u16| {
+        let ip = if info.family == AF_INET6 {
+            Ipv6Addr::from(*bytes).to_canonical()
+        } else {
+            IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+        };
+        SocketAddr::new(ip, port)
+    };
+    let comm_len = info
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.comm.len());
+    Conn {
+        id: info.id,
+        pid: (info.pid != 0).then_some(info.pid),
+        comm: String::from_utf8_lossy(&info.comm[..comm_len]).into_owned(),
+        proto: Proto::Tcp,
+        local: address(&info.laddr, info.lport),
+        remote: address(&info.raddr, info.rport),
+        state: Some(TcpState::from_kernel(info.state)),
+        tx_bytes: info.tx_bytes,
+        rx_bytes: info.rx_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_need_sys_admin_or_bpf_with_perfmon() {
+        assert!(has_bpf_capabilities(
+            "Name:\ttcptop\nCapEff:\t000001ffffffffff\n"
+        ));
+        assert!(has_bpf_capabilities("CapEff:\t000000c000000000\n"));
+        assert!(!has_bpf_capabilities("CapEff:\t0000008000000000\n"));
+        assert!(!has_bpf_capabilities("CapEff:\t0000000000000000\n"));
+        assert!(!has_bpf_capabilities(""));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_shown_as_ipv4() {
+        let mut info = types::conn_info {
+            family: AF_INET6,
+            lport: 80,
+            rport: 5555,
+            state: 1,
+            ..Default::default()
+        };
+        info.laddr = Ipv6Addr::from(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()).octets();
+        info.raddr = Ipv6Addr::LOCALHOST.octets();
+        info.comm[..4].copy_from_slice(b"curl");
+        let conn = conn_from(&info);
+        assert_eq!(conn.local, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(conn.remote, "[::1]:5555".parse().unwrap());
+        assert_eq!(
+            (conn.comm.as_str(), conn.pid, conn.state),
+            ("curl", None, Some(TcpState::Established))
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! tcptop: `top` for network connections. Data flows one way: collector (eBPF on Linux) ->
+//! model -> views; see ARCHITECTURE.md.
+
+pub mod app;
+pub mod cli;
+pub mod collector;
+#[cfg(target_os = "linux")]
+pub mod ebpf;
+pub mod event;
+pub mod model;
+pub mod platform;
+pub mod view;

@@ -1,0 +1,514 @@
+//! The pure model: turns collector samples into a connection table with per-interval bytes,
+//! rates and totals, and sorts and filters it. No I/O, no platform code; time is an argument.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::collector::{Conn, ConnEvent, EventKind, Overflow, Sample, TcpState};
+
+/// How long the model remembers things, in intervals.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Intervals a closed connection stays in the table after the one it closed in.
+    pub closed_intervals: u32,
+    /// Per-interval byte counts kept per connection (for sparklines).
+    pub history: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            closed_intervals: 3,
+            history: 60,
+        }
+    }
+}
+
+/// A connection in the table, with what happened to it in the last interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnRow {
+    /// The connection as last seen; its byte fields are totals.
+    pub conn: Conn,
+    /// Bytes read and written in the last interval.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Bytes per second over the last interval.
+    pub rx_rate: f64,
+    pub tx_rate: f64,
+    /// Per-interval bytes, oldest first, at most `Retention::history` long.
+    pub rx_history: VecDeque<u64>,
+    pub tx_history: VecDeque<u64>,
+    /// Lifecycle events of this connection, oldest first (state changes, then the close).
+    pub events: Vec<ConnEvent>,
+    /// How many of `events` happened in the last interval.
+    pub new_events: usize,
+    /// When the model first saw the connection.
+    pub first_seen: Duration,
+    /// Whether the connection first appeared in the last interval.
+    pub opened: bool,
+    /// Updates since the close, if closed (0: it closed in the last interval).
+    pub closed_for: Option<u32>,
+}
+
+impl ConnRow {
+    fn new(conn: Conn, now: Duration) -> ConnRow {
+        ConnRow {
+            conn,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_rate: 0.0,
+            tx_rate: 0.0,
+            rx_history: VecDeque::new(),
+            tx_history: VecDeque::new(),
+            events: Vec::new(),
+            new_events: 0,
+            first_seen: now,
+            opened: true,
+            closed_for: None,
+        }
+    }
+
+    /// Takes newer totals, crediting the growth to the current interval.
+    fn absorb(&mut self, conn: Conn) {
+        self.rx_bytes += conn.rx_bytes.saturating_sub(self.conn.rx_bytes);
+        self.tx_bytes += conn.tx_bytes.saturating_sub(self.conn.tx_bytes);
+        let rx = self.conn.rx_bytes.max(conn.rx_bytes);
+        let tx = self.conn.tx_bytes.max(conn.tx_bytes);
+        self.conn = Conn {
+            rx_bytes: rx,
+            tx_bytes: tx,
+            ..conn
+        };
+    }
+
+    /// Whether anything happened to the connection in the last interval.
+    pub fn is_active(&self) -> bool {
+        self.rx_bytes > 0 || self.tx_bytes > 0 || self.new_events > 0 || self.opened
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed_for.is_some()
+    }
+
+    /// The event that happened in the last interval and best describes it:
+    /// "opened", "closed" or "state".
+    pub fn event_label(&self) -> Option<&'static str> {
+        if self.closed_for == Some(0) {
+            Some("closed")
+        } else if self.opened {
+            Some("opened")
+        } else if self.new_events > 0 {
+            Some("state")
+        } else {
+            None
+        }
+    }
+
+    /// Case-insensitive match of comm, pid, addresses or ports against `needle`.
+    pub fn matches(&self, needle: &str) -> bool {
+        if needle.is_empty() {
+            return true;
+        }
+        let needle = needle.to_lowercase();
+        let c = &self.conn;
+        c.comm.to_lowercase().contains(&needle)
+            || c.pid.is_some_and(|pid| pid.to_string().contains(&needle))
+            || c.local.to_string().contains(&needle)
+            || c.remote.to_string().contains(&needle)
+    }
+}
+
+/// The connection table.
+#[derive(Debug)]
+pub struct Model {
+    rows: HashMap<u64, ConnRow>,
+    retention: Retention,
+    last_update: Duration,
+    elapsed: Duration,
+    overflow: Overflow,
+}
+
+impl Model {
+    /// An empty table whose first interval starts at `start`.
+    pub fn new(start: Duration, retention: Retention) -> Model {
+        Model {
+            rows: HashMap::new(),
+            retention,
+            last_update: start,
+            elapsed: Duration::ZERO,
+            overflow: Overflow::default(),
+        }
+    }
+
+    /// Applies a sample taken at `now`, which ends the current interval.
+    pub fn update(&mut self, sample: Sample, now: Duration) {
+        let keep = self.retention.closed_intervals;
+        self.rows
+            .retain(|_, row| row.closed_for.is_none_or(|n| n < keep));
+        for row in self.rows.values_mut() {
+            row.rx_bytes = 0;
+            row.tx_bytes = 0;
+            row.new_events = 0;
+            row.opened = false;
+            if let Some(n) = row.closed_for.as_mut() {
+                *n += 1;
+            }
+        }
+        for event in sample.events {
+            let row = row_for(&mut self.rows, &event.conn, now);
+            row.absorb(event.conn.clone());
+            if let EventKind::State { new, .. } = event.kind {
+                row.conn.state = Some(new);
+            }
+            if event.kind == EventKind::Closed {
+                row.conn.state = Some(TcpState::Close).filter(|_| row.conn.state.is_some());
+                row.closed_for = Some(0);
+            }
+            row.new_events += 1;
+            row.events.push(event);
+        }
+        for conn in sample.conns {
+            let row = row_for(&mut self.rows, &conn, now);
+            // A closed connection's final totals came with its close event.
+            if !row.is_closed() {
+                row.absorb(conn);
+            }
+        }
+        self.elapsed = now.saturating_sub(self.last_update);
+        self.last_update = now;
+        let secs = self.elapsed.as_secs_f64();
+        let history = self.retention.history;
+        for row in self.rows.values_mut() {
+            (row.rx_rate, row.tx_rate) = if secs > 0.0 {
+                (row.rx_bytes as f64 / secs, row.tx_bytes as f64 / secs)
+            } else {
+                (0.0, 0.0)
+            };
+            push_bounded(&mut row.rx_history, row.rx_bytes, history);
+            push_bounded(&mut row.tx_history, row.tx_bytes, history);
+        }
+        self.overflow = sample.overflow;
+    }
+
+    /// Every connection in the table, in no particular order.
+    pub fn rows(&self) -> impl Iterator<Item = &ConnRow> {
+        self.rows.values()
+    }
+
+    pub fn row(&self, id: u64) -> Option<&ConnRow> {
+        self.rows.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Length of the last interval.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// The collector's cumulative overflow counters, as of the last sample.
+    pub fn overflow(&self) -> Overflow {
+        self.overflow
+    }
+
+    /// Total (rx, tx) bytes per second over the last interval.
+    pub fn total_rates(&self) -> (f64, f64) {
+        self.rows
+            .values()
+            .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_rate, tx + r.tx_rate))
+    }
+
+    /// The rows a view shows: filtered, then sorted.
+    pub fn select(&self, query: &Query) -> Vec<&ConnRow> {
+        let mut rows: Vec<&ConnRow> = self
+            .rows
+            .values()
+            .filter(|r| query.all || r.is_active())
+            .filter(|r| r.matches(&query.text))
+            .collect();
+        sort_rows(&mut rows, query.sort, query.reverse);
+        rows
+    }
+}
+
+/// The row of `conn`, new ones starting from zero so that their first totals count.
+fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+    rows.entry(conn.id).or_insert_with(|| {
+        ConnRow::new(
+            Conn {
+                rx_bytes: 0,
+                tx_bytes: 0,
+                ..conn.clone()
+            },
+            now,
+        )
+    })
+}
+
+fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
+    if history.len() == len {
+        history.pop_front();
+    }
+    history.push_back(value);
+}
+
+/// Which rows a view wants, in which order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Include connections with no traffic or event in the last interval.
+    pub all: bool,
+    /// Substring to match (see `ConnRow::matches`); empty matches everything.
+    pub text: String,
+    pub sort: SortKey,
+    /// Reverse the natural order of `sort`.
+    pub reverse: bool,
+}
+
+/// A sortable column. Byte and rate columns sort largest first, the others ascending.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum)]
+pub enum SortKey {
+    /// Bytes read + written in the last interval.
+    #[default]
+    Total,
+    Rx,
+    Tx,
+    RxTotal,
+    TxTotal,
+    Pid,
+    Comm,
+    Local,
+    Remote,
+    State,
+}
+
+impl SortKey {
+    /// In the order a view's columns show them.
+    pub const ALL: [SortKey; 10] = [
+        SortKey::Pid,
+        SortKey::Comm,
+        SortKey::Local,
+        SortKey::Remote,
+        SortKey::State,
+        SortKey::Rx,
+        SortKey::Tx,
+        SortKey::Total,
+        SortKey::RxTotal,
+        SortKey::TxTotal,
+    ];
+
+    fn compare(self, a: &ConnRow, b: &ConnRow) -> Ordering {
+        let (ca, cb) = (&a.conn, &b.conn);
+        match self {
+            SortKey::Total => (b.rx_bytes + b.tx_bytes).cmp(&(a.rx_bytes + a.tx_bytes)),
+            SortKey::Rx => b.rx_bytes.cmp(&a.rx_bytes),
+            SortKey::Tx => b.tx_bytes.cmp(&a.tx_bytes),
+            SortKey::RxTotal => cb.rx_bytes.cmp(&ca.rx_bytes),
+            SortKey::TxTotal => cb.tx_bytes.cmp(&ca.tx_bytes),
+            SortKey::Pid => ca.pid.cmp(&cb.pid),
+            SortKey::Comm => ca.comm.cmp(&cb.comm),
+            SortKey::Local => ca.local.cmp(&cb.local),
+            SortKey::Remote => ca.remote.cmp(&cb.remote),
+            SortKey::State => ca.state.cmp(&cb.state),
+        }
+    }
+}
+
+/// Sorts by `key`, ties broken by connection id so the order is stable between frames.
+pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool) {
+    rows.sort_by(|a, b| {
+        let order = key.compare(a, b);
+        let order = if reverse { order.reverse() } else { order };
+        order.then(a.conn.id.cmp(&b.conn.id))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::Proto;
+
+    fn conn(id: u64, rx: u64, tx: u64) -> Conn {
+        Conn {
+            id,
+            pid: Some(100 + id as u32),
+            comm: format!("proc{id}"),
+            proto: Proto::Tcp,
+            local: "127.0.0.1:5000".parse().unwrap(),
+            remote: format!("127.0.0.1:{}", 6000 + id).parse().unwrap(),
+            state: Some(TcpState::Established),
+            rx_bytes: rx,
+            tx_bytes: tx,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn live(conns: Vec<Conn>) -> Sample {
+        Sample {
+            conns,
+            ..Sample::default()
+        }
+    }
+
+    fn closed(c: Conn, at: u64) -> ConnEvent {
+        ConnEvent {
+            at: secs(at),
+            kind: EventKind::Closed,
+            conn: c,
+        }
+    }
+
+    #[test]
+    fn interval_bytes_are_total_growth_and_rates_divide_by_elapsed() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 50)]), secs(1));
+        let row = model.row(1).unwrap();
+        assert_eq!((row.rx_bytes, row.tx_bytes), (100, 50));
+        model.update(live(vec![conn(1, 400, 50)]), secs(3));
+        let row = model.row(1).unwrap();
+        assert_eq!((row.rx_bytes, row.tx_bytes), (300, 0));
+        assert_eq!((row.rx_rate, row.tx_rate), (150.0, 0.0));
+        assert_eq!(row.rx_history, [100, 300]);
+        assert!(!row.opened);
+        assert_eq!(model.elapsed(), secs(2));
+    }
+
+    #[test]
+    fn a_connection_that_opens_and_closes_within_one_interval_reports_its_bytes_once() {
+        let mut model = Model::new(
+            secs(0),
+            Retention {
+                closed_intervals: 1,
+                history: 4,
+            },
+        );
+        model.update(
+            Sample {
+                events: vec![closed(conn(7, 10, 20), 1)],
+                ..Sample::default()
+            },
+            secs(1),
+        );
+        let row = model.row(7).unwrap();
+        assert_eq!(
+            (row.rx_bytes, row.tx_bytes, row.event_label()),
+            (10, 20, Some("closed"))
+        );
+        // A late iterator record of the dead socket must not count again.
+        model.update(live(vec![conn(7, 10, 20)]), secs(2));
+        let row = model.row(7).unwrap();
+        assert_eq!(
+            (row.rx_bytes, row.tx_bytes, row.closed_for),
+            (0, 0, Some(1))
+        );
+        model.update(live(vec![]), secs(3));
+        assert!(model.row(7).is_none());
+    }
+
+    #[test]
+    fn close_event_adds_only_the_bytes_since_the_last_sample() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 100)]), secs(1));
+        model.update(
+            Sample {
+                events: vec![closed(conn(1, 150, 100), 2)],
+                ..Sample::default()
+            },
+            secs(2),
+        );
+        let row = model.row(1).unwrap();
+        assert_eq!(
+            (row.rx_bytes, row.conn.rx_bytes, row.conn.state),
+            (50, 150, Some(TcpState::Close))
+        );
+    }
+
+    #[test]
+    fn select_filters_idle_rows_and_text_then_sorts() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(
+            live(vec![conn(1, 10, 0), conn(2, 500, 0), conn(3, 0, 0)]),
+            secs(1),
+        );
+        model.update(
+            live(vec![conn(1, 20, 0), conn(2, 500, 0), conn(3, 0, 30)]),
+            secs(2),
+        );
+        let ids = |q: &Query| {
+            model
+                .select(q)
+                .iter()
+                .map(|r| r.conn.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&Query::default()), [3, 1]);
+        assert_eq!(
+            ids(&Query {
+                all: true,
+                ..Query::default()
+            }),
+            [3, 1, 2]
+        );
+        assert_eq!(
+            ids(&Query {
+                all: true,
+                sort: SortKey::RxTotal,
+                ..Query::default()
+            }),
+            [2, 1, 3]
+        );
+        assert_eq!(
+            ids(&Query {
+                all: true,
+                sort: SortKey::Pid,
+                reverse: true,
+                ..Query::default()
+            }),
+            [3, 2, 1]
+        );
+        assert_eq!(
+            ids(&Query {
+                all: true,
+                text: "PROC2".into(),
+                ..Query::default()
+            }),
+            [2]
+        );
+        assert_eq!(
+            ids(&Query {
+                all: true,
+                text: "6003".into(),
+                ..Query::default()
+            }),
+            [3]
+        );
+    }
+
+    #[test]
+    fn overflow_is_passed_through() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let overflow = Overflow {
+            lost_events: 2,
+            ..Overflow::default()
+        };
+        model.update(
+            Sample {
+                overflow,
+                ..Sample::default()
+            },
+            secs(1),
+        );
+        assert_eq!(model.overflow(), overflow);
+    }
+}

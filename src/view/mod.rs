@@ -1,0 +1,3 @@
+//! Front ends: each one only reads the model.
+
+pub mod batch;

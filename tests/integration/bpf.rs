@@ -1,0 +1,371 @@
+//! The real eBPF collector against loopback traffic made here: exact bytes, pid, comm and
+//! lifecycle, for every traffic shape that has tripped other tools. Needs root.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use tcptop::collector::{Family, Filters};
+
+use crate::helpers::{
+    as_traffic, bpf_allowed, open_collector, probe_flag, selected_strategy_unsupported, Ip, Pair,
+    Watch,
+};
+
+fn write_in_chunks(stream: &mut TcpStream, total: usize, chunk: usize) {
+    let data = vec![0x5a; chunk];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk);
+        stream.write_all(&data[..n]).unwrap();
+        left -= n;
+    }
+}
+
+fn read_exactly(stream: &mut TcpStream, total: usize) {
+    let mut buf = vec![0; total];
+    stream.read_exact(&mut buf).unwrap();
+}
+
+/// Client writes `up` bytes in `up_chunk` pieces while the server reads them, then the server
+/// writes `down` bytes in `down_chunk` pieces while the client reads them; both ends are
+/// checked exactly.
+fn exchange_and_check(
+    watch: &mut Watch,
+    ip: Ip,
+    up: usize,
+    up_chunk: usize,
+    down: usize,
+    down_chunk: usize,
+) {
+    let mut pair = Pair::connect(ip);
+    as_traffic(|| {
+        thread::scope(|s| {
+            s.spawn(|| write_in_chunks(&mut pair.client, up, up_chunk));
+            read_exactly(&mut pair.server, up);
+        });
+        thread::scope(|s| {
+            s.spawn(|| write_in_chunks(&mut pair.server, down, down_chunk));
+            read_exactly(&mut pair.client, down);
+        });
+    });
+    let (cl, cr) = pair.client_ends();
+    let (sl, sr) = pair.server_ends();
+    watch.expect_bytes(cl, cr, up as u64, down as u64);
+    watch.expect_bytes(sl, sr, down as u64, up as u64);
+}
+
+#[test]
+fn many_small_writes_count_exactly() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    for ip in Ip::BOTH {
+        exchange_and_check(&mut watch, ip, 100_000, 100, 3_500, 7);
+    }
+}
+
+#[test]
+fn one_large_write_counts_exactly() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    for ip in Ip::BOTH {
+        exchange_and_check(&mut watch, ip, 8 << 20, 8 << 20, 1, 1);
+    }
+}
+
+/// A MSG_WAITALL read wakes up several times, and tcp_cleanup_rbuf reports the running
+/// total each time (bcc issue 5352): it must still count once.
+#[test]
+fn msg_waitall_reads_count_once() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    for ip in Ip::BOTH {
+        let mut pair = Pair::connect(ip);
+        const TOTAL: usize = 1 << 20;
+        as_traffic(|| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    for _ in 0..16 {
+                        write_in_chunks(&mut pair.client, TOTAL / 16, TOTAL / 16);
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                });
+                let mut buf = vec![0u8; TOTAL];
+                let got = unsafe {
+                    libc::recv(
+                        pair.server.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        TOTAL,
+                        libc::MSG_WAITALL,
+                    )
+                };
+                assert_eq!(got, TOTAL as isize);
+            });
+        });
+        let (cl, cr) = pair.client_ends();
+        let (sl, sr) = pair.server_ends();
+        watch.expect_bytes(sl, sr, 0, TOTAL as u64);
+        watch.expect_bytes(cl, cr, TOTAL as u64, 0);
+    }
+}
+
+#[test]
+fn sendfile_counts_what_was_sent() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    const SIZE: usize = 300_001;
+    let path = std::env::temp_dir().join(format!("tcptop-sendfile-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; SIZE]).unwrap();
+    for ip in Ip::BOTH {
+        let mut pair = Pair::connect(ip);
+        let file = std::fs::File::open(&path).unwrap();
+        as_traffic(|| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    let mut offset: libc::off_t = 0;
+                    while (offset as usize) < SIZE {
+                        let sent = unsafe {
+                            libc::sendfile(
+                                pair.client.as_raw_fd(),
+                                file.as_raw_fd(),
+                                &mut offset,
+                                SIZE - offset as usize,
+                            )
+                        };
+                        assert!(sent > 0, "sendfile: {}", std::io::Error::last_os_error());
+                    }
+                });
+                read_exactly(&mut pair.server, SIZE);
+            });
+        });
+        let (cl, cr) = pair.client_ends();
+        watch.expect_bytes(cl, cr, SIZE as u64, 0);
+        let (sl, sr) = pair.server_ends();
+        watch.expect_bytes(sl, sr, 0, SIZE as u64);
+    }
+    std::fs::remove_file(path).unwrap();
+}
+
+/// Opens, sends and closes within about a millisecond: the close event carries the totals,
+/// and the lifecycle shows the handshake and the close.
+#[test]
+fn short_lived_connection_reports_lifecycle_and_final_bytes() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    for ip in Ip::BOTH {
+        let mut pair = Pair::connect(ip);
+        let (cl, cr) = pair.client_ends();
+        let (sl, sr) = pair.server_ends();
+        as_traffic(|| {
+            pair.client.write_all(b"0123456789").unwrap();
+            pair.client.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            pair.server.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), 10);
+            pair.server.write_all(b"bye").unwrap();
+            drop(pair.server);
+            let mut reply = Vec::new();
+            pair.client.read_to_end(&mut reply).unwrap();
+            assert_eq!(reply, b"bye");
+            drop(pair.client);
+        });
+        let client = watch.expect_bytes(cl, cr, 10, 3);
+        let server = watch.expect_bytes(sl, sr, 3, 10);
+        assert!(
+            watch.until(|w| w.is_closed(client.id) && w.is_closed(server.id)),
+            "both ends close"
+        );
+        let client_steps = watch.transitions(client.id);
+        assert_eq!(
+            client_steps.first().map(|(o, n)| (o.as_str(), n.as_str())),
+            Some(("CLOSE", "SYN_SENT")),
+            "{client_steps:?}"
+        );
+        assert!(
+            client_steps.contains(&("SYN_SENT".into(), "ESTABLISHED".into())),
+            "{client_steps:?}"
+        );
+        let server_steps = watch.transitions(server.id);
+        assert!(
+            server_steps.contains(&("SYN_RECV".into(), "ESTABLISHED".into())),
+            "{server_steps:?}"
+        );
+        // The close came after everything was read: the final totals did not change.
+        assert_eq!(
+            watch.find(cl, cr).map(|c| (c.tx_bytes, c.rx_bytes)),
+            Some((10, 3))
+        );
+    }
+}
+
+#[test]
+fn two_connections_at_once_are_kept_apart() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    let mut a = Pair::connect(Ip::V4);
+    let mut b = Pair::connect(Ip::V4);
+    as_traffic(|| {
+        thread::scope(|s| {
+            s.spawn(|| write_in_chunks(&mut a.client, 4_000, 1_000));
+            s.spawn(|| write_in_chunks(&mut b.client, 9_000, 3_000));
+            read_exactly(&mut a.server, 4_000);
+            read_exactly(&mut b.server, 9_000);
+        });
+    });
+    let (l, r) = a.client_ends();
+    watch.expect_bytes(l, r, 4_000, 0);
+    let (l, r) = b.client_ends();
+    watch.expect_bytes(l, r, 9_000, 0);
+}
+
+/// Traffic that the filters exclude never appears; what they include does.
+fn assert_filtered(filters: Filters, mut hidden_pair: Pair, mut shown_pair: Pair) {
+    let Some(mut watch) = open_collector(filters) else {
+        return;
+    };
+    as_traffic(|| {
+        for pair in [&mut hidden_pair, &mut shown_pair] {
+            pair.client.write_all(&[1; 500]).unwrap();
+            read_exactly(&mut pair.server, 500);
+        }
+    });
+    let (l, r) = shown_pair.client_ends();
+    watch.expect_bytes(l, r, 500, 0);
+    let (hl, hr) = hidden_pair.client_ends();
+    let (sl, sr) = hidden_pair.server_ends();
+    assert!(
+        watch.find(hl, hr).is_none() && watch.find(sl, sr).is_none(),
+        "filtered traffic was reported"
+    );
+}
+
+#[test]
+fn port_filter_keeps_only_that_port() {
+    if !bpf_allowed() {
+        return;
+    }
+    let shown = Pair::connect(Ip::V4);
+    let port = shown.server.local_addr().unwrap().port();
+    assert_filtered(
+        Filters {
+            port: Some(port),
+            ..Filters::default()
+        },
+        Pair::connect(Ip::V4),
+        shown,
+    );
+}
+
+#[test]
+fn family_filter_keeps_only_that_family() {
+    if !bpf_allowed() {
+        return;
+    }
+    assert_filtered(
+        Filters {
+            family: Some(Family::V6),
+            ..Filters::default()
+        },
+        Pair::connect(Ip::V4),
+        Pair::connect(Ip::V6),
+    );
+}
+
+#[test]
+fn pid_filter_hides_other_processes() {
+    let other_pid = std::process::id() + 1_000_000;
+    let Some(mut watch) = open_collector(Filters {
+        pid: Some(other_pid),
+        ..Filters::default()
+    }) else {
+        return;
+    };
+    let mut pair = Pair::connect(Ip::V4);
+    as_traffic(|| {
+        pair.client.write_all(&[1; 700]).unwrap();
+        read_exactly(&mut pair.server, 700);
+    });
+    thread::sleep(Duration::from_millis(200));
+    watch.poll();
+    let (l, r) = pair.client_ends();
+    assert!(
+        watch.find(l, r).is_none(),
+        "a connection of another pid was reported"
+    );
+    let Some(mut mine) = open_collector(Filters {
+        pid: Some(std::process::id()),
+        ..Filters::default()
+    }) else {
+        return;
+    };
+    as_traffic(|| {
+        pair.client.write_all(&[1; 800]).unwrap();
+        read_exactly(&mut pair.server, 800);
+    });
+    mine.expect_bytes(l, r, 800, 0);
+}
+
+/// `tcptop --batch` as a process prints the test's connection with its bytes.
+#[test]
+fn batch_mode_prints_the_connection() {
+    if !bpf_allowed() {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tcptop"))
+        .args(["--batch", "-v", "--probe", &probe_flag(), "0.5", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tcptop");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut notes = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        notes.push_str(&line);
+        if line.contains("using the") {
+            break;
+        }
+        line.clear();
+    }
+    if selected_strategy_unsupported() {
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{notes}");
+        let last = notes.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("tcptop: ") && last.contains("cannot run on this kernel"),
+            "{notes}"
+        );
+        return;
+    }
+    assert!(notes.contains("using the"), "tcptop did not start: {notes}");
+    let mut pair = Pair::connect(Ip::V4);
+    as_traffic(|| {
+        pair.client.write_all(&[2; 1234]).unwrap();
+        read_exactly(&mut pair.server, 1234);
+    });
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (l, r) = pair.client_ends();
+    let row = out
+        .lines()
+        .find(|row| row.contains(&l.to_string()) && row.contains(&r.to_string()))
+        .unwrap_or_else(|| panic!("no row for {l} -> {r} in:\n{out}"));
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(fields[0], std::process::id().to_string(), "{row}");
+    assert_eq!(&fields[fields.len() - 2..], ["0", "1234"], "{row}");
+}
