@@ -1,7 +1,7 @@
 //! Runs tcptop: parses the flags, opens the collector and drives a front end from the one
 //! event loop.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,7 +13,8 @@ use crate::collector::Collector;
 use crate::event::{self, Event};
 use crate::model::{Model, Query, Retention};
 use crate::platform;
-use crate::view::batch;
+use crate::view::batch::BatchTable;
+use crate::view::IntervalSink;
 
 /// tcptop's `main`: the process exit code. A closed stdout (`tcptop -b | head`) is a clean exit.
 pub fn main() -> i32 {

@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::time::SystemTime;
 
 use crate::model::{ConnRow, Model, Query};
+use crate::view::IntervalSink;
 
 const HEADINGS: [&str; 7] = [
     "PID",
@@ -14,6 +15,19 @@ const HEADINGS: [&str; 7] = [
     "RX_BYTES",
     "TX_BYTES",
 ];
+
+/// The text table on an output stream, flushed every interval.
+pub struct BatchTable<W: Write> {
+    pub out: W,
+    pub query: Query,
+}
+
+impl<W: Write> IntervalSink for BatchTable<W> {
+    fn interval(&mut self, model: &Model, backend: &str, wall: SystemTime) -> io::Result<()> {
+        write_interval(&mut self.out, model, &self.query, backend, wall)?;
+        self.out.flush()
+    }
+}
 
 /// Writes the interval that just ended: a summary line, the column headings, the rows of
 /// `query` (bytes are this interval's), and a blank line.
