@@ -11,9 +11,7 @@ fn main() {
         return;
     }
     let arch = env::var("CARGO_CFG_TARGET_ARCH").expect("cargo sets CARGO_CFG_TARGET_ARCH");
-    let vmlinux = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap())
-        .join("vmlinux")
-        .join(&arch);
+    let vmlinux = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap()).join("vmlinux").join(&arch);
     assert!(
         vmlinux.join("vmlinux.h").exists(),
         "no vmlinux/{arch}/vmlinux.h: see README.md, section 'Another architecture'"
@@ -22,12 +20,7 @@ fn main() {
     #[cfg(target_os = "linux")] // build-dependencies follow the host
     libbpf_cargo::SkeletonBuilder::new()
         .source(SRC)
-        .clang_args([
-            "-I".as_ref(),
-            vmlinux.as_os_str(),
-            "-mcpu=v3".as_ref(),
-            "-Wall".as_ref(),
-        ])
+        .clang_args(["-I".as_ref(), vmlinux.as_os_str(), "-mcpu=v3".as_ref(), "-Wall".as_ref()])
         .build_and_generate(&out)
         .unwrap_or_else(|e| panic!("compiling {SRC}: {e:#}"));
 }

@@ -30,11 +30,9 @@ pub fn main() -> i32 {
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -51,43 +49,31 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("tcptop: using the {} probe strategy", collector.backend());
     }
     event::spawn_ticker(sender, args.interval());
-    run_batch(
-        collector.as_mut(),
-        args,
-        &events,
-        &mut BufWriter::new(io::stdout().lock()),
-    )
+    let query = Query { all: args.all, text: String::new(), sort: args.sort, reverse: args.reverse };
+    let mut sinks: Vec<Box<dyn IntervalSink>> =
+        vec![Box::new(BatchTable { out: BufWriter::new(io::stdout().lock()), query })];
+    run_headless(collector.as_mut(), args.count, &events, &mut sinks)
 }
 
-/// Prints one table per tick until `args.count` tables or a stop; a stop still prints the
-/// interval it cut short.
-pub fn run_batch(
+/// Feeds every interval to the sinks until `count` intervals or a stop; a stop still
+/// records the interval it cut short.
+pub fn run_headless(
     collector: &mut dyn Collector,
-    args: &Args,
+    count: Option<u64>,
     events: &Receiver<Event>,
-    out: &mut dyn Write,
+    sinks: &mut [Box<dyn IntervalSink>],
 ) -> Result<()> {
     let start = Instant::now();
-    let mut model = Model::new(
-        Duration::ZERO,
-        Retention {
-            closed_intervals: 0,
-            history: 1,
-        },
-    );
-    let query = Query {
-        all: args.all,
-        text: String::new(),
-        sort: args.sort,
-        reverse: args.reverse,
-    };
-    let mut shown = 0;
+    let mut model = Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1 });
+    let mut done = 0;
     for event in events {
         model.update(collector.collect()?, start.elapsed());
-        batch::write_interval(out, &model, &query, collector.backend(), SystemTime::now())?;
-        out.flush()?;
-        shown += 1;
-        if matches!(event, Event::Stop) || args.count == Some(shown) {
+        let wall = SystemTime::now();
+        for sink in sinks.iter_mut() {
+            sink.interval(&model, collector.backend(), wall)?;
+        }
+        done += 1;
+        if matches!(event, Event::Stop) || count == Some(done) {
             break;
         }
     }

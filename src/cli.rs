@@ -80,9 +80,7 @@ pub enum Probe {
 
 impl Args {
     pub fn interval(&self) -> Duration {
-        self.interval_arg
-            .or(self.interval)
-            .unwrap_or(Duration::from_secs(1))
+        self.interval_arg.or(self.interval).unwrap_or(Duration::from_secs(1))
     }
 
     pub fn filters(&self) -> Filters {
@@ -91,11 +89,7 @@ impl Args {
             (_, true) => Some(Family::V6),
             _ => None,
         };
-        Filters {
-            pid: self.pid,
-            port: self.port,
-            family,
-        }
+        Filters { pid: self.pid, port: self.port, family }
     }
 }
 
@@ -104,9 +98,7 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         Ok(secs) if secs.is_finite() && (0.01..=86_400.0).contains(&secs) => {
             Ok(Duration::from_secs_f64(secs))
         }
-        _ => Err(format!(
-            "`{text}` is not a number of seconds between 0.01 and 86400"
-        )),
+        _ => Err(format!("`{text}` is not a number of seconds between 0.01 and 86400")),
     }
 }
 
@@ -121,15 +113,9 @@ mod tests {
     #[test]
     fn positional_interval_and_count_as_in_bcc() {
         let args = parse(&["-b", "2", "5"]).unwrap();
-        assert_eq!(
-            (args.interval(), args.count, args.batch),
-            (Duration::from_secs(2), Some(5), true)
-        );
+        assert_eq!((args.interval(), args.count, args.batch), (Duration::from_secs(2), Some(5), true));
         assert_eq!(parse(&[]).unwrap().interval(), Duration::from_secs(1));
-        assert_eq!(
-            parse(&["-i", "0.5"]).unwrap().interval(),
-            Duration::from_millis(500)
-        );
+        assert_eq!(parse(&["-i", "0.5"]).unwrap().interval(), Duration::from_millis(500));
     }
 
     #[test]
@@ -150,13 +136,6 @@ mod tests {
     #[test]
     fn filters_follow_flags() {
         let args = parse(&["-6", "--pid", "42", "--port", "443"]).unwrap();
-        assert_eq!(
-            args.filters(),
-            Filters {
-                pid: Some(42),
-                port: Some(443),
-                family: Some(Family::V6)
-            }
-        );
+        assert_eq!(args.filters(), Filters { pid: Some(42), port: Some(443), family: Some(Family::V6) });
     }
 }

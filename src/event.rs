@@ -32,8 +32,7 @@ pub fn spawn_ticker(events: Sender<Event>, interval: Duration) {
 
 /// Turns SIGINT, SIGTERM and SIGHUP into `Event::Stop`.
 pub fn spawn_signal_listener(events: Sender<Event>) -> Result<()> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     thread::spawn(move || {
         for _ in signals.forever() {
             if events.send(Event::Stop).is_err() {

@@ -20,10 +20,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            closed_intervals: 3,
-            history: 60,
-        }
+        Retention { closed_intervals: 3, history: 60 }
     }
 }
 
@@ -77,11 +74,7 @@ impl ConnRow {
         self.tx_bytes += conn.tx_bytes.saturating_sub(self.conn.tx_bytes);
         let rx = self.conn.rx_bytes.max(conn.rx_bytes);
         let tx = self.conn.tx_bytes.max(conn.tx_bytes);
-        self.conn = Conn {
-            rx_bytes: rx,
-            tx_bytes: tx,
-            ..conn
-        };
+        self.conn = Conn { rx_bytes: rx, tx_bytes: tx, ..conn };
     }
 
     /// Whether anything happened to the connection in the last interval.
@@ -146,8 +139,7 @@ impl Model {
     /// Applies a sample taken at `now`, which ends the current interval.
     pub fn update(&mut self, sample: Sample, now: Duration) {
         let keep = self.retention.closed_intervals;
-        self.rows
-            .retain(|_, row| row.closed_for.is_none_or(|n| n < keep));
+        self.rows.retain(|_, row| row.closed_for.is_none_or(|n| n < keep));
         for row in self.rows.values_mut() {
             row.rx_bytes = 0;
             row.tx_bytes = 0;
@@ -222,9 +214,7 @@ impl Model {
 
     /// Total (rx, tx) bytes per second over the last interval.
     pub fn total_rates(&self) -> (f64, f64) {
-        self.rows
-            .values()
-            .fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_rate, tx + r.tx_rate))
+        self.rows.values().fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_rate, tx + r.tx_rate))
     }
 
     /// The rows a view shows: filtered, then sorted.
@@ -242,16 +232,8 @@ impl Model {
 
 /// The row of `conn`, new ones starting from zero so that their first totals count.
 fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
-    rows.entry(conn.id).or_insert_with(|| {
-        ConnRow::new(
-            Conn {
-                rx_bytes: 0,
-                tx_bytes: 0,
-                ..conn.clone()
-            },
-            now,
-        )
-    })
+    rows.entry(conn.id)
+        .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, ..conn.clone() }, now))
 }
 
 fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
@@ -355,18 +337,11 @@ mod tests {
     }
 
     fn live(conns: Vec<Conn>) -> Sample {
-        Sample {
-            conns,
-            ..Sample::default()
-        }
+        Sample { conns, ..Sample::default() }
     }
 
     fn closed(c: Conn, at: u64) -> ConnEvent {
-        ConnEvent {
-            at: secs(at),
-            kind: EventKind::Closed,
-            conn: c,
-        }
+        ConnEvent { at: secs(at), kind: EventKind::Closed, conn: c }
     }
 
     #[test]
@@ -386,32 +361,14 @@ mod tests {
 
     #[test]
     fn a_connection_that_opens_and_closes_within_one_interval_reports_its_bytes_once() {
-        let mut model = Model::new(
-            secs(0),
-            Retention {
-                closed_intervals: 1,
-                history: 4,
-            },
-        );
-        model.update(
-            Sample {
-                events: vec![closed(conn(7, 10, 20), 1)],
-                ..Sample::default()
-            },
-            secs(1),
-        );
+        let mut model = Model::new(secs(0), Retention { closed_intervals: 1, history: 4 });
+        model.update(Sample { events: vec![closed(conn(7, 10, 20), 1)], ..Sample::default() }, secs(1));
         let row = model.row(7).unwrap();
-        assert_eq!(
-            (row.rx_bytes, row.tx_bytes, row.event_label()),
-            (10, 20, Some("closed"))
-        );
+        assert_eq!((row.rx_bytes, row.tx_bytes, row.event_label()), (10, 20, Some("closed")));
         // A late iterator record of the dead socket must not count again.
         model.update(live(vec![conn(7, 10, 20)]), secs(2));
         let row = model.row(7).unwrap();
-        assert_eq!(
-            (row.rx_bytes, row.tx_bytes, row.closed_for),
-            (0, 0, Some(1))
-        );
+        assert_eq!((row.rx_bytes, row.tx_bytes, row.closed_for), (0, 0, Some(1)));
         model.update(live(vec![]), secs(3));
         assert!(model.row(7).is_none());
     }
@@ -420,95 +377,33 @@ mod tests {
     fn close_event_adds_only_the_bytes_since_the_last_sample() {
         let mut model = Model::new(secs(0), Retention::default());
         model.update(live(vec![conn(1, 100, 100)]), secs(1));
-        model.update(
-            Sample {
-                events: vec![closed(conn(1, 150, 100), 2)],
-                ..Sample::default()
-            },
-            secs(2),
-        );
+        model.update(Sample { events: vec![closed(conn(1, 150, 100), 2)], ..Sample::default() }, secs(2));
         let row = model.row(1).unwrap();
-        assert_eq!(
-            (row.rx_bytes, row.conn.rx_bytes, row.conn.state),
-            (50, 150, Some(TcpState::Close))
-        );
+        assert_eq!((row.rx_bytes, row.conn.rx_bytes, row.conn.state), (50, 150, Some(TcpState::Close)));
     }
 
     #[test]
     fn select_filters_idle_rows_and_text_then_sorts() {
         let mut model = Model::new(secs(0), Retention::default());
-        model.update(
-            live(vec![conn(1, 10, 0), conn(2, 500, 0), conn(3, 0, 0)]),
-            secs(1),
-        );
-        model.update(
-            live(vec![conn(1, 20, 0), conn(2, 500, 0), conn(3, 0, 30)]),
-            secs(2),
-        );
-        let ids = |q: &Query| {
-            model
-                .select(q)
-                .iter()
-                .map(|r| r.conn.id)
-                .collect::<Vec<_>>()
-        };
+        model.update(live(vec![conn(1, 10, 0), conn(2, 500, 0), conn(3, 0, 0)]), secs(1));
+        model.update(live(vec![conn(1, 20, 0), conn(2, 500, 0), conn(3, 0, 30)]), secs(2));
+        let ids = |q: &Query| model.select(q).iter().map(|r| r.conn.id).collect::<Vec<_>>();
         assert_eq!(ids(&Query::default()), [3, 1]);
+        assert_eq!(ids(&Query { all: true, ..Query::default() }), [3, 1, 2]);
+        assert_eq!(ids(&Query { all: true, sort: SortKey::RxTotal, ..Query::default() }), [2, 1, 3]);
         assert_eq!(
-            ids(&Query {
-                all: true,
-                ..Query::default()
-            }),
-            [3, 1, 2]
-        );
-        assert_eq!(
-            ids(&Query {
-                all: true,
-                sort: SortKey::RxTotal,
-                ..Query::default()
-            }),
-            [2, 1, 3]
-        );
-        assert_eq!(
-            ids(&Query {
-                all: true,
-                sort: SortKey::Pid,
-                reverse: true,
-                ..Query::default()
-            }),
+            ids(&Query { all: true, sort: SortKey::Pid, reverse: true, ..Query::default() }),
             [3, 2, 1]
         );
-        assert_eq!(
-            ids(&Query {
-                all: true,
-                text: "PROC2".into(),
-                ..Query::default()
-            }),
-            [2]
-        );
-        assert_eq!(
-            ids(&Query {
-                all: true,
-                text: "6003".into(),
-                ..Query::default()
-            }),
-            [3]
-        );
+        assert_eq!(ids(&Query { all: true, text: "PROC2".into(), ..Query::default() }), [2]);
+        assert_eq!(ids(&Query { all: true, text: "6003".into(), ..Query::default() }), [3]);
     }
 
     #[test]
     fn overflow_is_passed_through() {
         let mut model = Model::new(secs(0), Retention::default());
-        let overflow = Overflow {
-            lost_events: 2,
-            ..Overflow::default()
-        };
-        model.update(
-            Sample {
-                overflow,
-                ..Sample::default()
-            },
-            secs(1),
-        );
+        let overflow = Overflow { lost_events: 2, ..Overflow::default() };
+        model.update(Sample { overflow, ..Sample::default() }, secs(1));
         assert_eq!(model.overflow(), overflow);
     }
 }

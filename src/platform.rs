@@ -22,11 +22,7 @@ pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn
         Probe::Kprobe => &[Strategy::Kprobe],
         Probe::Tracepoint => &[Strategy::Tracepoint],
     };
-    Ok(Box::new(EbpfCollector::open(
-        strategies,
-        &args.filters(),
-        note,
-    )?))
+    Ok(Box::new(EbpfCollector::open(strategies, &args.filters(), note)?))
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -83,11 +83,7 @@ fn has_bpf_capabilities(status: &str) -> bool {
 impl EbpfCollector {
     /// Loads the first of `strategies` that loads and attaches. `note` hears why each one
     /// that was tried failed.
-    pub fn open(
-        strategies: &[Strategy],
-        filters: &Filters,
-        note: &mut dyn FnMut(&str),
-    ) -> Result<Self> {
+    pub fn open(strategies: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
         let mut failures = Vec::new();
         for &strategy in strategies {
             match Self::open_with(strategy, filters) {
@@ -99,13 +95,8 @@ impl EbpfCollector {
             }
         }
         match failures.as_slice() {
-            [one] => {
-                Err(anyhow!("the {one}")).context("the probe strategy cannot run on this kernel")
-            }
-            all => bail!(
-                "no probe strategy works on this kernel ({})",
-                all.join("; ")
-            ),
+            [one] => Err(anyhow!("the {one}")).context("the probe strategy cannot run on this kernel"),
+            all => bail!("no probe strategy works on this kernel ({})", all.join("; ")),
         }
     }
 
@@ -113,14 +104,8 @@ impl EbpfCollector {
         // The skeleton borrows its object storage for as long as it lives; one small box
         // per attempt, for the life of the process.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = TcptopSkelBuilder::default()
-            .open(storage)
-            .context("opening the BPF object")?;
-        let settings = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .expect("tcptop.bpf.c has settings");
+        let mut open = TcptopSkelBuilder::default().open(storage).context("opening the BPF object")?;
+        let settings = open.maps.rodata_data.as_deref_mut().expect("tcptop.bpf.c has settings");
         settings.filter_pid = filters.pid.unwrap_or(0);
         settings.filter_port = filters.port.unwrap_or(0);
         settings.filter_family = match filters.family {
@@ -136,9 +121,7 @@ impl EbpfCollector {
             let create = strategy.creates(&map.name().to_string_lossy());
             map.set_autocreate(create)?;
         }
-        let skel = open
-            .load()
-            .map_err(|e| explain_load_failure(strategy, e.into()))?;
+        let skel = open.load().map_err(|e| explain_load_failure(strategy, e.into()))?;
 
         let mut skel = skel;
         let mut hooks = Vec::new();
@@ -166,15 +149,7 @@ impl EbpfCollector {
             0
         })?;
         let ring = builder.build()?;
-        Ok(EbpfCollector {
-            strategy,
-            _hooks: hooks,
-            dump,
-            ring,
-            arrived,
-            skel,
-            dump_buf: Vec::new(),
-        })
+        Ok(EbpfCollector { strategy, _hooks: hooks, dump, ring, arrived, skel, dump_buf: Vec::new() })
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -182,12 +157,7 @@ impl EbpfCollector {
     }
 
     fn overflow(&self) -> Overflow {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref()
-            .expect("tcptop.bpf.c has counters");
+        let bss = self.skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has counters");
         // SAFETY: the kernel updates this memory-mapped .bss behind the compiler's back.
         let drops = unsafe { std::ptr::read_volatile(&bss.drops) };
         Overflow {
@@ -201,18 +171,14 @@ impl EbpfCollector {
 /// Turns the kernel's terse refusals into what the user can act on.
 fn explain_load_failure(strategy: Strategy, error: anyhow::Error) -> anyhow::Error {
     if strategy == Strategy::Tracepoint && !kernel_has_type("btf_trace_sock_send_length") {
-        return anyhow!(
-            "this kernel has no sock:sock_send_length tracepoint (it came in Linux 6.3)"
-        );
+        return anyhow!("this kernel has no sock:sock_send_length tracepoint (it came in Linux 6.3)");
     }
     error.context(format!("loading the {strategy} programs"))
 }
 
 fn kernel_has_type(name: &str) -> bool {
-    libbpf_rs::btf::Btf::from_vmlinux().is_ok_and(|btf| {
-        btf.type_by_name::<libbpf_rs::btf::BtfType<'_>>(name)
-            .is_some()
-    })
+    libbpf_rs::btf::Btf::from_vmlinux()
+        .is_ok_and(|btf| btf.type_by_name::<libbpf_rs::btf::BtfType<'_>>(name).is_some())
 }
 
 impl Collector for EbpfCollector {
@@ -238,11 +204,7 @@ impl Collector for EbpfCollector {
                 conn_from(&info)
             })
             .collect();
-        Ok(Sample {
-            conns,
-            events,
-            overflow: self.overflow(),
-        })
+        Ok(Sample { conns, events, overflow: self.overflow() })
     }
 }
 
@@ -255,11 +217,7 @@ fn event_from(raw: &types::conn_event) -> ConnEvent {
             new: TcpState::from_kernel(raw.new_state),
         }
     };
-    ConnEvent {
-        at: Duration::from_nanos(raw.timestamp_ns),
-        kind,
-        conn: conn_from(&raw.info),
-    }
+    ConnEvent { at: Duration::from_nanos(raw.timestamp_ns), kind, conn: conn_from(&raw.info) }
 }
 
 fn conn_from(info: &types::conn_info) -> Conn {
@@ -271,11 +229,7 @@ fn conn_from(info: &types::conn_info) -> Conn {
         };
         SocketAddr::new(ip, port)
     };
-    let comm_len = info
-        .comm
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(info.comm.len());
+    let comm_len = info.comm.iter().position(|&b| b == 0).unwrap_or(info.comm.len());
     Conn {
         id: info.id,
         pid: (info.pid != 0).then_some(info.pid),
@@ -295,9 +249,7 @@ mod tests {
 
     #[test]
     fn capabilities_need_sys_admin_or_bpf_with_perfmon() {
-        assert!(has_bpf_capabilities(
-            "Name:\ttcptop\nCapEff:\t000001ffffffffff\n"
-        ));
+        assert!(has_bpf_capabilities("Name:\ttcptop\nCapEff:\t000001ffffffffff\n"));
         assert!(has_bpf_capabilities("CapEff:\t000000c000000000\n"));
         assert!(!has_bpf_capabilities("CapEff:\t0000008000000000\n"));
         assert!(!has_bpf_capabilities("CapEff:\t0000000000000000\n"));
@@ -306,22 +258,14 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_addresses_are_shown_as_ipv4() {
-        let mut info = types::conn_info {
-            family: AF_INET6,
-            lport: 80,
-            rport: 5555,
-            state: 1,
-            ..Default::default()
-        };
+        let mut info =
+            types::conn_info { family: AF_INET6, lport: 80, rport: 5555, state: 1, ..Default::default() };
         info.laddr = Ipv6Addr::from(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()).octets();
         info.raddr = Ipv6Addr::LOCALHOST.octets();
         info.comm[..4].copy_from_slice(b"curl");
         let conn = conn_from(&info);
         assert_eq!(conn.local, "127.0.0.1:80".parse().unwrap());
         assert_eq!(conn.remote, "[::1]:5555".parse().unwrap());
-        assert_eq!(
-            (conn.comm.as_str(), conn.pid, conn.state),
-            ("curl", None, Some(TcpState::Established))
-        );
+        assert_eq!((conn.comm.as_str(), conn.pid, conn.state), ("curl", None, Some(TcpState::Established)));
     }
 }

@@ -45,8 +45,7 @@ impl Table {
 
 impl Strategy {
     /// The order `--probe auto` tries them in: cheapest and most precise first.
-    pub const AUTO_ORDER: [Strategy; 3] =
-        [Strategy::Fentry, Strategy::Kprobe, Strategy::Tracepoint];
+    pub const AUTO_ORDER: [Strategy; 3] = [Strategy::Fentry, Strategy::Kprobe, Strategy::Tracepoint];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -123,10 +122,7 @@ mod tests {
                 ["inet_sock_set_state"; 2],
                 ["tcp_destroy_sock"; 2],
             ] {
-                assert!(
-                    needles.iter().any(|n| hooks.contains(n)),
-                    "{strategy}: {hooks}"
-                );
+                assert!(needles.iter().any(|n| hooks.contains(n)), "{strategy}: {hooks}");
             }
             assert!(strategy.loads(strategy.table().dump_program()));
         }
@@ -135,9 +131,7 @@ mod tests {
     #[test]
     fn each_strategy_creates_only_its_own_table() {
         assert!(Strategy::Fentry.creates("sk_conns") && !Strategy::Fentry.creates("hash_conns"));
-        assert!(
-            Strategy::Kprobe.creates("sendmsg_sockets") && !Strategy::Kprobe.creates("sk_conns")
-        );
+        assert!(Strategy::Kprobe.creates("sendmsg_sockets") && !Strategy::Kprobe.creates("sk_conns"));
         assert!(Strategy::Tracepoint.creates("events"));
     }
 }

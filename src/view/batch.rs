@@ -6,15 +6,7 @@ use std::time::SystemTime;
 use crate::model::{ConnRow, Model, Query};
 use crate::view::IntervalSink;
 
-const HEADINGS: [&str; 7] = [
-    "PID",
-    "COMM",
-    "LADDR:LPORT",
-    "RADDR:RPORT",
-    "STATE",
-    "RX_BYTES",
-    "TX_BYTES",
-];
+const HEADINGS: [&str; 7] = ["PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "RX_BYTES", "TX_BYTES"];
 
 /// The text table on an output stream, flushed every interval.
 pub struct BatchTable<W: Write> {
@@ -75,11 +67,7 @@ fn cells(row: &ConnRow) -> [String; 7] {
     let c = &row.conn;
     [
         c.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
-        if c.comm.is_empty() {
-            "-".to_string()
-        } else {
-            c.comm.clone()
-        },
+        if c.comm.is_empty() { "-".to_string() } else { c.comm.clone() },
         c.local.to_string(),
         c.remote.to_string(),
         c.state.map_or_else(|| "-".to_string(), |s| s.to_string()),
@@ -122,14 +110,8 @@ mod tests {
         };
         let mut model = Model::new(Duration::ZERO, Retention::default());
         let sample = Sample {
-            conns: vec![
-                conn(1, 10, "10.0.0.1:50000"),
-                conn(2, 2000, "[2001:db8::1]:50001"),
-            ],
-            overflow: Overflow {
-                lost_events: 3,
-                ..Overflow::default()
-            },
+            conns: vec![conn(1, 10, "10.0.0.1:50000"), conn(2, 2000, "[2001:db8::1]:50001")],
+            overflow: Overflow { lost_events: 3, ..Overflow::default() },
             ..Sample::default()
         };
         model.update(sample, Duration::from_secs(2));

@@ -11,8 +11,7 @@ use std::time::Duration;
 use tcptop::collector::{Family, Filters};
 
 use crate::helpers::{
-    as_traffic, bpf_allowed, open_collector, probe_flag, selected_strategy_unsupported, Ip, Pair,
-    Watch,
+    as_traffic, bpf_allowed, open_collector, probe_flag, selected_strategy_unsupported, Ip, Pair, Watch,
 };
 
 fn write_in_chunks(stream: &mut TcpStream, total: usize, chunk: usize) {
@@ -33,14 +32,7 @@ fn read_exactly(stream: &mut TcpStream, total: usize) {
 /// Client writes `up` bytes in `up_chunk` pieces while the server reads them, then the server
 /// writes `down` bytes in `down_chunk` pieces while the client reads them; both ends are
 /// checked exactly.
-fn exchange_and_check(
-    watch: &mut Watch,
-    ip: Ip,
-    up: usize,
-    up_chunk: usize,
-    down: usize,
-    down_chunk: usize,
-) {
+fn exchange_and_check(watch: &mut Watch, ip: Ip, up: usize, up_chunk: usize, down: usize, down_chunk: usize) {
     let mut pair = Pair::connect(ip);
     as_traffic(|| {
         thread::scope(|s| {
@@ -98,12 +90,7 @@ fn msg_waitall_reads_count_once() {
                 });
                 let mut buf = vec![0u8; TOTAL];
                 let got = unsafe {
-                    libc::recv(
-                        pair.server.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        TOTAL,
-                        libc::MSG_WAITALL,
-                    )
+                    libc::recv(pair.server.as_raw_fd(), buf.as_mut_ptr().cast(), TOTAL, libc::MSG_WAITALL)
                 };
                 assert_eq!(got, TOTAL as isize);
             });
@@ -179,30 +166,18 @@ fn short_lived_connection_reports_lifecycle_and_final_bytes() {
         });
         let client = watch.expect_bytes(cl, cr, 10, 3);
         let server = watch.expect_bytes(sl, sr, 3, 10);
-        assert!(
-            watch.until(|w| w.is_closed(client.id) && w.is_closed(server.id)),
-            "both ends close"
-        );
+        assert!(watch.until(|w| w.is_closed(client.id) && w.is_closed(server.id)), "both ends close");
         let client_steps = watch.transitions(client.id);
         assert_eq!(
             client_steps.first().map(|(o, n)| (o.as_str(), n.as_str())),
             Some(("CLOSE", "SYN_SENT")),
             "{client_steps:?}"
         );
-        assert!(
-            client_steps.contains(&("SYN_SENT".into(), "ESTABLISHED".into())),
-            "{client_steps:?}"
-        );
+        assert!(client_steps.contains(&("SYN_SENT".into(), "ESTABLISHED".into())), "{client_steps:?}");
         let server_steps = watch.transitions(server.id);
-        assert!(
-            server_steps.contains(&("SYN_RECV".into(), "ESTABLISHED".into())),
-            "{server_steps:?}"
-        );
+        assert!(server_steps.contains(&("SYN_RECV".into(), "ESTABLISHED".into())), "{server_steps:?}");
         // The close came after everything was read: the final totals did not change.
-        assert_eq!(
-            watch.find(cl, cr).map(|c| (c.tx_bytes, c.rx_bytes)),
-            Some((10, 3))
-        );
+        assert_eq!(watch.find(cl, cr).map(|c| (c.tx_bytes, c.rx_bytes)), Some((10, 3)));
     }
 }
 
@@ -242,10 +217,7 @@ fn assert_filtered(filters: Filters, mut hidden_pair: Pair, mut shown_pair: Pair
     watch.expect_bytes(l, r, 500, 0);
     let (hl, hr) = hidden_pair.client_ends();
     let (sl, sr) = hidden_pair.server_ends();
-    assert!(
-        watch.find(hl, hr).is_none() && watch.find(sl, sr).is_none(),
-        "filtered traffic was reported"
-    );
+    assert!(watch.find(hl, hr).is_none() && watch.find(sl, sr).is_none(), "filtered traffic was reported");
 }
 
 #[test]
@@ -255,14 +227,7 @@ fn port_filter_keeps_only_that_port() {
     }
     let shown = Pair::connect(Ip::V4);
     let port = shown.server.local_addr().unwrap().port();
-    assert_filtered(
-        Filters {
-            port: Some(port),
-            ..Filters::default()
-        },
-        Pair::connect(Ip::V4),
-        shown,
-    );
+    assert_filtered(Filters { port: Some(port), ..Filters::default() }, Pair::connect(Ip::V4), shown);
 }
 
 #[test]
@@ -271,10 +236,7 @@ fn family_filter_keeps_only_that_family() {
         return;
     }
     assert_filtered(
-        Filters {
-            family: Some(Family::V6),
-            ..Filters::default()
-        },
+        Filters { family: Some(Family::V6), ..Filters::default() },
         Pair::connect(Ip::V4),
         Pair::connect(Ip::V6),
     );
@@ -283,10 +245,7 @@ fn family_filter_keeps_only_that_family() {
 #[test]
 fn pid_filter_hides_other_processes() {
     let other_pid = std::process::id() + 1_000_000;
-    let Some(mut watch) = open_collector(Filters {
-        pid: Some(other_pid),
-        ..Filters::default()
-    }) else {
+    let Some(mut watch) = open_collector(Filters { pid: Some(other_pid), ..Filters::default() }) else {
         return;
     };
     let mut pair = Pair::connect(Ip::V4);
@@ -297,14 +256,9 @@ fn pid_filter_hides_other_processes() {
     thread::sleep(Duration::from_millis(200));
     watch.poll();
     let (l, r) = pair.client_ends();
-    assert!(
-        watch.find(l, r).is_none(),
-        "a connection of another pid was reported"
-    );
-    let Some(mut mine) = open_collector(Filters {
-        pid: Some(std::process::id()),
-        ..Filters::default()
-    }) else {
+    assert!(watch.find(l, r).is_none(), "a connection of another pid was reported");
+    let Some(mut mine) = open_collector(Filters { pid: Some(std::process::id()), ..Filters::default() })
+    else {
         return;
     };
     as_traffic(|| {
@@ -340,10 +294,7 @@ fn batch_mode_prints_the_connection() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(1), "{notes}");
         let last = notes.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("tcptop: ") && last.contains("cannot run on this kernel"),
-            "{notes}"
-        );
+        assert!(last.starts_with("tcptop: ") && last.contains("cannot run on this kernel"), "{notes}");
         return;
     }
     assert!(notes.contains("using the"), "tcptop did not start: {notes}");
@@ -353,12 +304,7 @@ fn batch_mode_prints_the_connection() {
         read_exactly(&mut pair.server, 1234);
     });
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(child.wait().unwrap().success());
     let (l, r) = pair.client_ends();
     let row = out

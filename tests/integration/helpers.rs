@@ -24,9 +24,7 @@ fn env_flag(name: &str) -> bool {
 pub fn bpf_allowed() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     if !root && (env_flag("TCPTOP_REQUIRE_BPF") || env_flag("CI")) {
-        panic!(
-            "BPF tests were required (TCPTOP_REQUIRE_BPF or CI) but the tests do not run as root"
-        );
+        panic!("BPF tests were required (TCPTOP_REQUIRE_BPF or CI) but the tests do not run as root");
     }
     if !root {
         eprintln!("SKIPPED: BPF tests need root (set TCPTOP_REQUIRE_BPF=1 to make this a failure)");
@@ -47,18 +45,14 @@ pub fn strategies() -> Vec<Strategy> {
 
 /// The `--probe` value matching `TCPTOP_PROBE`, for tests that run the binary.
 pub fn probe_flag() -> String {
-    std::env::var("TCPTOP_PROBE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| "auto".into())
+    std::env::var("TCPTOP_PROBE").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "auto".into())
 }
 
 /// Whether the kernel under test is expected to refuse the selected strategy: the kernel
 /// matrix lists such strategies in `TCPTOP_EXPECT_UNSUPPORTED` (e.g. "fentry,kprobe").
 pub fn selected_strategy_unsupported() -> bool {
     let probe = probe_flag();
-    std::env::var("TCPTOP_EXPECT_UNSUPPORTED")
-        .is_ok_and(|list| list.split(',').any(|s| s.trim() == probe))
+    std::env::var("TCPTOP_EXPECT_UNSUPPORTED").is_ok_and(|list| list.split(',').any(|s| s.trim() == probe))
 }
 
 /// Opens the collector the environment selects. Where that strategy is expected to be
@@ -69,27 +63,15 @@ pub fn open_collector(filters: Filters) -> Option<Watch> {
     }
     let result = EbpfCollector::open(&strategies(), &filters, &mut |note| eprintln!("{note}"));
     if selected_strategy_unsupported() {
-        let error = format!(
-            "{:#}",
-            result
-                .err()
-                .expect("the strategy was expected to fail here")
-        );
-        assert!(
-            error.contains("cannot run on this kernel"),
-            "unclear error: {error}"
-        );
+        let error = format!("{:#}", result.err().expect("the strategy was expected to fail here"));
+        assert!(error.contains("cannot run on this kernel"), "unclear error: {error}");
         assert!(!error.contains('\n'), "the error is one line: {error}");
         eprintln!("as expected here: {error}");
         return None;
     }
     let collector = result.expect("opening the eBPF collector");
     eprintln!("collector strategy: {}", collector.backend());
-    Some(Watch {
-        collector,
-        latest: HashMap::new(),
-        events: Vec::new(),
-    })
+    Some(Watch { collector, latest: HashMap::new(), events: Vec::new() })
 }
 
 /// A collector and everything it reported so far.
@@ -115,16 +97,12 @@ impl Watch {
     }
 
     pub fn is_closed(&self, id: u64) -> bool {
-        self.events
-            .iter()
-            .any(|e| e.conn.id == id && e.kind == EventKind::Closed)
+        self.events.iter().any(|e| e.conn.id == id && e.kind == EventKind::Closed)
     }
 
     /// The connection whose local and remote ends are these.
     pub fn find(&self, local: SocketAddr, remote: SocketAddr) -> Option<&Conn> {
-        self.latest
-            .values()
-            .find(|c| c.local == local && c.remote == remote)
+        self.latest.values().find(|c| c.local == local && c.remote == remote)
     }
 
     /// Polls until `done` holds, for at most a few seconds; false if it never did.
@@ -144,34 +122,15 @@ impl Watch {
 
     /// Waits until the connection `local -> remote` reports exactly these totals and asserts
     /// it, with the test's pid and traffic comm.
-    pub fn expect_bytes(
-        &mut self,
-        local: SocketAddr,
-        remote: SocketAddr,
-        tx: u64,
-        rx: u64,
-    ) -> Conn {
-        self.until(|w| {
-            w.find(local, remote)
-                .is_some_and(|c| c.tx_bytes >= tx && c.rx_bytes >= rx)
-        });
+    pub fn expect_bytes(&mut self, local: SocketAddr, remote: SocketAddr, tx: u64, rx: u64) -> Conn {
+        self.until(|w| w.find(local, remote).is_some_and(|c| c.tx_bytes >= tx && c.rx_bytes >= rx));
         // Let a double count show itself before asserting.
         thread::sleep(Duration::from_millis(50));
         self.poll();
-        let conn = self
-            .find(local, remote)
-            .unwrap_or_else(|| panic!("no connection {local} -> {remote}"))
-            .clone();
-        assert_eq!(
-            (conn.tx_bytes, conn.rx_bytes),
-            (tx, rx),
-            "tx/rx bytes of {local} -> {remote}"
-        );
-        assert_eq!(
-            conn.pid,
-            Some(std::process::id()),
-            "pid of {local} -> {remote}"
-        );
+        let conn =
+            self.find(local, remote).unwrap_or_else(|| panic!("no connection {local} -> {remote}")).clone();
+        assert_eq!((conn.tx_bytes, conn.rx_bytes), (tx, rx), "tx/rx bytes of {local} -> {remote}");
+        assert_eq!(conn.pid, Some(std::process::id()), "pid of {local} -> {remote}");
         assert_eq!(conn.comm, TRAFFIC_COMM, "comm of {local} -> {remote}");
         conn
     }
@@ -222,18 +181,12 @@ impl Pair {
 
     /// (local, remote) of the client end.
     pub fn client_ends(&self) -> (SocketAddr, SocketAddr) {
-        (
-            self.client.local_addr().unwrap(),
-            self.client.peer_addr().unwrap(),
-        )
+        (self.client.local_addr().unwrap(), self.client.peer_addr().unwrap())
     }
 
     /// (local, remote) of the server end.
     pub fn server_ends(&self) -> (SocketAddr, SocketAddr) {
-        (
-            self.server.local_addr().unwrap(),
-            self.server.peer_addr().unwrap(),
-        )
+        (self.server.local_addr().unwrap(), self.server.peer_addr().unwrap())
     }
 }
 
