@@ -166,6 +166,11 @@ pub struct Conn {
     pub tx_bytes: u64,
     /// Bytes the application read, since tcptop first saw the connection.
     pub rx_bytes: u64,
+    /// Inode number of the socket's network namespace, when the collector knows it: two
+    /// connections with the same addresses in two namespaces are two connections.
+    pub netns: Option<u32>,
+    /// The owning process's cgroup path (e.g. "/system.slice/docker-<id>.scope"), when known.
+    pub cgroup: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -329,6 +329,8 @@ mod tests {
             state: Some(TcpState::Established),
             rx_bytes: rx,
             tx_bytes: tx,
+            netns: None,
+            cgroup: None,
         }
     }
 

@@ -240,6 +240,8 @@ fn conn_from(info: &types::conn_info) -> Conn {
         state: Some(TcpState::from_kernel(info.state)),
         tx_bytes: info.tx_bytes,
         rx_bytes: info.rx_bytes,
+        netns: None,
+        cgroup: None,
     }
 }
 

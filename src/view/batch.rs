@@ -107,6 +107,8 @@ mod tests {
             state: Some(TcpState::Established),
             rx_bytes: rx,
             tx_bytes: 7,
+            netns: None,
+            cgroup: None,
         };
         let mut model = Model::new(Duration::ZERO, Retention::default());
         let sample = Sample {
