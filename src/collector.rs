@@ -15,16 +15,27 @@ pub trait Collector {
     /// Everything observed since the previous call: the live connections with their byte
     /// totals, the lifecycle events in order, and the overflow counters.
     fn collect(&mut self) -> Result<Sample>;
+
+    /// Waits up to `timeout` for lifecycle events and returns those that arrived, oldest
+    /// first; `collect` does not return them again. A collector without an event stream
+    /// has nothing to wait on: it sleeps the whole `timeout`, then hands on the events that
+    /// `collect` finds.
+    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
+        std::thread::sleep(timeout);
+        Ok(self.collect()?.events)
+    }
 }
 
 /// What the user asked to watch; collectors apply it as early as they can (in the kernel
 /// for eBPF).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filters {
     pub pid: Option<u32>,
     /// Matches the local or the remote port.
     pub port: Option<u16>,
     pub family: Option<Family>,
+    /// A cgroup path, absolute or below the cgroup root (/sys/fs/cgroup).
+    pub cgroup: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +184,31 @@ pub struct Conn {
     pub cgroup: Option<String>,
 }
 
+impl Conn {
+    /// A short name for the connection's container or service, from its cgroup path.
+    pub fn container(&self) -> Option<String> {
+        self.cgroup.as_deref().map(container_name)
+    }
+}
+
+/// Shortens a cgroup path to what identifies a container: the 12-character id of a
+/// Docker, containerd, CRI-O or Podman container, or the systemd unit; else the path.
+pub fn container_name(cgroup_path: &str) -> String {
+    let leaf = cgroup_path.rsplit('/').next().unwrap_or(cgroup_path);
+    let id = ["docker-", "cri-containerd-", "crio-", "libpod-", "containerd-"]
+        .iter()
+        .find_map(|prefix| leaf.strip_prefix(prefix))
+        .map(|rest| rest.trim_end_matches(".scope"))
+        .unwrap_or(leaf);
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        id[..12].to_string()
+    } else if leaf.ends_with(".service") || leaf.ends_with(".scope") {
+        leaf.to_string()
+    } else {
+        cgroup_path.to_string()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
     State { old: TcpState, new: TcpState },
@@ -186,4 +222,27 @@ pub struct ConnEvent {
     pub at: Duration,
     pub kind: EventKind,
     pub conn: Conn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_from_cgroup_paths() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        for (path, name) in [
+            (format!("/system.slice/docker-{id}.scope"), "0123456789ab"),
+            (format!("/docker/{id}"), "0123456789ab"),
+            (format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"), "0123456789ab"),
+            (format!("/machine.slice/libpod-{id}.scope"), "0123456789ab"),
+            (format!("/kubepods/burstable/pod1/crio-{id}.scope"), "0123456789ab"),
+            ("/system.slice/nginx.service".into(), "nginx.service"),
+            ("/user.slice/user-1000.slice/session-2.scope".into(), "session-2.scope"),
+            ("/my/group".into(), "/my/group"),
+            ("/".into(), "/"),
+        ] {
+            assert_eq!(container_name(&path), name, "{path}");
+        }
+    }
 }

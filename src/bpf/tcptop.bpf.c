@@ -52,6 +52,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const volatile __u32 filter_pid = 0;
 const volatile __u16 filter_port = 0;
 const volatile __u16 filter_family = 0;
+const volatile __u64 filter_cgroup = 0;	/* cgroup v2 id (the cgroup directory's inode) */
 
 struct drop_counters drops = {};
 __u64 last_conn_id = 0;
@@ -100,10 +101,11 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
-/* Whether the --pid filter lets a thread's traffic through. */
-static __always_inline bool pid_wanted(__u64 pid_tgid)
+/* Whether the --pid and --cgroup filters let the current thread's traffic through. */
+static __always_inline bool thread_wanted(__u64 pid_tgid)
 {
-	return !filter_pid || pid_tgid >> 32 == filter_pid;
+	return (!filter_pid || pid_tgid >> 32 == filter_pid) &&
+	       (!filter_cgroup || bpf_get_current_cgroup_id() == filter_cgroup);
 }
 
 /* Sending is possible until our FIN is queued; after that write_seq counts it. */
@@ -114,7 +116,8 @@ static __always_inline bool can_send(int state)
 
 static __always_inline bool reportable(const struct conn *c)
 {
-	return c->info.id && !c->ignored && (!filter_pid || c->info.pid == filter_pid);
+	return c->info.id && !c->ignored && (!filter_pid || c->info.pid == filter_pid) &&
+	       (!filter_cgroup || c->info.cgroup_id == filter_cgroup);
 }
 
 /* Adds the bytes between the last sample and `seq` to `total`, exactly once. */
@@ -143,6 +146,7 @@ static __always_inline void read_identity(struct conn *c, struct sock *sk)
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
 	c->info.family = family;
+	c->info.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	c->info.lport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
 	c->info.rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (family == AF_INET6) {
@@ -196,6 +200,7 @@ static __always_inline void attribute(struct conn *c, __u64 pid_tgid)
 	if (c->owner != pid_tgid) {
 		c->owner = pid_tgid;
 		c->info.pid = pid_tgid >> 32;
+		c->info.cgroup_id = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(&c->info.comm, sizeof(c->info.comm));
 	}
 }
@@ -328,7 +333,7 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!pid_wanted(pid_tgid))
+	if (!thread_wanted(pid_tgid))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp || !(c = conn_of_sk(sk, true)))
@@ -345,7 +350,7 @@ int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!pid_wanted(pid_tgid))
+	if (!thread_wanted(pid_tgid))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp || !(c = conn_of_sk(sk, true)))
@@ -363,7 +368,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!pid_wanted(pid_tgid))
+	if (!thread_wanted(pid_tgid))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);	/* NULL for every non-TCP socket */
 	if (!tp || !(c = conn_of_sk(sk, true)))
@@ -379,7 +384,7 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	struct tcp_sock *tp;
 	struct conn *c;
 
-	if ((flags & MSG_PEEK) || !pid_wanted(pid_tgid))
+	if ((flags & MSG_PEEK) || !thread_wanted(pid_tgid))
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp || !(c = conn_of_sk(sk, true)))
@@ -420,7 +425,7 @@ int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
 	__u32 tid = (__u32)pid_tgid;
 	__u64 skaddr = (__u64)sk;
 
-	if (!pid_wanted(pid_tgid))
+	if (!thread_wanted(pid_tgid))
 		return 0;
 	bpf_map_update_elem(&sendmsg_sockets, &tid, &skaddr, BPF_ANY);
 	return 0;
@@ -452,7 +457,7 @@ int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct conn *c;
 
-	if (!pid_wanted(pid_tgid) || !(c = conn_of_hash(sk, true)))
+	if (!thread_wanted(pid_tgid) || !(c = conn_of_hash(sk, true)))
 		return 0;
 	count_received(c, sk, pid_tgid, copied, BPF_CORE_READ((struct tcp_sock *)sk, copied_seq));
 	return 0;
@@ -480,6 +485,44 @@ int BPF_PROG(raw_tp_tcp_destroy_sock, struct sock *sk)
 		return 0;
 	on_destroy(c, sk);
 	bpf_map_delete_elem(&hash_conns, &key);
+	return 0;
+}
+
+/* ---- connections that predate tcptop ------------------------------------- */
+
+/* Run once at start over every TCP socket: claims the connected ones, so they are
+ * listed at once and count from now on. Their owner is found in /proc by inode. */
+static __always_inline void adopt(struct sock_common *skc, bool hash)
+{
+	struct tcp_sock *tp;
+	struct sock *sk;
+	struct conn *c;
+	int state;
+
+	if (!skc)
+		return;
+	state = skc->skc_state;
+	/* Listeners carry no data; time-wait and request socks are not full sockets. */
+	if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV ||
+	    !(tp = bpf_skc_to_tcp_sock(skc)))
+		return;
+	sk = (struct sock *)tp;
+	c = hash ? conn_of_hash(sk, true) : conn_of_sk(sk, true);
+	if (c && claim(c, sk))
+		c->info.sock_ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+SEC("iter/tcp")
+int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
+{
+	adopt(ctx->sk_common, false);
+	return 0;
+}
+
+SEC("iter/tcp")
+int adopt_tcp_socks_hash(struct bpf_iter__tcp *ctx)
+{
+	adopt(ctx->sk_common, true);
 	return 0;
 }
 

@@ -14,7 +14,10 @@ struct conn_info {
 	__u64 id;		/* tcptop's number for the socket, unique for one run, never 0 */
 	__u64 tx_bytes;		/* bytes the application wrote and the kernel accepted */
 	__u64 rx_bytes;		/* bytes the application read */
+	__u64 cgroup_id;	/* cgroup v2 id of the owning thread; 0 if unknown */
+	__u64 sock_ino;		/* inode of the socket's file, to find its owner in /proc; 0 if none */
 	__u32 pid;		/* tgid of the last process that sent or read; 0 if none yet */
+	__u32 netns;		/* inode number of the socket's network namespace */
 	__u8 comm[TCPTOP_COMM_LEN];
 	__u8 laddr[16];		/* IPv4 uses the first 4 bytes */
 	__u8 raddr[16];

@@ -23,6 +23,7 @@ use libbpf_rs::{Iter, Link, RingBuffer, RingBufferBuilder};
 use crate::collector::{
     Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
 };
+use crate::procfs::{self, CgroupPaths, SocketOwners};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
@@ -41,9 +42,11 @@ pub struct EbpfCollector {
     _hooks: Vec<Link>,
     dump: Link,
     ring: RingBuffer<'static>,
-    arrived: Rc<RefCell<Vec<ConnEvent>>>,
+    arrived: Rc<RefCell<Vec<types::conn_event>>>,
     skel: TcptopSkel<'static>,
     dump_buf: Vec<u8>,
+    owners: SocketOwners,
+    cgroups: CgroupPaths,
 }
 
 /// Checks what the kernel side needs before anything is loaded, so that each missing piece
@@ -113,6 +116,10 @@ impl EbpfCollector {
             Some(Family::V4) => AF_INET,
             Some(Family::V6) => AF_INET6,
         };
+        if let Some(path) = &filters.cgroup {
+            settings.filter_cgroup =
+                procfs::cgroup_id(path).with_context(|| format!("no cgroup directory at {path}"))?;
+        }
         for mut prog in open.open_object_mut().progs_mut() {
             let load = strategy.loads(&prog.name().to_string_lossy());
             prog.set_autoload(load);
@@ -137,6 +144,16 @@ impl EbpfCollector {
             Table::Hash => progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd()),
         }
         .context("attaching the table iterator")?;
+        // With the hooks attached, claim the connections that were open before tcptop.
+        let adopt = match strategy.table() {
+            Table::SocketStorage => &progs.adopt_tcp_socks,
+            Table::Hash => &progs.adopt_tcp_socks_hash,
+        };
+        adopt
+            .attach()
+            .and_then(|link| Iter::new(&link))
+            .and_then(|mut iter| iter.read_to_end(&mut Vec::new()).map_err(Into::into))
+            .context("listing the connections open before tcptop")?;
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -144,12 +161,22 @@ impl EbpfCollector {
         builder.add(&skel.maps.events, move |data: &[u8]| {
             let mut raw = types::conn_event::default();
             if plain::copy_from_bytes(&mut raw, data).is_ok() {
-                sink.borrow_mut().push(event_from(&raw));
+                sink.borrow_mut().push(raw);
             }
             0
         })?;
         let ring = builder.build()?;
-        Ok(EbpfCollector { strategy, _hooks: hooks, dump, ring, arrived, skel, dump_buf: Vec::new() })
+        Ok(EbpfCollector {
+            strategy,
+            _hooks: hooks,
+            dump,
+            ring,
+            arrived,
+            skel,
+            dump_buf: Vec::new(),
+            owners: SocketOwners::default(),
+            cgroups: CgroupPaths::default(),
+        })
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -190,36 +217,67 @@ impl Collector for EbpfCollector {
         // Events first: a connection closed after this point is still in the dump, and the
         // model keeps its totals until its close event arrives in the next sample.
         self.ring.consume().context("reading connection events")?;
-        let events = std::mem::take(&mut *self.arrived.borrow_mut());
+        let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
         self.dump_buf.clear();
         Iter::new(&self.dump)
             .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
             .context("reading the connection table")?;
-        let mut info = types::conn_info::default();
-        let conns = self
+        let infos: Vec<types::conn_info> = self
             .dump_buf
             .chunks_exact(size_of::<types::conn_info>())
             .map(|record| {
+                let mut info = types::conn_info::default();
                 plain::copy_from_bytes(&mut info, record).expect("records are whole");
-                conn_from(&info)
+                info
             })
             .collect();
+        let conns = infos.iter().map(|info| self.conn_from(info)).collect();
+        let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();
         Ok(Sample { conns, events, overflow: self.overflow() })
+    }
+
+    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
+        match self.ring.poll(timeout) {
+            // A signal ended the wait early: hand on what arrived; the caller decides.
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::Interrupted => {}
+            result => result.context("waiting for connection events")?,
+        }
+        let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
+        Ok(raw_events.iter().map(|raw| self.event_from(raw)).collect())
     }
 }
 
-fn event_from(raw: &types::conn_event) -> ConnEvent {
-    let kind = if raw.kind == CONN_EVENT_CLOSED {
-        EventKind::Closed
-    } else {
-        EventKind::State {
-            old: TcpState::from_kernel(raw.old_state),
-            new: TcpState::from_kernel(raw.new_state),
+impl EbpfCollector {
+    fn event_from(&mut self, raw: &types::conn_event) -> ConnEvent {
+        let kind = if raw.kind == CONN_EVENT_CLOSED {
+            EventKind::Closed
+        } else {
+            EventKind::State {
+                old: TcpState::from_kernel(raw.old_state),
+                new: TcpState::from_kernel(raw.new_state),
+            }
+        };
+        ConnEvent { at: Duration::from_nanos(raw.timestamp_ns), kind, conn: self.conn_from(&raw.info) }
+    }
+
+    /// The kernel's record, with what /proc and the cgroup tree add: the owner of a socket
+    /// that predates tcptop, and the cgroup path.
+    fn conn_from(&mut self, info: &types::conn_info) -> Conn {
+        let mut conn = conn_from(info);
+        if conn.pid.is_none() && info.sock_ino != 0 {
+            if let Some(owner) = self.owners.lookup([info.sock_ino]).pop().flatten() {
+                conn.pid = Some(owner.pid);
+                conn.comm = owner.comm;
+            }
         }
-    };
-    ConnEvent { at: Duration::from_nanos(raw.timestamp_ns), kind, conn: conn_from(&raw.info) }
+        if info.cgroup_id != 0 {
+            conn.cgroup = self.cgroups.lookup(info.cgroup_id);
+        }
+        conn
+    }
 }
 
+/// The kernel's record alone.
 fn conn_from(info: &types::conn_info) -> Conn {
     let address = |bytes: &[u8; 16], port: u16| {
         let ip = if info.family == AF_INET6 {
@@ -240,7 +298,7 @@ fn conn_from(info: &types::conn_info) -> Conn {
         state: Some(TcpState::from_kernel(info.state)),
         tx_bytes: info.tx_bytes,
         rx_bytes: info.rx_bytes,
-        netns: None,
+        netns: (info.netns != 0).then_some(info.netns),
         cgroup: None,
     }
 }

@@ -41,6 +41,14 @@ impl Table {
             Table::Hash => "dump_hash_conns",
         }
     }
+
+    /// The iterator program that claims, at start, the connections that predate tcptop.
+    pub fn adopt_program(self) -> &'static str {
+        match self {
+            Table::SocketStorage => "adopt_tcp_socks",
+            Table::Hash => "adopt_tcp_socks_hash",
+        }
+    }
 }
 
 impl Strategy {
@@ -89,7 +97,8 @@ impl Strategy {
 
     /// Whether the program named `name` belongs to this strategy.
     pub fn loads(self, name: &str) -> bool {
-        self.hooks().contains(&name) || self.table().dump_program() == name
+        let table = self.table();
+        self.hooks().contains(&name) || table.dump_program() == name || table.adopt_program() == name
     }
 
     /// Whether the map named `name` is needed: shared maps always, table maps for our table.
@@ -125,6 +134,7 @@ mod tests {
                 assert!(needles.iter().any(|n| hooks.contains(n)), "{strategy}: {hooks}");
             }
             assert!(strategy.loads(strategy.table().dump_program()));
+            assert!(strategy.loads(strategy.table().adopt_program()));
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use tcptop::collector::{Family, Filters};
+use tcptop::collector::{Family, Filters, TcpState};
 
 use crate::helpers::{
     as_traffic, bpf_allowed, open_collector, probe_flag, selected_strategy_unsupported, Ip, Pair, Watch,
@@ -179,6 +179,35 @@ fn short_lived_connection_reports_lifecycle_and_final_bytes() {
         // The close came after everything was read: the final totals did not change.
         assert_eq!(watch.find(cl, cr).map(|c| (c.tx_bytes, c.rx_bytes)), Some((10, 3)));
     }
+}
+
+/// A connection opened before the collector is listed at once, with its state and owner
+/// (found in /proc), and counts exactly what comes after the start.
+#[test]
+fn connection_open_before_start_counts_from_start() {
+    if !bpf_allowed() {
+        return;
+    }
+    let mut pair = Pair::connect(Ip::V4);
+    as_traffic(|| {
+        pair.client.write_all(&[9; 300]).unwrap();
+        read_exactly(&mut pair.server, 300);
+    });
+    let Some(mut watch) = open_collector(Filters::default()) else { return };
+    watch.poll();
+    let (cl, cr) = pair.client_ends();
+    let listed = watch.find(cl, cr).expect("listed at once").clone();
+    assert_eq!(
+        (listed.tx_bytes, listed.rx_bytes, listed.state, listed.pid),
+        (0, 0, Some(TcpState::Established), Some(std::process::id()))
+    );
+    as_traffic(|| {
+        pair.client.write_all(&[9; 4444]).unwrap();
+        read_exactly(&mut pair.server, 4444);
+    });
+    watch.expect_bytes(cl, cr, 4444, 0);
+    let (sl, sr) = pair.server_ends();
+    watch.expect_bytes(sl, sr, 0, 4444);
 }
 
 #[test]

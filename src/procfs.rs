@@ -1,0 +1,155 @@
+//! What Linux's /proc and cgroup filesystem say about sockets and cgroups: which process
+//! holds a socket inode, and which path a cgroup id names. Cached, and rescanned only
+//! for ids not seen before.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A process that holds a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Socket inode -> owning process, from /proc/<pid>/fd.
+#[derive(Debug, Default)]
+pub struct SocketOwners {
+    known: HashMap<u64, Option<Owner>>,
+}
+
+impl SocketOwners {
+    /// The owner of each of `inodes`, scanning /proc once if any of them is new. A socket
+    /// no process holds any more stays unknown.
+    pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64> + Clone) -> Vec<Option<Owner>> {
+        if inodes.clone().into_iter().any(|ino| !self.known.contains_key(&ino)) {
+            let found = scan_socket_owners();
+            for ino in inodes.clone() {
+                self.known.entry(ino).or_insert_with(|| found.get(&ino).cloned());
+            }
+        }
+        inodes.into_iter().map(|ino| self.known.get(&ino).cloned().flatten()).collect()
+    }
+}
+
+/// Every socket inode open in any process, with the first process found holding it.
+pub fn scan_socket_owners() -> HashMap<u64, Owner> {
+    let mut owners = HashMap::new();
+    let Ok(procs) = fs::read_dir("/proc") else { return owners };
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
+        let mut comm = None;
+        for fd in fds.flatten() {
+            let Some(ino) = fs::read_link(fd.path()).ok().as_deref().and_then(socket_inode) else {
+                continue;
+            };
+            let comm = comm.get_or_insert_with(|| {
+                fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim_end().to_string()
+            });
+            owners.entry(ino).or_insert_with(|| Owner { pid, comm: comm.clone() });
+        }
+    }
+    owners
+}
+
+/// The inode of an fd link target such as `socket:[12345]`.
+fn socket_inode(target: &Path) -> Option<u64> {
+    target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// cgroup v2 id -> path below the cgroup v2 root (the id is the directory's inode).
+#[derive(Debug, Default)]
+pub struct CgroupPaths {
+    known: HashMap<u64, Option<String>>,
+}
+
+impl CgroupPaths {
+    /// The path of cgroup `id`, walking the cgroup tree again only for an id not seen before.
+    pub fn lookup(&mut self, id: u64) -> Option<String> {
+        if !self.known.contains_key(&id) {
+            let mut found = HashMap::new();
+            if let Some(root) = cgroup2_root() {
+                walk_cgroups(&root, &root, &mut found);
+            }
+            self.known.entry(id).or_insert_with(|| found.get(&id).cloned());
+            for (other, path) in found {
+                self.known.insert(other, Some(path));
+            }
+        }
+        self.known.get(&id).cloned().flatten()
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on
+/// hosts that still mount the v1 controllers.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_device, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+        (fs_type == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+fn walk_cgroups(root: &Path, dir: &Path, found: &mut HashMap<u64, String>) {
+    let Ok(meta) = fs::metadata(dir) else { return };
+    let relative = dir.strip_prefix(root).map_or(String::new(), |p| p.display().to_string());
+    found.insert(meta.ino(), format!("/{relative}"));
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_cgroups(root, &entry.path(), found);
+        }
+    }
+}
+
+/// The cgroup id (directory inode) of a cgroup path: absolute (under the cgroup v2 mount)
+/// or relative to the cgroup v2 root.
+pub fn cgroup_id(path: &str) -> io::Result<u64> {
+    let root = cgroup2_root().ok_or_else(|| io::Error::other("no cgroup v2 hierarchy is mounted"))?;
+    let dir = match Path::new(path).strip_prefix(&root) {
+        Ok(relative) => root.join(relative),
+        Err(_) => root.join(path.trim_start_matches('/')),
+    };
+    let meta = fs::metadata(&dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a cgroup directory"));
+    }
+    Ok(meta.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn socket_inode_parses_fd_link_targets() {
+        assert_eq!(socket_inode(Path::new("socket:[4242]")), Some(4242));
+        assert_eq!(socket_inode(Path::new("/dev/null")), None);
+        assert_eq!(socket_inode(Path::new("socket:[x]")), None);
+    }
+
+    #[test]
+    fn finds_the_owner_of_our_own_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let ino = socket_inode(&link).unwrap();
+        let owners = SocketOwners::default().lookup([ino]);
+        assert_eq!(owners[0].as_ref().map(|o| o.pid), Some(std::process::id()));
+    }
+
+    #[test]
+    fn the_root_cgroup_maps_to_slash() {
+        if let Ok(id) = cgroup_id("/") {
+            assert_eq!(CgroupPaths::default().lookup(id).as_deref(), Some("/"));
+        }
+    }
+}
