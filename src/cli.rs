@@ -40,6 +40,10 @@ pub struct Args {
     #[arg(long)]
     pub port: Option<u16>,
 
+    /// Only connections of processes in this cgroup (a path below /sys/fs/cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+
     /// Only IPv4 connections.
     #[arg(short = '4', long = "ipv4", conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -89,7 +93,7 @@ impl Args {
             (_, true) => Some(Family::V6),
             _ => None,
         };
-        Filters { pid: self.pid, port: self.port, family }
+        Filters { pid: self.pid, port: self.port, family, cgroup: self.cgroup.clone() }
     }
 }
 
@@ -136,6 +140,6 @@ mod tests {
     #[test]
     fn filters_follow_flags() {
         let args = parse(&["-6", "--pid", "42", "--port", "443"]).unwrap();
-        assert_eq!(args.filters(), Filters { pid: Some(42), port: Some(443), family: Some(Family::V6) });
+        assert_eq!(args.filters(), Filters { pid: Some(42), port: Some(443), family: Some(Family::V6), cgroup: None });
     }
 }

@@ -9,4 +9,6 @@ pub mod ebpf;
 pub mod event;
 pub mod model;
 pub mod platform;
+#[cfg(target_os = "linux")]
+pub mod procfs;
 pub mod view;
