@@ -54,7 +54,7 @@ pub struct EbpfCollector {
 pub fn preflight() -> Result<()> {
     if !has_bpf_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default()) {
         bail!(
-            "tcptop needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
+            "needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
              probes: run it as `sudo tcptop`"
         );
     }

@@ -1,0 +1,67 @@
+//! The binary's behaviour at its edges: bad flags, missing privileges, signals.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+
+use crate::helpers::{bpf_allowed, probe_flag, selected_strategy_unsupported};
+
+fn tcptop() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tcptop"))
+}
+
+#[test]
+fn bad_flags_are_a_usage_error() {
+    for args in [&["--interval", "0"][..], &["--sort", "nope"], &["-4", "-6"], &["--port", "x"]] {
+        let out = tcptop().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
+
+/// Without root (or CAP_BPF + CAP_PERFMON) tcptop says what it needs in one line, before
+/// touching the kernel.
+#[test]
+fn without_privileges_one_line_and_exit_1() {
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut drop_root = Command::new("setpriv");
+        drop_root.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]);
+        drop_root.arg(env!("CARGO_BIN_EXE_tcptop"));
+        drop_root
+    } else {
+        tcptop()
+    };
+    let out = command.args(["-b", "1", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("tcptop: needs root, or the CAP_BPF and CAP_PERFMON capabilities"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+/// SIGTERM ends a batch run with status 0, after printing the interval it cut short.
+#[test]
+fn sigterm_prints_the_last_interval_and_exits_0() {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return;
+    }
+    let mut child = tcptop()
+        .args(["--batch", "--probe", &probe_flag(), "3600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .arg("-v")
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("using the") {
+        line.clear();
+    }
+    assert!(line.contains("using the"), "tcptop did not start");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(out.lines().filter(|l| l.contains(" probe=")).count(), 1, "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("PID")), "{out}");
+}
