@@ -5,4 +5,5 @@
 mod helpers;
 
 mod bpf;
+mod cli;
 mod ns;
