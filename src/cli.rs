@@ -1,5 +1,6 @@
 //! Command-line flags.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -13,7 +14,7 @@ use crate::model::SortKey;
 #[command(
     name = "tcptop",
     version,
-    after_help = "Examples:\n  sudo tcptop\n  sudo tcptop -b 1 5     five one-second intervals as text\n  sudo tcptop --port 443 --sort rx"
+    after_help = "Examples:\n  sudo tcptop\n  sudo tcptop -b 1 5     five one-second intervals as text\n  sudo tcptop --port 443 --sort rx\n  sudo tcptop --log out.csv     the screen, and every interval in a CSV file\n  sudo tcptop -b --format json | jq\n  sudo tcptop --events     opened, state changes and closes as JSON lines"
 )]
 pub struct Args {
     /// Seconds between updates, as in bcc's tcptop (`tcptop 2 10`).
@@ -31,6 +32,21 @@ pub struct Args {
     /// Print text tables instead of the live screen (also when stdout is not a terminal).
     #[arg(short, long)]
     pub batch: bool,
+
+    /// What batch mode prints: text tables, JSON lines or CSV, one record per connection
+    /// per interval [default: text]. Implies --batch.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Also append every interval to this CSV file, while the screen or batch mode runs;
+    /// with no terminal and no --batch or --format, only log.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    /// Print connection lifecycle events (opened, state changes, closed with final totals)
+    /// as JSON lines as they happen, instead of intervals.
+    #[arg(long, conflicts_with_all = ["batch", "format", "log", "count"])]
+    pub events: bool,
 
     /// Only connections of this process id.
     #[arg(short, long)]
@@ -60,17 +76,47 @@ pub struct Args {
     #[arg(short, long)]
     pub reverse: bool,
 
-    /// Also list connections with no traffic in the interval.
+    /// Also list connections with no traffic in the interval (the live screen always does).
     #[arg(short, long)]
     pub all: bool,
+
+    /// Show exact byte counts on the live screen instead of KiB, MiB, GiB.
+    #[arg(long)]
+    pub bytes: bool,
 
     /// How to hook the kernel: auto tries fentry, then kprobe, then tracepoint.
     #[arg(long, value_enum, default_value_t)]
     pub probe: Probe,
 
+    /// Where the numbers come from: eBPF in the kernel (Linux), or captured packets. auto
+    /// uses eBPF and falls back to capture where eBPF cannot run; on macOS it is capture.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: Backend,
+
+    /// Capture packets on this interface only, rather than all of them (implies the
+    /// capture backend).
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+
     /// Say which probe strategy was chosen and why others failed.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    /// One JSON object per line.
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    #[default]
+    Auto,
+    Ebpf,
+    Capture,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -132,6 +178,10 @@ mod tests {
             &["--probe", "uprobe"],
             &["--port", "70000"],
             &["2", "-i", "3"],
+            &["--format", "xml"],
+            &["--events", "--log", "out.csv"],
+            &["--events", "-b"],
+            &["--backend", "dtrace"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -141,5 +191,12 @@ mod tests {
     fn filters_follow_flags() {
         let args = parse(&["-6", "--pid", "42", "--port", "443"]).unwrap();
         assert_eq!(args.filters(), Filters { pid: Some(42), port: Some(443), family: Some(Family::V6), cgroup: None });
+    }
+
+    #[test]
+    fn backend_and_interface() {
+        let args = parse(&["--backend", "capture", "--interface", "lo"]).unwrap();
+        assert_eq!((args.backend, args.interface.as_deref()), (Backend::Capture, Some("lo")));
+        assert_eq!(parse(&[]).unwrap().backend, Backend::Auto);
     }
 }

@@ -1,4 +1,5 @@
-//! The one event stream a front end loops over: interval ticks and stop signals.
+//! The one event stream a front end loops over: interval ticks, stop signals and terminal
+//! input.
 
 use std::sync::mpsc::Sender;
 use std::thread;
@@ -14,6 +15,8 @@ pub enum Event {
     Tick,
     /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
     Stop,
+    /// A key, mouse or resize event from the terminal (live screen only).
+    Input(crossterm::event::Event),
 }
 
 /// Sends `Event::Tick` every `interval`, on a fixed schedule that does not drift.
@@ -41,4 +44,15 @@ pub fn spawn_signal_listener(events: Sender<Event>) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// Forwards terminal input as `Event::Input` until the terminal or the loop goes away.
+pub fn spawn_input_reader(events: Sender<Event>) {
+    thread::spawn(move || {
+        while let Ok(input) = crossterm::event::read() {
+            if events.send(Event::Input(input)).is_err() {
+                return;
+            }
+        }
+    });
 }

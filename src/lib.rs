@@ -2,6 +2,9 @@
 //! model -> views; see ARCHITECTURE.md.
 
 pub mod app;
+// The libpcap collector (macOS, and Linux without eBPF) lives in the design's macos/ tree.
+#[path = "../macos/mod.rs"]
+pub mod capture;
 pub mod cli;
 pub mod collector;
 #[cfg(target_os = "linux")]

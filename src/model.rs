@@ -1,6 +1,8 @@
 //! The pure model: turns collector samples into a connection table with per-interval bytes,
 //! rates and totals, and sorts and filters it. No I/O, no platform code; time is an argument.
 
+pub mod group;
+
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -115,7 +117,8 @@ impl ConnRow {
 }
 
 /// The connection table.
-#[derive(Debug)]
+/// Cloned to freeze what a paused display shows while collection goes on.
+#[derive(Clone, Debug)]
 pub struct Model {
     rows: HashMap<u64, ConnRow>,
     retention: Retention,

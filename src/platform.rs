@@ -2,12 +2,52 @@
 
 use anyhow::Result;
 
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+use crate::capture::{CaptureCollector, CaptureConfig};
 use crate::cli::Args;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+use crate::cli::Backend;
 use crate::collector::Collector;
 
 /// Opens the collector `args` ask for. `note` hears what a verbose run should explain.
 #[cfg(target_os = "linux")]
 pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+    use crate::capture::NeedsRoot;
+
+    match args.backend {
+        Backend::Ebpf if args.interface.is_some() => {
+            anyhow::bail!("--interface chooses a capture device: it goes with --backend capture, not ebpf")
+        }
+        Backend::Ebpf => open_ebpf(args, note),
+        Backend::Capture => open_capture(args),
+        // Naming an interface asks for capture.
+        Backend::Auto if args.interface.is_some() => open_capture(args),
+        Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_capture(args) {
+            Ok(capture) => {
+                eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
+                Ok(capture)
+            }
+            // Without root neither can run, and the eBPF error says so already.
+            Err(capture_error) if capture_error.is::<NeedsRoot>() => Err(ebpf_error),
+            Err(capture_error) => Err(anyhow::anyhow!(
+                "{ebpf_error:#}; packet capture cannot stand in either: {capture_error:#}"
+            )),
+        }),
+    }
+}
+
+/// On Linux, capture on every interface with `any`, and find processes in /proc.
+#[cfg(target_os = "linux")]
+fn open_capture(args: &Args) -> Result<Box<dyn Collector>> {
+    use crate::capture::{procfs::ProcNetOwners, ProcessLookup};
+
+    let device = args.interface.clone().unwrap_or_else(|| "any".into());
+    let processes: Option<Box<dyn ProcessLookup>> = Some(Box::new(ProcNetOwners::default()));
+    Ok(Box::new(CaptureCollector::open(CaptureConfig { device, filters: args.filters(), processes })?))
+}
+
+#[cfg(target_os = "linux")]
+fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
     use crate::cli::Probe;
     use crate::ebpf::{preflight, EbpfCollector, Strategy};
 
@@ -25,7 +65,21 @@ pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn
     Ok(Box::new(EbpfCollector::open(strategies, &args.filters(), note)?))
 }
 
-#[cfg(not(target_os = "linux"))]
+/// On macOS, PKTAP: every packet comes with the process that sent or received it.
+#[cfg(target_os = "macos")]
+pub fn open_collector(args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+    if args.backend == Backend::Ebpf {
+        anyhow::bail!("eBPF is Linux's: on macOS tcptop counts captured packets (--backend capture)");
+    }
+    // "pktap,all" takes every interface, loopback and tunnels included; "pktap,en0" one.
+    let device = match args.interface.as_deref() {
+        Some(pktap) if pktap.starts_with("pktap") => pktap.to_string(),
+        interface => format!("pktap,{}", interface.unwrap_or("all")),
+    };
+    Ok(Box::new(CaptureCollector::open(CaptureConfig { device, filters: args.filters(), processes: None })?))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 pub fn open_collector(_args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
     anyhow::bail!("tcptop has no collector for this platform yet")
 }

@@ -1,6 +1,10 @@
 //! Front ends: each one only reads the model.
 
 pub mod batch;
+pub mod events;
+pub mod log;
+pub mod record;
+pub mod tui;
 
 use std::io;
 use std::time::SystemTime;

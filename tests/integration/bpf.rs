@@ -1,17 +1,17 @@
 //! The real eBPF collector against loopback traffic made here: exact bytes, pid, comm and
 //! lifecycle, for every traffic shape that has tripped other tools. Needs root.
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
 use tcptop::collector::{Family, Filters, TcpState};
 
 use crate::helpers::{
-    as_traffic, bpf_allowed, open_collector, probe_flag, selected_strategy_unsupported, Ip, Pair, Watch,
+    as_traffic, bpf_allowed, open_collector, selected_strategy_unsupported, start_tcptop, stop_tcptop, tcptop_command,
+    Ip, Pair, Watch,
 };
 
 fn write_in_chunks(stream: &mut TcpStream, total: usize, chunk: usize) {
@@ -297,44 +297,31 @@ fn pid_filter_hides_other_processes() {
     mine.expect_bytes(l, r, 800, 0);
 }
 
-/// `tcptop --batch` as a process prints the test's connection with its bytes.
+/// `tcptop --batch` as a process prints the test's connection with its bytes; where the
+/// selected strategy cannot run, it says so in one line and exits 1.
 #[test]
 fn batch_mode_prints_the_connection() {
     if !bpf_allowed() {
         return;
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tcptop"))
-        .args(["--batch", "-v", "--probe", &probe_flag(), "0.5", "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tcptop");
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut notes = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        notes.push_str(&line);
-        if line.contains("using the") {
-            break;
-        }
-        line.clear();
-    }
     if selected_strategy_unsupported() {
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(1), "{notes}");
-        let last = notes.lines().last().unwrap_or_default();
-        assert!(last.starts_with("tcptop: ") && last.contains("cannot run on this kernel"), "{notes}");
+        let out = tcptop_command().args(["--batch", "1", "1"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("tcptop: ") && last.contains("cannot run on this kernel"), "{stderr}");
         return;
     }
-    assert!(notes.contains("using the"), "tcptop did not start: {notes}");
+    // One long interval, cut short by SIGTERM once the traffic is done: it holds all of it.
+    let mut child = start_tcptop(&["--batch", "3600"]).expect("tcptop starts");
     let mut pair = Pair::connect(Ip::V4);
     as_traffic(|| {
         pair.client.write_all(&[2; 1234]).unwrap();
         read_exactly(&mut pair.server, 1234);
     });
+    stop_tcptop(&mut child);
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(child.wait().unwrap().success());
     let (l, r) = pair.client_ends();
     let row = out
         .lines()

@@ -1,9 +1,9 @@
 //! The binary's behaviour at its edges: bad flags, missing privileges, signals.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 
-use crate::helpers::{bpf_allowed, probe_flag, selected_strategy_unsupported};
+use crate::helpers::{start_tcptop, stop_tcptop};
 
 fn tcptop() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tcptop"))
@@ -42,26 +42,10 @@ fn without_privileges_one_line_and_exit_1() {
 /// SIGTERM ends a batch run with status 0, after printing the interval it cut short.
 #[test]
 fn sigterm_prints_the_last_interval_and_exits_0() {
-    if !bpf_allowed() || selected_strategy_unsupported() {
-        return;
-    }
-    let mut child = tcptop()
-        .args(["--batch", "--probe", &probe_flag(), "3600"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .arg("-v")
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("using the") {
-        line.clear();
-    }
-    assert!(line.contains("using the"), "tcptop did not start");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let Some(mut child) = start_tcptop(&["--batch", "3600"]) else { return };
+    stop_tcptop(&mut child);
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
     assert_eq!(out.lines().filter(|l| l.contains(" probe=")).count(), 1, "{out}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("PID")), "{out}");
 }

@@ -2,7 +2,9 @@
 //! reports, and making loopback traffic with known byte counts.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -200,4 +202,35 @@ pub fn as_traffic<T: Send>(work: impl FnOnce() -> T + Send) -> T {
             .join()
             .expect("traffic thread")
     })
+}
+
+/// The tcptop binary with `-v` and the environment's `--probe`, stdout and stderr piped.
+pub fn tcptop_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tcptop"));
+    command.args(["-v", "--probe", &probe_flag()]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
+/// Starts tcptop with `args` and returns once its probes are attached; `None` where BPF
+/// tests do not run or the selected strategy is expected not to run (the `bpf` tests check
+/// that error).
+pub fn start_tcptop(args: &[&str]) -> Option<Child> {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return None;
+    }
+    let mut child = tcptop_command().args(args).spawn().expect("starting tcptop");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("using the") {
+        line.clear();
+    }
+    assert!(line.contains("using the"), "tcptop did not start");
+    child.stderr = Some(stderr.into_inner());
+    Some(child)
+}
+
+/// SIGTERM, then the exit status must be 0.
+pub fn stop_tcptop(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

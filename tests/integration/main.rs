@@ -5,5 +5,8 @@
 mod helpers;
 
 mod bpf;
+mod capture;
 mod cli;
+mod log;
 mod ns;
+mod tui;

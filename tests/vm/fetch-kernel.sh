@@ -34,6 +34,10 @@ resolve() {
 real=$(resolve "$pkg")
 ver=$(apt-cache policy "$real" 2>/dev/null | awk '/Candidate:/{print $2}')
 if [[ -z $ver || $ver == "(none)" ]]; then
+    if [[ -s $dir/kernel && -f $dir/package ]]; then
+        echo "fetch-kernel: apt knows no $real (from $pkg); using the cached $(cat "$dir/package")" >&2
+        exit 0
+    fi
     echo "fetch-kernel: no candidate for $real (from $pkg): run 'apt-get update'?" >&2
     exit 1
 fi

@@ -1,0 +1,229 @@
+//! The load generator: TCP traffic on loopback whose send and receive calls are counted
+//! exactly, so that throughput and cost per call can be computed.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Size of each request and each response of the request/response workload.
+pub const MESSAGE: usize = 64;
+/// Size of each write and read of the bulk workload.
+const CHUNK: usize = 128 * 1024;
+/// Connections per listening port when holding many: well inside the ephemeral port range.
+const CONNS_PER_LISTENER: usize = 10_000;
+
+/// One thread's running counts, published after every call. Alone on its cache line so that
+/// threads do not slow each other down.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counter {
+    /// send and receive system calls (each one an event for tcptop's hooks)
+    calls: AtomicU64,
+    /// round trips completed, or bytes received
+    units: AtomicU64,
+}
+
+impl Counter {
+    fn add(&self, calls: u64, units: u64) {
+        // Only this thread writes: a plain store is enough and cheaper than an atomic add.
+        self.calls.store(self.calls.load(Ordering::Relaxed) + calls, Ordering::Relaxed);
+        self.units.store(self.units.load(Ordering::Relaxed) + units, Ordering::Relaxed);
+    }
+}
+
+/// Totals of a workload at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    pub calls: u64,
+    pub units: u64,
+}
+
+impl std::ops::Sub for Totals {
+    type Output = Totals;
+    fn sub(self, earlier: Totals) -> Totals {
+        Totals { calls: self.calls - earlier.calls, units: self.units - earlier.units }
+    }
+}
+
+/// Traffic running on its own threads until `stop`.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    counters: Vec<Arc<Counter>>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Workload {
+    /// `conns` connections, each a client sending a `MESSAGE`-byte request and waiting for
+    /// the server's `MESSAGE`-byte answer, over and over. Units are round trips.
+    pub fn request_response(conns: usize) -> io::Result<Workload> {
+        Workload::start(conns, |mut client, counter, stop| {
+            let mut message = [0u8; MESSAGE];
+            while !stop.load(Ordering::Relaxed) {
+                client.write_all(&message)?;
+                let reads = read_message(&mut client, &mut message)?;
+                counter.add(1 + reads, 1);
+            }
+            Ok(())
+        }, |mut server, counter| {
+            let mut message = [0u8; MESSAGE];
+            // The client closing its end (a read of 0 bytes) ends the loop.
+            while let reads @ 1.. = read_message(&mut server, &mut message)? {
+                server.write_all(&message)?;
+                counter.add(reads + 1, 0);
+            }
+            Ok(())
+        })
+    }
+
+    /// `conns` connections, each streaming `CHUNK`-byte writes to a reader. Units are bytes read.
+    pub fn bulk(conns: usize) -> io::Result<Workload> {
+        Workload::start(conns, |mut client, counter, stop| {
+            let chunk = vec![0u8; CHUNK];
+            while !stop.load(Ordering::Relaxed) {
+                client.write_all(&chunk)?;
+                counter.add(1, 0);
+            }
+            Ok(())
+        }, |mut server, counter| {
+            let mut chunk = vec![0u8; CHUNK];
+            loop {
+                match server.read(&mut chunk)? {
+                    0 => return Ok(()),
+                    n => counter.add(1, n as u64),
+                }
+            }
+        })
+    }
+
+    /// Connects `conns` pairs on loopback and runs `client` and `server` on a thread each.
+    /// The client sees `stop`; the server runs until the client closes its end.
+    fn start(
+        conns: usize,
+        client: fn(TcpStream, &Counter, &AtomicBool) -> io::Result<()>,
+        server: fn(TcpStream, &Counter) -> io::Result<()>,
+    ) -> io::Result<Workload> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workload = Workload { stop: Arc::clone(&stop), counters: Vec::new(), threads: Vec::new() };
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        for _ in 0..conns {
+            let (client_end, server_end) = connect(&listener)?;
+            let (client_counter, server_counter) = (Arc::<Counter>::default(), Arc::<Counter>::default());
+            workload.counters.extend([Arc::clone(&client_counter), Arc::clone(&server_counter)]);
+            let stop = Arc::clone(&stop);
+            workload.threads.push(thread::spawn(move || client(client_end, &client_counter, &stop)));
+            workload.threads.push(thread::spawn(move || server(server_end, &server_counter)));
+        }
+        Ok(workload)
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.counters.iter().fold(Totals::default(), |sum, c| Totals {
+            calls: sum.calls + c.calls.load(Ordering::Relaxed),
+            units: sum.units + c.units.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Stops the traffic and waits for every thread; a thread's I/O error is returned.
+    pub fn stop(self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("load threads do not panic")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one whole message, or nothing at the end of the stream. Returns the number of
+/// read calls it took (0 at the end), which is what tcptop's receive hook sees.
+fn read_message(stream: &mut TcpStream, message: &mut [u8]) -> io::Result<u64> {
+    let (mut got, mut calls) = (0, 0);
+    while got < message.len() {
+        calls += 1;
+        match stream.read(&mut message[got..])? {
+            0 if got == 0 => return Ok(0),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    Ok(calls)
+}
+
+/// A connected pair on loopback: (client end, server end).
+fn connect(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream)> {
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    Ok((client, server))
+}
+
+/// Many quiet connections held open, each sending one `MESSAGE` each way once a second, so
+/// that every socket shows up in every interval.
+pub struct Held {
+    stop: Arc<AtomicBool>,
+    traffic: JoinHandle<io::Result<()>>,
+}
+
+impl Held {
+    /// Opens `sockets` sockets: both ends of `sockets / 2` loopback connections. tcptop lists
+    /// each end as a connection of its own, as it would on two hosts.
+    pub fn open(sockets: usize) -> io::Result<Held> {
+        raise_fd_limit(sockets as u64 + 1024)?;
+        let conns = sockets / 2;
+        let mut pairs = Vec::with_capacity(conns);
+        for _ in 0..conns.div_ceil(CONNS_PER_LISTENER) {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            for _ in 0..CONNS_PER_LISTENER.min(conns - pairs.len()) {
+                pairs.push(connect(&listener)?);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let traffic = thread::spawn(move || {
+            let mut message = [0u8; MESSAGE];
+            let mut next = Instant::now();
+            while !stopped.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    for (client, server) in &mut pairs {
+                        client.write_all(&message)?;
+                        read_message(server, &mut message)?;
+                    }
+                    next += Duration::from_secs(1);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        });
+        Ok(Held { stop, traffic })
+    }
+
+    /// Stops the traffic and closes every connection.
+    pub fn close(self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.traffic.join().expect("the traffic thread does not panic")
+    }
+}
+
+/// Two descriptors per connection: the default limit (often 1024) is far too low.
+fn raise_fd_limit(wanted: u64) -> io::Result<()> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur >= wanted {
+        return Ok(());
+    }
+    // Root may raise the hard limit too, up to fs.nr_open.
+    limit = libc::rlimit { rlim_cur: wanted, rlim_max: limit.rlim_max.max(wanted) };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::other(format!(
+            "cannot raise the open file limit to {wanted}: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}

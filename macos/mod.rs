@@ -1,0 +1,298 @@
+//! The packet-capture collector (libpcap): tcptop's collector on macOS, where PKTAP names
+//! each packet's process, and on Linux where eBPF cannot run. A capture thread decodes
+//! packets into a bounded queue; `collect` assembles them into connections.
+
+pub mod assemble;
+pub mod decode;
+#[cfg(target_os = "linux")]
+pub mod procfs;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pcap::{Activated, Capture, Device, Linktype};
+
+use crate::collector::{Collector, Filters, Overflow, Sample};
+use assemble::{Assembler, Endpoints};
+use decode::{decode, LinkType, Packet};
+
+/// Packets waiting for `collect`; past this the capture thread drops and counts them.
+const QUEUE_PACKETS: usize = 65_536;
+/// Enough for PKTAP's 156 bytes, Ethernet, IPv6 with options and a full TCP header; the
+/// payload is counted from the length fields, never copied.
+const SNAPLEN: i32 = 512;
+/// How long a read waits, so that the thread notices it should stop.
+const READ_TIMEOUT_MS: i32 = 100;
+const KERNEL_BUFFER_BYTES: i32 = 8 << 20;
+/// Interfaces come and go (DHCP, VPNs): how often the local addresses are read again.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
+/// How often the capture thread reads libpcap's drop count.
+const STATS_EVERY: Duration = Duration::from_millis(250);
+
+/// Finds the processes behind connections whose packets did not name one.
+pub trait ProcessLookup {
+    /// (pid, comm) of each connection's socket, `None` where no process is known to hold it.
+    fn lookup(&mut self, conns: &[Endpoints]) -> Vec<Option<(u32, String)>>;
+}
+
+/// What to capture and how to name processes.
+pub struct CaptureConfig {
+    /// A libpcap device: "any" on Linux, "pktap,all" on macOS, or one interface.
+    pub device: String,
+    pub filters: Filters,
+    /// `None` where the packets name their processes (PKTAP).
+    pub processes: Option<Box<dyn ProcessLookup>>,
+}
+
+/// What the capture thread shares with the collector.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    queue_full: AtomicU64,
+    undecodable: AtomicU64,
+    pcap_dropped: AtomicU64,
+    /// Why the capture thread stopped early, for the next `collect` to report.
+    failure: Mutex<Option<String>>,
+}
+
+/// A decoded packet and when it was read, counted from the collector's start.
+struct Captured {
+    packet: Packet,
+    at: Duration,
+}
+
+/// The capture collector. Dropping it stops the capture thread.
+pub struct CaptureCollector {
+    queue: Receiver<Captured>,
+    shared: Arc<Shared>,
+    breaker: pcap::BreakLoop,
+    reader: Option<JoinHandle<()>>,
+    assembler: Assembler,
+    processes: Option<Box<dyn ProcessLookup>>,
+    start: Instant,
+    addresses_read_at: Duration,
+}
+
+impl CaptureCollector {
+    pub fn open(config: CaptureConfig) -> Result<CaptureCollector> {
+        if config.filters.cgroup.is_some() {
+            bail!("--cgroup needs the eBPF backend: captured packets do not say which cgroup sent them");
+        }
+        let device = config.device.as_str();
+        let mut capture = Capture::from_device(device)
+            .and_then(|c| c.snaplen(SNAPLEN).timeout(READ_TIMEOUT_MS).buffer_size(KERNEL_BUFFER_BYTES).open())
+            .map_err(|e| explain_open_failure(device, e))?;
+        // Linux's `any` device offers cooked v2 (with the interface index) besides v1.
+        if capture.list_datalinks().is_ok_and(|links| links.contains(&Linktype::LINUX_SLL2)) {
+            capture.set_datalink(Linktype::LINUX_SLL2).context("choosing the Linux cooked v2 link type")?;
+        }
+        let datalink = capture.get_datalink();
+        let link = LinkType::from_dlt(datalink.0).ok_or_else(|| {
+            let name = datalink.get_name().unwrap_or_else(|_| datalink.0.to_string());
+            anyhow!("capturing on {device}: tcptop cannot decode its link type {name}")
+        })?;
+        let assembler = Assembler::new(local_addresses()?, config.filters);
+        let start = Instant::now();
+        let shared = Arc::new(Shared::default());
+        let (sender, queue) = mpsc::sync_channel(QUEUE_PACKETS);
+        let breaker = capture.breakloop_handle();
+        let thread_shared = Arc::clone(&shared);
+        let reader = thread::Builder::new()
+            .name("tcptop-capture".into())
+            .spawn(move || read_packets(capture, link, &sender, &thread_shared, start))
+            .context("starting the capture thread")?;
+        Ok(CaptureCollector {
+            queue,
+            shared,
+            breaker,
+            reader: Some(reader),
+            assembler,
+            processes: config.processes,
+            start,
+            addresses_read_at: Duration::ZERO,
+        })
+    }
+
+    /// Names the processes of new connections, at most a few tries each.
+    fn attribute(&mut self) {
+        let Some(processes) = self.processes.as_mut() else { return };
+        let unknown = self.assembler.unattributed();
+        if unknown.is_empty() {
+            return;
+        }
+        for (endpoints, owner) in unknown.iter().zip(processes.lookup(&unknown)) {
+            if let Some((pid, comm)) = owner {
+                self.assembler.attribute(endpoints, pid, &comm);
+            }
+        }
+    }
+
+    fn overflow(&self) -> Overflow {
+        let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let shared = &self.shared;
+        Overflow {
+            untracked_conns: self.assembler.untracked(),
+            lost_events: 0,
+            dropped_packets: count(&shared.queue_full)
+                + count(&shared.pcap_dropped)
+                + count(&shared.undecodable),
+        }
+    }
+}
+
+/// This host's addresses, which tell the local end of a packet from the remote one.
+fn local_addresses() -> Result<HashSet<IpAddr>> {
+    let devices = Device::list().context("listing the network interfaces")?;
+    Ok(devices.iter().flat_map(|d| &d.addresses).map(|a| a.addr.to_canonical()).collect())
+}
+
+/// Capturing was refused for want of privileges.
+#[derive(Debug)]
+pub struct NeedsRoot {
+    device: String,
+}
+
+impl fmt::Display for NeedsRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "needs root to capture packets on {}: run it as `sudo tcptop`", self.device)
+    }
+}
+
+impl std::error::Error for NeedsRoot {}
+
+fn explain_open_failure(device: &str, error: pcap::Error) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("ermission") || text.contains("not permitted") {
+        NeedsRoot { device: device.into() }.into()
+    } else {
+        anyhow!("capturing packets on {device}: {text}")
+    }
+}
+
+/// The capture thread: reads, decodes and queues packets until told to stop. It never
+/// waits for the collector: a full queue drops the packet and counts it.
+fn read_packets<T: Activated + ?Sized>(
+    mut capture: Capture<T>,
+    link: LinkType,
+    queue: &SyncSender<Captured>,
+    shared: &Shared,
+    start: Instant,
+) {
+    let mut stats_read_at = Instant::now();
+    while !shared.stop.load(Ordering::Relaxed) {
+        match capture.next_packet() {
+            Ok(frame) => match decode(link, frame.data, frame.header.len) {
+                Ok(Some(packet)) => match queue.try_send(Captured { packet, at: start.elapsed() }) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        shared.queue_full.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                },
+                Ok(None) => {}
+                Err(_) => {
+                    shared.undecodable.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Err(pcap::Error::TimeoutExpired) => {}
+            // The collector's breakloop on drop (or the end of a savefile).
+            Err(pcap::Error::NoMorePackets) => return,
+            Err(error) => {
+                *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+                return;
+            }
+        }
+        if stats_read_at.elapsed() >= STATS_EVERY {
+            stats_read_at = Instant::now();
+            if let Ok(stats) = capture.stats() {
+                shared.pcap_dropped.store(u64::from(stats.dropped), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Collector for CaptureCollector {
+    fn backend(&self) -> &str {
+        "capture"
+    }
+
+    fn collect(&mut self) -> Result<Sample> {
+        if let Some(failure) = self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bail!("packet capture stopped: {failure}");
+        }
+        let now = self.start.elapsed();
+        if now.saturating_sub(self.addresses_read_at) >= ADDRESS_REFRESH {
+            self.assembler.set_local_addresses(local_addresses()?);
+            self.addresses_read_at = now;
+        }
+        // At most one queue's worth, so that a flood cannot keep this loop from returning.
+        for captured in self.queue.try_iter().take(QUEUE_PACKETS) {
+            self.assembler.packet(&captured.packet, captured.at);
+        }
+        self.attribute();
+        self.assembler.expire(now);
+        let (conns, events) = self.assembler.sample();
+        Ok(Sample { conns, events, overflow: self.overflow() })
+    }
+}
+
+impl Drop for CaptureCollector {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.breaker.breakloop();
+        if let Some(reader) = self.reader.take() {
+            // The thread returns within one read timeout; its panic would already have
+            // shown on stderr.
+            let _ = reader.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode::fixtures::{ipv4, sll2, tcp_segment};
+    use super::*;
+
+    /// A savefile of cooked-v2 frames, read back as a capture.
+    fn replay(frames: &[Vec<u8>]) -> Capture<pcap::Offline> {
+        let path =
+            std::env::temp_dir().join(format!("tcptop-replay-{}-{}.pcap", std::process::id(), frames.len()));
+        let mut file = Capture::dead(Linktype::LINUX_SLL2).unwrap().savefile(&path).unwrap();
+        for frame in frames {
+            let len = frame.len() as u32;
+            let header = pcap::PacketHeader { ts: libc::timeval { tv_sec: 0, tv_usec: 0 }, caplen: len, len };
+            file.write(&pcap::Packet::new(&header, frame));
+        }
+        drop(file);
+        let capture = Capture::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        capture
+    }
+
+    fn segment(payload: usize) -> Vec<u8> {
+        let tcp = tcp_segment(40000, 443, 1, decode::TcpHeader::ACK, payload);
+        sll2(0x0800, &ipv4([127, 0, 0, 1], [127, 0, 0, 2], 6, &tcp))
+    }
+
+    #[test]
+    fn bad_packets_and_a_full_queue_are_counted_never_fatal() {
+        let good = segment(10);
+        let truncated = good[..30].to_vec();
+        let capture = replay(&[good.clone(), truncated, good.clone(), good]);
+        let shared = Shared::default();
+        let (sender, queue) = mpsc::sync_channel(2);
+        read_packets(capture, LinkType::LinuxSll2, &sender, &shared, Instant::now());
+        let payloads: Vec<u32> = queue.try_iter().map(|c| c.packet.payload).collect();
+        assert_eq!(payloads, [10, 10]);
+        assert_eq!(shared.undecodable.load(Ordering::Relaxed), 1);
+        assert_eq!(shared.queue_full.load(Ordering::Relaxed), 1);
+        assert!(shared.failure.lock().unwrap().is_none());
+    }
+}

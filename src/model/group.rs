@@ -1,0 +1,278 @@
+//! Grouping: sums the connection table's rows by process or by remote host. Pure, like the
+//! model it reads.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use super::{ConnRow, SortKey};
+
+/// What one row of a view stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grouping {
+    /// One row per connection.
+    #[default]
+    Connection,
+    /// One row per process, its connections summed.
+    Process,
+    /// One row per remote address, its connections summed.
+    RemoteHost,
+}
+
+impl Grouping {
+    /// The next grouping, cycling.
+    pub fn next(self) -> Grouping {
+        match self {
+            Grouping::Connection => Grouping::Process,
+            Grouping::Process => Grouping::RemoteHost,
+            Grouping::RemoteHost => Grouping::Connection,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Grouping::Connection => "connection",
+            Grouping::Process => "process",
+            Grouping::RemoteHost => "remote host",
+        }
+    }
+
+    /// The sort keys that mean something for this grouping's rows, in column order.
+    pub fn sort_keys(self) -> &'static [SortKey] {
+        use SortKey::*;
+        match self {
+            Grouping::Connection => &SortKey::ALL,
+            Grouping::Process => &[Pid, Comm, Rx, Tx, Total, RxTotal, TxTotal],
+            Grouping::RemoteHost => &[Remote, Rx, Tx, Total, RxTotal, TxTotal],
+        }
+    }
+
+    /// The group `row` belongs to.
+    pub fn key(self, row: &ConnRow) -> GroupKey {
+        let conn = &row.conn;
+        match self {
+            Grouping::Connection => GroupKey::Connection(conn.id),
+            Grouping::Process => GroupKey::Process { pid: conn.pid, comm: conn.comm.clone() },
+            Grouping::RemoteHost => GroupKey::RemoteHost(conn.remote.ip()),
+        }
+    }
+}
+
+/// What the connections of a group have in common.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupKey {
+    Connection(u64),
+    Process { pid: Option<u32>, comm: String },
+    RemoteHost(IpAddr),
+}
+
+/// Connections summed: this interval's bytes and rates, totals and per-interval histories.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub key: GroupKey,
+    /// The ids of the member connections, in the order they were given.
+    pub members: Vec<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_rate: f64,
+    pub tx_rate: f64,
+    pub rx_total: u64,
+    pub tx_total: u64,
+    /// Per-interval bytes, oldest first, the members' histories added up aligned at the newest.
+    pub rx_history: VecDeque<u64>,
+    pub tx_history: VecDeque<u64>,
+    /// Whether every member first appeared in the last interval.
+    pub opened: bool,
+    /// Whether every member is closed.
+    pub closed: bool,
+}
+
+impl Group {
+    fn new(key: GroupKey) -> Group {
+        Group {
+            key,
+            members: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_rate: 0.0,
+            tx_rate: 0.0,
+            rx_total: 0,
+            tx_total: 0,
+            rx_history: VecDeque::new(),
+            tx_history: VecDeque::new(),
+            opened: true,
+            closed: true,
+        }
+    }
+
+    fn add(&mut self, row: &ConnRow) {
+        self.members.push(row.conn.id);
+        self.rx_bytes += row.rx_bytes;
+        self.tx_bytes += row.tx_bytes;
+        self.rx_rate += row.rx_rate;
+        self.tx_rate += row.tx_rate;
+        self.rx_total += row.conn.rx_bytes;
+        self.tx_total += row.conn.tx_bytes;
+        add_aligned(&mut self.rx_history, &row.rx_history);
+        add_aligned(&mut self.tx_history, &row.tx_history);
+        self.opened &= row.opened;
+        self.closed &= row.is_closed();
+    }
+
+    fn compare(&self, other: &Group, key: SortKey) -> Ordering {
+        use GroupKey::*;
+        match (key, &self.key, &other.key) {
+            (SortKey::Total, ..) => (other.rx_bytes + other.tx_bytes).cmp(&(self.rx_bytes + self.tx_bytes)),
+            (SortKey::Rx, ..) => other.rx_bytes.cmp(&self.rx_bytes),
+            (SortKey::Tx, ..) => other.tx_bytes.cmp(&self.tx_bytes),
+            (SortKey::RxTotal, ..) => other.rx_total.cmp(&self.rx_total),
+            (SortKey::TxTotal, ..) => other.tx_total.cmp(&self.tx_total),
+            (SortKey::Pid, Process { pid: a, .. }, Process { pid: b, .. }) => a.cmp(b),
+            (SortKey::Comm, Process { comm: a, .. }, Process { comm: b, .. }) => a.cmp(b),
+            // Other keys say nothing about these groups: the key order decides.
+            _ => Ordering::Equal,
+        }
+    }
+}
+
+/// Adds `history` into `sum` so that both end at the newest interval.
+fn add_aligned(sum: &mut VecDeque<u64>, history: &VecDeque<u64>) {
+    while sum.len() < history.len() {
+        sum.push_front(0);
+    }
+    let skip = sum.len() - history.len();
+    for (total, value) in sum.iter_mut().skip(skip).zip(history) {
+        *total += value;
+    }
+}
+
+/// Sums `rows` into the groups of `grouping`, sorted by `key` (see `SortKey`), ties broken by
+/// the group key so the order is stable between frames.
+pub fn group(rows: &[&ConnRow], grouping: Grouping, key: SortKey, reverse: bool) -> Vec<Group> {
+    let mut index: HashMap<GroupKey, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for row in rows {
+        let group_key = grouping.key(row);
+        let at = *index.entry(group_key.clone()).or_insert_with(|| {
+            groups.push(Group::new(group_key));
+            groups.len() - 1
+        });
+        groups[at].add(row);
+    }
+    groups.sort_by(|a, b| {
+        let order = a.compare(b, key);
+        let order = if reverse { order.reverse() } else { order };
+        order.then_with(|| a.key.cmp(&b.key))
+    });
+    groups
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::collector::ConnEvent;
+    use crate::collector::{Conn, EventKind, Proto, Sample, TcpState};
+    use crate::model::{Model, Retention};
+
+    /// An established TCP connection with these ends and totals (also for the live screen's
+    /// tests).
+    pub(crate) fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), (rx, tx): (u64, u64)) -> Conn {
+        Conn {
+            id,
+            pid: Some(pid),
+            comm: comm.into(),
+            proto: Proto::Tcp,
+            local: ends.0.parse().unwrap(),
+            remote: ends.1.parse().unwrap(),
+            state: Some(TcpState::Established),
+            rx_bytes: rx,
+            tx_bytes: tx,
+            netns: None,
+            cgroup: None,
+        }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Three connections: curl (pid 7) twice, to two hosts; ssh (pid 9) once, to the first.
+    fn model() -> Model {
+        let mut model = Model::new(secs(0), Retention::default());
+        let first = vec![
+            conn(1, 7, "curl", ("10.0.0.1:40001", "192.0.2.1:443"), (100, 10)),
+            conn(2, 7, "curl", ("10.0.0.1:40002", "198.51.100.2:80"), (1000, 0)),
+        ];
+        model.update(Sample { conns: first, ..Sample::default() }, secs(1));
+        let second = vec![
+            conn(1, 7, "curl", ("10.0.0.1:40001", "192.0.2.1:443"), (300, 10)),
+            conn(2, 7, "curl", ("10.0.0.1:40002", "198.51.100.2:80"), (1000, 0)),
+            conn(3, 9, "ssh", ("10.0.0.1:40003", "192.0.2.1:22"), (5, 5)),
+        ];
+        model.update(Sample { conns: second, ..Sample::default() }, secs(2));
+        model
+    }
+
+    fn rows(model: &Model) -> Vec<&ConnRow> {
+        let mut rows: Vec<&ConnRow> = model.rows().collect();
+        rows.sort_by_key(|r| r.conn.id);
+        rows
+    }
+
+    #[test]
+    fn by_process_sums_bytes_totals_and_histories() {
+        let model = model();
+        let groups = group(&rows(&model), Grouping::Process, SortKey::RxTotal, false);
+        let curl = &groups[0];
+        assert_eq!(curl.key, GroupKey::Process { pid: Some(7), comm: "curl".into() });
+        assert_eq!(curl.members, [1, 2]);
+        assert_eq!((curl.rx_bytes, curl.tx_bytes, curl.rx_total, curl.tx_total), (200, 0, 1300, 10));
+        assert_eq!(curl.rx_history, [1100, 200]);
+        assert!(!curl.opened && !curl.closed);
+        let ssh = &groups[1];
+        assert_eq!((ssh.members.as_slice(), ssh.rx_bytes), (&[3][..], 5));
+        // A member that is one interval old adds only to the newest slot.
+        assert_eq!(ssh.rx_history, [5]);
+        assert!(ssh.opened);
+    }
+
+    #[test]
+    fn by_remote_host_ignores_the_port_and_sorts_stably() {
+        let model = model();
+        let groups = group(&rows(&model), Grouping::RemoteHost, SortKey::Total, false);
+        let hosts: Vec<_> = groups.iter().map(|g| (g.key.clone(), g.members.clone())).collect();
+        let ip = |s: &str| GroupKey::RemoteHost(s.parse().unwrap());
+        assert_eq!(hosts, [(ip("192.0.2.1"), vec![1, 3]), (ip("198.51.100.2"), vec![2])]);
+        // Equal under the key: the host order decides, whichever the direction.
+        let by_tx = group(&rows(&model), Grouping::RemoteHost, SortKey::Tx, true);
+        assert_eq!(by_tx[0].key, ip("198.51.100.2"));
+        let by_pid = group(&rows(&model), Grouping::RemoteHost, SortKey::Pid, false);
+        assert_eq!(by_pid[0].key, ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn a_group_is_closed_only_when_every_member_is() {
+        let mut model = model();
+        let gone = conn(2, 7, "curl", ("10.0.0.1:40002", "198.51.100.2:80"), (1000, 0));
+        let events = vec![ConnEvent { at: secs(3), kind: EventKind::Closed, conn: gone }];
+        model.update(Sample { events, ..Sample::default() }, secs(3));
+        let groups = group(&rows(&model), Grouping::RemoteHost, SortKey::Remote, false);
+        assert_eq!(groups.iter().map(|g| g.closed).collect::<Vec<_>>(), [false, true]);
+        let groups = group(&rows(&model), Grouping::Process, SortKey::Pid, true);
+        assert_eq!(
+            groups.iter().map(|g| (g.members.len(), g.closed)).collect::<Vec<_>>(),
+            [(1, false), (2, false)]
+        );
+    }
+
+    #[test]
+    fn grouping_cycles_through_all_three() {
+        let g = Grouping::default();
+        assert_eq!(
+            (g, g.next(), g.next().next(), g.next().next().next()),
+            (Grouping::Connection, Grouping::Process, Grouping::RemoteHost, Grouping::Connection)
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! Machine-readable intervals: one record per connection per interval, the single definition
+//! behind the CSV log and batch mode's JSON lines and CSV.
+
+use std::io::{self, Write};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::collector::TcpState;
+use crate::model::{ConnRow, Model, Query};
+use crate::view::IntervalSink;
+
+/// One connection in one interval. The field order is the CSV column order, the field names
+/// are the CSV header and the JSON keys.
+#[derive(Debug, Default, PartialEq, Serialize)]
+pub struct Record<'a> {
+    /// When the interval ended: RFC 3339, milliseconds, UTC.
+    pub timestamp: &'a str,
+    pub interval_ms: u128,
+    /// Empty (null) until a process was seen sending or reading.
+    pub pid: Option<u32>,
+    pub comm: &'a str,
+    /// "tcp" or "udp".
+    pub proto: String,
+    /// "ipv4" or "ipv6" (IPv4-mapped IPv6 addresses count as IPv4).
+    pub family: &'static str,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    /// Empty (null) for UDP.
+    pub state: Option<TcpState>,
+    /// Bytes read and written in this interval.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Bytes read and written since tcptop first saw the connection.
+    pub rx_total: u64,
+    pub tx_total: u64,
+    /// What happened to the connection in this interval: "opened", "closed", "state", or
+    /// empty (null) when it only moved bytes.
+    pub event: Option<&'static str>,
+}
+
+impl<'a> Record<'a> {
+    pub fn new(row: &'a ConnRow, timestamp: &'a str, interval_ms: u128) -> Record<'a> {
+        let conn = &row.conn;
+        Record {
+            timestamp,
+            interval_ms,
+            pid: conn.pid,
+            comm: &conn.comm,
+            proto: conn.proto.to_string().to_lowercase(),
+            family: if conn.local.is_ipv4() { "ipv4" } else { "ipv6" },
+            local_addr: conn.local.ip().to_string(),
+            local_port: conn.local.port(),
+            remote_addr: conn.remote.ip().to_string(),
+            remote_port: conn.remote.port(),
+            state: conn.state,
+            rx_bytes: row.rx_bytes,
+            tx_bytes: row.tx_bytes,
+            rx_total: conn.rx_bytes,
+            tx_total: conn.tx_bytes,
+            event: row.event_label(),
+        }
+    }
+}
+
+/// The CSV header row, newline included: the record's field names as serde gives them.
+pub fn csv_header() -> Vec<u8> {
+    let mut header = csv::Writer::from_writer(Vec::new());
+    header.serialize(Record::default()).expect("a record serializes");
+    let mut text = header.into_inner().expect("writing to memory");
+    // `Record::default()` wrote its (empty) values after the names: keep the first line.
+    let end = text.iter().position(|&b| b == b'\n').expect("the header ends with a newline");
+    text.truncate(end + 1);
+    text
+}
+
+/// How a `RecordSink` writes records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+}
+
+/// Writes each interval's records (the rows `query` selects) to `out`. An interval goes out
+/// in one write call and is flushed at once, so that a reader never sees it half written.
+pub struct RecordSink<W: Write> {
+    out: W,
+    encoding: Encoding,
+    query: Query,
+    /// Whether the CSV header still has to go out, with the first interval.
+    header_pending: bool,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> RecordSink<W> {
+    /// `header`: whether CSV output begins with the header row; ignored for JSON lines.
+    pub fn new(out: W, encoding: Encoding, query: Query, header: bool) -> RecordSink<W> {
+        let header_pending = header && encoding == Encoding::Csv;
+        RecordSink { out, encoding, query, header_pending, buf: Vec::new() }
+    }
+}
+
+impl<W: Write> IntervalSink for RecordSink<W> {
+    fn interval(&mut self, model: &Model, _backend: &str, wall: SystemTime) -> io::Result<()> {
+        self.buf.clear();
+        if std::mem::take(&mut self.header_pending) {
+            self.buf.extend(csv_header());
+        }
+        let timestamp = humantime::format_rfc3339_millis(wall).to_string();
+        let interval_ms = model.elapsed().as_millis();
+        let records =
+            model.select(&self.query).into_iter().map(|row| Record::new(row, &timestamp, interval_ms));
+        encode(&mut self.buf, self.encoding, records)?;
+        self.out.write_all(&self.buf)?;
+        self.out.flush()
+    }
+}
+
+fn encode<'a>(
+    buf: &mut Vec<u8>,
+    encoding: Encoding,
+    records: impl Iterator<Item = Record<'a>>,
+) -> io::Result<()> {
+    match encoding {
+        Encoding::Csv => {
+            let mut csv = csv::WriterBuilder::new().has_headers(false).from_writer(buf);
+            for record in records {
+                csv.serialize(record)?;
+            }
+            csv.flush()
+        }
+        Encoding::JsonLines => {
+            for record in records {
+                serde_json::to_writer(&mut *buf, &record)?;
+                buf.push(b'\n');
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::collector::{Conn, ConnEvent, EventKind, Proto, Sample};
+    use crate::model::Retention;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// An established TCP connection with a comm that CSV has to quote.
+    pub(crate) fn conn(id: u64, rx: u64, tx: u64, local: &str, remote: &str) -> Conn {
+        Conn {
+            id,
+            pid: Some(4242),
+            comm: "curl, \"the\" client".into(),
+            proto: Proto::Tcp,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            state: Some(TcpState::Established),
+            rx_bytes: rx,
+            tx_bytes: tx,
+            netns: None,
+            cgroup: None,
+        }
+    }
+
+    /// Three intervals: both connections open; only the first moves bytes; the second closes,
+    /// its close event carrying its final totals.
+    fn write(encoding: Encoding, header: bool) -> String {
+        let one = |rx| conn(1, rx, 7, "10.0.0.1:50000", "93.184.216.34:443");
+        let two = |rx| conn(2, rx, 0, "[2001:db8::1]:50001", "[2001:db8::2]:22");
+        let close = ConnEvent { at: Duration::from_secs(3), kind: EventKind::Closed, conn: two(9) };
+        let samples = [
+            Sample { conns: vec![one(100), two(5)], ..Sample::default() },
+            Sample { conns: vec![one(350), two(5)], ..Sample::default() },
+            Sample { conns: vec![one(350)], events: vec![close], ..Sample::default() },
+        ];
+        let mut model = Model::new(Duration::ZERO, Retention::default());
+        let mut sink = RecordSink::new(Vec::new(), encoding, Query::default(), header);
+        for (i, sample) in (1..).zip(samples) {
+            model.update(sample, Duration::from_millis(1_000 * i));
+            sink.interval(&model, "fentry", UNIX_EPOCH + Duration::from_millis(1_000 * i + 1)).unwrap();
+        }
+        String::from_utf8(sink.out).unwrap()
+    }
+
+    #[test]
+    fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
+        let expected = "\
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,event
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,opened
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,opened
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,closed
+";
+        assert_eq!(write(Encoding::Csv, true), expected);
+        let without_header = expected.split_once('\n').unwrap().1;
+        assert_eq!(write(Encoding::Csv, false), without_header);
+    }
+
+    #[test]
+    fn json_lines_have_the_csv_fields() {
+        let out = write(Encoding::JsonLines, true);
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[3],
+            serde_json::json!({
+                "timestamp": "1970-01-01T00:00:03.001Z", "interval_ms": 1000, "pid": 4242,
+                "comm": "curl, \"the\" client", "proto": "tcp", "family": "ipv6",
+                "local_addr": "2001:db8::1", "local_port": 50001, "remote_addr": "2001:db8::2",
+                "remote_port": 22, "state": "CLOSE", "rx_bytes": 4, "tx_bytes": 0, "rx_total": 9,
+                "tx_total": 0, "event": "closed"
+            })
+        );
+        assert_eq!(lines[2]["event"], serde_json::Value::Null);
+        // Same keys as the CSV columns, in the same order.
+        let first_line = out.lines().next().unwrap();
+        let header = String::from_utf8(csv_header()).unwrap();
+        let keys: Vec<String> = header.trim_end().split(',').map(|c| format!("\"{c}\":")).collect();
+        let positions: Vec<usize> = keys.iter().map(|k| first_line.find(k.as_str()).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{first_line}");
+    }
+}

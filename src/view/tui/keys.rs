@@ -1,0 +1,172 @@
+//! Which action a key press or mouse gesture asks for, following htop and bottom habits.
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
+
+use super::state::{Action, TuiState};
+
+/// Rows the mouse wheel moves per notch.
+const WHEEL_ROWS: isize = 3;
+
+/// The action `input` asks for in `state`, if any.
+pub fn action(input: &Event, state: &TuiState) -> Option<Action> {
+    match input {
+        Event::Key(key) if key.kind != KeyEventKind::Release => key_action(key, state),
+        Event::Mouse(mouse) => match mouse.kind {
+            MouseEventKind::ScrollDown => Some(Action::Move(WHEEL_ROWS)),
+            MouseEventKind::ScrollUp => Some(Action::Move(-WHEEL_ROWS)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
+    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+    if ctrl && key.code == KeyCode::Char('c') {
+        // Raw mode turns Ctrl-C into a key instead of SIGINT.
+        return Some(Action::Quit);
+    }
+    if state.help {
+        // Any key closes the help, as in htop.
+        return Some(Action::ToggleHelp);
+    }
+    if let Some(action) = movement(key.code) {
+        return Some(action);
+    }
+    if state.editing_filter {
+        return match key.code {
+            KeyCode::Char(c) if !ctrl => Some(Action::FilterPush(c)),
+            KeyCode::Backspace => Some(Action::FilterPop),
+            KeyCode::Enter => Some(Action::FilterDone),
+            KeyCode::Esc => Some(Action::FilterClear),
+            _ => None,
+        };
+    }
+    match key.code {
+        KeyCode::Char('j') => Some(Action::Move(1)),
+        KeyCode::Char('k') => Some(Action::Move(-1)),
+        KeyCode::Char('s' | '>') => Some(Action::NextSort),
+        KeyCode::Char('S' | '<') => Some(Action::PreviousSort),
+        KeyCode::Char('r') => Some(Action::Reverse),
+        KeyCode::Char('/') => Some(Action::EditFilter),
+        KeyCode::Esc if !state.filter.is_empty() => Some(Action::FilterClear),
+        KeyCode::Char(' ') => Some(Action::TogglePause),
+        KeyCode::Char('g') => Some(Action::NextGrouping),
+        KeyCode::Char('?') | KeyCode::F(1) => Some(Action::ToggleHelp),
+        KeyCode::Char('q') => Some(Action::Quit),
+        _ => None,
+    }
+}
+
+/// Keys that move the selection, also while typing a filter.
+fn movement(code: KeyCode) -> Option<Action> {
+    match code {
+        KeyCode::Up => Some(Action::Move(-1)),
+        KeyCode::Down => Some(Action::Move(1)),
+        KeyCode::PageUp => Some(Action::Page(-1)),
+        KeyCode::PageDown => Some(Action::Page(1)),
+        KeyCode::Home => Some(Action::Top),
+        KeyCode::End => Some(Action::Bottom),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossterm::event::{MouseEvent, MouseEventKind};
+
+    fn key(code: KeyCode) -> Event {
+        Event::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn char(c: char) -> Event {
+        key(KeyCode::Char(c))
+    }
+
+    fn ctrl_c() -> Event {
+        Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
+    }
+
+    #[test]
+    fn browsing_keys() {
+        let s = TuiState::default();
+        let cases = [
+            (key(KeyCode::Down), Action::Move(1)),
+            (char('j'), Action::Move(1)),
+            (key(KeyCode::Up), Action::Move(-1)),
+            (char('k'), Action::Move(-1)),
+            (key(KeyCode::PageDown), Action::Page(1)),
+            (key(KeyCode::PageUp), Action::Page(-1)),
+            (key(KeyCode::Home), Action::Top),
+            (key(KeyCode::End), Action::Bottom),
+            (char('s'), Action::NextSort),
+            (char('>'), Action::NextSort),
+            (char('S'), Action::PreviousSort),
+            (char('<'), Action::PreviousSort),
+            (char('r'), Action::Reverse),
+            (char('/'), Action::EditFilter),
+            (char(' '), Action::TogglePause),
+            (char('g'), Action::NextGrouping),
+            (char('?'), Action::ToggleHelp),
+            (char('q'), Action::Quit),
+            (ctrl_c(), Action::Quit),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(action(&input, &s), Some(expected), "{input:?}");
+        }
+        assert_eq!(action(&char('x'), &s), None);
+        // Esc clears a kept filter, and does nothing without one.
+        assert_eq!(action(&key(KeyCode::Esc), &s), None);
+        let filtered = TuiState { filter: "ssh".into(), ..TuiState::default() };
+        assert_eq!(action(&key(KeyCode::Esc), &filtered), Some(Action::FilterClear));
+    }
+
+    #[test]
+    fn typing_a_filter_takes_every_character() {
+        let s = TuiState { editing_filter: true, ..TuiState::default() };
+        for c in ['q', 'g', 's', ' ', '/', '?', 'j', '.', '1'] {
+            assert_eq!(action(&char(c), &s), Some(Action::FilterPush(c)));
+        }
+        assert_eq!(action(&key(KeyCode::Backspace), &s), Some(Action::FilterPop));
+        assert_eq!(action(&key(KeyCode::Enter), &s), Some(Action::FilterDone));
+        assert_eq!(action(&key(KeyCode::Esc), &s), Some(Action::FilterClear));
+        assert_eq!(action(&key(KeyCode::Down), &s), Some(Action::Move(1)));
+        assert_eq!(action(&ctrl_c(), &s), Some(Action::Quit));
+    }
+
+    #[test]
+    fn help_closes_on_any_key_but_ctrl_c_still_quits() {
+        let s = TuiState { help: true, ..TuiState::default() };
+        assert_eq!(action(&char('x'), &s), Some(Action::ToggleHelp));
+        assert_eq!(action(&key(KeyCode::Esc), &s), Some(Action::ToggleHelp));
+        assert_eq!(action(&ctrl_c(), &s), Some(Action::Quit));
+    }
+
+    #[test]
+    fn wheel_scrolls_and_releases_are_ignored() {
+        let s = TuiState::default();
+        let wheel =
+            |kind| Event::Mouse(MouseEvent { kind, column: 0, row: 0, modifiers: KeyModifiers::NONE });
+        assert_eq!(action(&wheel(MouseEventKind::ScrollDown), &s), Some(Action::Move(3)));
+        assert_eq!(action(&wheel(MouseEventKind::ScrollUp), &s), Some(Action::Move(-3)));
+        let mut release = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+        release.kind = KeyEventKind::Release;
+        assert_eq!(action(&Event::Key(release), &s), None);
+        assert_eq!(action(&Event::Resize(80, 24), &s), None);
+    }
+
+    /// Key -> action -> state, end to end.
+    #[test]
+    fn a_typed_filter_ends_in_the_state() {
+        let mut s = TuiState::default();
+        for input in [char('/'), char('s'), char('s'), char('h'), key(KeyCode::Enter), char('g')] {
+            let a = action(&input, &s).unwrap();
+            s.apply(a, &[]);
+        }
+        assert_eq!(
+            (s.filter.as_str(), s.editing_filter, s.grouping),
+            ("ssh", false, crate::model::group::Grouping::Process)
+        );
+    }
+}

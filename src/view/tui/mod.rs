@@ -1,0 +1,190 @@
+//! The live screen: a ratatui dashboard of the connection table, fed by the one event loop in
+//! app.rs. This module owns the terminal and the I/O the screen needs (command lines);
+//! `state` and `keys` decide, `screen` and `render` only read.
+
+pub mod keys;
+pub mod render;
+pub mod screen;
+pub mod state;
+
+use std::collections::VecDeque;
+use std::io;
+use std::panic;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::Result;
+use crossterm::cursor::Show;
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use crossterm::execute;
+use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use ratatui::backend::Backend;
+use ratatui::layout::Rect;
+use ratatui::Terminal;
+
+use crate::model::group::GroupKey;
+use crate::model::Model;
+use render::{render, Areas};
+use screen::{Header, Rows, Screen};
+use state::TuiState;
+
+/// How far back the header's throughput sparkline reaches.
+const THROUGHPUT_SPAN: Duration = Duration::from_secs(60);
+
+/// What a paused display keeps showing.
+struct Frozen {
+    model: Model,
+    throughput: VecDeque<u64>,
+    first_interval: bool,
+}
+
+/// The live screen on a ratatui backend: the state, the figures it keeps across intervals, and
+/// the terminal it draws on.
+pub struct Tui<B: Backend> {
+    terminal: Terminal<B>,
+    state: TuiState,
+    header: Header,
+    /// Total bytes per second of each interval, oldest first.
+    throughput: VecDeque<u64>,
+    throughput_len: usize,
+    intervals: u64,
+    frozen: Option<Frozen>,
+    /// The keys of the rows last drawn, which keys and the mouse act on.
+    keys: Vec<GroupKey>,
+    /// The command line of the last selected pid, read once per pid.
+    cmdline: Option<(u32, Option<String>)>,
+}
+
+impl<B: Backend> Tui<B>
+where
+    B::Error: Send + Sync + 'static,
+{
+    /// A screen starting from `state` (its sort, order and units).
+    pub fn new(backend: B, header: Header, state: TuiState) -> Result<Tui<B>> {
+        let throughput_len = (THROUGHPUT_SPAN.as_secs_f64() / header.interval.as_secs_f64()).ceil() as usize;
+        Ok(Tui {
+            terminal: Terminal::new(backend)?,
+            state,
+            header,
+            throughput: VecDeque::new(),
+            throughput_len,
+            intervals: 0,
+            frozen: None,
+            keys: Vec::new(),
+            cmdline: None,
+        })
+    }
+
+    /// Takes in the interval `model` just recorded.
+    pub fn interval(&mut self, model: &Model) {
+        let (rx, tx) = model.total_rates();
+        if self.throughput.len() == self.throughput_len {
+            self.throughput.pop_front();
+        }
+        self.throughput.push_back((rx + tx).round() as u64);
+        self.intervals += 1;
+    }
+
+    /// Acts on a key press, mouse gesture or resize; `live` is frozen if this pauses.
+    pub fn input(&mut self, input: &crossterm::event::Event, live: &Model) {
+        if let Some(action) = keys::action(input, &self.state) {
+            self.state.apply(action, &self.keys);
+        }
+        if self.state.paused != self.frozen.is_some() {
+            self.frozen = self.state.paused.then(|| Frozen {
+                model: live.clone(),
+                throughput: self.throughput.clone(),
+                first_interval: self.intervals == 1,
+            });
+        }
+    }
+
+    /// Whether the user asked to quit.
+    pub fn quit(&self) -> bool {
+        self.state.quit
+    }
+
+    /// Draws `live`, or what the pause froze.
+    pub fn draw(&mut self, live: &Model) -> Result<()> {
+        let size = self.terminal.size()?;
+        self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height)).page();
+        let (model, throughput, first_interval) = match &self.frozen {
+            Some(frozen) => (&frozen.model, &frozen.throughput, frozen.first_interval),
+            None => (live, &self.throughput, self.intervals == 1),
+        };
+        let rows = Rows::build(model, &self.state);
+        self.keys = rows.keys();
+        self.state.follow(&self.keys);
+        let cmdline = cached_cmdline(&mut self.cmdline, rows.pid(self.state.selected));
+        let screen = Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval };
+        let state = &self.state;
+        self.terminal.draw(|frame| render(state, &screen, frame))?;
+        Ok(())
+    }
+}
+
+/// The command line of `pid`, reading /proc only when the pid changes.
+fn cached_cmdline(cache: &mut Option<(u32, Option<String>)>, pid: Option<u32>) -> Option<&str> {
+    let pid = pid?;
+    if cache.as_ref().is_none_or(|(cached, _)| *cached != pid) {
+        *cache = Some((pid, read_cmdline(pid)));
+    }
+    cache.as_ref()?.1.as_deref()
+}
+
+/// The arguments of `pid` joined by spaces; `None` where /proc does not say (kernel threads,
+/// exited processes, systems without /proc).
+fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
+/// Whether the terminal is in the live screen's modes and needs restoring.
+static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The terminal in raw mode on the alternate screen with mouse reporting; dropping it, or a
+/// panic (before its message prints), puts the terminal back.
+pub struct TerminalSession(());
+
+impl TerminalSession {
+    pub fn enter() -> io::Result<TerminalSession> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let print = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                print(info);
+            }));
+        });
+        enable_raw_mode()?;
+        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
+        // From here on a failure drops the session, which restores what was done.
+        let session = TerminalSession(());
+        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        Ok(session)
+    }
+}
+
+impl Drop for TerminalSession {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Leaves the live screen's modes, once however many exit paths ask.
+fn restore_terminal() {
+    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
+        // Nothing more can be done if the terminal is gone.
+        let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, Show);
+        let _ = disable_raw_mode();
+    }
+}
+
+#[cfg(test)]
+mod tests;

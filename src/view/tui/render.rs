@@ -1,0 +1,678 @@
+//! Draws one frame of the live screen from the state and the screen data; reads, never changes.
+
+use std::collections::VecDeque;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::RenderDirection;
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState};
+use ratatui::Frame;
+
+use crate::collector::{Conn, ConnEvent, EventKind};
+use crate::model::group::{Group, GroupKey, Grouping};
+use crate::model::{ConnRow, Model, SortKey};
+
+use super::screen::{Rows, Screen};
+use super::state::TuiState;
+
+const DETAIL_HEIGHT: u16 = 8;
+const HEADER_TEXT_WIDTH: usize = 64;
+/// Narrowest column for a byte count: "1023 KiB" and a sort mark.
+const BYTES_WIDTH: u16 = 9;
+
+/// Where each part of the screen goes; parts that do not fit are empty.
+pub struct Areas {
+    pub header: Rect,
+    pub table: Rect,
+    pub detail: Rect,
+    pub status: Rect,
+}
+
+impl Areas {
+    pub fn new(area: Rect) -> Areas {
+        let header = if area.height >= 8 { 2 } else { 0 };
+        let detail = if area.height >= 20 { DETAIL_HEIGHT } else { 0 };
+        let [header, table, detail, status] = Layout::vertical([
+            Constraint::Length(header),
+            Constraint::Min(0),
+            Constraint::Length(detail),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        Areas { header, table, detail, status }
+    }
+
+    /// Table rows that fit under the column headings.
+    pub fn page(&self) -> usize {
+        self.table.height.saturating_sub(1) as usize
+    }
+}
+
+pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
+    let areas = Areas::new(frame.area());
+    header(state, screen, areas.header, frame);
+    table(state, screen, areas.table, frame);
+    detail(state, screen, areas.detail, frame);
+    status(state, screen, areas.status, frame);
+    if state.help {
+        help(frame);
+    }
+}
+
+fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let h = screen.header;
+    let live = screen.model.rows().filter(|r| !r.is_closed()).count();
+    let (rx, tx) = screen.model.total_rates();
+    let lines = vec![
+        Line::from(vec![
+            "tcptop".bold(),
+            format!(
+                " on {} · probe {} · every {} · {live} connections",
+                h.host,
+                h.backend,
+                humantime::format_duration(h.interval)
+            )
+            .into(),
+        ]),
+        Line::from(vec![
+            "RX ".into(),
+            per_second(rx, state.raw_bytes).green().bold(),
+            "  TX ".into(),
+            per_second(tx, state.raw_bytes).cyan().bold(),
+            format!(" · by {} · sort {} {}", state.grouping.name(), sort_name(state), sort_arrow(state))
+                .into(),
+        ]),
+    ];
+    // At least as wide as usual, so that the sparkline stays put as the figures change.
+    let text_width = lines.iter().map(Line::width).max().unwrap_or(0).max(HEADER_TEXT_WIDTH) as u16 + 2;
+    let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
+    frame.render_widget(Paragraph::new(lines), text);
+    sparkline(screen.throughput, Color::Yellow, chart, frame);
+}
+
+/// A sparkline of `points` (oldest first), newest at the right; when there are more points than
+/// columns, each column shows the largest of its share.
+fn sparkline(points: &VecDeque<u64>, color: Color, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let per_bar = points.len().div_ceil(area.width as usize).max(1);
+    let newest_first: Vec<u64> = points.iter().rev().copied().collect();
+    let bars: Vec<u64> = newest_first.chunks(per_bar).map(|c| c.iter().copied().max().unwrap_or(0)).collect();
+    let sparkline = Sparkline::default().data(bars).direction(RenderDirection::RightToLeft).fg(color);
+    frame.render_widget(sparkline, area);
+}
+
+/// A column of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    Pid,
+    Comm,
+    Proto,
+    Local,
+    Remote,
+    State,
+    RxRate,
+    TxRate,
+    RxTotal,
+    TxTotal,
+    Conns,
+    Host,
+    Processes,
+}
+
+impl Column {
+    fn title(self) -> &'static str {
+        match self {
+            Column::Pid => "PID",
+            Column::Comm => "COMM",
+            Column::Proto => "PROTO",
+            Column::Local => "LOCAL",
+            Column::Remote => "REMOTE",
+            Column::State => "STATE",
+            Column::RxRate => "RX/s",
+            Column::TxRate => "TX/s",
+            Column::RxTotal => "RX TOTAL",
+            Column::TxTotal => "TX TOTAL",
+            Column::Conns => "CONNS",
+            Column::Host => "REMOTE HOST",
+            Column::Processes => "PROCESSES",
+        }
+    }
+
+    /// Width, or the least width for the columns that widen to their cells or take the room
+    /// left over.
+    fn width(self) -> u16 {
+        match self {
+            Column::Pid => 7,
+            Column::Comm => 15,
+            Column::Proto | Column::Conns => 5,
+            // "255.255.255.255:65535"
+            Column::Local | Column::Remote => 21,
+            Column::State => 11,
+            Column::RxRate | Column::TxRate | Column::RxTotal | Column::TxTotal => BYTES_WIDTH,
+            Column::Host => 11,
+            Column::Processes => 15,
+        }
+    }
+
+    fn fills(self) -> bool {
+        matches!(self, Column::Local | Column::Remote | Column::Processes)
+    }
+
+    /// Whether the column widens to its widest cell on screen (long raw counts, IPv6 hosts).
+    fn widens(self) -> bool {
+        self.is_bytes() || self == Column::Host
+    }
+
+    fn right_aligned(self) -> bool {
+        matches!(self, Column::Pid | Column::Conns) || self.is_bytes()
+    }
+
+    fn is_bytes(self) -> bool {
+        matches!(self, Column::RxRate | Column::TxRate | Column::RxTotal | Column::TxTotal)
+    }
+
+    /// Whether the table is sorted by this column (the total sort marks both rates).
+    fn sorted_by(self, key: SortKey, grouping: Grouping) -> bool {
+        match sort_column(key, grouping) {
+            Some(column) => column == self,
+            None => matches!(self, Column::RxRate | Column::TxRate),
+        }
+    }
+}
+
+/// The column that shows `key`; none for the total, which the two rate columns add up to.
+fn sort_column(key: SortKey, grouping: Grouping) -> Option<Column> {
+    Some(match key {
+        SortKey::Total => return None,
+        SortKey::Rx => Column::RxRate,
+        SortKey::Tx => Column::TxRate,
+        SortKey::RxTotal => Column::RxTotal,
+        SortKey::TxTotal => Column::TxTotal,
+        SortKey::Pid => Column::Pid,
+        SortKey::Comm => Column::Comm,
+        SortKey::Local => Column::Local,
+        SortKey::Remote if grouping == Grouping::RemoteHost => Column::Host,
+        SortKey::Remote => Column::Remote,
+        SortKey::State => Column::State,
+    })
+}
+
+/// The columns of a grouping in screen order, and in the order they are kept on a narrow
+/// screen.
+fn columns(grouping: Grouping) -> (&'static [Column], &'static [Column]) {
+    use Column::*;
+    match grouping {
+        Grouping::Connection => (
+            &[Pid, Comm, Proto, Local, Remote, State, RxRate, TxRate, RxTotal, TxTotal],
+            &[RxRate, TxRate, Comm, Remote, Pid, State, Local, RxTotal, TxTotal, Proto],
+        ),
+        Grouping::Process => (
+            &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
+            &[RxRate, TxRate, Comm, Pid, Conns, RxTotal, TxTotal],
+        ),
+        Grouping::RemoteHost => (
+            &[Host, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
+            &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
+        ),
+    }
+}
+
+fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
+    let c = &row.conn;
+    match column {
+        Column::Pid => pid_text(c.pid),
+        Column::Comm => or_dash(&c.comm),
+        Column::Proto => c.proto.to_string(),
+        Column::Local => c.local.to_string(),
+        Column::Remote | Column::Host => c.remote.to_string(),
+        Column::State => state_text(c),
+        Column::RxRate => bytes(row.rx_rate.round() as u64, raw),
+        Column::TxRate => bytes(row.tx_rate.round() as u64, raw),
+        Column::RxTotal => bytes(c.rx_bytes, raw),
+        Column::TxTotal => bytes(c.tx_bytes, raw),
+        Column::Conns => "1".into(),
+        Column::Processes => or_dash(&c.comm),
+    }
+}
+
+fn group_cell(group: &Group, model: &Model, column: Column, raw: bool) -> String {
+    match (column, &group.key) {
+        (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
+        (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
+        (Column::Host, GroupKey::RemoteHost(ip)) => ip.to_string(),
+        (Column::Conns, _) => group.members.len().to_string(),
+        (Column::Processes, _) => processes(group, model).join(", "),
+        (Column::RxRate, _) => bytes(group.rx_rate.round() as u64, raw),
+        (Column::TxRate, _) => bytes(group.tx_rate.round() as u64, raw),
+        (Column::RxTotal, _) => bytes(group.rx_total, raw),
+        (Column::TxTotal, _) => bytes(group.tx_total, raw),
+        _ => "-".into(),
+    }
+}
+
+/// The distinct processes of a group's members, as "comm (pid)", in member order.
+fn processes(group: &Group, model: &Model) -> Vec<String> {
+    let conns = group.members.iter().filter_map(|id| model.row(*id)).map(|r| &r.conn);
+    distinct(conns.map(|c| match c.pid {
+        Some(pid) => format!("{} ({pid})", or_dash(&c.comm)),
+        None => or_dash(&c.comm),
+    }))
+}
+
+/// `items` without repeats, in first-seen order.
+fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "-".into(), |pid| pid.to_string())
+}
+
+fn state_text(conn: &Conn) -> String {
+    conn.state.map_or_else(|| "-".into(), |s| s.to_string())
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.into()
+    }
+}
+
+fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let (shown, kept) = columns(state.grouping);
+    let len = screen.rows.len();
+    let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
+    let style = |closed: bool, opened: bool| {
+        if closed {
+            Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM)
+        } else if opened && !screen.first_interval {
+            Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        }
+    };
+    let lines: Vec<(Vec<String>, Style)> = match screen.rows {
+        Rows::Conns(rows) => rows[visible.clone()]
+            .iter()
+            .map(|row| {
+                let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes)).collect();
+                (cells, style(row.is_closed(), row.opened))
+            })
+            .collect(),
+        Rows::Groups(groups) => groups[visible.clone()]
+            .iter()
+            .map(|group| {
+                let cells =
+                    shown.iter().map(|c| group_cell(group, screen.model, *c, state.raw_bytes)).collect();
+                (cells, style(group.closed, group.opened))
+            })
+            .collect(),
+    };
+    let widths: Vec<u16> = shown
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let widest = lines.iter().map(|(cells, _)| cells[i].len() as u16).max().unwrap_or(0);
+            if column.widens() {
+                column.width().max(widest)
+            } else {
+                column.width()
+            }
+        })
+        .collect();
+    let width_of = |column: &Column| widths[shown.iter().position(|c| c == column).unwrap()];
+    // Each column takes its width and a space, but the last needs no space.
+    let mut room = area.width + 1;
+    let mut fitting = Vec::new();
+    for column in kept {
+        let needed = width_of(column) + 1;
+        if needed > room {
+            break;
+        }
+        room -= needed;
+        fitting.push(*column);
+    }
+    let chosen: Vec<usize> = (0..shown.len()).filter(|i| fitting.contains(&shown[*i])).collect();
+
+    let sort = state.sort();
+    let header = Row::new(chosen.iter().map(|&i| {
+        let column = shown[i];
+        if column.sorted_by(sort, state.grouping) {
+            let title = format!("{}{}", column.title(), sort_arrow(state));
+            aligned(title, column).style(Style::new().fg(Color::Black).bg(Color::Cyan).bold())
+        } else {
+            aligned(column.title().to_string(), column)
+        }
+    }))
+    .style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD));
+    let rows = lines.iter().map(|(cells, style)| {
+        Row::new(chosen.iter().map(|&i| aligned(cells[i].clone(), shown[i]))).style(*style)
+    });
+    let constraints = chosen.iter().map(|&i| {
+        if shown[i].fills() {
+            Constraint::Fill(widths[i])
+        } else {
+            Constraint::Length(widths[i])
+        }
+    });
+    let table = Table::new(rows, constraints)
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let selected = state.selected.checked_sub(visible.start).filter(|_| !screen.rows.is_empty());
+    frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
+
+    if screen.rows.is_empty() {
+        let message = if state.filter.is_empty() {
+            "no connections yet".to_string()
+        } else {
+            format!("no connection matches “{}”", state.filter)
+        };
+        let body = Rect { y: area.y + 1, height: area.height.saturating_sub(1), ..area };
+        frame.render_widget(Paragraph::new(message).dark_gray().centered(), body);
+    }
+}
+
+fn aligned(text: String, column: Column) -> Line<'static> {
+    if column.right_aligned() {
+        Line::from(text).right_aligned()
+    } else {
+        Line::from(text)
+    }
+}
+
+fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let raw = state.raw_bytes;
+    let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
+    let (title, lines, rx, tx) = match screen.rows {
+        Rows::Conns(rows) => {
+            let Some(row) = rows.get(state.selected) else {
+                return empty_detail(area, frame);
+            };
+            let c = &row.conn;
+            let mut lines = vec![
+                Line::from(format!("{} {} → {}", c.proto, c.local, c.remote)),
+                Line::from(format!("pid {} · {} · {}", pid_text(c.pid), or_dash(&c.comm), state_text(c),)),
+                Line::from(cmdline()),
+            ];
+            lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
+            let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
+            let tx = Flow { name: "TX", history: &row.tx_history, rate: row.tx_rate, total: c.tx_bytes };
+            (format!(" connection {} ", c.id), lines, rx, tx)
+        }
+        Rows::Groups(groups) => {
+            let Some(group) = groups.get(state.selected) else {
+                return empty_detail(area, frame);
+            };
+            let (title, mut lines) = group_detail(group, screen.model, cmdline());
+            lines.insert(0, Line::from(format!("{} connections", group.members.len())));
+            let rx =
+                Flow { name: "RX", history: &group.rx_history, rate: group.rx_rate, total: group.rx_total };
+            let tx =
+                Flow { name: "TX", history: &group.tx_history, rate: group.tx_rate, total: group.tx_total };
+            (title, lines, rx, tx)
+        }
+    };
+    let block = Block::new().borders(Borders::TOP).title(title.bold());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [text, charts] =
+        Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).spacing(2).areas(inner);
+    frame.render_widget(Paragraph::new(lines), text);
+    let [rx_area, tx_area] = Layout::vertical([Constraint::Fill(1); 2]).areas(charts);
+    for (flow, area, color) in [(rx, rx_area, Color::Green), (tx, tx_area, Color::Cyan)] {
+        let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        let text =
+            format!("{} {} · {} total", flow.name, per_second(flow.rate, raw), amount(flow.total, raw));
+        frame.render_widget(Line::from(text).fg(color), label);
+        sparkline(flow.history, color, chart, frame);
+    }
+}
+
+/// The title and first lines of a group's detail pane.
+fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<Line<'static>>) {
+    let members = || group.members.iter().filter_map(|id| model.row(*id)).map(|r| &r.conn);
+    match &group.key {
+        GroupKey::Process { pid, comm } => {
+            let peers = distinct(members().map(|c| c.remote.to_string()));
+            let pid = pid_text(*pid);
+            let lines = vec![Line::from(cmdline), Line::from(format!("peers: {}", peers.join(", ")))];
+            (format!(" {} (pid {pid}) ", or_dash(comm)), lines)
+        }
+        GroupKey::RemoteHost(ip) => {
+            let mut ports: Vec<u16> = members().map(|c| c.remote.port()).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+            let lines = vec![
+                Line::from(format!("processes: {}", processes(group, model).join(", "))),
+                Line::from(format!("remote ports: {}", ports.join(", "))),
+            ];
+            (format!(" {ip} "), lines)
+        }
+        GroupKey::Connection(id) => (format!(" connection {id} "), Vec::new()),
+    }
+}
+
+/// One direction of a connection or group, for its sparkline.
+struct Flow<'a> {
+    name: &'static str,
+    history: &'a VecDeque<u64>,
+    rate: f64,
+    total: u64,
+}
+
+fn empty_detail(area: Rect, frame: &mut Frame) {
+    let block = Block::new().borders(Borders::TOP);
+    frame.render_widget(Paragraph::new("nothing selected").dark_gray().block(block), area);
+}
+
+/// The newest state changes that fit in `room` lines, times relative to the first one.
+fn history(events: &[ConnEvent], room: usize) -> Vec<Line<'static>> {
+    let Some(first) = events.first() else {
+        return vec![Line::from("history: no state change seen yet").dark_gray()];
+    };
+    let shown = events.len().min(room.saturating_sub(1));
+    let skipped = events.len() - shown;
+    let mut lines = vec![Line::from(if skipped > 0 {
+        format!("history ({skipped} earlier not shown):")
+    } else {
+        "history:".to_string()
+    })];
+    lines.extend(events[skipped..].iter().map(|event| {
+        let at = event.at.saturating_sub(first.at).as_secs_f64();
+        let what = match event.kind {
+            EventKind::State { old, new } => format!("{old} → {new}"),
+            EventKind::Closed => "closed".to_string(),
+        };
+        Line::from(format!("  +{at:.3}s {what}"))
+    }));
+    lines
+}
+
+fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+    let mut flags: Vec<Span> = Vec::new();
+    if !state.filter.is_empty() && !state.editing_filter {
+        flags.push(format!(" filter: {} ", state.filter).black().on_yellow());
+    }
+    if state.paused {
+        flags.push(" PAUSED ".black().on_light_blue().bold());
+    }
+    let overflow = screen.model.overflow();
+    if !overflow.is_zero() {
+        flags.push(
+            format!(
+                " OVERFLOW untracked {} · lost events {} · dropped packets {} ",
+                overflow.untracked_conns, overflow.lost_events, overflow.dropped_packets
+            )
+            .white()
+            .on_red()
+            .bold(),
+        );
+    }
+    let flags = Line::from(flags.into_iter().flat_map(|s| [Span::raw(" "), s]).collect::<Vec<_>>());
+    let [left, right] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(flags.width() as u16)]).areas(area);
+    let left_line = if state.editing_filter {
+        Line::from(vec![
+            "/".bold(),
+            state.filter.clone().into(),
+            "█".into(),
+            "  Enter keep · Esc clear".dark_gray(),
+        ])
+    } else {
+        let hints = [
+            ("q", "quit"),
+            ("?", "help"),
+            ("/", "filter"),
+            ("s", "sort"),
+            ("r", "reverse"),
+            ("g", "group"),
+            ("space", "pause"),
+        ];
+        Line::from(
+            hints
+                .iter()
+                .flat_map(|(key, what)| [key.bold(), format!(" {what}  ").dark_gray()])
+                .collect::<Vec<_>>(),
+        )
+    };
+    frame.render_widget(left_line, left);
+    frame.render_widget(flags, right);
+}
+
+const HELP: [(&str, &str); 12] = [
+    ("Up Down j k", "move"),
+    ("PgUp PgDn", "move a page"),
+    ("Home End", "first, last row"),
+    ("s >  S <", "next, previous sort column"),
+    ("r", "reverse the sort"),
+    ("/", "filter by comm, pid, address or port"),
+    ("", "(Enter keeps it, Esc clears it)"),
+    ("space", "pause the display (collection goes on)"),
+    ("g", "group by connection, process, remote host"),
+    ("mouse wheel", "scroll"),
+    ("?", "this help"),
+    ("q Ctrl-C", "quit"),
+];
+
+fn help(frame: &mut Frame) {
+    let mut lines: Vec<Line> = HELP
+        .iter()
+        .map(|(keys, what)| Line::from(vec![format!("{keys:>12}  ").bold(), (*what).into()]))
+        .collect();
+    lines.push(Line::default());
+    lines.push(Line::from(vec![
+        "  green".green().bold(),
+        ": opened in the last interval · ".into(),
+        "grey".dark_gray(),
+        ": closed".into(),
+    ]));
+    let height = lines.len() as u16 + 2;
+    let area = frame.area().centered(Constraint::Max(66), Constraint::Max(height));
+    frame.render_widget(Clear, area);
+    let block = Block::bordered().title(" tcptop keys ".bold()).title_bottom(" any key closes ");
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+fn sort_name(state: &TuiState) -> &'static str {
+    sort_column(state.sort(), state.grouping).map_or("RX+TX/s", Column::title)
+}
+
+/// ▼ for largest (or last) first.
+fn sort_arrow(state: &TuiState) -> &'static str {
+    let descending = matches!(
+        state.sort(),
+        SortKey::Total | SortKey::Rx | SortKey::Tx | SortKey::RxTotal | SortKey::TxTotal
+    );
+    if descending != state.reverse {
+        "▼"
+    } else {
+        "▲"
+    }
+}
+
+/// `n` bytes with three significant digits in B, KiB, MiB, GiB or TiB; or the bare count.
+pub fn bytes(n: u64, raw: bool) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if raw {
+        return n.to_string();
+    }
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let decimals = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{value:.decimals$} {}", UNITS[unit])
+}
+
+/// `n` bytes with their unit.
+fn amount(n: u64, raw: bool) -> String {
+    if raw {
+        format!("{n} B")
+    } else {
+        bytes(n, false)
+    }
+}
+
+fn per_second(rate: f64, raw: bool) -> String {
+    format!("{}/s", amount(rate.round() as u64, raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_human_with_three_digits_or_raw() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.00 KiB"),
+            (1536, "1.50 KiB"),
+            (12_345, "12.1 KiB"),
+            (1_048_575, "1024 KiB"),
+            (5 << 20, "5.00 MiB"),
+            (300 << 30, "300 GiB"),
+            (3 << 40, "3.00 TiB"),
+            (5000 << 40, "5000 TiB"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(bytes(n, false), text, "{n}");
+        }
+        assert_eq!(bytes(1_048_575, true), "1048575");
+        assert_eq!(per_second(2047.6, false), "2.00 KiB/s");
+        assert_eq!(per_second(2047.6, true), "2048 B/s");
+    }
+}

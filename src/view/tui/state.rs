@@ -1,0 +1,224 @@
+//! What the live screen remembers between frames (selection, scroll, sort, filter, grouping,
+//! pause, help) and how each action changes it. No drawing, no terminal.
+
+use crate::model::group::{GroupKey, Grouping};
+use crate::model::SortKey;
+
+/// Something the user asked for, whichever key or mouse gesture it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Moves the selection by this many rows (negative: up).
+    Move(isize),
+    /// Moves the selection by this many pages.
+    Page(isize),
+    Top,
+    Bottom,
+    NextSort,
+    PreviousSort,
+    Reverse,
+    /// Starts typing a filter.
+    EditFilter,
+    FilterPush(char),
+    FilterPop,
+    /// Stops typing and keeps the filter.
+    FilterDone,
+    /// Stops typing and drops the filter.
+    FilterClear,
+    TogglePause,
+    NextGrouping,
+    ToggleHelp,
+    Quit,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TuiState {
+    /// The chosen sort; a grouping it means nothing for sorts by total instead (see `sort`).
+    pub sort_choice: SortKey,
+    pub reverse: bool,
+    /// Matched against comm, pid, addresses and ports (`ConnRow::matches`).
+    pub filter: String,
+    /// Whether keys are typing into the filter.
+    pub editing_filter: bool,
+    pub grouping: Grouping,
+    /// Whether the display is frozen (collection goes on).
+    pub paused: bool,
+    pub help: bool,
+    /// Raw byte counts instead of KiB/MiB/GiB.
+    pub raw_bytes: bool,
+    /// Index of the selected row in the current view.
+    pub selected: usize,
+    /// The selected row's key, followed when rows move between frames.
+    pub selected_key: Option<GroupKey>,
+    /// Index of the first row shown.
+    pub offset: usize,
+    /// How many table rows fit on the screen.
+    pub page: usize,
+    pub quit: bool,
+}
+
+impl TuiState {
+    /// The sort in effect for the current grouping.
+    pub fn sort(&self) -> SortKey {
+        let keys = self.grouping.sort_keys();
+        if keys.contains(&self.sort_choice) {
+            self.sort_choice
+        } else {
+            SortKey::Total
+        }
+    }
+
+    /// Applies `action`; `rows` are the keys of the rows on screen, in order.
+    pub fn apply(&mut self, action: Action, rows: &[GroupKey]) {
+        let page = self.page.max(1) as isize;
+        match action {
+            Action::Move(by) => self.select(self.selected as isize + by, rows),
+            Action::Page(by) => self.select(self.selected as isize + by * page, rows),
+            Action::Top => self.select(0, rows),
+            Action::Bottom => self.select(rows.len() as isize - 1, rows),
+            Action::NextSort => self.sort_choice = self.sort_step(1),
+            Action::PreviousSort => self.sort_choice = self.sort_step(-1),
+            Action::Reverse => self.reverse = !self.reverse,
+            Action::EditFilter => self.editing_filter = true,
+            Action::FilterPush(c) => self.filter.push(c),
+            Action::FilterPop => {
+                self.filter.pop();
+            }
+            Action::FilterDone => self.editing_filter = false,
+            Action::FilterClear => {
+                self.editing_filter = false;
+                self.filter.clear();
+            }
+            Action::TogglePause => self.paused = !self.paused,
+            Action::NextGrouping => self.grouping = self.grouping.next(),
+            Action::ToggleHelp => self.help = !self.help,
+            Action::Quit => self.quit = true,
+        }
+    }
+
+    fn sort_step(&self, by: isize) -> SortKey {
+        let keys = self.grouping.sort_keys();
+        let at = keys.iter().position(|k| *k == self.sort()).unwrap_or(0) as isize;
+        keys[(at + by).rem_euclid(keys.len() as isize) as usize]
+    }
+
+    fn select(&mut self, index: isize, rows: &[GroupKey]) {
+        self.selected = index.clamp(0, rows.len().saturating_sub(1) as isize) as usize;
+        self.selected_key = rows.get(self.selected).cloned();
+        self.scroll_to_selection(rows.len());
+    }
+
+    /// Finds the selected row again in a new frame's `rows`: by its key while it is there,
+    /// else by its position.
+    pub fn follow(&mut self, rows: &[GroupKey]) {
+        let index = self.selected_key.as_ref().and_then(|key| rows.iter().position(|k| k == key));
+        self.select(index.unwrap_or(self.selected) as isize, rows);
+    }
+
+    /// Scrolls as little as keeps the selection on screen, and the screen full when it can be.
+    fn scroll_to_selection(&mut self, len: usize) {
+        let page = self.page.max(1);
+        self.offset = self.offset.min(len.saturating_sub(page)).min(self.selected);
+        if self.selected >= self.offset + page {
+            self.offset = self.selected + 1 - page;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: u64) -> Vec<GroupKey> {
+        (0..n).map(GroupKey::Connection).collect()
+    }
+
+    fn state(page: usize) -> TuiState {
+        TuiState { page, ..TuiState::default() }
+    }
+
+    #[test]
+    fn moving_clamps_to_the_rows_and_scrolls_as_little_as_needed() {
+        let rows = rows(10);
+        let mut s = state(4);
+        s.apply(Action::Move(-1), &rows);
+        assert_eq!((s.selected, s.offset), (0, 0));
+        s.apply(Action::Move(4), &rows);
+        assert_eq!((s.selected, s.offset, s.selected_key.clone()), (4, 1, Some(GroupKey::Connection(4))));
+        s.apply(Action::Move(-2), &rows);
+        assert_eq!((s.selected, s.offset), (2, 1));
+        s.apply(Action::Page(1), &rows);
+        assert_eq!((s.selected, s.offset), (6, 3));
+        s.apply(Action::Bottom, &rows);
+        assert_eq!((s.selected, s.offset), (9, 6));
+        s.apply(Action::Page(-1), &rows);
+        assert_eq!((s.selected, s.offset), (5, 5));
+        s.apply(Action::Top, &rows);
+        assert_eq!((s.selected, s.offset), (0, 0));
+    }
+
+    #[test]
+    fn selection_follows_its_row_and_falls_back_to_its_position() {
+        let mut s = state(3);
+        s.apply(Action::Move(2), &rows(5));
+        let reordered: Vec<GroupKey> = [4, 2, 3, 1, 0].map(GroupKey::Connection).to_vec();
+        s.follow(&reordered);
+        assert_eq!((s.selected, s.selected_key.clone()), (1, Some(GroupKey::Connection(2))));
+        // The row left and the table shrank: the nearest position is kept.
+        s.apply(Action::Bottom, &reordered);
+        s.follow(&[GroupKey::Connection(7), GroupKey::Connection(8)]);
+        assert_eq!((s.selected, s.offset, s.selected_key.clone()), (1, 0, Some(GroupKey::Connection(8))));
+        s.follow(&[]);
+        assert_eq!((s.selected, s.offset, s.selected_key.clone()), (0, 0, None));
+    }
+
+    #[test]
+    fn sort_cycles_through_the_keys_of_the_grouping() {
+        let mut s = TuiState::default();
+        assert_eq!(s.sort(), SortKey::Total);
+        s.apply(Action::NextSort, &[]);
+        assert_eq!(s.sort(), SortKey::RxTotal);
+        s.apply(Action::PreviousSort, &[]);
+        s.apply(Action::PreviousSort, &[]);
+        assert_eq!(s.sort(), SortKey::Tx);
+        for _ in 0..6 {
+            s.apply(Action::PreviousSort, &[]);
+        }
+        assert_eq!(s.sort(), SortKey::Pid);
+        s.apply(Action::PreviousSort, &[]);
+        assert_eq!(s.sort(), SortKey::TxTotal);
+        // State means nothing for process groups: they sort by total, and the choice is kept.
+        s.sort_choice = SortKey::State;
+        s.apply(Action::NextGrouping, &[]);
+        assert_eq!((s.grouping, s.sort()), (Grouping::Process, SortKey::Total));
+        s.apply(Action::NextSort, &[]);
+        assert_eq!(s.sort(), SortKey::RxTotal);
+        s.apply(Action::Reverse, &[]);
+        assert!(s.reverse);
+    }
+
+    #[test]
+    fn filter_is_typed_kept_and_cleared() {
+        let mut s = TuiState::default();
+        s.apply(Action::EditFilter, &[]);
+        for c in "curlx".chars() {
+            s.apply(Action::FilterPush(c), &[]);
+        }
+        s.apply(Action::FilterPop, &[]);
+        s.apply(Action::FilterDone, &[]);
+        assert_eq!((s.filter.as_str(), s.editing_filter), ("curl", false));
+        s.apply(Action::FilterClear, &[]);
+        assert_eq!((s.filter.as_str(), s.editing_filter), ("", false));
+    }
+
+    #[test]
+    fn toggles_and_quit() {
+        let mut s = TuiState::default();
+        for action in [Action::TogglePause, Action::ToggleHelp, Action::Quit] {
+            s.apply(action, &[]);
+        }
+        assert!(s.paused && s.help && s.quit);
+        s.apply(Action::TogglePause, &[]);
+        s.apply(Action::ToggleHelp, &[]);
+        assert!(!s.paused && !s.help);
+    }
+}

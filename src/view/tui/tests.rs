@@ -1,0 +1,287 @@
+//! Snapshot tests of the live screen: a scripted collector feeds the model at explicit times,
+//! keys go through the same handling as in a terminal, and frames are drawn on a TestBackend.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::style::{Color, Modifier};
+
+use super::screen::Header;
+use super::state::TuiState;
+use super::*;
+use crate::collector::{Collector, Conn, ConnEvent, EventKind, Overflow, Sample, TcpState};
+use crate::model::{Retention, SortKey};
+
+/// Plays back its samples, then reports nothing new.
+struct Scripted {
+    samples: VecDeque<Sample>,
+}
+
+impl Collector for Scripted {
+    fn backend(&self) -> &str {
+        "fentry"
+    }
+
+    fn collect(&mut self) -> anyhow::Result<Sample> {
+        Ok(self.samples.pop_front().unwrap_or_default())
+    }
+}
+
+/// Pids above the kernel's limit (2^22), so that no /proc entry exists for them.
+const PID_BASE: u32 = 5_000_000;
+
+/// An established connection of process `PID_BASE + pid`, with these totals.
+fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), totals: (u64, u64)) -> Conn {
+    crate::model::group::tests::conn(id, PID_BASE + pid, comm, ends, totals)
+}
+
+fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
+    ConnEvent { at: Duration::from_millis(at_ms), kind, conn }
+}
+
+/// Two intervals of a small machine: curl downloading over two connections (one closes in
+/// the second interval), an ssh session, an idle database connection, a python client that
+/// finishes its handshake, and wget starting in the second interval.
+fn samples() -> VecDeque<Sample> {
+    use TcpState::*;
+    let curl1 = |rx, tx| conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, tx));
+    let curl2 = |rx, tx| conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx));
+    let sshd = |rx, tx| conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx));
+    let postgres = conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800));
+    let python = |state, rx, tx| Conn {
+        state: Some(state),
+        ..conn(5, 1300, "python3", ("10.0.0.5:48000", "203.0.113.9:8080"), (rx, tx))
+    };
+    let wget = conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150));
+    let first = Sample {
+        conns: vec![
+            curl1(1_572_864, 800),
+            sshd(3_000, 45_000),
+            curl2(20_000, 500),
+            postgres.clone(),
+            python(SynSent, 0, 0),
+        ],
+        ..Sample::default()
+    };
+    let second = Sample {
+        conns: vec![
+            curl1(4_718_592, 1_600),
+            sshd(3_600, 52_000),
+            postgres,
+            python(Established, 0, 64),
+            wget.clone(),
+        ],
+        events: vec![
+            event(100_250, EventKind::State { old: SynSent, new: Established }, python(Established, 0, 0)),
+            event(100_400, EventKind::State { old: SynSent, new: Established }, wget),
+            event(100_900, EventKind::Closed, curl2(52_000, 500)),
+        ],
+        overflow: Overflow::default(),
+    };
+    VecDeque::from([first, second])
+}
+
+struct Harness {
+    collector: Scripted,
+    model: Model,
+    tui: Tui<TestBackend>,
+    now: Duration,
+}
+
+impl Harness {
+    fn new(width: u16, height: u16) -> Harness {
+        Harness::with(width, height, TuiState::default())
+    }
+
+    fn with(width: u16, height: u16, state: TuiState) -> Harness {
+        let header =
+            Header { host: "testhost".into(), backend: "fentry".into(), interval: Duration::from_secs(1) };
+        Harness {
+            collector: Scripted { samples: samples() },
+            model: Model::new(Duration::ZERO, Retention::default()),
+            tui: Tui::new(TestBackend::new(width, height), header, state).unwrap(),
+            now: Duration::ZERO,
+        }
+    }
+
+    /// Both scripted intervals, drawn after each as the event loop does.
+    fn started(width: u16, height: u16) -> Harness {
+        let mut h = Harness::new(width, height);
+        h.ticks(2);
+        h
+    }
+
+    fn ticks(&mut self, n: usize) {
+        for _ in 0..n {
+            self.now += Duration::from_secs(1);
+            self.model.update(self.collector.collect().unwrap(), self.now);
+            self.tui.interval(&self.model);
+            self.tui.draw(&self.model).unwrap();
+        }
+    }
+
+    fn input(&mut self, input: Event) {
+        self.tui.input(&input, &self.model);
+        self.tui.draw(&self.model).unwrap();
+    }
+
+    fn key(&mut self, code: KeyCode) {
+        self.input(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+    }
+
+    fn typed(&mut self, text: &str) {
+        for c in text.chars() {
+            self.key(KeyCode::Char(c));
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.tui.terminal.backend().to_string()
+    }
+}
+
+#[test]
+fn default_screen() {
+    let h = Harness::started(120, 30);
+    insta::assert_snapshot!(h.screen());
+}
+
+#[test]
+fn screen_of_80_by_24() {
+    let h = Harness::started(80, 24);
+    insta::assert_snapshot!(h.screen());
+}
+
+#[test]
+fn each_sort() {
+    for key in SortKey::ALL {
+        let mut h = Harness::with(120, 14, TuiState { sort_choice: key, ..TuiState::default() });
+        h.ticks(2);
+        insta::assert_snapshot!(format!("sort_{key:?}"), h.screen());
+    }
+}
+
+#[test]
+fn sort_keys_cycle_and_reverse() {
+    let mut h = Harness::started(120, 14);
+    h.typed("sr");
+    assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (SortKey::RxTotal, true));
+    insta::assert_snapshot!(h.screen());
+}
+
+#[test]
+fn filter_as_you_type() {
+    let mut h = Harness::started(120, 24);
+    h.typed("/curl");
+    insta::assert_snapshot!("filter_typing", h.screen());
+    h.key(KeyCode::Enter);
+    insta::assert_snapshot!("filter_kept", h.screen());
+    h.key(KeyCode::Esc);
+    assert!(h.screen().contains("sshd"));
+    h.typed("/nomatch");
+    assert!(h.screen().contains("no connection matches “nomatch”"));
+}
+
+#[test]
+fn each_grouping() {
+    let mut h = Harness::started(120, 24);
+    h.typed("g");
+    insta::assert_snapshot!("group_process", h.screen());
+    h.typed("g");
+    insta::assert_snapshot!("group_remote_host", h.screen());
+    h.typed("g");
+    assert_eq!(h.screen(), Harness::started(120, 24).screen());
+}
+
+#[test]
+fn help_overlay() {
+    let mut h = Harness::started(100, 30);
+    h.typed("?");
+    insta::assert_snapshot!(h.screen());
+    h.typed("x");
+    assert!(!h.screen().contains("tcptop keys"));
+}
+
+#[test]
+fn tiny_terminals_stay_usable() {
+    let h = Harness::started(50, 10);
+    insta::assert_snapshot!("tiny_50x10", h.screen());
+    for (width, height) in [(1, 1), (10, 2), (20, 4)] {
+        let mut h = Harness::started(width, height);
+        h.typed("?");
+        h.key(KeyCode::Down);
+    }
+}
+
+#[test]
+fn paused_screen_keeps_its_interval_while_collection_goes_on() {
+    let mut h = Harness::new(120, 24);
+    h.ticks(1);
+    h.typed(" ");
+    h.ticks(1);
+    // The second interval reached the model, but the screen still shows the first.
+    assert!(h.model.row(6).is_some());
+    insta::assert_snapshot!(h.screen());
+    h.typed(" ");
+    assert!(h.screen().contains("wget"));
+}
+
+#[test]
+fn overflow_is_shown() {
+    let mut h = Harness::started(120, 24);
+    let overflow = Overflow { untracked_conns: 3, lost_events: 2, dropped_packets: 0 };
+    h.collector.samples.push_back(Sample { overflow, ..Sample::default() });
+    h.ticks(1);
+    let screen = h.screen();
+    let status = screen.lines().last().unwrap();
+    assert!(status.contains("OVERFLOW untracked 3 · lost events 2 · dropped packets 0"), "{status}");
+}
+
+#[test]
+fn selection_moves_scrolls_and_drives_the_detail_pane() {
+    let mut h = Harness::started(120, 24);
+    h.key(KeyCode::End);
+    insta::assert_snapshot!("selected_last", h.screen());
+    h.key(KeyCode::Home);
+    h.typed("jjj");
+    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(6)));
+    insta::assert_snapshot!("selected_new_connection", h.screen());
+    // The selection stays on its connection when the order changes.
+    h.typed("S");
+    assert_eq!((h.tui.state.sort(), h.tui.state.selected), (SortKey::Tx, 2));
+    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(6)));
+}
+
+#[test]
+fn new_rows_are_highlighted_and_closed_ones_dimmed() {
+    let h = Harness::started(120, 24);
+    let buffer = h.tui.terminal.backend().buffer();
+    let row_of = |text: &str| {
+        (0..buffer.area.height).find(|y| h.screen().lines().nth(*y as usize).unwrap().contains(text)).unwrap()
+    };
+    let style_at = |y: u16| buffer[(0, y)].style();
+    assert_eq!(style_at(row_of("wget")).fg, Some(Color::Green));
+    assert!(style_at(row_of("51002")).add_modifier.contains(Modifier::DIM));
+    assert_eq!(style_at(row_of("sshd")).fg, Some(Color::Reset));
+}
+
+#[test]
+fn nothing_is_new_in_the_first_interval() {
+    let h = {
+        let mut h = Harness::new(120, 24);
+        h.ticks(1);
+        h
+    };
+    let buffer = h.tui.terminal.backend().buffer();
+    let y = h.screen().lines().position(|l| l.contains("sshd")).unwrap() as u16;
+    assert_eq!(buffer[(0, y)].style().fg, Some(Color::Reset));
+}
+
+#[test]
+fn command_lines_come_from_proc() {
+    let own = read_cmdline(std::process::id()).unwrap();
+    assert!(own.contains("tcptop"), "{own}");
+    assert_eq!(read_cmdline(PID_BASE), None);
+}

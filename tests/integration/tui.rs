@@ -1,0 +1,147 @@
+//! The live screen end to end: the real binary in a tmux terminal, watching a loopback
+//! connection made here, driven by keys, and leaving the terminal as it found it. Needs root.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{as_traffic, bpf_allowed, probe_flag, selected_strategy_unsupported, TRAFFIC_COMM};
+
+/// How long the screen may take to show what a step expects.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A tmux server of its own (so no user's tmux is touched) with one 120x40 window; the
+/// server goes away with the value.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        let tmux = Tmux { socket: format!("tcptop-test-{}", std::process::id()) };
+        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40", command]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("running tmux (install it: apt-get install tmux)");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys"];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    fn display(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", format]).trim().to_string()
+    }
+
+    /// Polls the screen until `done` holds; fails with the last screen after `SETTLE`.
+    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let screen = self.screen();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "the screen never showed {what}:\n{screen}");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+/// The table cells of the row whose LOCAL and REMOTE are these, if on screen.
+fn row(screen: &str, local: SocketAddr, remote: SocketAddr) -> Option<Vec<String>> {
+    let (local, remote) = (local.to_string(), remote.to_string());
+    screen
+        .lines()
+        .map(|line| line.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|cells| cells.len() == 9 && cells[2] == local && cells[3] == remote)
+}
+
+#[test]
+fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    // The shell outlives tcptop to show its exit status and the terminal modes it left (a
+    // dead tmux pane reports no cursor).
+    let command = format!(
+        "'{}' --bytes --probe {} --interval 0.2 --port {}; echo tcptop-exit=$?; stty -a; echo shell-done; exec sleep 60",
+        env!("CARGO_BIN_EXE_tcptop"),
+        probe_flag(),
+        server_addr.port()
+    );
+    let tmux = Tmux::start(&command);
+    // The first frame is drawn once the probes are attached.
+    tmux.wait_for("the header", |s| s.contains("tcptop on"));
+
+    let (sent, received) = (12_345, 678);
+    let mut client = TcpStream::connect(server_addr).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    as_traffic(|| {
+        client.write_all(&vec![7; sent]).unwrap();
+        server.read_exact(&mut vec![0; sent]).unwrap();
+        server.write_all(&vec![8; received]).unwrap();
+        client.read_exact(&mut vec![0; received]).unwrap();
+    });
+    let client_addr = client.local_addr().unwrap();
+    let pid = std::process::id().to_string();
+    // PID COMM LOCAL REMOTE STATE RX/s TX/s RX-TOTAL TX-TOTAL
+    let totals = |rx: usize, tx: usize| {
+        let pid = pid.clone();
+        move |cells: &Vec<String>| {
+            cells[0] == pid
+                && cells[1] == TRAFFIC_COMM
+                && cells[7] == rx.to_string()
+                && cells[8] == tx.to_string()
+        }
+    };
+    let client_row = totals(received, sent);
+    let server_row = totals(sent, received);
+    tmux.wait_for("both ends of the connection with their exact totals", |s| {
+        row(s, client_addr, server_addr).is_some_and(|cells| client_row(&cells))
+            && row(s, server_addr, client_addr).is_some_and(|cells| server_row(&cells))
+    });
+
+    // Filter on the client's port: only its row stays.
+    let port = client_addr.port().to_string();
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", &port]);
+    tmux.wait_for("the filter being typed", |s| s.contains(&format!("/{port}")));
+    tmux.keys(&["Enter"]);
+    let filtered = tmux.wait_for("the kept filter", |s| s.contains(&format!("filter: {port}")));
+    assert!(row(&filtered, client_addr, server_addr).is_some_and(|cells| client_row(&cells)), "{filtered}");
+    tmux.keys(&["/", "x"]);
+    tmux.wait_for("no match", |s| s.contains(&format!("no connection matches “{port}x”")));
+
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("the filter cleared", |s| s.contains("q quit") && !s.contains("filter:"));
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for("tcptop's exit", |s| s.contains("shell-done"));
+    assert!(after.contains("tcptop-exit=0"), "{after}");
+    // Back on the normal screen, cursor shown, line editing and echo on.
+    assert_eq!(tmux.display("#{alternate_on} #{cursor_flag}"), "0 1");
+    assert!(after.contains(" icanon ") && after.contains(" echo "), "{after}");
+}
