@@ -36,6 +36,10 @@ pub struct Record<'a> {
     /// Bytes read and written since tcptop first saw the connection.
     pub rx_total: u64,
     pub tx_total: u64,
+    /// Inode number of the connection's network namespace, when known.
+    pub netns: Option<u32>,
+    /// The owner's container id or systemd unit, from its cgroup, when known.
+    pub container: Option<String>,
     /// What happened to the connection in this interval: "opened", "closed", "state", or
     /// empty (null) when it only moved bytes.
     pub event: Option<&'static str>,
@@ -60,6 +64,8 @@ impl<'a> Record<'a> {
             tx_bytes: row.tx_bytes,
             rx_total: conn.rx_bytes,
             tx_total: conn.tx_bytes,
+            netns: conn.netns,
+            container: conn.container(),
             event: row.event_label(),
         }
     }
@@ -170,7 +176,11 @@ pub(crate) mod tests {
     /// its close event carrying its final totals.
     fn write(encoding: Encoding, header: bool) -> String {
         let one = |rx| conn(1, rx, 7, "10.0.0.1:50000", "93.184.216.34:443");
-        let two = |rx| conn(2, rx, 0, "[2001:db8::1]:50001", "[2001:db8::2]:22");
+        let two = |rx| Conn {
+            netns: Some(4026531840),
+            cgroup: Some("/system.slice/nginx.service".into()),
+            ..conn(2, rx, 0, "[2001:db8::1]:50001", "[2001:db8::2]:22")
+        };
         let close = ConnEvent { at: Duration::from_secs(3), kind: EventKind::Closed, conn: two(9) };
         let samples = [
             Sample { conns: vec![one(100), two(5)], ..Sample::default() },
@@ -189,11 +199,11 @@ pub(crate) mod tests {
     #[test]
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
-timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,event
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,opened
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,opened
-1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,
-1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,closed
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,opened
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,opened
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed
 ";
         assert_eq!(write(Encoding::Csv, true), expected);
         let without_header = expected.split_once('\n').unwrap().1;
@@ -212,7 +222,7 @@ timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,re
                 "comm": "curl, \"the\" client", "proto": "tcp", "family": "ipv6",
                 "local_addr": "2001:db8::1", "local_port": 50001, "remote_addr": "2001:db8::2",
                 "remote_port": 22, "state": "CLOSE", "rx_bytes": 4, "tx_bytes": 0, "rx_total": 9,
-                "tx_total": 0, "event": "closed"
+                "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed"
             })
         );
         assert_eq!(lines[2]["event"], serde_json::Value::Null);

@@ -414,6 +414,11 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 Line::from(format!("{} {} → {}", c.proto, c.local, c.remote)),
                 Line::from(format!("pid {} · {} · {}", pid_text(c.pid), or_dash(&c.comm), state_text(c),)),
                 Line::from(cmdline()),
+                Line::from(format!(
+                    "container {} · netns {}",
+                    c.container().as_deref().unwrap_or("-"),
+                    c.netns.map_or_else(|| "-".to_string(), |ns| ns.to_string())
+                )),
             ];
             lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
             let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
