@@ -224,6 +224,24 @@ pub struct ConnEvent {
     pub conn: Conn,
 }
 
+/// An established TCP connection with these ends and totals: the fixture of unit tests.
+#[cfg(test)]
+pub(crate) fn test_conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), (rx, tx): (u64, u64)) -> Conn {
+    Conn {
+        id,
+        pid: Some(pid),
+        comm: comm.into(),
+        proto: Proto::Tcp,
+        local: ends.0.parse().unwrap(),
+        remote: ends.1.parse().unwrap(),
+        state: Some(TcpState::Established),
+        rx_bytes: rx,
+        tx_bytes: tx,
+        netns: None,
+        cgroup: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,22 +319,11 @@ pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Proto;
+    use crate::collector::test_conn;
 
     fn conn(id: u64, rx: u64, tx: u64) -> Conn {
-        Conn {
-            id,
-            pid: Some(100 + id as u32),
-            comm: format!("proc{id}"),
-            proto: Proto::Tcp,
-            local: "127.0.0.1:5000".parse().unwrap(),
-            remote: format!("127.0.0.1:{}", 6000 + id).parse().unwrap(),
-            state: Some(TcpState::Established),
-            rx_bytes: rx,
-            tx_bytes: tx,
-            netns: None,
-            cgroup: None,
-        }
+        let remote = format!("127.0.0.1:{}", 6000 + id);
+        test_conn(id, 100 + id as u32, &format!("proc{id}"), ("127.0.0.1:5000", &remote), (rx, tx))
     }
 
     fn secs(s: u64) -> Duration {

@@ -173,26 +173,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::collector::ConnEvent;
-    use crate::collector::{Conn, EventKind, Proto, Sample, TcpState};
+    use crate::collector::{test_conn as conn, EventKind, Sample};
     use crate::model::{Model, Retention};
-
-    /// An established TCP connection with these ends and totals (also for the live screen's
-    /// tests).
-    pub(crate) fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), (rx, tx): (u64, u64)) -> Conn {
-        Conn {
-            id,
-            pid: Some(pid),
-            comm: comm.into(),
-            proto: Proto::Tcp,
-            local: ends.0.parse().unwrap(),
-            remote: ends.1.parse().unwrap(),
-            state: Some(TcpState::Established),
-            rx_bytes: rx,
-            tx_bytes: tx,
-            netns: None,
-            cgroup: None,
-        }
-    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

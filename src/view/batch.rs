@@ -91,24 +91,14 @@ fn write_line(out: &mut dyn Write, cells: &[String; 7], widths: &[usize; 7]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Conn, Overflow, Proto, Sample, TcpState};
+    use crate::collector::{test_conn, Overflow, Sample};
     use crate::model::Retention;
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn table_has_summary_headings_and_rows_sorted_by_total() {
-        let conn = |id: u64, rx: u64, local: &str| Conn {
-            id,
-            pid: Some(40 + id as u32),
-            comm: "curl".into(),
-            proto: Proto::Tcp,
-            local: local.parse().unwrap(),
-            remote: "93.184.216.34:443".parse().unwrap(),
-            state: Some(TcpState::Established),
-            rx_bytes: rx,
-            tx_bytes: 7,
-            netns: None,
-            cgroup: None,
+        let conn = |id: u64, rx: u64, local: &str| {
+            test_conn(id, 40 + id as u32, "curl", (local, "93.184.216.34:443"), (rx, 7))
         };
         let mut model = Model::new(Duration::ZERO, Retention::default());
         let sample = Sample {

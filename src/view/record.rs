@@ -151,25 +151,13 @@ fn encode<'a>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::collector::{Conn, ConnEvent, EventKind, Proto, Sample};
+    use crate::collector::{test_conn, Conn, ConnEvent, EventKind, Sample};
     use crate::model::Retention;
     use std::time::{Duration, UNIX_EPOCH};
 
     /// An established TCP connection with a comm that CSV has to quote.
     pub(crate) fn conn(id: u64, rx: u64, tx: u64, local: &str, remote: &str) -> Conn {
-        Conn {
-            id,
-            pid: Some(4242),
-            comm: "curl, \"the\" client".into(),
-            proto: Proto::Tcp,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            state: Some(TcpState::Established),
-            rx_bytes: rx,
-            tx_bytes: tx,
-            netns: None,
-            cgroup: None,
-        }
+        test_conn(id, 4242, "curl, \"the\" client", (local, remote), (rx, tx))
     }
 
     /// Three intervals: both connections open; only the first moves bytes; the second closes,

@@ -34,7 +34,7 @@ const PID_BASE: u32 = 5_000_000;
 
 /// An established connection of process `PID_BASE + pid`, with these totals.
 fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), totals: (u64, u64)) -> Conn {
-    crate::model::group::tests::conn(id, PID_BASE + pid, comm, ends, totals)
+    crate::collector::test_conn(id, PID_BASE + pid, comm, ends, totals)
 }
 
 fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
