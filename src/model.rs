@@ -125,6 +125,8 @@ pub struct Model {
     last_update: Duration,
     elapsed: Duration,
     overflow: Overflow,
+    /// Whether a sample was applied: the first one also lists connections older than tcptop.
+    updated: bool,
 }
 
 impl Model {
@@ -136,6 +138,7 @@ impl Model {
             last_update: start,
             elapsed: Duration::ZERO,
             overflow: Overflow::default(),
+            updated: false,
         }
     }
 
@@ -176,7 +179,12 @@ impl Model {
         self.last_update = now;
         let secs = self.elapsed.as_secs_f64();
         let history = self.retention.history;
+        let first = !self.updated;
+        self.updated = true;
         for row in self.rows.values_mut() {
+            // In the first sample, only a connection with lifecycle events is new; the others
+            // were open before tcptop started.
+            row.opened &= !first || row.new_events > 0;
             (row.rx_rate, row.tx_rate) = if secs > 0.0 {
                 (row.rx_bytes as f64 / secs, row.tx_bytes as f64 / secs)
             } else {
@@ -336,6 +344,21 @@ mod tests {
 
     fn closed(c: Conn, at: u64) -> ConnEvent {
         ConnEvent { at: secs(at), kind: EventKind::Closed, conn: c }
+    }
+
+    #[test]
+    fn only_connections_with_events_count_as_opened_in_the_first_sample() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let handshake = ConnEvent {
+            at: secs(1),
+            kind: EventKind::State { old: TcpState::SynSent, new: TcpState::Established },
+            conn: conn(2, 0, 0),
+        };
+        model.update(Sample { conns: vec![conn(1, 0, 0), conn(2, 0, 0)], events: vec![handshake], ..Sample::default() }, secs(1));
+        assert_eq!(model.row(1).unwrap().event_label(), None);
+        assert_eq!(model.row(2).unwrap().event_label(), Some("opened"));
+        model.update(live(vec![conn(1, 0, 0), conn(2, 0, 0), conn(3, 0, 0)]), secs(2));
+        assert_eq!(model.row(3).unwrap().event_label(), Some("opened"));
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub(crate) mod tests {
         test_conn(id, 4242, "curl, \"the\" client", (local, remote), (rx, tx))
     }
 
-    /// Three intervals: both connections open; only the first moves bytes; the second closes,
+    /// Three intervals: both connections open (from before the first sample: no "opened"); only the first moves bytes; the second closes,
     /// its close event carrying its final totals.
     fn write(encoding: Encoding, header: bool) -> String {
         let one = |rx| conn(1, rx, 7, "10.0.0.1:50000", "93.184.216.34:443");
@@ -188,8 +188,8 @@ pub(crate) mod tests {
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
 timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,opened
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,opened
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,
 1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,
 1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed
 ";
