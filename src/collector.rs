@@ -63,7 +63,8 @@ pub struct Overflow {
     pub untracked_conns: u64,
     /// Lifecycle events lost because their queue was full.
     pub lost_events: u64,
-    /// Packets the capture backend dropped (its own queue and libpcap's).
+    /// Packets the capture backend dropped: its own queue's, libpcap's, and packets it could
+    /// not decode.
     pub dropped_packets: u64,
 }
 
