@@ -8,8 +8,9 @@ use clap::{Parser, ValueEnum};
 use crate::collector::{Family, Filters};
 use crate::model::SortKey;
 
-/// top for TCP connections: which process talks to which peer, how many bytes each
-/// connection sends and receives, its rate and its state. Counted in the kernel by eBPF on Linux, from captured packets elsewhere.
+/// top for network connections: which process talks to which peer, how many bytes each
+/// connection sends and receives, its rate and its state. Counted in the kernel by eBPF on
+/// Linux, from captured packets elsewhere.
 #[derive(Debug, Parser)]
 #[command(
     name = "tcptop",
