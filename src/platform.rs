@@ -7,6 +7,8 @@ use crate::capture::{CaptureCollector, CaptureConfig};
 use crate::cli::Args;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::cli::Backend;
+#[cfg(target_os = "linux")]
+use crate::cli::Probe;
 use crate::collector::Collector;
 
 /// Opens the collector `args` ask for. `note` hears what a verbose run should explain.
@@ -20,8 +22,9 @@ pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn
         }
         Backend::Ebpf => open_ebpf(args, note),
         Backend::Capture => open_capture(args),
-        // Naming an interface asks for capture.
+        // Naming an interface asks for capture; naming a probe strategy asks for eBPF.
         Backend::Auto if args.interface.is_some() => open_capture(args),
+        Backend::Auto if args.probe != Probe::Auto => open_ebpf(args, note),
         Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_capture(args) {
             Ok(capture) => {
                 eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
@@ -48,7 +51,6 @@ fn open_capture(args: &Args) -> Result<Box<dyn Collector>> {
 
 #[cfg(target_os = "linux")]
 fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
-    use crate::cli::Probe;
     use crate::ebpf::{preflight, EbpfCollector, Strategy};
 
     preflight()?;

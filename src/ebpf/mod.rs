@@ -93,13 +93,18 @@ impl EbpfCollector {
                 Ok(collector) => return Ok(collector),
                 Err(e) => {
                     note(&format!("probe strategy {strategy} failed: {e:#}"));
-                    failures.push(format!("{strategy}: {e:#}"));
+                    failures.push((strategy, e));
                 }
             }
         }
-        match failures.as_slice() {
-            [one] => Err(anyhow!("the {one}")).context("the probe strategy cannot run on this kernel"),
-            all => bail!("no probe strategy works on this kernel ({})", all.join("; ")),
+        match failures.pop() {
+            Some((strategy, e)) if failures.is_empty() => {
+                Err(e.context(format!("the {strategy} probe strategy cannot run on this kernel")))
+            }
+            last => {
+                let all: Vec<String> = failures.iter().chain(&last).map(|(s, e)| format!("{s}: {e:#}")).collect();
+                bail!("no probe strategy works on this kernel ({})", all.join("; "))
+            }
         }
     }
 
@@ -320,7 +325,7 @@ mod tests {
     fn ipv4_mapped_addresses_are_shown_as_ipv4() {
         let mut info =
             types::conn_info { family: AF_INET6, lport: 80, rport: 5555, state: 1, ..Default::default() };
-        info.laddr = Ipv6Addr::from(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped()).octets();
+        info.laddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         info.raddr = Ipv6Addr::LOCALHOST.octets();
         info.comm[..4].copy_from_slice(b"curl");
         let conn = conn_from(&info);
