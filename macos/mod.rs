@@ -93,6 +93,10 @@ impl CaptureCollector {
         if capture.list_datalinks().is_ok_and(|links| links.contains(&Linktype::LINUX_SLL2)) {
             capture.set_datalink(Linktype::LINUX_SLL2).context("choosing the Linux cooked v2 link type")?;
         }
+        // A port filter runs in the kernel too, so that other traffic cannot crowd it out.
+        if let Some(port) = config.filters.port {
+            capture.filter(&format!("port {port}"), true).context("setting the capture filter")?;
+        }
         let datalink = capture.get_datalink();
         let link = LinkType::from_dlt(datalink.0).ok_or_else(|| {
             let name = datalink.get_name().unwrap_or_else(|_| datalink.0.to_string());

@@ -528,13 +528,34 @@ int adopt_tcp_socks_hash(struct bpf_iter__tcp *ctx)
 
 /* ---- reading the table: one read() returns every live connection --------- */
 
+/* A sample at each read of the table, so that bytes moved by a path no hook sees
+ * (sendpage before Linux 6.5, splice reads) show within one interval. */
+static __always_inline void sample(struct conn *c, struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+	if (!c->counting)
+		return;
+	if (can_send(BPF_CORE_READ(sk, __sk_common.skc_state)))
+		advance(&c->tx_seq, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
+	advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
+}
+
+static __always_inline void dump(struct seq_file *seq, struct conn *c, struct sock *sk)
+{
+	sample(c, sk);
+	if (reportable(c))
+		bpf_seq_write(seq, &c->info, sizeof(c->info));
+}
+
 SEC("iter/bpf_sk_storage_map")
 int dump_sk_conns(struct bpf_iter__bpf_sk_storage_map *ctx)
 {
 	struct conn *c = ctx->value;
+	struct sock *sk = ctx->sk;
 
-	if (c && reportable(c))
-		bpf_seq_write(ctx->meta->seq, &c->info, sizeof(c->info));
+	if (c && sk)
+		dump(ctx->meta->seq, c, sk);
 	return 0;
 }
 
@@ -542,8 +563,9 @@ SEC("iter/bpf_map_elem")
 int dump_hash_conns(struct bpf_iter__bpf_map_elem *ctx)
 {
 	struct conn *c = ctx->value;
+	__u64 *skaddr = ctx->key;
 
-	if (c && reportable(c))
-		bpf_seq_write(ctx->meta->seq, &c->info, sizeof(c->info));
+	if (c && skaddr)
+		dump(ctx->meta->seq, c, (struct sock *)*skaddr);
 	return 0;
 }

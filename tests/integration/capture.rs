@@ -3,7 +3,7 @@
 //! traffic. Capturing needs root too.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,13 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// Longer than the capture's read timeout: a packet counted twice shows within it.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn open_capture() -> CaptureCollector {
+/// Captures on `lo`, only the port of `listener`: the other tests' loopback traffic, running
+/// at the same time, must not crowd the test's packets out.
+fn open_capture(listener: &TcpListener) -> CaptureCollector {
+    let port = listener.local_addr().unwrap().port();
     let config = CaptureConfig {
         device: "lo".into(),
-        filters: Filters::default(),
+        filters: Filters { port: Some(port), ..Filters::default() },
         processes: Some(Box::new(ProcNetOwners::default())),
     };
     CaptureCollector::open(config).expect("opening the capture collector on lo")
@@ -96,9 +99,10 @@ fn loopback_payload_and_pid_are_exact() {
     if !bpf_allowed() {
         return;
     }
-    let mut seen = Seen::new(open_capture());
     for ip in Ip::BOTH {
-        let mut pair = Pair::connect(ip);
+        let listener = Pair::listen(ip);
+        let mut seen = Seen::new(open_capture(&listener));
+        let mut pair = Pair::connect_to(&listener);
         const UP: usize = 100_000;
         const DOWN: usize = 3_500;
         exchange(&mut pair, UP, DOWN);
@@ -116,8 +120,9 @@ fn a_closed_connection_keeps_its_final_totals() {
     if !bpf_allowed() {
         return;
     }
-    let mut seen = Seen::new(open_capture());
-    let mut pair = Pair::connect(Ip::V4);
+    let listener = Pair::listen(Ip::V4);
+    let mut seen = Seen::new(open_capture(&listener));
+    let mut pair = Pair::connect_to(&listener);
     let (client_ends, server_ends) = (pair.client_ends(), pair.server_ends());
     pair.client.write_all(b"0123456789").unwrap();
     pair.client.shutdown(Shutdown::Write).unwrap();
@@ -140,9 +145,10 @@ fn agrees_with_ebpf_on_the_same_traffic() {
     let Some(mut ebpf) = open_collector(Filters::default()) else {
         return;
     };
-    let mut capture = Seen::new(open_capture());
     for ip in Ip::BOTH {
-        let mut pair = Pair::connect(ip);
+        let listener = Pair::listen(ip);
+        let mut capture = Seen::new(open_capture(&listener));
+        let mut pair = Pair::connect_to(&listener);
         const UP: usize = 1 << 20;
         const DOWN: usize = 70_001;
         exchange(&mut pair, UP, DOWN);

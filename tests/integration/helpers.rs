@@ -175,7 +175,15 @@ pub struct Pair {
 
 impl Pair {
     pub fn connect(ip: Ip) -> Pair {
-        let listener = TcpListener::bind(ip.loopback()).expect("binding on loopback");
+        Pair::connect_to(&Pair::listen(ip))
+    }
+
+    /// A listener on loopback, for tests that need its port before the connection.
+    pub fn listen(ip: Ip) -> TcpListener {
+        TcpListener::bind(ip.loopback()).expect("binding on loopback")
+    }
+
+    pub fn connect_to(listener: &TcpListener) -> Pair {
         let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connecting");
         let (server, _) = listener.accept().expect("accepting");
         Pair { client, server }
