@@ -111,7 +111,9 @@ fn sendfile_counts_what_was_sent() {
     let path = std::env::temp_dir().join(format!("tcptop-sendfile-{}", std::process::id()));
     std::fs::write(&path, vec![7u8; SIZE]).unwrap();
     for ip in Ip::BOTH {
-        let mut pair = Pair::connect(ip);
+        // Connected by the traffic thread: before Linux 6.5 sendfile bypasses tcp_sendmsg, so
+        // the sender is only ever seen at connect().
+        let mut pair = as_traffic(|| Pair::connect(ip));
         let file = std::fs::File::open(&path).unwrap();
         as_traffic(|| {
             thread::scope(|s| {
