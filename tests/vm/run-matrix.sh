@@ -89,6 +89,12 @@ IFS=, read -r -a kernel_list <<<"$kernels"
 IFS=, read -r -a strategy_list <<<"$strategies"
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
+# one matrix at a time per output directory: a second run waits for the first
+exec 9>"$out/.lock"
+if ! flock -n 9; then
+    echo "run-matrix: another matrix is using $out; waiting for it (or use --out)" >&2
+    flock 9
+fi
 rm -f "$out"/logs/*.log "$out"/logs/*.result
 
 log() { printf '[run-matrix %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
