@@ -1,5 +1,6 @@
-//! The floor: empty BPF programs (floor.bpf.c) on the hooks a tcptop strategy counts on,
-//! compiled here at run time so that the product's build stays free of benchmark code.
+//! Yardsticks (floor.bpf.c): empty BPF programs on the hooks a tcptop strategy counts on (the
+//! floor), and a bare per-socket counter on them. Compiled here at run time so that the
+//! product's build stays free of benchmark code.
 
 use std::path::{Path, PathBuf};
 
@@ -8,20 +9,32 @@ use libbpf_rs::{Link, Object, ObjectBuilder};
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/overhead/floor.bpf.c");
 
-/// Which strategy's send and receive hooks to occupy; the prefix of the program names.
+/// Which pair of programs to attach to the send and receive hooks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hooks {
-    /// tp_btf/sock_send_length and tp_btf/sock_recv_length
-    Tracepoint,
-    /// fexit/tcp_sendmsg and fentry/tcp_cleanup_rbuf
-    Fentry,
+pub enum Yardstick {
+    /// Empty programs on fexit/tcp_sendmsg and fentry/tcp_cleanup_rbuf.
+    EmptyFentry,
+    /// Empty programs on tp_btf/sock_send_length and tp_btf/sock_recv_length.
+    EmptyTracepoint,
+    /// A call counter in socket-local storage, on the tracepoint strategy's hooks.
+    StorageTracepoint,
 }
 
-impl Hooks {
-    pub fn name(self) -> &'static str {
+impl Yardstick {
+    /// The prefix of the programs' names in floor.bpf.c.
+    fn prefix(self) -> &'static str {
         match self {
-            Hooks::Tracepoint => "tracepoint",
-            Hooks::Fentry => "fentry",
+            Yardstick::EmptyFentry => "empty_fentry_",
+            Yardstick::EmptyTracepoint => "empty_tracepoint_",
+            Yardstick::StorageTracepoint => "storage_tracepoint_",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Yardstick::EmptyFentry => "floor: empty fentry programs",
+            Yardstick::EmptyTracepoint => "floor: empty tracepoint programs",
+            Yardstick::StorageTracepoint => "reference: a counter in socket storage (tracepoint)",
         }
     }
 }
@@ -39,7 +52,7 @@ pub fn compile() -> Result<PathBuf> {
     Ok(object)
 }
 
-/// Empty programs attached; dropping this detaches them.
+/// A yardstick attached; dropping this detaches it.
 pub struct Floor {
     // Links drop before the object they belong to.
     _links: Vec<Link>,
@@ -47,16 +60,16 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub fn attach(object: &Path, hooks: Hooks) -> Result<Floor> {
+    pub fn attach(object: &Path, yardstick: Yardstick) -> Result<Floor> {
         let mut open = ObjectBuilder::default().open_file(object).context("opening floor.bpf.o")?;
         for mut prog in open.progs_mut() {
-            let wanted = prog.name().to_string_lossy().starts_with(hooks.name());
+            let wanted = prog.name().to_string_lossy().starts_with(yardstick.prefix());
             prog.set_autoload(wanted);
         }
-        let object = open.load().context("loading the floor programs")?;
+        let object = open.load().with_context(|| format!("loading the {yardstick:?} programs"))?;
         let links = object
             .progs_mut()
-            .filter(|prog| prog.name().to_string_lossy().starts_with(hooks.name()))
+            .filter(|prog| prog.name().to_string_lossy().starts_with(yardstick.prefix()))
             .map(|prog| prog.attach().context("attaching a floor program"))
             .collect::<Result<_>>()?;
         Ok(Floor { _links: links, _object: object })

@@ -1,8 +1,10 @@
 //! The load generator: TCP traffic on loopback whose send and receive calls are counted
 //! exactly, so that throughput and cost per call can be computed.
 
-use std::io::{self, Read, Write};
+use std::env;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -12,8 +14,10 @@ use std::time::{Duration, Instant};
 pub const MESSAGE: usize = 64;
 /// Size of each write and read of the bulk workload.
 const CHUNK: usize = 128 * 1024;
-/// Connections per listening port when holding many: well inside the ephemeral port range.
-const CONNS_PER_LISTENER: usize = 10_000;
+/// Sockets one process holds: under the usual hard limit on open files (which only
+/// CAP_SYS_RESOURCE may raise) and, at two sockets per connection to one listening port,
+/// well inside the ephemeral port range.
+const SOCKETS_PER_PROCESS: usize = 16_000;
 
 /// One thread's running counts, published after every call. Alone on its cache line so that
 /// threads do not slow each other down.
@@ -170,16 +174,10 @@ pub struct Held {
 impl Held {
     /// Opens `sockets` sockets: both ends of `sockets / 2` loopback connections. tcptop lists
     /// each end as a connection of its own, as it would on two hosts.
-    pub fn open(sockets: usize) -> io::Result<Held> {
-        raise_fd_limit(sockets as u64 + 1024)?;
-        let conns = sockets / 2;
-        let mut pairs = Vec::with_capacity(conns);
-        for _ in 0..conns.div_ceil(CONNS_PER_LISTENER) {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-            for _ in 0..CONNS_PER_LISTENER.min(conns - pairs.len()) {
-                pairs.push(connect(&listener)?);
-            }
-        }
+    fn open(sockets: usize) -> io::Result<Held> {
+        raise_fd_limit(sockets as u64 + 64)?;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let mut pairs = (0..sockets / 2).map(|_| connect(&listener)).collect::<io::Result<Vec<_>>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let traffic = thread::spawn(move || {
@@ -201,10 +199,57 @@ impl Held {
     }
 
     /// Stops the traffic and closes every connection.
-    pub fn close(self) -> io::Result<()> {
+    fn close(self) -> io::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         self.traffic.join().expect("the traffic thread does not panic")
     }
+}
+
+/// Sockets held by helper processes (this benchmark run again with `--hold`), so that none
+/// needs more open files than its limit allows.
+pub struct Holders(Vec<Child>);
+
+impl Holders {
+    /// Returns once all `sockets` are open and their traffic runs.
+    pub fn open(sockets: usize) -> io::Result<Holders> {
+        let mut holders = Holders(Vec::new());
+        for first in (0..sockets).step_by(SOCKETS_PER_PROCESS) {
+            let count = SOCKETS_PER_PROCESS.min(sockets - first);
+            let mut child = Command::new(env::current_exe()?)
+                .args(["--hold", &count.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut ready = String::new();
+            BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut ready)?;
+            if ready.trim() != HOLDING {
+                return Err(io::Error::other(format!("a socket holder failed ({})", child.wait()?)));
+            }
+            holders.0.push(child);
+        }
+        Ok(holders)
+    }
+
+    /// Closes every socket and waits for the holders to exit.
+    pub fn close(self) -> io::Result<()> {
+        for mut child in self.0 {
+            drop(child.stdin.take());
+            child.wait()?;
+        }
+        Ok(())
+    }
+}
+
+/// What a holder prints once its sockets are open.
+const HOLDING: &str = "holding";
+
+/// A holder's work (`--hold`): opens `sockets` sockets, says so on stdout, and keeps them
+/// busy until stdin closes.
+pub fn hold(sockets: usize) -> io::Result<()> {
+    let held = Held::open(sockets)?;
+    println!("{HOLDING}");
+    io::copy(&mut io::stdin(), &mut io::sink())?;
+    held.close()
 }
 
 /// Two descriptors per connection: the default limit (often 1024) is far too low.

@@ -1,8 +1,12 @@
-//! Readings from /proc: a process's CPU time and peak memory, and the whole machine's busy time.
+//! Readings from /proc and the kernel: a process's CPU time and peak memory, the whole
+//! machine's busy time, and which tracing BPF programs are loaded.
 
 use std::fs;
 use std::io;
 use std::time::Duration;
+
+use libbpf_rs::query::ProgInfoIter;
+use libbpf_rs::ProgramType;
 
 /// CPU time of every thread of `pid` so far. schedstat counts nanoseconds, where
 /// /proc/<pid>/stat counts 10 ms ticks: too coarse for a process meant to use under 1%.
@@ -39,4 +43,31 @@ fn first_number(text: &str) -> io::Result<u64> {
 
 fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Names of the tracing BPF programs loaded now that belong to none of `ours` (process ids):
+/// programs of other tools or tests on the machine slow the traffic too.
+pub fn foreign_tracing_programs(ours: &[u32]) -> io::Result<Vec<String>> {
+    let mut own = Vec::new();
+    for pid in ours {
+        own.extend(programs_of(*pid)?);
+    }
+    Ok(ProgInfoIter::default()
+        .filter(|p| {
+            matches!(p.ty, ProgramType::Tracing | ProgramType::Kprobe | ProgramType::RawTracepoint | ProgramType::Tracepoint)
+        })
+        .filter(|p| !own.contains(&p.id))
+        .map(|p| p.name.to_string_lossy().into_owned())
+        .collect())
+}
+
+/// Ids of the BPF programs a process holds, from its descriptors' fdinfo (`prog_id:`).
+fn programs_of(pid: u32) -> io::Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        // A descriptor closed since the listing has no fdinfo any more.
+        let Ok(info) = fs::read_to_string(fd?.path()) else { continue };
+        ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|id| id.trim().parse::<u32>().ok()));
+    }
+    Ok(ids)
 }

@@ -1,5 +1,6 @@
 //! Runs every part of the benchmark and prints its tables.
 
+use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +15,8 @@ use tcptop::ebpf::{EbpfCollector, Strategy};
 use tcptop::model::{Model, Query, Retention};
 use tcptop::view::batch::write_interval;
 
-use crate::floor::{self, Floor, Hooks};
-use crate::load::{Held, Totals, Workload, MESSAGE};
+use crate::floor::{self, Floor, Yardstick};
+use crate::load::{self, Holders, Totals, Workload, MESSAGE};
 use crate::measure;
 
 /// Time for the traffic to reach a steady rate before a run is measured.
@@ -54,6 +55,10 @@ pub struct Args {
     #[arg(long)]
     tcptop: Option<PathBuf>,
 
+    /// Internal: hold this many sockets until stdin closes (see load::Holders).
+    #[arg(long, hide = true)]
+    hold: Option<usize>,
+
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -72,7 +77,7 @@ impl Args {
 #[derive(Clone, Debug)]
 enum Watcher {
     Nothing,
-    Floor(Hooks),
+    Floor(Yardstick),
     /// tcptop in batch mode with these extra flags.
     Tcptop(Vec<&'static str>),
 }
@@ -81,7 +86,7 @@ impl Watcher {
     fn label(&self) -> String {
         match self {
             Watcher::Nothing => "no tcptop".into(),
-            Watcher::Floor(hooks) => format!("floor: empty {} programs", hooks.name()),
+            Watcher::Floor(yardstick) => yardstick.label().into(),
             Watcher::Tcptop(flags) => format!("`tcptop -b {}`", flags.join(" ")),
         }
     }
@@ -98,13 +103,15 @@ enum Watching {
 struct Bench {
     tcptop: PathBuf,
     floor_object: PathBuf,
+    /// Tracing BPF programs seen during runs that were neither tcptop's nor the floor's.
+    others: BTreeSet<String>,
 }
 
 impl Bench {
     fn start(&self, watcher: &Watcher) -> Result<Watching> {
         Ok(match watcher {
             Watcher::Nothing => Watching::Nothing,
-            Watcher::Floor(hooks) => Watching::Floor(Floor::attach(&self.floor_object, *hooks)?),
+            Watcher::Floor(yardstick) => Watching::Floor(Floor::attach(&self.floor_object, *yardstick)?),
             Watcher::Tcptop(flags) => Watching::Tcptop(Tcptop::start(&self.tcptop, flags, "1")?),
         })
     }
@@ -114,6 +121,8 @@ impl Bench {
 struct Tcptop {
     child: Child,
     pid: u32,
+    /// The backend its first line names (`probe=...`).
+    probe: String,
 }
 
 impl Tcptop {
@@ -130,17 +139,18 @@ impl Tcptop {
         let (first_line, printed) = mpsc::channel();
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if lines.next().is_some() {
-                let _ = first_line.send(());
+            if let Some(Ok(line)) = lines.next() {
+                let _ = first_line.send(line);
             }
             lines.for_each(drop);
         });
-        if printed.recv_timeout(FIRST_LINE_TIMEOUT).is_err() {
+        let Ok(line) = printed.recv_timeout(FIRST_LINE_TIMEOUT) else {
             let _ = child.kill();
             bail!("tcptop -b {} printed nothing ({})", flags.join(" "), child.wait()?);
-        }
+        };
+        let probe = line.split_whitespace().find_map(|word| word.strip_prefix("probe=")).unwrap_or("?").into();
         let pid = child.id();
-        Ok(Tcptop { child, pid })
+        Ok(Tcptop { child, pid, probe })
     }
 
     /// Ends it as Ctrl-C would.
@@ -163,7 +173,11 @@ impl Watching {
     fn stop(self) -> Result<()> {
         match self {
             Watching::Tcptop(tcptop) => tcptop.stop(),
-            Watching::Nothing | Watching::Floor(_) => Ok(()),
+            Watching::Floor(floor) => {
+                drop(floor); // detaches the programs
+                Ok(())
+            }
+            Watching::Nothing => Ok(()),
         }
     }
 }
@@ -205,7 +219,14 @@ impl Run {
 }
 
 impl Bench {
-    fn measure(&self, watcher: &Watcher, traffic: Traffic, conns: usize, secs: f64) -> Result<Run> {
+    /// Remembers the tracing programs loaded now that are neither ours nor `tcptop`'s.
+    fn note_others(&mut self, tcptop: Option<u32>) -> Result<()> {
+        let ours: Vec<u32> = [std::process::id()].into_iter().chain(tcptop).collect();
+        self.others.extend(measure::foreign_tracing_programs(&ours)?);
+        Ok(())
+    }
+
+    fn measure(&mut self, watcher: &Watcher, traffic: Traffic, conns: usize, secs: f64) -> Result<Run> {
         let watching = self.start(watcher)?;
         let workload = match traffic {
             Traffic::RequestResponse => Workload::request_response(conns)?,
@@ -215,6 +236,8 @@ impl Bench {
         let tcptop_cpu = || watching.tcptop().map(|t| measure::process_cpu(t.pid)).transpose();
         let (cpu_before, busy_before, done_before, start) =
             (tcptop_cpu()?, measure::machine_busy()?, workload.totals(), Instant::now());
+        let tcptop_pid = watching.tcptop().map(|t| t.pid);
+        self.note_others(tcptop_pid)?;
         thread::sleep(Duration::from_secs_f64(secs));
         let (done_after, elapsed, busy_after, cpu_after) =
             (workload.totals(), start.elapsed(), measure::machine_busy()?, tcptop_cpu()?);
@@ -231,7 +254,7 @@ impl Bench {
     }
 
     /// Runs every watcher once per round, interleaved; `runs[w][r]` is watcher w in round r.
-    fn interleaved(&self, watchers: &[Watcher], traffic: Traffic, args: &Args, secs: f64) -> Result<Vec<Vec<Run>>> {
+    fn interleaved(&mut self, watchers: &[Watcher], traffic: Traffic, args: &Args, secs: f64) -> Result<Vec<Vec<Run>>> {
         let mut runs = vec![Vec::new(); watchers.len()];
         for round in 1..=args.rounds {
             for (watcher, runs) in watchers.iter().zip(&mut runs) {
@@ -257,12 +280,13 @@ struct Scale {
 }
 
 impl Bench {
-    fn scale(&self, sockets: usize, intervals: u32) -> Result<Scale> {
+    fn scale(&mut self, sockets: usize, intervals: u32) -> Result<Scale> {
         eprintln!("overhead: scale: {sockets} sockets");
-        let held = Held::open(sockets).with_context(|| format!("opening {sockets} sockets"))?;
+        let held = Holders::open(sockets).with_context(|| format!("opening {sockets} sockets"))?;
         let tcptop = Tcptop::start(&self.tcptop, &[], "1")?;
         // One interval to take in every socket, then whole intervals measured.
         thread::sleep(Duration::from_secs(1));
+        self.note_others(Some(tcptop.pid))?;
         let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
         thread::sleep(Duration::from_secs(intervals.into()));
         let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
@@ -303,63 +327,80 @@ impl Bench {
     }
 
     /// Time from exec to tcptop's first batch line, `repeat` times.
-    fn startup(&self, flags: &[&'static str], repeat: usize) -> Result<Vec<Duration>> {
-        (0..repeat)
-            .map(|_| {
-                let start = Instant::now();
-                let tcptop = Tcptop::start(&self.tcptop, flags, "0.01")?;
-                let time = start.elapsed();
-                tcptop.stop()?;
-                Ok(time)
-            })
-            .collect()
+    fn startup(&self, flags: &[&'static str], repeat: usize) -> Result<Startup> {
+        let mut startup = Startup { times: Vec::new(), probe: String::new() };
+        for _ in 0..repeat {
+            let start = Instant::now();
+            let tcptop = Tcptop::start(&self.tcptop, flags, "0.01")?;
+            startup.times.push(start.elapsed());
+            startup.probe = tcptop.probe.clone();
+            tcptop.stop()?;
+        }
+        Ok(startup)
     }
 }
 
+struct Startup {
+    times: Vec<Duration>,
+    /// The backend tcptop chose.
+    probe: String,
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if let Some(sockets) = args.hold {
+        return load::hold(sockets).context("holding sockets");
+    }
     let args = args.quickened();
-    let bench = Bench {
+    let mut bench = Bench {
         tcptop: args.tcptop.clone().unwrap_or_else(|| env!("CARGO_BIN_EXE_tcptop").into()),
         floor_object: floor::compile()?,
+        others: BTreeSet::new(),
     };
     libbpf_rs::set_print(None);
+    let mut notes = Vec::new();
     let ebpf = vec!["--probe", "auto"];
     let capture = vec!["--backend", "capture"];
-    let capture_note = capture_unavailable(&bench, &capture);
-    let mut watchers = vec![
-        Watcher::Nothing,
-        Watcher::Floor(Hooks::Fentry),
-        Watcher::Floor(Hooks::Tracepoint),
-        Watcher::Tcptop(ebpf.clone()),
-        Watcher::Tcptop(vec!["--probe", "tracepoint"]),
-    ];
-    let mut bulk_watchers = vec![Watcher::Nothing, Watcher::Tcptop(ebpf.clone())];
-    if capture_note.is_none() {
-        watchers.push(Watcher::Tcptop(capture.clone()));
-        bulk_watchers.push(Watcher::Tcptop(capture.clone()));
-    }
-
     let repeat = if args.quick { 1 } else { 5 };
     let mut startups = vec![("eBPF", bench.startup(&ebpf, repeat)?)];
-    if capture_note.is_none() {
-        startups.push(("capture", bench.startup(&capture, repeat)?));
+    notes.push(format!("`--probe auto` chose the {} strategy here.", startups[0].1.probe));
+    match capture_unavailable(&bench, &capture) {
+        None => startups.push(("capture", bench.startup(&capture, repeat)?)),
+        Some(why) => notes.push(format!("The capture backend was not measured: {why}.")),
     }
+
+    let mut watchers = vec![Watcher::Nothing];
+    for yardstick in [Yardstick::EmptyFentry, Yardstick::EmptyTracepoint, Yardstick::StorageTracepoint] {
+        match Floor::attach(&bench.floor_object, yardstick) {
+            Ok(_) => watchers.push(Watcher::Floor(yardstick)),
+            Err(e) => notes.push(format!("Not measured: {}: {e:#}.", yardstick.label())),
+        }
+    }
+    let mut bulk_watchers = vec![Watcher::Nothing, Watcher::Tcptop(ebpf.clone())];
+    watchers.push(Watcher::Tcptop(ebpf));
+    if startups.len() > 1 {
+        watchers.push(Watcher::Tcptop(capture.clone()));
+        bulk_watchers.push(Watcher::Tcptop(capture));
+    }
+
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, &args, args.secs)?;
     let bulk = bench.interleaved(&bulk_watchers, Traffic::Bulk, &args, args.secs / 2.0)?;
     let scales = args.scale.iter().map(|&n| bench.scale(n, args.intervals)).collect::<Result<Vec<_>>>()?;
-
-    print_header(&args);
-    if let Some(note) = &capture_note {
-        println!("The capture backend was not measured: {note}.\n");
+    if !bench.others.is_empty() {
+        let names: Vec<&str> = bench.others.iter().map(String::as_str).collect();
+        notes.push(format!(
+            "**Disturbed**: other tracing BPF programs were loaded during some runs ({}): other tools \
+             or tests on this machine. Re-run on a quiet machine.",
+            names.join(", ")
+        ));
     }
+
+    print_header(&args, &notes);
     print_request_response(&watchers, &request_response, &args);
     print_bulk(&bulk_watchers, &bulk, &args);
     print_scale(&scales, args.intervals);
     print_startup(&startups);
     print_targets(&watchers, &request_response, &scales, &startups);
-    println!(
-        "Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs)."
-    );
+    println!("Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs).");
     Ok(())
 }
 
@@ -372,7 +413,7 @@ fn capture_unavailable(bench: &Bench, capture: &[&'static str]) -> Option<String
     bench.startup(capture, 1).err().map(|e| format!("`tcptop -b {}` failed: {e:#}", capture.join(" ")))
 }
 
-fn print_header(args: &Args) {
+fn print_header(args: &Args, notes: &[String]) {
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let flags: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -381,7 +422,9 @@ fn print_header(args: &Args) {
         humantime::format_rfc3339_seconds(SystemTime::now()),
         kernel.trim()
     );
-    println!("`cargo bench --bench overhead -- {}`\n", flags.join(" "));
+    let command: Vec<&str> = ["cargo", "bench", "--bench", "overhead"].into_iter().chain(
+        (!flags.is_empty()).then_some("--")).chain(flags.iter().map(String::as_str)).collect();
+    println!("`{}`\n", command.join(" "));
     println!(
         "{} interleaved round(s) of every configuration, {} s per run; medians. Loopback TCP; \
          events are send and receive calls (each one runs tcptop's hooks); \"extra CPU per \
@@ -389,6 +432,10 @@ fn print_header(args: &Args) {
          the same round.\n",
         args.rounds, args.secs
     );
+    for note in notes {
+        println!("{note}");
+    }
+    println!();
 }
 
 fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
@@ -469,12 +516,12 @@ fn print_scale(scales: &[Scale], intervals: u32) {
     );
 }
 
-fn print_startup(startups: &[(&str, Vec<Duration>)]) {
+fn print_startup(startups: &[(&str, Startup)]) {
     println!("### Start-up: exec to the first line of `tcptop -b 0.01`\n");
     let rows = startups
         .iter()
-        .map(|(backend, times)| {
-            let ms: Vec<f64> = times.iter().map(|&t| millis(t)).collect();
+        .map(|(backend, startup)| {
+            let ms: Vec<f64> = startup.times.iter().map(|&t| millis(t)).collect();
             vec![
                 backend.to_string(),
                 ms.len().to_string(),
@@ -487,7 +534,7 @@ fn print_startup(startups: &[(&str, Vec<Duration>)]) {
 }
 
 /// The issue's targets for this machine, against what was measured.
-fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], startups: &[(&str, Vec<Duration>)]) {
+fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], startups: &[(&str, Startup)]) {
     println!("### Targets\n");
     let mut rows = Vec::new();
     let mut check = |target: &str, measured: String, met: bool| {
@@ -499,7 +546,7 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
     let sendmsg = 2.0 * median(ebpf_runs.iter().map(Run::units_per_sec).collect());
     check(
         "request/response with eBPF >= 97% of no tcptop, at >= 100k sendmsg/s",
-        format!("{:.1}% at {} sendmsg/s", 100.0 * ratio, thousands(sendmsg)),
+        format!("{:.3} at {} sendmsg/s", ratio, thousands(sendmsg)),
         ratio >= 0.97 && sendmsg >= 100_000.0,
     );
     let share = median(ebpf_runs.iter().filter_map(Run::tcptop_core_share).collect());
@@ -515,11 +562,11 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
         let rss = s.rss as f64 / MIB;
         check("RSS <= 64 MiB with 10,000 connections", format!("{rss:.1} MiB"), rss <= 64.0);
     }
-    for (backend, times) in startups {
-        let ms = median(times.iter().map(|&t| millis(t)).collect());
+    for (backend, startup) in startups {
+        let ms = median(startup.times.iter().map(|&t| millis(t)).collect());
         check(&format!("start-up < 500 ms ({backend})"), format!("{ms:.0} ms"), ms < 500.0);
     }
-    table(&["target", "measured", ""], &rows);
+    table(&["target", "measured", "result"], &rows);
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
