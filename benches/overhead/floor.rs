@@ -66,7 +66,7 @@ impl Floor {
             let wanted = prog.name().to_string_lossy().starts_with(yardstick.prefix());
             prog.set_autoload(wanted);
         }
-        let object = open.load().with_context(|| format!("loading the {yardstick:?} programs"))?;
+        let object = open.load().context("loading the programs")?;
         let links = object
             .progs_mut()
             .filter(|prog| prog.name().to_string_lossy().starts_with(yardstick.prefix()))

@@ -63,43 +63,51 @@ impl Workload {
     /// `conns` connections, each a client sending a `MESSAGE`-byte request and waiting for
     /// the server's `MESSAGE`-byte answer, over and over. Units are round trips.
     pub fn request_response(conns: usize) -> io::Result<Workload> {
-        Workload::start(conns, |mut client, counter, stop| {
-            let mut message = [0u8; MESSAGE];
-            while !stop.load(Ordering::Relaxed) {
-                client.write_all(&message)?;
-                let reads = read_message(&mut client, &mut message)?;
-                counter.add(1 + reads, 1);
-            }
-            Ok(())
-        }, |mut server, counter| {
-            let mut message = [0u8; MESSAGE];
-            // The client closing its end (a read of 0 bytes) ends the loop.
-            while let reads @ 1.. = read_message(&mut server, &mut message)? {
-                server.write_all(&message)?;
-                counter.add(reads + 1, 0);
-            }
-            Ok(())
-        })
+        Workload::start(
+            conns,
+            |mut client, counter, stop| {
+                let mut message = [0u8; MESSAGE];
+                while !stop.load(Ordering::Relaxed) {
+                    client.write_all(&message)?;
+                    let reads = read_message(&mut client, &mut message)?;
+                    counter.add(1 + reads, 1);
+                }
+                Ok(())
+            },
+            |mut server, counter| {
+                let mut message = [0u8; MESSAGE];
+                // The client closing its end (a read of 0 bytes) ends the loop.
+                while let reads @ 1.. = read_message(&mut server, &mut message)? {
+                    server.write_all(&message)?;
+                    counter.add(reads + 1, 0);
+                }
+                Ok(())
+            },
+        )
     }
 
     /// `conns` connections, each streaming `CHUNK`-byte writes to a reader. Units are bytes read.
     pub fn bulk(conns: usize) -> io::Result<Workload> {
-        Workload::start(conns, |mut client, counter, stop| {
-            let chunk = vec![0u8; CHUNK];
-            while !stop.load(Ordering::Relaxed) {
-                client.write_all(&chunk)?;
-                counter.add(1, 0);
-            }
-            Ok(())
-        }, |mut server, counter| {
-            let mut chunk = vec![0u8; CHUNK];
-            loop {
-                match server.read(&mut chunk)? {
-                    0 => return Ok(()),
-                    n => counter.add(1, n as u64),
+        Workload::start(
+            conns,
+            |mut client, counter, stop| {
+                let chunk = vec![0u8; CHUNK];
+                while !stop.load(Ordering::Relaxed) {
+                    client.write_all(&chunk)?;
+                    counter.add(1, 0);
                 }
-            }
-        })
+                Ok(())
+            },
+            |mut server, counter| {
+                let mut chunk = vec![0u8; CHUNK];
+                loop {
+                    match server.read(&mut chunk)? {
+                        0 => return Ok(()),
+                        n => counter.add(1, n as u64),
+                    }
+                }
+            },
+        )
     }
 
     /// Connects `conns` pairs on loopback and runs `client` and `server` on a thread each.

@@ -29,7 +29,8 @@ pub fn peak_rss(pid: u32) -> io::Result<u64> {
 /// Time all CPUs together spent not idle since boot (user, nice, system, irq, softirq, steal).
 pub fn machine_busy() -> io::Result<Duration> {
     let stat = fs::read_to_string("/proc/stat")?;
-    let total = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).ok_or_else(|| invalid("no cpu line"))?;
+    let total =
+        stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).ok_or_else(|| invalid("no cpu line"))?;
     let ticks: Vec<u64> = total.split_whitespace().map(|n| n.parse().unwrap_or(0)).collect();
     let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| ticks.get(i)).sum();
     // SAFETY: sysconf only reads a configuration value.
@@ -54,7 +55,13 @@ pub fn foreign_tracing_programs(ours: &[u32]) -> io::Result<Vec<String>> {
     }
     Ok(ProgInfoIter::default()
         .filter(|p| {
-            matches!(p.ty, ProgramType::Tracing | ProgramType::Kprobe | ProgramType::RawTracepoint | ProgramType::Tracepoint)
+            matches!(
+                p.ty,
+                ProgramType::Tracing
+                    | ProgramType::Kprobe
+                    | ProgramType::RawTracepoint
+                    | ProgramType::Tracepoint
+            )
         })
         .filter(|p| !own.contains(&p.id))
         .map(|p| p.name.to_string_lossy().into_owned())
@@ -67,7 +74,11 @@ fn programs_of(pid: u32) -> io::Result<Vec<u32>> {
     for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
         // A descriptor closed since the listing has no fdinfo any more.
         let Ok(info) = fs::read_to_string(fd?.path()) else { continue };
-        ids.extend(info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|id| id.trim().parse::<u32>().ok()));
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|id| id.trim().parse::<u32>().ok()),
+        );
     }
     Ok(ids)
 }

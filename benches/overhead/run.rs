@@ -148,7 +148,8 @@ impl Tcptop {
             let _ = child.kill();
             bail!("tcptop -b {} printed nothing ({})", flags.join(" "), child.wait()?);
         };
-        let probe = line.split_whitespace().find_map(|word| word.strip_prefix("probe=")).unwrap_or("?").into();
+        let probe =
+            line.split_whitespace().find_map(|word| word.strip_prefix("probe=")).unwrap_or("?").into();
         let pid = child.id();
         Ok(Tcptop { child, pid, probe })
     }
@@ -254,7 +255,13 @@ impl Bench {
     }
 
     /// Runs every watcher once per round, interleaved; `runs[w][r]` is watcher w in round r.
-    fn interleaved(&mut self, watchers: &[Watcher], traffic: Traffic, args: &Args, secs: f64) -> Result<Vec<Vec<Run>>> {
+    fn interleaved(
+        &mut self,
+        watchers: &[Watcher],
+        traffic: Traffic,
+        args: &Args,
+        secs: f64,
+    ) -> Result<Vec<Vec<Run>>> {
         let mut runs = vec![Vec::new(); watchers.len()];
         for round in 1..=args.rounds {
             for (watcher, runs) in watchers.iter().zip(&mut runs) {
@@ -295,7 +302,8 @@ impl Bench {
         tcptop.stop()?;
 
         let mut collector = EbpfCollector::open(&Strategy::AUTO_ORDER, &Filters::default(), &mut |_| {})?;
-        let mut model = Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1 });
+        let mut model =
+            Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1, ..Retention::default() });
         let (mut collect, mut update, mut table, mut tracked) = (Vec::new(), Vec::new(), Vec::new(), 0);
         let start = Instant::now();
         for _ in 0..=intervals {
@@ -308,7 +316,13 @@ impl Bench {
             model.update(sample, start.elapsed());
             update.push(time.elapsed());
             let time = Instant::now();
-            write_interval(&mut io::sink(), &model, &Query::default(), collector.backend(), SystemTime::now())?;
+            write_interval(
+                &mut io::sink(),
+                &model,
+                &Query::default(),
+                collector.backend(),
+                SystemTime::now(),
+            )?;
             table.push(time.elapsed());
         }
         drop(collector);
@@ -400,7 +414,9 @@ pub fn run(args: Args) -> Result<()> {
     print_scale(&scales, args.intervals);
     print_startup(&startups);
     print_targets(&watchers, &request_response, &scales, &startups);
-    println!("Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs).");
+    println!(
+        "Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs)."
+    );
     Ok(())
 }
 
@@ -422,8 +438,11 @@ fn print_header(args: &Args, notes: &[String]) {
         humantime::format_rfc3339_seconds(SystemTime::now()),
         kernel.trim()
     );
-    let command: Vec<&str> = ["cargo", "bench", "--bench", "overhead"].into_iter().chain(
-        (!flags.is_empty()).then_some("--")).chain(flags.iter().map(String::as_str)).collect();
+    let command: Vec<&str> = ["cargo", "bench", "--bench", "overhead"]
+        .into_iter()
+        .chain((!flags.is_empty()).then_some("--"))
+        .chain(flags.iter().map(String::as_str))
+        .collect();
     println!("`{}`\n", command.join(" "));
     println!(
         "{} interleaved round(s) of every configuration, {} s per run; medians. Loopback TCP; \
@@ -439,10 +458,7 @@ fn print_header(args: &Args, notes: &[String]) {
 }
 
 fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
-    println!(
-        "### Request/response: {} connections, {MESSAGE}-byte requests and answers\n",
-        args.conns
-    );
+    println!("### Request/response: {} connections, {MESSAGE}-byte requests and answers\n", args.conns);
     let rows = watchers
         .iter()
         .zip(all)
@@ -462,13 +478,26 @@ fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
         })
         .collect::<Vec<_>>();
     table(
-        &["run", "round trips/s", "sendmsg/s", "events/s", "vs no tcptop", "extra CPU per event", "tcptop CPU (one core)", "tcptop peak RSS"],
+        &[
+            "run",
+            "round trips/s",
+            "sendmsg/s",
+            "events/s",
+            "vs no tcptop",
+            "extra CPU per event",
+            "tcptop CPU (one core)",
+            "tcptop peak RSS",
+        ],
         &rows,
     );
 }
 
 fn print_bulk(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
-    println!("### Bulk transfer: {} connections, 128 KiB writes, {} s per run\n", args.conns, args.secs / 2.0);
+    println!(
+        "### Bulk transfer: {} connections, 128 KiB writes, {} s per run\n",
+        args.conns,
+        args.secs / 2.0
+    );
     let rows = watchers
         .iter()
         .zip(all)
@@ -483,7 +512,10 @@ fn print_bulk(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
             ]
         })
         .collect::<Vec<_>>();
-    table(&["run", "throughput", "events/s", "vs no tcptop", "tcptop CPU (one core)", "tcptop peak RSS"], &rows);
+    table(
+        &["run", "throughput", "events/s", "vs no tcptop", "tcptop CPU (one core)", "tcptop peak RSS"],
+        &rows,
+    );
 }
 
 fn print_scale(scales: &[Scale], intervals: u32) {
@@ -511,7 +543,17 @@ fn print_scale(scales: &[Scale], intervals: u32) {
         })
         .collect::<Vec<_>>();
     table(
-        &["connections", "in tcptop's table", "tcptop CPU per interval", "of one core", "per connection", "tcptop peak RSS", "collect", "model update", "batch table"],
+        &[
+            "connections",
+            "in tcptop's table",
+            "tcptop CPU per interval",
+            "of one core",
+            "per connection",
+            "tcptop peak RSS",
+            "collect",
+            "model update",
+            "batch table",
+        ],
         &rows,
     );
 }
@@ -540,9 +582,16 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
     let mut check = |target: &str, measured: String, met: bool| {
         rows.push(vec![target.to_string(), measured, (if met { "met" } else { "**missed**" }).to_string()]);
     };
-    let ebpf = watchers.iter().position(|w| w.label() == "`tcptop -b --probe auto`").expect("always measured");
+    let ebpf =
+        watchers.iter().position(|w| w.label() == "`tcptop -b --probe auto`").expect("always measured");
     let ebpf_runs = &runs[ebpf];
-    let ratio = median(ebpf_runs.iter().zip(&runs[0]).map(|(run, none)| run.units_per_sec() / none.units_per_sec()).collect());
+    let ratio = median(
+        ebpf_runs
+            .iter()
+            .zip(&runs[0])
+            .map(|(run, none)| run.units_per_sec() / none.units_per_sec())
+            .collect(),
+    );
     let sendmsg = 2.0 * median(ebpf_runs.iter().map(Run::units_per_sec).collect());
     check(
         "request/response with eBPF >= 97% of no tcptop, at >= 100k sendmsg/s",
@@ -558,7 +607,11 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
     );
     if let Some(s) = scales.iter().find(|s| s.sockets == 10_000) {
         let share = s.cpu_per_interval.as_secs_f64();
-        check("tcptop CPU <= 5% of a core with 10,000 connections, 1 s interval", format!("{:.2}%", 100.0 * share), share <= 0.05);
+        check(
+            "tcptop CPU <= 5% of a core with 10,000 connections, 1 s interval",
+            format!("{:.2}%", 100.0 * share),
+            share <= 0.05,
+        );
         let rss = s.rss as f64 / MIB;
         check("RSS <= 64 MiB with 10,000 connections", format!("{rss:.1} MiB"), rss <= 64.0);
     }
