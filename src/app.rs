@@ -69,7 +69,7 @@ pub fn run(args: &Args) -> Result<()> {
         return run_tui(collector.as_mut(), args, &events, &mut sinks);
     }
     sinks.extend(stdout_sink(args, query));
-    run_headless(collector.as_mut(), args.count, &events, &mut sinks)
+    run_headless(collector.as_mut(), args.count, args.udp_idle(), &events, &mut sinks)
 }
 
 /// What headless mode prints: the `--format` asked for, text by default, and nothing when
@@ -93,11 +93,12 @@ fn stdout_sink(args: &Args, query: Query) -> Option<Box<dyn IntervalSink>> {
 pub fn run_headless(
     collector: &mut dyn Collector,
     count: Option<u64>,
+    udp_idle: Duration,
     events: &Receiver<Event>,
     sinks: &mut [Box<dyn IntervalSink>],
 ) -> Result<()> {
     let start = Instant::now();
-    let mut model = Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1 });
+    let mut model = Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1, udp_idle });
     let mut done = 0;
     for event in events {
         record_interval(collector, &mut model, start, sinks)?;
@@ -147,7 +148,8 @@ pub fn run_tui(
     };
     let mut tui = Tui::new(CrosstermBackend::new(io::stdout()), header, state)?;
     let start = Instant::now();
-    let mut model = Model::new(Duration::ZERO, Retention::default());
+    let mut model =
+        Model::new(Duration::ZERO, Retention { udp_idle: args.udp_idle(), ..Retention::default() });
     let mut done = 0;
     tui.draw(&model)?;
     while let Ok(first) = events.recv() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::collector::{Family, Filters};
+use crate::collector::{Family, Filters, Proto, DEFAULT_UDP_IDLE};
 use crate::model::SortKey;
 
 /// top for network connections: which process talks to which peer, how many bytes each
@@ -68,6 +68,20 @@ pub struct Args {
     /// Only IPv6 connections.
     #[arg(short = '6', long = "ipv6")]
     pub ipv6: bool,
+
+    /// Only TCP connections (both protocols with --udp too, or with neither).
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Only UDP flows, a flow being one socket and one peer (both protocols with --tcp too,
+    /// or with neither).
+    #[arg(long)]
+    pub udp: bool,
+
+    /// Seconds without a datagram after which a UDP flow is over and leaves the table
+    /// [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    pub udp_idle: Option<Duration>,
 
     /// Sort by this column (byte columns: largest first).
     #[arg(short, long, value_enum, default_value_t)]
@@ -140,7 +154,23 @@ impl Args {
             (_, true) => Some(Family::V6),
             _ => None,
         };
-        Filters { pid: self.pid, port: self.port, family, cgroup: self.cgroup.clone() }
+        let proto = match (self.tcp, self.udp) {
+            (true, false) => Some(Proto::Tcp),
+            (false, true) => Some(Proto::Udp),
+            _ => None,
+        };
+        Filters {
+            pid: self.pid,
+            port: self.port,
+            family,
+            cgroup: self.cgroup.clone(),
+            proto,
+            udp_idle: self.udp_idle(),
+        }
+    }
+
+    pub fn udp_idle(&self) -> Duration {
+        self.udp_idle.unwrap_or(DEFAULT_UDP_IDLE)
     }
 }
 
@@ -191,7 +221,26 @@ mod tests {
     #[test]
     fn filters_follow_flags() {
         let args = parse(&["-6", "--pid", "42", "--port", "443"]).unwrap();
-        assert_eq!(args.filters(), Filters { pid: Some(42), port: Some(443), family: Some(Family::V6), cgroup: None });
+        assert_eq!(
+            args.filters(),
+            Filters { pid: Some(42), port: Some(443), family: Some(Family::V6), ..Filters::default() }
+        );
+    }
+
+    #[test]
+    fn protocol_flags_choose_one_or_both() {
+        let proto = |args: &[&str]| parse(args).unwrap().filters().proto;
+        assert_eq!(proto(&["--tcp"]), Some(Proto::Tcp));
+        assert_eq!(proto(&["--udp"]), Some(Proto::Udp));
+        assert_eq!(proto(&["--tcp", "--udp"]), None);
+        assert_eq!(proto(&[]), None);
+    }
+
+    #[test]
+    fn udp_idle_defaults_to_ten_seconds() {
+        assert_eq!(parse(&[]).unwrap().filters().udp_idle, Duration::from_secs(10));
+        assert_eq!(parse(&["--udp-idle", "2.5"]).unwrap().filters().udp_idle, Duration::from_millis(2500));
+        assert!(parse(&["--udp-idle", "0"]).is_err());
     }
 
     #[test]

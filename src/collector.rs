@@ -28,7 +28,7 @@ pub trait Collector {
 
 /// What the user asked to watch; collectors apply it as early as they can (in the kernel
 /// for eBPF).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filters {
     pub pid: Option<u32>,
     /// Matches the local or the remote port.
@@ -36,6 +36,19 @@ pub struct Filters {
     pub family: Option<Family>,
     /// A cgroup path, absolute or below the cgroup root (/sys/fs/cgroup).
     pub cgroup: Option<String>,
+    /// TCP or UDP alone; `None` for both.
+    pub proto: Option<Proto>,
+    /// A UDP flow without a datagram for this long is over: the collector stops reporting it.
+    pub udp_idle: Duration,
+}
+
+/// How long a UDP flow may go without a datagram before it is over, unless `--udp-idle` says.
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(10);
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters { pid: None, port: None, family: None, cgroup: None, proto: None, udp_idle: DEFAULT_UDP_IDLE }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,25 +4,28 @@
 pub mod group;
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::collector::{Conn, ConnEvent, EventKind, Overflow, Sample, TcpState};
+use crate::collector::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
 
-/// How long the model remembers things, in intervals.
+/// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
     /// Intervals a closed connection stays in the table after the one it closed in.
     pub closed_intervals: u32,
     /// Per-interval byte counts kept per connection (for sparklines).
     pub history: usize,
+    /// How long a UDP flow without traffic stays in the table, once its collector has
+    /// stopped reporting it.
+    pub udp_idle: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { closed_intervals: 3, history: 60 }
+        Retention { closed_intervals: 3, history: 60, udp_idle: DEFAULT_UDP_IDLE }
     }
 }
 
@@ -46,6 +49,8 @@ pub struct ConnRow {
     pub new_events: usize,
     /// When the model first saw the connection.
     pub first_seen: Duration,
+    /// When bytes last moved (or, until they do, when the model first saw the connection).
+    pub last_traffic: Duration,
     /// Whether the connection first appeared in the last interval.
     pub opened: bool,
     /// Updates since the close, if closed (0: it closed in the last interval).
@@ -65,6 +70,7 @@ impl ConnRow {
             events: Vec::new(),
             new_events: 0,
             first_seen: now,
+            last_traffic: now,
             opened: true,
             closed_for: None,
         }
@@ -168,7 +174,9 @@ impl Model {
             row.new_events += 1;
             row.events.push(event);
         }
+        let mut reported = HashSet::with_capacity(sample.conns.len());
         for conn in sample.conns {
+            reported.insert(conn.id);
             let row = row_for(&mut self.rows, &conn, now);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
@@ -192,7 +200,18 @@ impl Model {
             };
             push_bounded(&mut row.rx_history, row.rx_bytes, history);
             push_bounded(&mut row.tx_history, row.tx_bytes, history);
+            if row.rx_bytes > 0 || row.tx_bytes > 0 {
+                row.last_traffic = now;
+            }
         }
+        // A UDP flow has no close: it is over once idle for long enough. A row its collector
+        // still reports stays, or it would come back with its totals counted again.
+        let idle = self.retention.udp_idle;
+        self.rows.retain(|id, row| {
+            row.conn.proto != Proto::Udp
+                || reported.contains(id)
+                || now.saturating_sub(row.last_traffic) < idle
+        });
         self.overflow = sample.overflow;
     }
 
@@ -342,6 +361,10 @@ mod tests {
         Sample { conns, ..Sample::default() }
     }
 
+    fn udp(id: u64, rx: u64, tx: u64) -> Conn {
+        Conn { proto: Proto::Udp, state: None, ..conn(id, rx, tx) }
+    }
+
     fn closed(c: Conn, at: u64) -> ConnEvent {
         ConnEvent { at: secs(at), kind: EventKind::Closed, conn: c }
     }
@@ -378,7 +401,8 @@ mod tests {
 
     #[test]
     fn a_connection_that_opens_and_closes_within_one_interval_reports_its_bytes_once() {
-        let mut model = Model::new(secs(0), Retention { closed_intervals: 1, history: 4 });
+        let mut model =
+            Model::new(secs(0), Retention { closed_intervals: 1, history: 4, ..Retention::default() });
         model.update(Sample { events: vec![closed(conn(7, 10, 20), 1)], ..Sample::default() }, secs(1));
         let row = model.row(7).unwrap();
         assert_eq!((row.rx_bytes, row.tx_bytes, row.event_label()), (10, 20, Some("closed")));
@@ -414,6 +438,24 @@ mod tests {
         );
         assert_eq!(ids(&Query { all: true, text: "PROC2".into(), ..Query::default() }), [2]);
         assert_eq!(ids(&Query { all: true, text: "6003".into(), ..Query::default() }), [3]);
+    }
+
+    #[test]
+    fn a_udp_flow_leaves_once_idle_for_the_timeout_and_no_longer_reported() {
+        let mut model = Model::new(secs(0), Retention { udp_idle: secs(10), ..Retention::default() });
+        model.update(live(vec![udp(1, 100, 0), conn(2, 0, 0)]), secs(1));
+        model.update(live(vec![udp(1, 100, 40), conn(2, 0, 0)]), secs(3));
+        // Idle since 3 s: at 12 s it stays, though its collector no longer reports it.
+        model.update(live(vec![conn(2, 0, 0)]), secs(12));
+        assert_eq!(model.row(1).map(|r| r.last_traffic), Some(secs(3)));
+        // Idle for 10 s but reported once more: it stays, and its bytes do not count again.
+        model.update(live(vec![udp(1, 100, 40), conn(2, 0, 0)]), secs(13));
+        let row = model.row(1).unwrap();
+        assert_eq!((row.rx_bytes, row.tx_bytes, row.conn.tx_bytes), (0, 0, 40));
+        model.update(live(vec![conn(2, 0, 0)]), secs(14));
+        assert!(model.row(1).is_none());
+        // An idle TCP connection is never timed out.
+        assert!(model.row(2).is_some());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 /*
  * tcptop's kernel side: exact per-connection byte counters, kept in the kernel.
  *
- * How bytes are counted. Every hook reads the socket's own sequence counters
+ * How TCP bytes are counted. Every hook reads the socket's own sequence counters
  * and adds what they advanced since the last sample:
  *   sent     = advance of tcp_sock.write_seq  (bytes the kernel accepted from
  *              send/write/sendfile/splice; sampled only before our FIN is
@@ -18,21 +18,35 @@
  * compare-and-swap on the last sample plus an atomic add, so two CPUs sampling
  * one socket never count the same bytes twice.
  *
+ * How UDP bytes are counted. A flow is one socket and one peer, so an
+ * unconnected socket has a flow for each address it talks to. A send or receive
+ * call returns exactly the payload it moved (no running totals), so that is
+ * added as it is; MSG_PEEK and error-queue reads move nothing. The peer is the
+ * address the call named or was told (the kernel's copy in msg_name), else the
+ * socket's connected peer: all zero for a receive on an unconnected socket that
+ * does not ask who sent (recv, read). A flow idle for longer than udp_idle_ns is
+ * reported once more by the table dump, then deleted.
+ *
  * Three attach strategies run the same handlers; user space loads the first
  * that loads and attaches (src/ebpf/strategy.rs names the programs of each):
- *   fentry:     fexit/tcp_sendmsg, fentry/tcp_cleanup_rbuf, tp_btf state hooks
+ *   fentry:     fexit/tcp_sendmsg, fentry/tcp_cleanup_rbuf, tp_btf state hooks;
+ *               fexit/udp{,v6}_{send,recv}msg
  *   kprobe:     kprobe+kretprobe/tcp_sendmsg, kprobe/tcp_cleanup_rbuf, raw_tp
- *               state hooks (the same tracepoints, without needing tracefs)
- *   tracepoint: tp_btf/sock_send_length and sock_recv_length (6.3+), tp_btf
- *               state hooks
+ *               state hooks (the same tracepoints, without needing tracefs);
+ *               kprobe+kretprobe/udp{,v6}_{send,recv}msg
+ *   tracepoint: tp_btf/sock_send_length and sock_recv_length (6.3+, both
+ *               protocols), tp_btf state hooks; as these tracepoints do not
+ *               carry a UDP peer, cgroup/{send,recv}msg{4,6}, which run in the
+ *               same call, leave it per thread
  * BTF-typed programs (fentry, tp_btf) keep per-connection state in socket-local
  * storage and read the hot fields directly; kprobe and raw_tp programs may not
- * use socket storage, so they key a hash map by the socket's address.
+ * use socket storage, so they key a hash map by the socket's address. UDP flows,
+ * several per socket, live in a hash keyed by socket and peer in every strategy.
  *
  * To add a probe: write a SEC() program that finds the connection (conn_of_sk
  * or conn_of_hash) and calls one of the handlers below (count_sent,
- * count_received, on_state_change, on_destroy), then list it under its
- * strategy in src/ebpf/strategy.rs.
+ * count_received, on_state_change, on_destroy; count_datagram for UDP), then
+ * list it under its strategy in src/ebpf/strategy.rs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -44,6 +58,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
+#define MSG_ERRQUEUE 0x2000
 #define RCV_SHUTDOWN 1
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -53,6 +68,8 @@ const volatile __u32 filter_pid = 0;
 const volatile __u16 filter_port = 0;
 const volatile __u16 filter_family = 0;
 const volatile __u64 filter_cgroup = 0;	/* cgroup v2 id (the cgroup directory's inode) */
+const volatile __u8 filter_proto = 0;	/* IPPROTO_TCP or IPPROTO_UDP */
+const volatile __u64 udp_idle_ns = 10000000000;	/* a UDP flow this long without a datagram is over */
 
 struct drop_counters drops = {};
 __u64 last_conn_id = 0;
@@ -71,6 +88,20 @@ struct conn {
 	__u8 ignored;		/* outside the --port / -4 / -6 filters */
 	__u8 pad;
 	__u64 owner;		/* pid_tgid of the thread last seen sending or reading */
+	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
+};
+
+/* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4
+ * peer as ::ffff:a.b.c.d, as the kernel itself reports it to such a socket. */
+struct udp_peer {
+	__u8 addr[16];		/* IPv4 uses the first 4 bytes */
+	__u16 port;		/* host byte order */
+	__u16 pad[3];
+};
+
+struct udp_flow_key {
+	__u64 sock_ino;		/* the socket's inode: unique while it lives, unlike its address */
+	struct udp_peer peer;
 };
 
 struct {
@@ -96,10 +127,54 @@ struct {
 	__type(value, __u64);
 } sendmsg_sockets SEC(".maps");
 
+/* UDP flows, for every strategy: a socket has one per peer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct udp_flow_key);
+	__type(value, struct conn);
+} udp_flows SEC(".maps");
+
+/* kprobe strategy: a UDP call's arguments, from entry to return, by thread id. */
+struct udp_call {
+	__u64 sk;
+	__u64 msg;
+	__s32 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct udp_call);
+} udp_calls SEC(".maps");
+
+/* tracepoint strategy: the peer a cgroup sock_addr hook saw, by thread id, for the
+ * sock_*_length tracepoint that ends the same call. */
+struct peer_note {
+	__u64 sock_cookie;	/* the socket the call is on */
+	struct udp_peer peer;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct peer_note);
+} udp_peers SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
+
+/* Whether --tcp / --udp let this protocol through. */
+static __always_inline bool counts(__u8 proto)
+{
+	return !filter_proto || filter_proto == proto;
+}
 
 /* Whether the --pid and --cgroup filters let the current thread's traffic through. */
 static __always_inline bool thread_wanted(__u64 pid_tgid)
@@ -138,26 +213,66 @@ static __always_inline __u32 read_end(const struct conn *c, __u32 copied_seq)
 	return copied_seq;
 }
 
-/* The tuple, read when a connection is first seen and at each state change
- * (ports and addresses are settled during the handshake), never per byte. */
-static __always_inline void read_identity(struct conn *c, struct sock *sk)
+/* An IPv4 address where 16 bytes are kept: the first 4 for an IPv4 socket,
+ * ::ffff:a.b.c.d for an IPv6 one. */
+static __always_inline void put_ipv4(__u8 *addr, __be32 ip, __u16 sk_family)
 {
-	struct inet_sock *inet = (struct inet_sock *)sk;
+	if (sk_family == AF_INET6) {
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+		__builtin_memcpy(addr + 12, &ip, 4);
+	} else {
+		__builtin_memcpy(addr, &ip, 4);
+	}
+}
+
+/* The peer sk is connected to (all zero for an unconnected UDP socket). */
+static __always_inline void read_peer(struct sock *sk, __u16 family, __u8 *addr, __u16 *port)
+{
+	*port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET6)
+		bpf_core_read(addr, 16, &sk->__sk_common.skc_v6_daddr);
+	else
+		put_ipv4(addr, BPF_CORE_READ(sk, __sk_common.skc_daddr), family);
+}
+
+/* The socket's own end: family, network namespace, local address and port. */
+static __always_inline void read_local_end(struct conn *c, struct sock *sk)
+{
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 
 	c->info.family = family;
 	c->info.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	c->info.lport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
-	c->info.rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&c->info.laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&c->info.raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO(&c->info.laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(&c->info.raddr, sk, __sk_common.skc_daddr);
-	}
-	c->ignored = (filter_family && family != filter_family) ||
+	c->info.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (family == AF_INET6)
+		bpf_core_read(c->info.laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	else
+		put_ipv4(c->info.laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr), family);
+}
+
+/* The --port / -4 / -6 filters, once the tuple is known. */
+static __always_inline void apply_filters(struct conn *c)
+{
+	c->ignored = (filter_family && c->info.family != filter_family) ||
 		     (filter_port && c->info.lport != filter_port && c->info.rport != filter_port);
+}
+
+/* The tuple, read when a connection is first seen and at each state change
+ * (ports and addresses are settled during the handshake), never per byte. */
+static __always_inline void read_identity(struct conn *c, struct sock *sk)
+{
+	read_local_end(c, sk);
+	read_peer(sk, c->info.family, c->info.raddr, &c->info.rport);
+	apply_filters(c);
+}
+
+/* The inode of sk's socket, which /proc/<pid>/fd names too; 0 if none. The
+ * socket is the first member of its socket_alloc, with the inode after it. */
+static __always_inline __u64 socket_ino(struct sock *sk)
+{
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+
+	return sock ? BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino) : 0;
 }
 
 /* The peer's FIN sets RCV_SHUTDOWN after rcv_nxt has moved past it. */
@@ -169,18 +284,26 @@ static __always_inline void note_fin(struct conn *c, struct sock *sk)
 	c->fin_seen = 1;
 }
 
-/* Gives a new slot its id, tuple and baselines; true for the one caller that did. */
-static __always_inline bool claim(struct conn *c, struct sock *sk)
+/* Gives a new slot its id; true for the one caller that did. */
+static __always_inline bool take_id(struct conn *c)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	__u64 id;
-	int state;
 
 	if (c->info.id)
 		return false;
 	id = __sync_fetch_and_add(&last_conn_id, 1) + 1;
-	if (__sync_val_compare_and_swap(&c->info.id, 0, id) != 0)
+	return __sync_val_compare_and_swap(&c->info.id, 0, id) == 0;
+}
+
+/* Gives a new slot its id, tuple and baselines; true for the one caller that did. */
+static __always_inline bool claim(struct conn *c, struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	int state;
+
+	if (!take_id(c))
 		return false;
+	c->info.proto = IPPROTO_TCP;
 	read_identity(c, sk);
 	note_fin(c, sk);
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -309,19 +432,100 @@ static __always_inline struct conn *conn_of_sk(struct sock *sk, bool create)
 
 static const struct conn empty_conn;
 
+/* The slot under `key` in a hash of connections, made if `create` and missing. */
+static __always_inline struct conn *conn_in(void *map, const void *key, bool create)
+{
+	struct conn *c = bpf_map_lookup_elem(map, key);
+
+	if (c || !create)
+		return c;
+	bpf_map_update_elem(map, key, &empty_conn, BPF_NOEXIST);
+	c = bpf_map_lookup_elem(map, key);
+	if (!c)
+		__sync_fetch_and_add(&drops.conns_untracked, 1);
+	return c;
+}
+
 /* The hash map, for program types that may not use socket-local storage. */
 static __always_inline struct conn *conn_of_hash(struct sock *sk, bool create)
 {
 	__u64 key = (__u64)sk;
-	struct conn *c = bpf_map_lookup_elem(&hash_conns, &key);
 
-	if (c || !create)
-		return c;
-	bpf_map_update_elem(&hash_conns, &key, &empty_conn, BPF_NOEXIST);
-	c = bpf_map_lookup_elem(&hash_conns, &key);
-	if (!c)
-		__sync_fetch_and_add(&drops.conns_untracked, 1);
-	return c;
+	return conn_in(&hash_conns, &key, create);
+}
+
+/* ---- UDP ------------------------------------------------------------------ */
+
+/* Whether a receive with these flags takes payload: a peek or an error-queue read does not. */
+static __always_inline bool reads_payload(int flags)
+{
+	return !(flags & (MSG_PEEK | MSG_ERRQUEUE));
+}
+
+/* The peer in a sockaddr, as a UDP socket of `sk_family` keys it; false if it is
+ * neither IPv4 nor IPv6. */
+static __always_inline bool peer_of_sockaddr(struct udp_peer *p, const struct sockaddr *sa, __u16 sk_family)
+{
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+	switch (BPF_CORE_READ(sa, sa_family)) {
+	case AF_INET:
+		put_ipv4(p->addr, BPF_CORE_READ(sin, sin_addr.s_addr), sk_family);
+		p->port = bpf_ntohs(BPF_CORE_READ(sin, sin_port));
+		return true;
+	case AF_INET6:
+		bpf_core_read(p->addr, 16, &sin6->sin6_addr);
+		p->port = bpf_ntohs(BPF_CORE_READ(sin6, sin6_port));
+		return true;
+	}
+	return false;
+}
+
+/* The peer of a send or receive call: the address it named or was told (the
+ * kernel's copy in msg_name, always given to recvmsg, to recvfrom when asked), else
+ * the socket's connected peer. */
+static __always_inline void peer_of_call(struct udp_peer *p, struct sock *sk, struct msghdr *msg)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	const struct sockaddr *name = BPF_CORE_READ(msg, msg_name);
+
+	if (!name || !peer_of_sockaddr(p, name, family))
+		read_peer(sk, family, p->addr, &p->port);
+}
+
+/* A new flow's id and tuple: the socket's end, and the peer from its key. */
+static __always_inline void claim_flow(struct conn *c, struct sock *sk, const struct udp_flow_key *key)
+{
+	if (!take_id(c))
+		return;
+	c->info.proto = IPPROTO_UDP;
+	c->info.sock_ino = key->sock_ino;
+	read_local_end(c, sk);
+	__builtin_memcpy(c->info.raddr, key->peer.addr, sizeof(c->info.raddr));
+	c->info.rport = key->peer.port;
+	apply_filters(c);
+}
+
+/* A UDP send (`sent`) or receive call on sk moved `bytes` of payload to or from `peer`. */
+static __always_inline void count_datagram(struct sock *sk, const struct udp_peer *peer, __u64 pid_tgid,
+					   int bytes, bool sent)
+{
+	struct udp_flow_key key = { .peer = *peer };
+	struct conn *c;
+
+	if (bytes <= 0)
+		return;
+	key.sock_ino = socket_ino(sk);
+	if (!(c = conn_in(&udp_flows, &key, true)))
+		return;
+	claim_flow(c, sk, &key);
+	if (c->ignored)
+		return;
+	attribute(c, pid_tgid);
+	/* Before the bytes: a flow with last_ns 0 would look idle to the dump. */
+	c->last_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(sent ? &c->info.tx_bytes : &c->info.rx_bytes, bytes);
 }
 
 /* ---- fentry strategy ------------------------------------------------------ */
@@ -359,8 +563,83 @@ int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	return 0;
 }
 
+/* A UDP call returned `ret`; the peer is read after it, when msg_name is filled in. */
+static __always_inline void udp_call_returned(struct sock *sk, struct msghdr *msg, int ret, bool sent)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct udp_peer peer = {};
+
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_UDP || !thread_wanted(pid_tgid))
+		return;
+	peer_of_call(&peer, sk, msg);
+	count_datagram(sk, &peer, pid_tgid, ret, sent);
+}
+
+/* An IPv6 socket's send to an IPv4 peer runs udp_sendmsg inside udpv6_sendmsg:
+ * only the outer call counts. */
+SEC("fexit/udp_sendmsg")
+int BPF_PROG(fexit_udp_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	if (sk->__sk_common.skc_family == AF_INET)
+		udp_call_returned(sk, msg, ret, true);
+	return 0;
+}
+
+SEC("fexit/udpv6_sendmsg")
+int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t len, int ret)
+{
+	udp_call_returned(sk, msg, ret, true);
+	return 0;
+}
+
+/* The recvmsg handlers lost their addr_len argument after Linux 6.12 (6.18 has none):
+ * bpf_get_func_ret finds the return value either way. */
+static __always_inline void udp_recvmsg_returned(void *ctx, struct sock *sk, struct msghdr *msg, int flags)
+{
+	__u64 ret = 0;
+
+	if (reads_payload(flags) && !bpf_get_func_ret(ctx, &ret))
+		udp_call_returned(sk, msg, ret, false);
+}
+
+SEC("fexit/udp_recvmsg")
+int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	udp_recvmsg_returned(ctx, sk, msg, flags);
+	return 0;
+}
+
+SEC("fexit/udpv6_recvmsg")
+int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	udp_recvmsg_returned(ctx, sk, msg, flags);
+	return 0;
+}
+
 /* ---- tracepoint strategy (sock_*_length exist from Linux 6.3) ------------ */
 
+/* A UDP call on sk ended: takes the peer its cgroup hook left, if it left one for
+ * this socket, so that a later call without an address never inherits it. */
+static __always_inline void udp_length(struct sock *sk, __u64 pid_tgid, int ret, bool sent)
+{
+	__u32 tid = (__u32)pid_tgid;
+	struct peer_note *note = bpf_map_lookup_elem(&udp_peers, &tid);
+	struct udp_peer peer = {};
+	bool noted = false;
+
+	if (note) {
+		noted = note->sock_cookie == bpf_get_socket_cookie(sk);
+		peer = note->peer;
+		bpf_map_delete_elem(&udp_peers, &tid);
+	}
+	if (ret <= 0)
+		return;
+	if (!noted)
+		read_peer(sk, sk->__sk_common.skc_family, peer.addr, &peer.port);
+	count_datagram(sk, &peer, pid_tgid, ret, sent);
+}
+
+/* Both protocols: TCP first, as fast as before; a UDP socket costs the protocol test. */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
@@ -370,10 +649,12 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 
 	if (!thread_wanted(pid_tgid))
 		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);	/* NULL for every non-TCP socket */
-	if (!tp || !(c = conn_of_sk(sk, true)))
-		return 0;
-	count_sent(c, sk, pid_tgid, ret, sk->__sk_common.skc_state, tp->write_seq);
+	if (counts(IPPROTO_TCP) && (tp = bpf_skc_to_tcp_sock(sk))) {	/* NULL for non-TCP */
+		if ((c = conn_of_sk(sk, true)))
+			count_sent(c, sk, pid_tgid, ret, sk->__sk_common.skc_state, tp->write_seq);
+	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
+		udp_length(sk, pid_tgid, ret, true);
+	}
 	return 0;
 }
 
@@ -384,13 +665,67 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	struct tcp_sock *tp;
 	struct conn *c;
 
-	if ((flags & MSG_PEEK) || !thread_wanted(pid_tgid))
+	if (!thread_wanted(pid_tgid))
 		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || !(c = conn_of_sk(sk, true)))
-		return 0;
-	count_received(c, sk, pid_tgid, ret, tp->copied_seq);
+	if (counts(IPPROTO_TCP) && (tp = bpf_skc_to_tcp_sock(sk))) {
+		if (!(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
+			count_received(c, sk, pid_tgid, ret, tp->copied_seq);
+	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
+		udp_length(sk, pid_tgid, reads_payload(flags) ? ret : 0, false);
+	}
 	return 0;
+}
+
+/* The address of a UDP sendto/sendmsg, or the sender a recvfrom/recvmsg is told:
+ * noted for the sock_*_length tracepoint of the same call. These hooks run only when
+ * the call carries an address (an unconnected send, or a receive that asks). The
+ * verifier lets *4 programs read only user_ip4, *6 ones only user_ip6. */
+static __always_inline int note_peer(struct bpf_sock_addr *ctx, bool ipv4)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct peer_note note = {};
+
+	if (ctx->protocol != IPPROTO_UDP || !thread_wanted(pid_tgid))
+		return 1;
+	note.sock_cookie = bpf_get_socket_cookie(ctx);
+	if (ipv4) {
+		put_ipv4(note.peer.addr, ctx->user_ip4, ctx->family);
+	} else {
+		__u32 *ip6 = (__u32 *)note.peer.addr;
+
+		ip6[0] = ctx->user_ip6[0];
+		ip6[1] = ctx->user_ip6[1];
+		ip6[2] = ctx->user_ip6[2];
+		ip6[3] = ctx->user_ip6[3];
+	}
+	note.peer.port = bpf_ntohs((__u16)ctx->user_port);
+	bpf_map_update_elem(&udp_peers, &tid, &note, BPF_ANY);
+	return 1;	/* allow: tcptop only watches */
+}
+
+SEC("cgroup/sendmsg4")
+int note_sendmsg4_peer(struct bpf_sock_addr *ctx)
+{
+	return note_peer(ctx, true);
+}
+
+SEC("cgroup/sendmsg6")
+int note_sendmsg6_peer(struct bpf_sock_addr *ctx)
+{
+	return note_peer(ctx, false);
+}
+
+SEC("cgroup/recvmsg4")
+int note_recvmsg4_peer(struct bpf_sock_addr *ctx)
+{
+	return note_peer(ctx, true);
+}
+
+SEC("cgroup/recvmsg6")
+int note_recvmsg6_peer(struct bpf_sock_addr *ctx)
+{
+	return note_peer(ctx, false);
 }
 
 /* ---- state hooks of the fentry and tracepoint strategies ----------------- */
@@ -463,6 +798,96 @@ int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 	return 0;
 }
 
+/* Noted for every call, even one that will not count, so that a return never finds an
+ * older call's arguments. */
+static __always_inline void udp_call_began(struct sock *sk, struct msghdr *msg, int flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct udp_call call = { .sk = (__u64)sk, .msg = (__u64)msg, .flags = flags };
+
+	bpf_map_update_elem(&udp_calls, &tid, &call, BPF_ANY);
+}
+
+static __always_inline void udp_call_ended(int ret, bool sent)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct udp_call *stashed = bpf_map_lookup_elem(&udp_calls, &tid);
+	struct udp_peer peer = {};
+	struct udp_call call;
+	struct sock *sk;
+
+	if (!stashed)
+		return;
+	call = *stashed;
+	bpf_map_delete_elem(&udp_calls, &tid);
+	sk = (struct sock *)call.sk;
+	if (ret <= 0 || !reads_payload(call.flags) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
+	    !thread_wanted(pid_tgid))
+		return;
+	peer_of_call(&peer, sk, (struct msghdr *)call.msg);
+	count_datagram(sk, &peer, pid_tgid, ret, sent);
+}
+
+/* As for fexit: the udp_sendmsg inside an IPv6 socket's udpv6_sendmsg is not a call of
+ * its own (and would overwrite the outer call's arguments). */
+SEC("kprobe/udp_sendmsg")
+int BPF_KPROBE(kprobe_udp_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET)
+		udp_call_began(sk, msg, 0);
+	return 0;
+}
+
+SEC("kretprobe/udp_sendmsg")
+int BPF_KRETPROBE(kretprobe_udp_sendmsg, int ret)
+{
+	udp_call_ended(ret, true);
+	return 0;
+}
+
+SEC("kprobe/udpv6_sendmsg")
+int BPF_KPROBE(kprobe_udpv6_sendmsg, struct sock *sk, struct msghdr *msg)
+{
+	udp_call_began(sk, msg, 0);
+	return 0;
+}
+
+SEC("kretprobe/udpv6_sendmsg")
+int BPF_KRETPROBE(kretprobe_udpv6_sendmsg, int ret)
+{
+	udp_call_ended(ret, true);
+	return 0;
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(kprobe_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	udp_call_began(sk, msg, flags);
+	return 0;
+}
+
+SEC("kretprobe/udp_recvmsg")
+int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret)
+{
+	udp_call_ended(ret, false);
+	return 0;
+}
+
+SEC("kprobe/udpv6_recvmsg")
+int BPF_KPROBE(kprobe_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+{
+	udp_call_began(sk, msg, flags);
+	return 0;
+}
+
+SEC("kretprobe/udpv6_recvmsg")
+int BPF_KRETPROBE(kretprobe_udpv6_recvmsg, int ret)
+{
+	udp_call_ended(ret, false);
+	return 0;
+}
+
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(raw_tp_inet_sock_set_state, struct sock *sk, int old_state, int new_state)
 {
@@ -509,7 +934,7 @@ static __always_inline void adopt(struct sock_common *skc, bool hash)
 	sk = (struct sock *)tp;
 	c = hash ? conn_of_hash(sk, true) : conn_of_sk(sk, true);
 	if (c && claim(c, sk))
-		c->info.sock_ino = BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+		c->info.sock_ino = socket_ino(sk);
 }
 
 SEC("iter/tcp")
@@ -567,5 +992,26 @@ int dump_hash_conns(struct bpf_iter__bpf_map_elem *ctx)
 
 	if (c && skaddr)
 		dump(ctx->meta->seq, c, (struct sock *)*skaddr);
+	return 0;
+}
+
+/* Every UDP flow; one idle for longer than udp_idle_ns is reported with its final
+ * totals, then deleted. A datagram that races the deletion of its flow, after all
+ * that silence, can be added to the deleted copy: the one way a flow can miss one. */
+SEC("iter/bpf_map_elem")
+int dump_udp_flows(struct bpf_iter__bpf_map_elem *ctx)
+{
+	struct udp_flow_key *key = ctx->key;
+	struct conn *c = ctx->value;
+
+	if (!key || !c)
+		return 0;
+	if (reportable(c))
+		bpf_seq_write(ctx->meta->seq, &c->info, sizeof(c->info));
+	if (bpf_ktime_get_ns() - c->last_ns > udp_idle_ns) {
+		struct udp_flow_key expired = *key;	/* the helper wants a writable key */
+
+		bpf_map_delete_elem(&udp_flows, &expired);
+	}
 	return 0;
 }

@@ -9,7 +9,7 @@
 
 #define TCPTOP_COMM_LEN 16
 
-/* One TCP connection as user space sees it: identity, owner and byte totals. */
+/* One TCP connection or UDP flow as user space sees it: identity, owner and byte totals. */
 struct conn_info {
 	__u64 id;		/* tcptop's number for the socket, unique for one run, never 0 */
 	__u64 tx_bytes;		/* bytes the application wrote and the kernel accepted */
@@ -24,8 +24,8 @@ struct conn_info {
 	__u16 lport;		/* host byte order */
 	__u16 rport;
 	__u16 family;		/* AF_INET or AF_INET6 */
-	__u8 state;		/* TCP_ESTABLISHED ... as in include/net/tcp_states.h */
-	__u8 pad;
+	__u8 state;		/* TCP_ESTABLISHED ... as in include/net/tcp_states.h; 0 for UDP */
+	__u8 proto;		/* IPPROTO_TCP or IPPROTO_UDP */
 };
 
 enum conn_event_kind {
@@ -45,7 +45,7 @@ struct conn_event {
 
 /* Overflow that user space must show: nothing is ever lost silently. */
 struct drop_counters {
-	__u64 conns_untracked;	/* a connection found no room in the connection map */
+	__u64 conns_untracked;	/* a connection or UDP flow found no room in its map */
 	__u64 events_lost;	/* the events ring buffer was full */
 };
 

@@ -7,24 +7,25 @@ mod strategy;
 pub use strategy::{Strategy, Table};
 
 use std::cell::RefCell;
-use std::fs;
+use std::fs::{self, File};
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Iter, Link, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Iter, Link, ProgramType, RingBuffer, RingBufferBuilder};
 
 use crate::collector::{
     Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
 };
 use crate::procfs::{self, CgroupPaths, SocketOwners};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
+use strategy::counted;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
 unsafe impl plain::Plain for types::conn_info {}
@@ -32,6 +33,8 @@ unsafe impl plain::Plain for types::conn_event {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const CONN_EVENT_CLOSED: u8 = 2;
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -40,7 +43,8 @@ pub struct EbpfCollector {
     strategy: Strategy,
     // Fields drop in order: links and the ring buffer before the object they use.
     _hooks: Vec<Link>,
-    dump: Link,
+    /// The table iterators of the protocols counted: TCP connections, UDP flows.
+    dumps: Vec<Link>,
     ring: RingBuffer<'static>,
     arrived: Rc<RefCell<Vec<types::conn_event>>>,
     skel: TcptopSkel<'static>,
@@ -102,7 +106,8 @@ impl EbpfCollector {
                 Err(e.context(format!("the {strategy} probe strategy cannot run on this kernel")))
             }
             last => {
-                let all: Vec<String> = failures.iter().chain(&last).map(|(s, e)| format!("{s}: {e:#}")).collect();
+                let all: Vec<String> =
+                    failures.iter().chain(&last).map(|(s, e)| format!("{s}: {e:#}")).collect();
                 bail!("no probe strategy works on this kernel ({})", all.join("; "))
             }
         }
@@ -125,8 +130,15 @@ impl EbpfCollector {
             settings.filter_cgroup =
                 procfs::cgroup_id(path).with_context(|| format!("no cgroup directory at {path}"))?;
         }
+        settings.filter_proto = match filters.proto {
+            None => 0,
+            Some(Proto::Tcp) => IPPROTO_TCP,
+            Some(Proto::Udp) => IPPROTO_UDP,
+        };
+        settings.udp_idle_ns = filters.udp_idle.as_nanos().try_into().unwrap_or(u64::MAX);
+        let protos = counted(filters.proto);
         for mut prog in open.open_object_mut().progs_mut() {
-            let load = strategy.loads(&prog.name().to_string_lossy());
+            let load = strategy.loads(&prog.name().to_string_lossy(), protos);
             prog.set_autoload(load);
         }
         for mut map in open.open_object_mut().maps_mut() {
@@ -137,28 +149,46 @@ impl EbpfCollector {
 
         let mut skel = skel;
         let mut hooks = Vec::new();
+        // cgroup hooks attach to the root of the cgroup v2 tree: every process is below it.
+        let mut cgroup_root = None;
         for prog in skel.object_mut().progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
-            if strategy.hooks().contains(&name.as_str()) {
-                hooks.push(prog.attach().with_context(|| format!("attaching {name}"))?);
+            if !protos.iter().any(|&proto| strategy.hooks(proto).contains(&name.as_str())) {
+                continue;
             }
+            let link = if prog.prog_type() == ProgramType::CgroupSockAddr {
+                let root = match &cgroup_root {
+                    Some(root) => root,
+                    None => cgroup_root.insert(open_cgroup_root()?),
+                };
+                prog.attach_cgroup(root.as_raw_fd())
+            } else {
+                prog.attach()
+            };
+            hooks.push(link.with_context(|| format!("attaching {name}"))?);
         }
         let (progs, maps) = (&skel.progs, &skel.maps);
-        let dump = match strategy.table() {
-            Table::SocketStorage => progs.dump_sk_conns.attach_iter(maps.sk_conns.as_fd()),
-            Table::Hash => progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd()),
+        let mut dumps = Vec::new();
+        for proto in protos {
+            let dump = match (proto, strategy.table()) {
+                (Proto::Tcp, Table::SocketStorage) => progs.dump_sk_conns.attach_iter(maps.sk_conns.as_fd()),
+                (Proto::Tcp, Table::Hash) => progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd()),
+                (Proto::Udp, _) => progs.dump_udp_flows.attach_iter(maps.udp_flows.as_fd()),
+            };
+            dumps.push(dump.context("attaching the table iterator")?);
         }
-        .context("attaching the table iterator")?;
         // With the hooks attached, claim the connections that were open before tcptop.
-        let adopt = match strategy.table() {
-            Table::SocketStorage => &progs.adopt_tcp_socks,
-            Table::Hash => &progs.adopt_tcp_socks_hash,
-        };
-        adopt
-            .attach()
-            .and_then(|link| Iter::new(&link))
-            .and_then(|mut iter| iter.read_to_end(&mut Vec::new()).map_err(Into::into))
-            .context("listing the connections open before tcptop")?;
+        if protos.contains(&Proto::Tcp) {
+            let adopt = match strategy.table() {
+                Table::SocketStorage => &progs.adopt_tcp_socks,
+                Table::Hash => &progs.adopt_tcp_socks_hash,
+            };
+            adopt
+                .attach()
+                .and_then(|link| Iter::new(&link))
+                .and_then(|mut iter| iter.read_to_end(&mut Vec::new()).map_err(Into::into))
+                .context("listing the connections open before tcptop")?;
+        }
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -174,7 +204,7 @@ impl EbpfCollector {
         Ok(EbpfCollector {
             strategy,
             _hooks: hooks,
-            dump,
+            dumps,
             ring,
             arrived,
             skel,
@@ -198,6 +228,15 @@ impl EbpfCollector {
             dropped_packets: 0,
         }
     }
+}
+
+/// The cgroup v2 root, where the tracepoint strategy's UDP peer hooks attach.
+fn open_cgroup_root() -> Result<File> {
+    let root = procfs::cgroup2_root().context(
+        "no cgroup v2 hierarchy is mounted, which the UDP hooks of the tracepoint strategy need \
+         (--tcp counts TCP alone without them)",
+    )?;
+    File::open(&root).with_context(|| format!("opening {}", root.display()))
 }
 
 /// Turns the kernel's terse refusals into what the user can act on.
@@ -224,9 +263,11 @@ impl Collector for EbpfCollector {
         self.ring.consume().context("reading connection events")?;
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
         self.dump_buf.clear();
-        Iter::new(&self.dump)
-            .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
-            .context("reading the connection table")?;
+        for dump in &self.dumps {
+            Iter::new(dump)
+                .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
+                .context("reading the connection table")?;
+        }
         let infos: Vec<types::conn_info> = self
             .dump_buf
             .chunks_exact(size_of::<types::conn_info>())
@@ -236,6 +277,7 @@ impl Collector for EbpfCollector {
                 info
             })
             .collect();
+        self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = infos.iter().map(|info| self.conn_from(info)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();
         Ok(Sample { conns, events, overflow: self.overflow() })
@@ -248,6 +290,7 @@ impl Collector for EbpfCollector {
             result => result.context("waiting for connection events")?,
         }
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
+        self.find_owners(raw_events.iter().map(|raw| &raw.info));
         Ok(raw_events.iter().map(|raw| self.event_from(raw)).collect())
     }
 }
@@ -263,6 +306,13 @@ impl EbpfCollector {
             }
         };
         ConnEvent { at: Duration::from_nanos(raw.timestamp_ns), kind, conn: self.conn_from(&raw.info) }
+    }
+
+    /// Scans /proc once for the owners of all the sockets among `infos` that have none yet
+    /// (those that predate tcptop), rather than once per socket.
+    fn find_owners<'a>(&mut self, infos: impl Iterator<Item = &'a types::conn_info> + Clone) {
+        self.owners
+            .lookup(infos.filter(|info| info.pid == 0 && info.sock_ino != 0).map(|info| info.sock_ino));
     }
 
     /// The kernel's record, with what /proc and the cgroup tree add: the owner of a socket
@@ -293,14 +343,15 @@ fn conn_from(info: &types::conn_info) -> Conn {
         SocketAddr::new(ip, port)
     };
     let comm_len = info.comm.iter().position(|&b| b == 0).unwrap_or(info.comm.len());
+    let proto = if info.proto == IPPROTO_UDP { Proto::Udp } else { Proto::Tcp };
     Conn {
         id: info.id,
         pid: (info.pid != 0).then_some(info.pid),
         comm: String::from_utf8_lossy(&info.comm[..comm_len]).into_owned(),
-        proto: Proto::Tcp,
+        proto,
         local: address(&info.laddr, info.lport),
         remote: address(&info.raddr, info.rport),
-        state: Some(TcpState::from_kernel(info.state)),
+        state: (proto == Proto::Tcp).then(|| TcpState::from_kernel(info.state)),
         tx_bytes: info.tx_bytes,
         rx_bytes: info.rx_bytes,
         netns: (info.netns != 0).then_some(info.netns),
@@ -323,8 +374,14 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_addresses_are_shown_as_ipv4() {
-        let mut info =
-            types::conn_info { family: AF_INET6, lport: 80, rport: 5555, state: 1, ..Default::default() };
+        let mut info = types::conn_info {
+            family: AF_INET6,
+            lport: 80,
+            rport: 5555,
+            state: 1,
+            proto: IPPROTO_TCP,
+            ..Default::default()
+        };
         info.laddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         info.raddr = Ipv6Addr::LOCALHOST.octets();
         info.comm[..4].copy_from_slice(b"curl");
@@ -332,5 +389,12 @@ mod tests {
         assert_eq!(conn.local, "127.0.0.1:80".parse().unwrap());
         assert_eq!(conn.remote, "[::1]:5555".parse().unwrap());
         assert_eq!((conn.comm.as_str(), conn.pid, conn.state), ("curl", None, Some(TcpState::Established)));
+    }
+
+    #[test]
+    fn udp_flows_have_no_state() {
+        let info = types::conn_info { family: AF_INET, pid: 7, proto: IPPROTO_UDP, ..Default::default() };
+        let conn = conn_from(&info);
+        assert_eq!((conn.proto, conn.state, conn.pid), (Proto::Udp, None, Some(7)));
     }
 }

@@ -14,6 +14,10 @@ use crate::helpers::{
     Ip, Pair, Watch,
 };
 
+// A file of its own, named `bpf::udp::...` so that the kernel matrix runs it too.
+#[path = "udp.rs"]
+mod udp;
+
 fn write_in_chunks(stream: &mut TcpStream, total: usize, chunk: usize) {
     let data = vec![0x5a; chunk];
     let mut left = total;
