@@ -2,7 +2,7 @@
 /*
  * tcptop's kernel side: exact per-connection byte counters, kept in the kernel.
  *
- * How TCP bytes are counted. Every hook reads the socket's own sequence counters
+ * How TCP bytes are counted. A sample reads the socket's own sequence counters
  * and adds what they advanced since the last sample:
  *   sent     = advance of tcp_sock.write_seq  (bytes the kernel accepted from
  *              send/write/sendfile/splice; sampled only before our FIN is
@@ -13,10 +13,15 @@
  * So the count is what the application wrote and read, whichever hook fires
  * and however often: tcp_cleanup_rbuf reporting a running total twice for one
  * MSG_WAITALL read (bcc issue 5352) or tcp_sendmsg being asked for more than it
- * accepts cannot double count, and a hook that misses a path (sendpage before
- * 6.5, splice reads) is caught up by the next sample. The counters are a
- * compare-and-swap on the last sample plus an atomic add, so two CPUs sampling
- * one socket never count the same bytes twice.
+ * accepts cannot double count, and a path no hook sees (sendpage before 6.5,
+ * splice reads) is caught up by the next sample. Samples are taken where it is
+ * cheap: each time user space reads the table (once per interval), at every
+ * state change and when the socket is destroyed. The send and read hooks, the
+ * hot path, only claim and attribute the connection; they sample only when a
+ * counter ran SAMPLE_DISTANCE ahead, so that the 32-bit difference cannot wrap
+ * between two reads of the table. A sample is a compare-and-swap on the last
+ * sample plus an atomic add, so two CPUs sampling one socket never count the
+ * same bytes twice.
  *
  * How UDP bytes are counted. A flow is one socket and one peer, so an
  * unconnected socket has a flow for each address it talks to. A send or receive
@@ -205,6 +210,18 @@ static __always_inline void advance(__u32 *last_seq, __u64 *total, __u32 seq)
 		__sync_fetch_and_add(total, delta);
 }
 
+/* How far a counter may run ahead of its last sample before a hook samples it:
+ * far below the 2^31 where the signed difference of two sequence numbers breaks,
+ * far above what moves between two reads of the table on most connections. */
+#define SAMPLE_DISTANCE (1u << 30)
+
+/* The hot path's sample: a comparison, and the atomics once per gigabyte. */
+static __always_inline void catch_up(__u32 *last_seq, __u64 *total, __u32 seq)
+{
+	if ((__s32)(seq - *(volatile __u32 *)last_seq) >= (__s32)SAMPLE_DISTANCE)
+		advance(last_seq, total, seq);
+}
+
 /* copied_seq counts the peer's FIN once the reader reaches it: stop there. */
 static __always_inline __u32 read_end(const struct conn *c, __u32 copied_seq)
 {
@@ -275,13 +292,29 @@ static __always_inline __u64 socket_ino(struct sock *sk)
 	return sock ? BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino) : 0;
 }
 
-/* The peer's FIN sets RCV_SHUTDOWN after rcv_nxt has moved past it. */
+/* Notes where the peer's FIN is, once it arrived: rcv_nxt has moved past it. */
 static __always_inline void note_fin(struct conn *c, struct sock *sk)
 {
-	if (c->fin_seen || !(BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN))
+	if (c->fin_seen)
 		return;
 	c->fin_seq = BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt) - 1;
 	c->fin_seen = 1;
+}
+
+/* Whether the peer's FIN has arrived by the time a socket is in `state`. */
+static __always_inline bool fin_received(int state)
+{
+	return state == TCP_CLOSE_WAIT || state == TCP_CLOSING || state == TCP_LAST_ACK;
+}
+
+/* Whether this transition is the peer's FIN arriving. In FIN_WAIT2 the FIN ends the
+ * socket (time-wait, seen as CLOSE) after setting RCV_SHUTDOWN. close() sets that flag
+ * too, so alone it is no FIN, but a closed socket is read no more. */
+static __always_inline bool fin_arrives(struct sock *sk, int old_state, int new_state)
+{
+	return fin_received(new_state) ||
+	       (old_state == TCP_FIN_WAIT2 && new_state == TCP_CLOSE &&
+		(BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN));
 }
 
 /* Gives a new slot its id; true for the one caller that did. */
@@ -305,8 +338,9 @@ static __always_inline bool claim(struct conn *c, struct sock *sk)
 		return false;
 	c->info.proto = IPPROTO_TCP;
 	read_identity(c, sk);
-	note_fin(c, sk);
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (fin_received(state))
+		note_fin(c, sk);
 	c->info.state = state;
 	/* Before the handshake ends the sequence numbers are not set yet. */
 	c->counting = state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE;
@@ -358,7 +392,7 @@ static __always_inline void count_sent(struct conn *c, struct sock *sk, __u64 pi
 		return;
 	attribute(c, pid_tgid);
 	if (c->counting && can_send(state))
-		advance(&c->tx_seq, &c->info.tx_bytes, write_seq);
+		catch_up(&c->tx_seq, &c->info.tx_bytes, write_seq);
 }
 
 /* A read on sk handed `copied` bytes to the reader; copied_seq is after it. */
@@ -371,7 +405,7 @@ static __always_inline void count_received(struct conn *c, struct sock *sk, __u6
 		return;
 	attribute(c, pid_tgid);
 	if (c->counting)
-		advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, copied_seq));
+		catch_up(&c->rx_seq, &c->info.rx_bytes, read_end(c, copied_seq));
 }
 
 /* Which transitions start tracking a connection we have not seen yet. */
@@ -389,7 +423,8 @@ static __always_inline void on_state_change(struct conn *c, struct sock *sk, int
 
 	claim(c, sk);
 	read_identity(c, sk);
-	note_fin(c, sk);
+	if (fin_arrives(sk, old_state, new_state))
+		note_fin(c, sk);
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
 		/* The data phase begins: nothing was written or read yet. */
 		c->tx_seq = BPF_CORE_READ(tp, write_seq);

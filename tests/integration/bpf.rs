@@ -187,6 +187,25 @@ fn short_lived_connection_reports_lifecycle_and_final_bytes() {
     }
 }
 
+/// The reader closes first, before any FIN from its peer: close() marks the socket shut
+/// for reading, which must not be taken for the peer's FIN (that would lose a byte).
+#[test]
+fn closing_before_the_peer_keeps_every_byte_read() {
+    let Some(mut watch) = open_collector(Filters::default()) else { return };
+    for ip in Ip::BOTH {
+        let mut pair = Pair::connect(ip);
+        let (cl, cr) = pair.client_ends();
+        as_traffic(|| {
+            pair.server.write_all(b"done\n").unwrap();
+            read_exactly(&mut pair.client, 5);
+            drop(pair.client);
+        });
+        let client = watch.expect_bytes(cl, cr, 0, 5);
+        assert!(watch.until(|w| w.is_closed(client.id)), "the client end closes");
+        assert_eq!(watch.find(cl, cr).map(|c| (c.tx_bytes, c.rx_bytes)), Some((0, 5)));
+    }
+}
+
 /// A connection opened before the collector is listed at once, with its state and owner
 /// (found in /proc), and counts exactly what comes after the start.
 #[test]
@@ -319,8 +338,11 @@ fn batch_mode_prints_the_connection() {
         return;
     }
     // One long interval, cut short by SIGTERM once the traffic is done: it holds all of it.
-    let mut child = start_tcptop(&["--batch", "3600"]).expect("tcptop starts");
-    let mut pair = Pair::connect(Ip::V4);
+    // Only this port, so that a busy host cannot fill the pipe read after the exit.
+    let listener = Pair::listen(Ip::V4);
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut child = start_tcptop(&["--batch", "--port", &port, "3600"]).expect("tcptop starts");
+    let mut pair = Pair::connect_to(&listener);
     as_traffic(|| {
         pair.client.write_all(&[2; 1234]).unwrap();
         read_exactly(&mut pair.server, 1234);
