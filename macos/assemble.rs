@@ -12,7 +12,6 @@ use crate::collector::{Conn, ConnEvent, EventKind, Family, Filters, Proto, TcpSt
 /// As many connections as the eBPF collector's table holds.
 const MAX_FLOWS: usize = 65_536;
 /// A UDP flow this long without a datagram is over.
-const UDP_IDLE: Duration = Duration::from_secs(60);
 /// A silent TCP connection may be one whose close the capture missed; after this long it
 /// leaves the table.
 const TCP_IDLE: Duration = Duration::from_secs(600);
@@ -150,14 +149,15 @@ impl Assembler {
     }
 
     fn wanted(&self, packet: &Packet) -> bool {
-        let Filters { port, family, .. } = &self.filters;
+        let Filters { port, family, proto, .. } = &self.filters;
+        let proto_ok = proto.is_none_or(|p| packet.proto == p);
         let port_ok = port.is_none_or(|p| packet.src.port() == p || packet.dst.port() == p);
         let family_ok = match family {
             None => true,
             Some(Family::V4) => packet.src.is_ipv4(),
             Some(Family::V6) => packet.src.is_ipv6(),
         };
-        port_ok && family_ok
+        proto_ok && port_ok && family_ok
     }
 
     /// The flow `packet` belongs to, new if need be; `None` for a closed connection's
@@ -231,7 +231,7 @@ impl Assembler {
             .flows
             .iter()
             .filter(|(key, flow)| {
-                let limit = if key.proto == Proto::Udp { UDP_IDLE } else { TCP_IDLE };
+                let limit = if key.proto == Proto::Udp { self.filters.udp_idle } else { TCP_IDLE };
                 flow.closed_at.is_none() && now.saturating_sub(flow.last_seen) >= limit
             })
             .map(|(key, _)| *key)
@@ -542,7 +542,7 @@ mod tests {
         feed(&mut asm, &[datagram(ME, "9.9.9.9:53", 40), datagram("9.9.9.9:53", ME, 200)]);
         let (conn, _) = only_conn(&mut asm);
         assert_eq!((conn.proto, conn.state, conn.tx_bytes, conn.rx_bytes), (Proto::Udp, None, 40, 200));
-        asm.expire(UDP_IDLE + Duration::from_secs(1));
+        asm.expire(Filters::default().udp_idle + Duration::from_secs(1));
         let (conns, events) = asm.sample();
         assert!(conns.is_empty());
         assert_eq!(steps(&events), ["closed"]);
