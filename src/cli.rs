@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     pub port: Option<u16>,
 
-    /// Only connections of processes in this cgroup (a path below /sys/fs/cgroup).
+    /// Only connections of processes in this cgroup (a path below the cgroup v2 root).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<String>,
 
