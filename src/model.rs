@@ -377,7 +377,14 @@ mod tests {
             kind: EventKind::State { old: TcpState::SynSent, new: TcpState::Established },
             conn: conn(2, 0, 0),
         };
-        model.update(Sample { conns: vec![conn(1, 0, 0), conn(2, 0, 0)], events: vec![handshake], ..Sample::default() }, secs(1));
+        model.update(
+            Sample {
+                conns: vec![conn(1, 0, 0), conn(2, 0, 0)],
+                events: vec![handshake],
+                ..Sample::default()
+            },
+            secs(1),
+        );
         assert_eq!(model.row(1).unwrap().event_label(), None);
         assert_eq!(model.row(2).unwrap().event_label(), Some("opened"));
         model.update(live(vec![conn(1, 0, 0), conn(2, 0, 0), conn(3, 0, 0)]), secs(2));

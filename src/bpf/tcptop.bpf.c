@@ -17,11 +17,17 @@
  * splice reads) is caught up by the next sample. Samples are taken where it is
  * cheap: each time user space reads the table (once per interval), at every
  * state change and when the socket is destroyed. The send and read hooks, the
- * hot path, only claim and attribute the connection; they sample only when a
- * counter ran SAMPLE_DISTANCE ahead, so that the 32-bit difference cannot wrap
- * between two reads of the table. A sample is a compare-and-swap on the last
- * sample plus an atomic add, so two CPUs sampling one socket never count the
- * same bytes twice.
+ * hot path, only claim and attribute the connection; they sample only every
+ * SAMPLE_DISTANCE bytes, so that the 32-bit difference cannot wrap between two
+ * reads of the table. A sample is a compare-and-swap on the last sample plus an
+ * atomic add, so two CPUs sampling one socket never count the same bytes twice.
+ *
+ * The hot path makes one helper call, bpf_sk_storage_get: a helper call costs
+ * about as much as the rest of a hook (some 20 ns where returns are mitigated,
+ * as on AMD hosts with Safe RET). So the hooks do not read tcp_sock (its address
+ * takes bpf_skc_to_tcp_sock; the bytes since the last sample are estimated from
+ * what the calls report), and they ask who is calling (pid, comm, cgroup) once
+ * per connection between two reads of the table, not on every call.
  *
  * How UDP bytes are counted. A flow is one socket and one peer, so an
  * unconnected socket has a flow for each address it talks to. A send or receive
@@ -91,8 +97,9 @@ struct conn {
 	__u8 fin_seen;
 	__u8 counting;		/* tx_seq and rx_seq are valid baselines */
 	__u8 ignored;		/* outside the --port / -4 / -6 filters */
-	__u8 pad;
-	__u64 owner;		/* pid_tgid of the thread last seen sending or reading */
+	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
+	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
+	__u32 pad;
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
 };
 
@@ -175,16 +182,29 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
 
+/* The rows of the last read of the table, in user space's memory map; user space sizes
+ * it to the host before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct conn_info);
+} table SEC(".maps");
+
+__u32 table_rows = 0;	/* rows of the current read, in `table` or beyond its end */
+
 /* Whether --tcp / --udp let this protocol through. */
 static __always_inline bool counts(__u8 proto)
 {
 	return !filter_proto || filter_proto == proto;
 }
 
-/* Whether the --pid and --cgroup filters let the current thread's traffic through. */
-static __always_inline bool thread_wanted(__u64 pid_tgid)
+/* Whether the --pid and --cgroup filters let the current thread's traffic through
+ * (without them, the verifier drops the helper calls as dead code). */
+static __always_inline bool thread_wanted(void)
 {
-	return (!filter_pid || pid_tgid >> 32 == filter_pid) &&
+	return (!filter_pid || bpf_get_current_pid_tgid() >> 32 == filter_pid) &&
 	       (!filter_cgroup || bpf_get_current_cgroup_id() == filter_cgroup);
 }
 
@@ -200,26 +220,19 @@ static __always_inline bool reportable(const struct conn *c)
 	       (!filter_cgroup || c->info.cgroup_id == filter_cgroup);
 }
 
+/* How far behind the last sample a reading of a sequence counter can be, when another
+ * CPU sampled between this one's reading and its compare-and-swap: such a reading adds
+ * nothing. Any larger distance is a real advance, up to 4 GiB minus this. */
+#define STALE_LIMIT (1u << 30)
+
 /* Adds the bytes between the last sample and `seq` to `total`, exactly once. */
 static __always_inline void advance(__u32 *last_seq, __u64 *total, __u32 seq)
 {
 	__u32 last = *(volatile __u32 *)last_seq;
-	__s32 delta = seq - last;
+	__u32 delta = seq - last;
 
-	if (delta > 0 && __sync_val_compare_and_swap(last_seq, last, seq) == last)
+	if (delta && delta < -STALE_LIMIT && __sync_val_compare_and_swap(last_seq, last, seq) == last)
 		__sync_fetch_and_add(total, delta);
-}
-
-/* How far a counter may run ahead of its last sample before a hook samples it:
- * far below the 2^31 where the signed difference of two sequence numbers breaks,
- * far above what moves between two reads of the table on most connections. */
-#define SAMPLE_DISTANCE (1u << 30)
-
-/* The hot path's sample: a comparison, and the atomics once per gigabyte. */
-static __always_inline void catch_up(__u32 *last_seq, __u64 *total, __u32 seq)
-{
-	if ((__s32)(seq - *(volatile __u32 *)last_seq) >= (__s32)SAMPLE_DISTANCE)
-		advance(last_seq, total, seq);
 }
 
 /* copied_seq counts the peer's FIN once the reader reaches it: stop there. */
@@ -349,16 +362,23 @@ static __always_inline bool claim(struct conn *c, struct sock *sk)
 	return true;
 }
 
-/* The thread that sends or reads owns the connection (comm is per thread). Only
- * process-context hooks call this: state changes often run in softirq, on whoever's
- * time. */
-static __always_inline void attribute(struct conn *c, __u64 pid_tgid)
+/* Who owns a connection: the thread that first sends or reads on it after each read
+ * of the table (comm is per thread). Asking takes three helper calls, more than the
+ * rest of a hook, so it is asked once per connection and interval, not per call.
+ * Only process-context hooks call this: state changes often run in softirq, on
+ * whoever's time. */
+static __always_inline void name_owner(struct conn *c)
 {
-	if (c->owner != pid_tgid) {
-		c->owner = pid_tgid;
-		c->info.pid = pid_tgid >> 32;
-		c->info.cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(&c->info.comm, sizeof(c->info.comm));
+	c->info.pid = bpf_get_current_pid_tgid() >> 32;
+	c->info.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&c->info.comm, sizeof(c->info.comm));
+}
+
+static __always_inline void attribute(struct conn *c)
+{
+	if (!c->attributed) {
+		c->attributed = 1;
+		name_owner(c);
 	}
 }
 
@@ -381,31 +401,59 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Adds what the sequence counters advanced since the last sample; the socket is, or
+ * was until this moment, in `state`. */
+static __always_inline void sample(struct conn *c, struct sock *sk, int state)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+
+	if (!c->counting)
+		return;
+	c->unsampled = 0;
+	if (can_send(state))
+		advance(&c->tx_seq, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
+	advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
+}
+
+/* How many bytes the hooks let pass before they sample: with one more call of the
+ * largest size (MAX_RW_COUNT, just under 2 GiB) still short of what `advance` takes
+ * as an advance, and far above what moves between two reads of the table on most
+ * connections. */
+#define SAMPLE_DISTANCE (1u << 29)
+
+/* A call moved about `bytes` (tcp_cleanup_rbuf's running totals may say more). This
+ * only decides when to sample, never what is counted, so a lost update between two
+ * CPUs costs nothing and a plain add does. */
+static __always_inline void moved(struct conn *c, struct sock *sk, int bytes)
+{
+	if (bytes <= 0)
+		return;
+	c->unsampled += bytes;
+	if (c->unsampled >= SAMPLE_DISTANCE)
+		sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
+}
+
 /* A send call on sk returned `accepted` (<= 0: nothing); write_seq is after it. */
-static __always_inline void count_sent(struct conn *c, struct sock *sk, __u64 pid_tgid, int accepted,
-				       int state, __u32 write_seq)
+static __always_inline void count_sent(struct conn *c, struct sock *sk, int accepted)
 {
 	/* First sight mid-connection (it predates tcptop): this call's bytes count. */
 	if (claim(c, sk) && accepted > 0)
 		c->tx_seq -= accepted;
 	if (c->ignored)
 		return;
-	attribute(c, pid_tgid);
-	if (c->counting && can_send(state))
-		catch_up(&c->tx_seq, &c->info.tx_bytes, write_seq);
+	attribute(c);
+	moved(c, sk, accepted);
 }
 
 /* A read on sk handed `copied` bytes to the reader; copied_seq is after it. */
-static __always_inline void count_received(struct conn *c, struct sock *sk, __u64 pid_tgid, int copied,
-					   __u32 copied_seq)
+static __always_inline void count_received(struct conn *c, struct sock *sk, int copied)
 {
 	if (claim(c, sk) && copied > 0)
 		c->rx_seq -= copied;
 	if (c->ignored)
 		return;
-	attribute(c, pid_tgid);
-	if (c->counting)
-		catch_up(&c->rx_seq, &c->info.rx_bytes, read_end(c, copied_seq));
+	attribute(c);
+	moved(c, sk, copied);
 }
 
 /* Which transitions start tracking a connection we have not seen yet. */
@@ -430,15 +478,14 @@ static __always_inline void on_state_change(struct conn *c, struct sock *sk, int
 		c->tx_seq = BPF_CORE_READ(tp, write_seq);
 		c->rx_seq = BPF_CORE_READ(tp, copied_seq);
 		c->counting = 1;
-	} else if (c->counting) {
-		/* Last sample before our FIN (or a reset) ends the sending side. */
-		if (can_send(old_state))
-			advance(&c->tx_seq, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
-		advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
+	} else {
+		/* The last sample before our FIN (or a reset) ends the sending side. */
+		sample(c, sk, old_state);
 	}
-	/* connect() runs in the caller's context: the one state change we may attribute. */
+	/* connect() runs in the caller's context: the one state change that may name the
+	 * owner, until the first send or read names the thread that does the talking. */
 	if (new_state == TCP_SYN_SENT)
-		attribute(c, bpf_get_current_pid_tgid());
+		name_owner(c);
 	c->info.state = new_state;
 	emit(c, CONN_EVENT_STATE, old_state, new_state);
 }
@@ -446,9 +493,7 @@ static __always_inline void on_state_change(struct conn *c, struct sock *sk, int
 /* The socket is being freed: report its final totals once. */
 static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 {
-	if (c->counting)
-		advance(&c->rx_seq, &c->info.rx_bytes,
-			read_end(c, BPF_CORE_READ((struct tcp_sock *)sk, copied_seq)));
+	sample(c, sk, TCP_CLOSE);
 	emit(c, CONN_EVENT_CLOSED, c->info.state, TCP_CLOSE);
 }
 
@@ -543,8 +588,8 @@ static __always_inline void claim_flow(struct conn *c, struct sock *sk, const st
 }
 
 /* A UDP send (`sent`) or receive call on sk moved `bytes` of payload to or from `peer`. */
-static __always_inline void count_datagram(struct sock *sk, const struct udp_peer *peer, __u64 pid_tgid,
-					   int bytes, bool sent)
+static __always_inline void count_datagram(struct sock *sk, const struct udp_peer *peer, int bytes,
+					   bool sent)
 {
 	struct udp_flow_key key = { .peer = *peer };
 	struct conn *c;
@@ -557,7 +602,7 @@ static __always_inline void count_datagram(struct sock *sk, const struct udp_pee
 	claim_flow(c, sk, &key);
 	if (c->ignored)
 		return;
-	attribute(c, pid_tgid);
+	attribute(c);
 	/* Before the bytes: a flow with last_ns 0 would look idle to the dump. */
 	c->last_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_add(sent ? &c->info.tx_bytes : &c->info.rx_bytes, bytes);
@@ -568,16 +613,10 @@ static __always_inline void count_datagram(struct sock *sk, const struct udp_pee
 SEC("fexit/tcp_sendmsg")
 int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!thread_wanted(pid_tgid))
-		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || !(c = conn_of_sk(sk, true)))
-		return 0;
-	count_sent(c, sk, pid_tgid, ret, sk->__sk_common.skc_state, tp->write_seq);
+	if (thread_wanted() && (c = conn_of_sk(sk, true)))
+		count_sent(c, sk, ret);
 	return 0;
 }
 
@@ -585,29 +624,22 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 SEC("fentry/tcp_cleanup_rbuf")
 int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!thread_wanted(pid_tgid))
-		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp || !(c = conn_of_sk(sk, true)))
-		return 0;
-	count_received(c, sk, pid_tgid, copied, tp->copied_seq);
+	if (thread_wanted() && (c = conn_of_sk(sk, true)))
+		count_received(c, sk, copied);
 	return 0;
 }
 
 /* A UDP call returned `ret`; the peer is read after it, when msg_name is filled in. */
 static __always_inline void udp_call_returned(struct sock *sk, struct msghdr *msg, int ret, bool sent)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct udp_peer peer = {};
 
-	if (ret <= 0 || sk->sk_protocol != IPPROTO_UDP || !thread_wanted(pid_tgid))
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_UDP || !thread_wanted())
 		return;
 	peer_of_call(&peer, sk, msg);
-	count_datagram(sk, &peer, pid_tgid, ret, sent);
+	count_datagram(sk, &peer, ret, sent);
 }
 
 /* An IPv6 socket's send to an IPv4 peer runs udp_sendmsg inside udpv6_sendmsg:
@@ -655,9 +687,9 @@ int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t le
 
 /* A UDP call on sk ended: takes the peer its cgroup hook left, if it left one for
  * this socket, so that a later call without an address never inherits it. */
-static __always_inline void udp_length(struct sock *sk, __u64 pid_tgid, int ret, bool sent)
+static __always_inline void udp_length(struct sock *sk, int ret, bool sent)
 {
-	__u32 tid = (__u32)pid_tgid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct peer_note *note = bpf_map_lookup_elem(&udp_peers, &tid);
 	struct udp_peer peer = {};
 	bool noted = false;
@@ -671,24 +703,22 @@ static __always_inline void udp_length(struct sock *sk, __u64 pid_tgid, int ret,
 		return;
 	if (!noted)
 		read_peer(sk, sk->__sk_common.skc_family, peer.addr, &peer.port);
-	count_datagram(sk, &peer, pid_tgid, ret, sent);
+	count_datagram(sk, &peer, ret, sent);
 }
 
-/* Both protocols: TCP first, as fast as before; a UDP socket costs the protocol test. */
+/* Both protocols, told apart by sk_protocol (the sockets here are full sockets). */
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!thread_wanted(pid_tgid))
+	if (!thread_wanted())
 		return 0;
-	if (counts(IPPROTO_TCP) && (tp = bpf_skc_to_tcp_sock(sk))) {	/* NULL for non-TCP */
-		if ((c = conn_of_sk(sk, true)))
-			count_sent(c, sk, pid_tgid, ret, sk->__sk_common.skc_state, tp->write_seq);
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		if (counts(IPPROTO_TCP) && (c = conn_of_sk(sk, true)))
+			count_sent(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
-		udp_length(sk, pid_tgid, ret, true);
+		udp_length(sk, ret, true);
 	}
 	return 0;
 }
@@ -696,17 +726,15 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct tcp_sock *tp;
 	struct conn *c;
 
-	if (!thread_wanted(pid_tgid))
+	if (!thread_wanted())
 		return 0;
-	if (counts(IPPROTO_TCP) && (tp = bpf_skc_to_tcp_sock(sk))) {
-		if (!(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
-			count_received(c, sk, pid_tgid, ret, tp->copied_seq);
+	if (sk->sk_protocol == IPPROTO_TCP) {
+		if (counts(IPPROTO_TCP) && !(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
+			count_received(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
-		udp_length(sk, pid_tgid, reads_payload(flags) ? ret : 0, false);
+		udp_length(sk, reads_payload(flags) ? ret : 0, false);
 	}
 	return 0;
 }
@@ -717,11 +745,10 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
  * verifier lets *4 programs read only user_ip4, *6 ones only user_ip6. */
 static __always_inline int note_peer(struct bpf_sock_addr *ctx, bool ipv4)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct peer_note note = {};
 
-	if (ctx->protocol != IPPROTO_UDP || !thread_wanted(pid_tgid))
+	if (ctx->protocol != IPPROTO_UDP || !thread_wanted())
 		return 1;
 	note.sock_cookie = bpf_get_socket_cookie(ctx);
 	if (ipv4) {
@@ -791,11 +818,10 @@ int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 SEC("kprobe/tcp_sendmsg")
 int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 skaddr = (__u64)sk;
 
-	if (!thread_wanted(pid_tgid))
+	if (!thread_wanted())
 		return 0;
 	bpf_map_update_elem(&sendmsg_sockets, &tid, &skaddr, BPF_ANY);
 	return 0;
@@ -804,8 +830,7 @@ int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
 SEC("kretprobe/tcp_sendmsg")
 int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 *skaddr = bpf_map_lookup_elem(&sendmsg_sockets, &tid);
 	struct sock *sk;
 	struct conn *c;
@@ -816,20 +841,17 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 	bpf_map_delete_elem(&sendmsg_sockets, &tid);
 	if (!(c = conn_of_hash(sk, true)))
 		return 0;
-	count_sent(c, sk, pid_tgid, ret, BPF_CORE_READ(sk, __sk_common.skc_state),
-		   BPF_CORE_READ((struct tcp_sock *)sk, write_seq));
+	count_sent(c, sk, ret);
 	return 0;
 }
 
 SEC("kprobe/tcp_cleanup_rbuf")
 int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct conn *c;
 
-	if (!thread_wanted(pid_tgid) || !(c = conn_of_hash(sk, true)))
-		return 0;
-	count_received(c, sk, pid_tgid, copied, BPF_CORE_READ((struct tcp_sock *)sk, copied_seq));
+	if (thread_wanted() && (c = conn_of_hash(sk, true)))
+		count_received(c, sk, copied);
 	return 0;
 }
 
@@ -845,8 +867,7 @@ static __always_inline void udp_call_began(struct sock *sk, struct msghdr *msg, 
 
 static __always_inline void udp_call_ended(int ret, bool sent)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct udp_call *stashed = bpf_map_lookup_elem(&udp_calls, &tid);
 	struct udp_peer peer = {};
 	struct udp_call call;
@@ -858,10 +879,10 @@ static __always_inline void udp_call_ended(int ret, bool sent)
 	bpf_map_delete_elem(&udp_calls, &tid);
 	sk = (struct sock *)call.sk;
 	if (ret <= 0 || !reads_payload(call.flags) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP ||
-	    !thread_wanted(pid_tgid))
+	    !thread_wanted())
 		return;
 	peer_of_call(&peer, sk, (struct msghdr *)call.msg);
-	count_datagram(sk, &peer, pid_tgid, ret, sent);
+	count_datagram(sk, &peer, ret, sent);
 }
 
 /* As for fexit: the udp_sendmsg inside an IPv6 socket's udpv6_sendmsg is not a call of
@@ -986,26 +1007,38 @@ int adopt_tcp_socks_hash(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
-/* ---- reading the table: one read() returns every live connection --------- */
+/* ---- reading the table ---------------------------------------------------- */
+
+/* Puts a connection's row where user space reads it. Rows go into `table`, which user
+ * space maps into its memory, so that a read() of the iterator writes nothing and walks
+ * the whole map at once: a read() that returns data ends at 32 KiB, and the next one
+ * walks the socket-storage map from its bucket's start again (it has one bucket per
+ * CPU), which made a read of many connections quadratic. Rows beyond the table's end,
+ * if the host has grown that much, come through the iterator's output instead. */
+static __always_inline void report(struct seq_file *seq, struct conn *c)
+{
+	struct conn_info *slot;
+	__u32 row;
+
+	/* The next call names the owner for the next interval. */
+	c->attributed = 0;
+	if (!reportable(c))
+		return;
+	/* One reader at a time: tcptop's, which zeroes table_rows before each read. */
+	row = table_rows++;
+	slot = bpf_map_lookup_elem(&table, &row);
+	if (slot)
+		*slot = c->info;
+	else
+		bpf_seq_write(seq, &c->info, sizeof(c->info));
+}
 
 /* A sample at each read of the table, so that bytes moved by a path no hook sees
  * (sendpage before Linux 6.5, splice reads) show within one interval. */
-static __always_inline void sample(struct conn *c, struct sock *sk)
-{
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-
-	if (!c->counting)
-		return;
-	if (can_send(BPF_CORE_READ(sk, __sk_common.skc_state)))
-		advance(&c->tx_seq, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
-	advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
-}
-
 static __always_inline void dump(struct seq_file *seq, struct conn *c, struct sock *sk)
 {
-	sample(c, sk);
-	if (reportable(c))
-		bpf_seq_write(seq, &c->info, sizeof(c->info));
+	sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
+	report(seq, c);
 }
 
 SEC("iter/bpf_sk_storage_map")
@@ -1041,8 +1074,7 @@ int dump_udp_flows(struct bpf_iter__bpf_map_elem *ctx)
 
 	if (!key || !c)
 		return 0;
-	if (reportable(c))
-		bpf_seq_write(ctx->meta->seq, &c->info, sizeof(c->info));
+	report(ctx->meta->seq, c);
 	if (bpf_ktime_get_ns() - c->last_ns > udp_idle_ns) {
 		struct udp_flow_key expired = *key;	/* the helper wants a writable key */
 

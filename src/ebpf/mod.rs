@@ -3,6 +3,7 @@
 
 mod skel;
 mod strategy;
+mod table;
 
 pub use strategy::{Strategy, Table};
 
@@ -26,6 +27,7 @@ use crate::collector::{
 use crate::procfs::{self, CgroupPaths, SocketOwners};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
 use strategy::counted;
+use table::TableView;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
 unsafe impl plain::Plain for types::conn_info {}
@@ -48,6 +50,8 @@ pub struct EbpfCollector {
     ring: RingBuffer<'static>,
     arrived: Rc<RefCell<Vec<types::conn_event>>>,
     skel: TcptopSkel<'static>,
+    table: TableView,
+    /// Rows that did not fit in the table, as the iterators wrote them.
     dump_buf: Vec<u8>,
     owners: SocketOwners,
     cgroups: CgroupPaths,
@@ -145,6 +149,8 @@ impl EbpfCollector {
             let create = strategy.creates(&map.name().to_string_lossy());
             map.set_autocreate(create)?;
         }
+        let table_rows = table::rows_for(procfs::sockets_in_use());
+        open.maps.table.set_max_entries(table_rows)?;
         let skel = open.load().map_err(|e| explain_load_failure(strategy, e.into()))?;
 
         let mut skel = skel;
@@ -201,6 +207,7 @@ impl EbpfCollector {
             0
         })?;
         let ring = builder.build()?;
+        let table = TableView::map(skel.maps.table.as_fd(), table_rows).context("mapping the table")?;
         Ok(EbpfCollector {
             strategy,
             _hooks: hooks,
@@ -208,6 +215,7 @@ impl EbpfCollector {
             ring,
             arrived,
             skel,
+            table,
             dump_buf: Vec::new(),
             owners: SocketOwners::default(),
             cgroups: CgroupPaths::default(),
@@ -218,10 +226,14 @@ impl EbpfCollector {
         self.strategy
     }
 
-    fn overflow(&self) -> Overflow {
-        let bss = self.skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has counters");
-        // SAFETY: the kernel updates this memory-mapped .bss behind the compiler's back.
-        let drops = unsafe { std::ptr::read_volatile(&bss.drops) };
+    /// tcptop.bpf.c's global variables, which the kernel changes behind the compiler's back.
+    fn globals(&mut self) -> &mut types::bss {
+        self.skel.maps.bss_data.as_deref_mut().expect("tcptop.bpf.c has global variables")
+    }
+
+    fn overflow(&mut self) -> Overflow {
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
+        let drops = unsafe { std::ptr::read_volatile(&self.globals().drops) };
         Overflow {
             untracked_conns: drops.conns_untracked,
             lost_events: drops.events_lost,
@@ -262,21 +274,21 @@ impl Collector for EbpfCollector {
         // model keeps its totals until its close event arrives in the next sample.
         self.ring.consume().context("reading connection events")?;
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
+        // SAFETY: writes and reads of memory-mapped .bss, which is always valid.
+        unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
         self.dump_buf.clear();
         for dump in &self.dumps {
             Iter::new(dump)
                 .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
                 .context("reading the connection table")?;
         }
-        let infos: Vec<types::conn_info> = self
-            .dump_buf
-            .chunks_exact(size_of::<types::conn_info>())
-            .map(|record| {
-                let mut info = types::conn_info::default();
-                plain::copy_from_bytes(&mut info, record).expect("records are whole");
-                info
-            })
-            .collect();
+        let rows = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
+        let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
+            let mut info = types::conn_info::default();
+            plain::copy_from_bytes(&mut info, record).expect("records are whole");
+            info
+        });
+        let infos: Vec<types::conn_info> = self.table.rows(rows).chain(overflowed).collect();
         self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = infos.iter().map(|info| self.conn_from(info)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tcptop::collector::{Family, Filters, TcpState};
 
 use crate::helpers::{
-    as_traffic, bpf_allowed, open_collector, selected_strategy_unsupported, start_tcptop, stop_tcptop, tcptop_command,
-    Ip, Pair, Watch,
+    as_traffic, bpf_allowed, open_collector, selected_strategy_unsupported, start_tcptop, stop_tcptop,
+    tcptop_command, Ip, Pair, Watch,
 };
 
 // A file of its own, named `bpf::udp::...` so that the kernel matrix runs it too.

@@ -35,7 +35,10 @@ fn without_privileges_one_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("tcptop: needs root, or the CAP_BPF and CAP_PERFMON capabilities"), "{stderr}");
+    assert!(
+        stderr.starts_with("tcptop: needs root, or the CAP_BPF and CAP_PERFMON capabilities"),
+        "{stderr}"
+    );
     assert!(out.stdout.is_empty());
 }
 

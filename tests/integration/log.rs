@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::helpers::{as_traffic, bpf_allowed, start_tcptop as start, stop_tcptop, tcptop_command as tcptop, Ip, Pair};
+use crate::helpers::{
+    as_traffic, bpf_allowed, start_tcptop as start, stop_tcptop, tcptop_command as tcptop, Ip, Pair,
+};
 
 /// The columns these tests check; the others are ignored.
 #[derive(Debug, Deserialize)]

@@ -38,7 +38,10 @@ impl NetnsPair {
         let [server, client] = &pair.names;
         run(&["ip", "netns", "add", server]);
         run(&["ip", "netns", "add", client]);
-        run(&["ip", "link", "add", "veth-s", "netns", server, "type", "veth", "peer", "name", "veth-c", "netns", client]);
+        run(&[
+            "ip", "link", "add", "veth-s", "netns", server, "type", "veth", "peer", "name", "veth-c",
+            "netns", client,
+        ]);
         for (ns, dev, ip) in [(server, "veth-s", SERVER_IP), (client, "veth-c", CLIENT_IP)] {
             run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/30"), "dev", dev]);
             run(&["ip", "-n", ns, "link", "set", dev, "up"]);
@@ -125,10 +128,16 @@ fn identical_tuples_in_two_namespaces_are_two_connections() {
     let client: SocketAddr = format!("{CLIENT_IP}:40000").parse().unwrap();
     let server: SocketAddr = format!("{SERVER_IP}:5555").parse().unwrap();
     for (pair, bytes) in [(&first, 1_000), (&second, 2_000)] {
-        for (side, (local, remote), tx, rx) in [(1, (client, server), bytes, 0), (0, (server, client), 0, bytes)] {
+        for (side, (local, remote), tx, rx) in
+            [(1, (client, server), bytes, 0), (0, (server, client), 0, bytes)]
+        {
             let netns = NetnsPair::inode(&pair.names[side]);
             assert!(
-                watch.until(|w| w.latest.values().any(|c| c.local == local && c.remote == remote && c.netns == Some(netns) && c.tx_bytes == tx && c.rx_bytes == rx)),
+                watch.until(|w| w.latest.values().any(|c| c.local == local
+                    && c.remote == remote
+                    && c.netns == Some(netns)
+                    && c.tx_bytes == tx
+                    && c.rx_bytes == rx)),
                 "no {local} -> {remote} in netns {netns} with tx {tx} rx {rx}: {:?}",
                 watch.latest.values().filter(|c| c.local == local).collect::<Vec<_>>()
             );
@@ -158,22 +167,34 @@ fn cgroup_filter_keeps_only_that_cgroup() {
     let name = format!("tcptop-test-{}", std::process::id());
     let cgroup = Cgroup { dir: root.join(&name) };
     fs::create_dir(&cgroup.dir).unwrap();
-    let Some(mut watch) = open_collector(Filters { cgroup: Some(name.clone()), ..Filters::default() }) else { return };
+    let Some(mut watch) = open_collector(Filters { cgroup: Some(name.clone()), ..Filters::default() }) else {
+        return;
+    };
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let procs = std::ffi::CString::new(cgroup.dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap();
+    let procs = std::ffi::CString::new(cgroup.dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
+        .unwrap();
     // bash joins the cgroup before exec ("0" moves the writer), so all it does is inside it.
     // Between fork and exec only async-signal-safe calls: open, write, close.
     let join_cgroup = move || {
         let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY) };
         let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         unsafe { libc::close(fd) };
-        if written == 1 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        if written == 1 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     };
     let mut child = unsafe {
         Command::new("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; printf '%0500d' 0 >&3; read -r -u 3 _; exec 3>&-")])
+            .args([
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{port}; printf '%0500d' 0 >&3; read -r -u 3 _; exec 3>&-"
+                ),
+            ])
             .pre_exec(join_cgroup)
             .spawn()
             .expect("bash")
