@@ -1,5 +1,6 @@
 //! Readings from /proc and the kernel: a process's CPU time and peak memory, the whole
-//! machine's busy time, and which tracing BPF programs are loaded.
+//! machine's busy time, which tracing BPF programs are loaded, and whether the kernel times
+//! them.
 
 use std::fs;
 use std::io;
@@ -81,4 +82,10 @@ fn programs_of(pid: u32) -> io::Result<Vec<u32>> {
         );
     }
     Ok(ids)
+}
+
+/// Whether the kernel times every BPF program run (`kernel.bpf_stats_enabled`), which adds
+/// two clock reads to each hook and so to every figure here.
+pub fn bpf_stats_enabled() -> bool {
+    fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() != "0")
 }

@@ -399,6 +399,13 @@ pub fn run(args: Args) -> Result<()> {
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, &args, args.secs)?;
     let bulk = bench.interleaved(&bulk_watchers, Traffic::Bulk, &args, args.secs / 2.0)?;
     let scales = args.scale.iter().map(|&n| bench.scale(n, args.intervals)).collect::<Result<Vec<_>>>()?;
+    if measure::bpf_stats_enabled() {
+        notes.push(
+            "**Disturbed**: kernel.bpf_stats_enabled is on, so the kernel timed every BPF program \
+             run: `sysctl kernel.bpf_stats_enabled=0` and re-run."
+                .into(),
+        );
+    }
     if !bench.others.is_empty() {
         let names: Vec<&str> = bench.others.iter().map(String::as_str).collect();
         notes.push(format!(

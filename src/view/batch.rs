@@ -1,6 +1,8 @@
 //! Batch mode: one timestamped text table per interval, for scripts, logs and tests.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
+use std::ops::Range;
 use std::time::SystemTime;
 
 use crate::model::{ConnRow, Model, Query};
@@ -49,35 +51,53 @@ pub fn write_interval(
     }
     writeln!(out)?;
 
-    let cells: Vec<[String; 7]> = rows.iter().map(|row| cells(row)).collect();
+    // Every cell of every row in one buffer, not a String per cell: a host may have 50,000
+    // rows per interval.
+    let mut text = String::new();
+    let mut lines: Vec<[Range<usize>; 7]> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        lines.push(std::array::from_fn(|column| {
+            let start = text.len();
+            write_cell(&mut text, row, column);
+            start..text.len()
+        }));
+    }
     let mut widths = HEADINGS.map(str::len);
-    for line in &cells {
+    for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.len());
         }
     }
-    write_line(out, &HEADINGS.map(String::from), &widths)?;
-    for line in &cells {
-        write_line(out, line, &widths)?;
+    write_line(out, &HEADINGS, &widths)?;
+    for line in &lines {
+        write_line(out, &line.clone().map(|cell| &text[cell]), &widths)?;
     }
     writeln!(out)
 }
 
-fn cells(row: &ConnRow) -> [String; 7] {
+/// Appends the text of `row`'s cell in `column` (of HEADINGS).
+fn write_cell(text: &mut String, row: &ConnRow, column: usize) {
     let c = &row.conn;
-    [
-        c.pid.map_or_else(|| "-".to_string(), |pid| pid.to_string()),
-        if c.comm.is_empty() { "-".to_string() } else { c.comm.clone() },
-        c.local.to_string(),
-        c.remote.to_string(),
-        c.state.map_or_else(|| "-".to_string(), |s| s.to_string()),
-        row.rx_bytes.to_string(),
-        row.tx_bytes.to_string(),
-    ]
+    // Writing to a String cannot fail.
+    let _ = match column {
+        0 => match c.pid {
+            Some(pid) => write!(text, "{pid}"),
+            None => text.write_str("-"),
+        },
+        1 => text.write_str(if c.comm.is_empty() { "-" } else { &c.comm }),
+        2 => write!(text, "{}", c.local),
+        3 => write!(text, "{}", c.remote),
+        4 => match c.state {
+            Some(state) => write!(text, "{state}"),
+            None => text.write_str("-"),
+        },
+        5 => write!(text, "{}", row.rx_bytes),
+        _ => write!(text, "{}", row.tx_bytes),
+    };
 }
 
 /// Text columns left-aligned, the two byte columns right-aligned.
-fn write_line(out: &mut dyn Write, cells: &[String; 7], widths: &[usize; 7]) -> io::Result<()> {
+fn write_line(out: &mut dyn Write, cells: &[&str; 7], widths: &[usize; 7]) -> io::Result<()> {
     for (i, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         match i {
             0 => write!(out, "{cell:<width$}")?,
