@@ -389,15 +389,13 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => notes.push(format!("Not measured: {}: {e:#}.", yardstick.label())),
         }
     }
-    let mut bulk_watchers = vec![Watcher::Nothing, Watcher::Tcptop(ebpf.clone())];
     watchers.push(Watcher::Tcptop(ebpf));
     if startups.len() > 1 {
-        watchers.push(Watcher::Tcptop(capture.clone()));
-        bulk_watchers.push(Watcher::Tcptop(capture));
+        watchers.push(Watcher::Tcptop(capture));
     }
 
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, &args, args.secs)?;
-    let bulk = bench.interleaved(&bulk_watchers, Traffic::Bulk, &args, args.secs / 2.0)?;
+    let bulk = bench.interleaved(&watchers, Traffic::Bulk, &args, args.secs / 2.0)?;
     let scales = args.scale.iter().map(|&n| bench.scale(n, args.intervals)).collect::<Result<Vec<_>>>()?;
     if measure::bpf_stats_enabled() {
         notes.push(
@@ -417,7 +415,7 @@ pub fn run(args: Args) -> Result<()> {
 
     print_header(&args, &notes);
     print_request_response(&watchers, &request_response, &args);
-    print_bulk(&bulk_watchers, &bulk, &args);
+    print_bulk(&watchers, &bulk, &args);
     print_scale(&scales, args.intervals);
     print_startup(&startups);
     print_targets(&watchers, &request_response, &scales, &startups);

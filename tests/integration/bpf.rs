@@ -11,7 +11,7 @@ use tcptop::collector::{Family, Filters, TcpState};
 
 use crate::helpers::{
     as_traffic, bpf_allowed, open_collector, selected_strategy_unsupported, start_tcptop, stop_tcptop,
-    tcptop_command, Ip, Pair, Watch,
+    tcptop_command, Ip, Pair, Watch, TRAFFIC_COMM,
 };
 
 // A file of its own, named `bpf::udp::...` so that the kernel matrix runs it too.
@@ -254,6 +254,26 @@ fn two_connections_at_once_are_kept_apart() {
     watch.expect_bytes(l, r, 4_000, 0);
     let (l, r) = b.client_ends();
     watch.expect_bytes(l, r, 9_000, 0);
+}
+
+/// The owner shown is the thread that first sends or reads after each read of the table, so
+/// a connection handed to another thread shows that thread from the next interval on.
+#[test]
+fn a_connection_handed_to_another_thread_shows_it_next() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    let mut pair = Pair::connect(Ip::V4);
+    let (cl, cr) = pair.client_ends();
+    pair.client.write_all(&[1; 10]).unwrap();
+    read_exactly(&mut pair.server, 10);
+    assert!(watch.until(|w| w.find(cl, cr).is_some_and(|c| c.tx_bytes == 10)));
+    assert_ne!(watch.find(cl, cr).unwrap().comm, TRAFFIC_COMM, "the test's own thread sent first");
+    as_traffic(|| {
+        pair.client.write_all(&[2; 20]).unwrap();
+        read_exactly(&mut pair.server, 20);
+    });
+    watch.expect_bytes(cl, cr, 30, 0);
 }
 
 /// Traffic that the filters exclude never appears; what they include does.
