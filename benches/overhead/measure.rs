@@ -1,12 +1,13 @@
 //! Readings from /proc and the kernel: a process's CPU time and peak memory, the whole
-//! machine's busy time, which tracing BPF programs are loaded, and whether the kernel times
-//! them.
+//! machine's busy time, which tracing BPF programs are loaded, and how long they ran.
 
 use std::fs;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use libbpf_rs::query::ProgInfoIter;
+use libbpf_rs::libbpf_sys;
+use libbpf_rs::query::{ProgInfoIter, ProgramInfo};
 use libbpf_rs::ProgramType;
 
 /// CPU time of every thread of `pid` so far. schedstat counts nanoseconds, where
@@ -54,19 +55,44 @@ pub fn foreign_tracing_programs(ours: &[u32]) -> io::Result<Vec<String>> {
     for pid in ours {
         own.extend(programs_of(*pid)?);
     }
-    Ok(ProgInfoIter::default()
-        .filter(|p| {
-            matches!(
-                p.ty,
-                ProgramType::Tracing
-                    | ProgramType::Kprobe
-                    | ProgramType::RawTracepoint
-                    | ProgramType::Tracepoint
-            )
-        })
+    Ok(tracing_programs()
         .filter(|p| !own.contains(&p.id))
         .map(|p| p.name.to_string_lossy().into_owned())
         .collect())
+}
+
+/// The BPF programs loaded now that hook kernel functions, tracepoints or iterators.
+fn tracing_programs() -> impl Iterator<Item = ProgramInfo> {
+    ProgInfoIter::default().filter(|p| {
+        matches!(
+            p.ty,
+            ProgramType::Tracing | ProgramType::Kprobe | ProgramType::RawTracepoint | ProgramType::Tracepoint
+        )
+    })
+}
+
+/// How long the tracing BPF programs loaded now have run, in all; the kernel counts only
+/// while its statistics are on (`BpfStats`).
+pub fn bpf_run_time() -> Duration {
+    Duration::from_nanos(tracing_programs().map(|p| p.run_time_ns).sum())
+}
+
+/// While this lives, the kernel times every BPF program run (BPF_ENABLE_STATS), which
+/// costs two clock reads per run: measure throughput without it.
+pub struct BpfStats {
+    _enabled: OwnedFd,
+}
+
+impl BpfStats {
+    pub fn enable() -> io::Result<BpfStats> {
+        // SAFETY: a plain syscall wrapper; it returns a new descriptor or a negative errno.
+        let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+        if fd < 0 {
+            return Err(io::Error::from_raw_os_error(-fd));
+        }
+        // SAFETY: the descriptor is new and nothing else owns it.
+        Ok(BpfStats { _enabled: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
 }
 
 /// Ids of the BPF programs a process holds, from its descriptors' fdinfo (`prog_id:`).

@@ -32,7 +32,7 @@ pub struct Args {
     secs: f64,
 
     /// Interleaved rounds; each runs every configuration once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
 
     /// Connections of the request/response workload.
@@ -83,6 +83,15 @@ enum Watcher {
 }
 
 impl Watcher {
+    /// Whether it attaches BPF programs to the kernel's hooks (the capture backend does not).
+    fn hooks_kernel(&self) -> bool {
+        match self {
+            Watcher::Nothing => false,
+            Watcher::Floor(_) => true,
+            Watcher::Tcptop(flags) => !flags.contains(&"capture"),
+        }
+    }
+
     fn label(&self) -> String {
         match self {
             Watcher::Nothing => "no tcptop".into(),
@@ -197,6 +206,8 @@ struct Run {
     machine_busy: Duration,
     tcptop_cpu: Option<Duration>,
     tcptop_rss: Option<u64>,
+    /// Run time of the BPF programs, when the kernel timed them.
+    bpf_time: Option<Duration>,
 }
 
 impl Run {
@@ -227,21 +238,41 @@ impl Bench {
         Ok(())
     }
 
-    fn measure(&mut self, watcher: &Watcher, traffic: Traffic, conns: usize, secs: f64) -> Result<Run> {
+    /// One run of `watcher` on `traffic`; with `timed`, the kernel times the BPF programs.
+    fn measure(
+        &mut self,
+        watcher: &Watcher,
+        traffic: Traffic,
+        conns: usize,
+        secs: f64,
+        timed: bool,
+    ) -> Result<Run> {
         let watching = self.start(watcher)?;
         let workload = match traffic {
             Traffic::RequestResponse => Workload::request_response(conns)?,
             Traffic::Bulk => Workload::bulk(conns)?,
         };
         thread::sleep(WARM_UP);
+        let stats = timed.then(measure::BpfStats::enable).transpose().context("enabling BPF statistics")?;
         let tcptop_cpu = || watching.tcptop().map(|t| measure::process_cpu(t.pid)).transpose();
-        let (cpu_before, busy_before, done_before, start) =
-            (tcptop_cpu()?, measure::machine_busy()?, workload.totals(), Instant::now());
+        let (cpu_before, busy_before, done_before, bpf_before, start) = (
+            tcptop_cpu()?,
+            measure::machine_busy()?,
+            workload.totals(),
+            measure::bpf_run_time(),
+            Instant::now(),
+        );
         let tcptop_pid = watching.tcptop().map(|t| t.pid);
         self.note_others(tcptop_pid)?;
         thread::sleep(Duration::from_secs_f64(secs));
-        let (done_after, elapsed, busy_after, cpu_after) =
-            (workload.totals(), start.elapsed(), measure::machine_busy()?, tcptop_cpu()?);
+        let (done_after, elapsed, busy_after, cpu_after, bpf_after) = (
+            workload.totals(),
+            start.elapsed(),
+            measure::machine_busy()?,
+            tcptop_cpu()?,
+            measure::bpf_run_time(),
+        );
+        drop(stats);
         let tcptop_rss = watching.tcptop().map(|t| measure::peak_rss(t.pid)).transpose()?;
         workload.stop()?;
         watching.stop()?;
@@ -251,6 +282,7 @@ impl Bench {
             machine_busy: busy_after - busy_before,
             tcptop_cpu: cpu_after.zip(cpu_before).map(|(after, before)| after - before),
             tcptop_rss,
+            bpf_time: timed.then(|| bpf_after.saturating_sub(bpf_before)),
         })
     }
 
@@ -266,10 +298,26 @@ impl Bench {
         for round in 1..=args.rounds {
             for (watcher, runs) in watchers.iter().zip(&mut runs) {
                 eprintln!("overhead: {traffic:?} round {round}/{}: {}", args.rounds, watcher.label());
-                runs.push(self.measure(watcher, traffic, args.conns, secs)?);
+                runs.push(self.measure(watcher, traffic, args.conns, secs, false)?);
             }
         }
         Ok(runs)
+    }
+
+    /// The BPF run time per event of each watcher that hooks the kernel (`None` for the
+    /// others), from one request/response run each with the kernel timing the programs.
+    fn bpf_time_per_event(&mut self, watchers: &[Watcher], args: &Args) -> Result<Vec<Option<f64>>> {
+        let mut times = Vec::new();
+        for watcher in watchers {
+            if !watcher.hooks_kernel() {
+                times.push(None);
+                continue;
+            }
+            eprintln!("overhead: RequestResponse timed by the kernel: {}", watcher.label());
+            let run = self.measure(watcher, Traffic::RequestResponse, args.conns, args.secs, true)?;
+            times.push(run.bpf_time.map(|time| time.as_nanos() as f64 / run.done.calls.max(1) as f64));
+        }
+        Ok(times)
     }
 }
 
@@ -395,6 +443,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, &args, args.secs)?;
+    let bpf_times = bench.bpf_time_per_event(&watchers, &args)?;
     let bulk = bench.interleaved(&watchers, Traffic::Bulk, &args, args.secs / 2.0)?;
     let scales = args.scale.iter().map(|&n| bench.scale(n, args.intervals)).collect::<Result<Vec<_>>>()?;
     if measure::bpf_stats_enabled() {
@@ -414,7 +463,7 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     print_header(&args, &notes);
-    print_request_response(&watchers, &request_response, &args);
+    print_request_response(&watchers, &request_response, &bpf_times, &args);
     print_bulk(&watchers, &bulk, &args);
     print_scale(&scales, args.intervals);
     print_startup(&startups);
@@ -453,7 +502,9 @@ fn print_header(args: &Args, notes: &[String]) {
         "{} interleaved round(s) of every configuration, {} s per run; medians. Loopback TCP; \
          events are send and receive calls (each one runs tcptop's hooks); \"extra CPU per \
          event\" is the whole machine's busy time per event, minus the same without tcptop in \
-         the same round.\n",
+         the same round; \"BPF time per event\" is the hooks' run time as the kernel counts \
+         it (BPF_ENABLE_STATS, in one more run of its own, as the count costs time too) per \
+         event.\n",
         args.rounds, args.secs
     );
     for note in notes {
@@ -462,12 +513,13 @@ fn print_header(args: &Args, notes: &[String]) {
     println!();
 }
 
-fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
+fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], bpf_times: &[Option<f64>], args: &Args) {
     println!("### Request/response: {} connections, {MESSAGE}-byte requests and answers\n", args.conns);
     let rows = watchers
         .iter()
         .zip(all)
-        .map(|(watcher, runs)| {
+        .zip(bpf_times)
+        .map(|((watcher, runs), bpf_time)| {
             let round_trips = median(runs.iter().map(Run::units_per_sec).collect());
             vec![
                 watcher.label(),
@@ -477,6 +529,7 @@ fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
                 thousands(median(runs.iter().map(Run::calls_per_sec).collect())),
                 ratio_to_baseline(runs, &all[0]),
                 extra_cpu_per_event(runs, &all[0]),
+                bpf_time.map_or_else(|| "-".into(), |ns| format!("{ns:.0} ns")),
                 tcptop_cpu(runs),
                 tcptop_rss(runs),
             ]
@@ -490,6 +543,7 @@ fn print_request_response(watchers: &[Watcher], all: &[Vec<Run>], args: &Args) {
             "events/s",
             "vs no tcptop",
             "extra CPU per event",
+            "BPF time per event",
             "tcptop CPU (one core)",
             "tcptop peak RSS",
         ],
@@ -629,10 +683,16 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Throughput relative to the run without tcptop in the same round, median over rounds.
+/// Throughput relative to the run without tcptop in the same round: the median over rounds,
+/// and the lowest and highest, which show how much the machine's noise moves it.
 fn ratio_to_baseline(runs: &[Run], baseline: &[Run]) -> String {
-    let ratios = runs.iter().zip(baseline).map(|(run, none)| run.units_per_sec() / none.units_per_sec());
-    format!("{:.3}", median(ratios.collect()))
+    let ratios: Vec<f64> =
+        runs.iter().zip(baseline).map(|(run, none)| run.units_per_sec() / none.units_per_sec()).collect();
+    if std::ptr::eq(runs, baseline) || ratios.len() < 2 {
+        return format!("{:.3}", median(ratios));
+    }
+    let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(low, high), &r| (low.min(r), high.max(r)));
+    format!("{:.3} ({low:.2}-{high:.2})", median(ratios))
 }
 
 fn extra_cpu_per_event(runs: &[Run], baseline: &[Run]) -> String {
