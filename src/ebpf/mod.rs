@@ -226,6 +226,11 @@ impl EbpfCollector {
         self.strategy
     }
 
+    /// Rows the memory-mapped table holds; more arrive through the iterator's output.
+    pub fn table_rows(&self) -> usize {
+        self.table.capacity()
+    }
+
     /// tcptop.bpf.c's global variables, which the kernel changes behind the compiler's back.
     fn globals(&mut self) -> &mut types::bss {
         self.skel.maps.bss_data.as_deref_mut().expect("tcptop.bpf.c has global variables")

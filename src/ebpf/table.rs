@@ -47,6 +47,10 @@ impl TableView {
         Ok(TableView { rows, capacity })
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Copies of the first `count` rows (at most the whole table).
     pub fn rows(&self, count: usize) -> impl Iterator<Item = conn_info> + '_ {
         // SAFETY: every index is inside the mapping; the kernel writes rows only while our

@@ -1,6 +1,7 @@
 //! tcptop's integration tests: one binary, shared helpers in `helpers`.
-//! Tests that load BPF live in `bpf` (names `bpf::...`, also run in the kernel matrix) and
-//! `ns` (namespaces and cgroups, host only); they need root.
+//! Tests that load BPF live in `bpf` (names `bpf::...`, also run in the kernel matrix), `ns`
+//! (namespaces and cgroups, host only) and `scale` (many connections, host only); they need
+//! root.
 
 mod helpers;
 
@@ -9,4 +10,5 @@ mod capture;
 mod cli;
 mod log;
 mod ns;
+mod scale;
 mod tui;
