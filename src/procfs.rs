@@ -2,7 +2,7 @@
 //! holds a socket inode, and which path a cgroup id names. Cached, and rescanned only
 //! for ids not seen before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -122,6 +122,25 @@ pub fn cgroup_id(path: &str) -> io::Result<u64> {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a cgroup directory"));
     }
     Ok(meta.ino())
+}
+
+/// A file of each network namespace in use other than ours: those processes are in
+/// (/proc/<pid>/ns/net) and those `ip netns` named (/run/netns), which may hold sockets of
+/// threads that entered them and left.
+pub fn other_network_namespaces() -> Vec<PathBuf> {
+    let own = fs::metadata("/proc/self/ns/net").map(|meta| meta.ino());
+    let mut seen: HashSet<u64> = own.into_iter().collect();
+    let processes = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.parse::<u32>().is_ok()))
+        .map(|entry| entry.path().join("ns/net"));
+    let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
+    processes
+        .chain(named)
+        .filter(|path| fs::metadata(path).is_ok_and(|meta| seen.insert(meta.ino())))
+        .collect()
 }
 
 /// Sockets in use, by /proc/net/sockstat's count (of this network namespace on recent

@@ -191,8 +191,8 @@ impl EbpfCollector {
             };
             adopt
                 .attach()
-                .and_then(|link| Iter::new(&link))
-                .and_then(|mut iter| iter.read_to_end(&mut Vec::new()).map_err(Into::into))
+                .map_err(Into::into)
+                .and_then(|link| adopt_in_every_namespace(&link))
                 .context("listing the connections open before tcptop")?;
         }
 
@@ -247,6 +247,46 @@ impl EbpfCollector {
     }
 }
 
+/// Runs an iterator to its end. A read() that visits a million objects without output fails
+/// with EAGAIN, and the next one goes on from there (bpf_seq_read in kernel/bpf/bpf_iter.c).
+fn read_iterator(link: &Link, out: &mut Vec<u8>) -> Result<()> {
+    let mut iter = Iter::new(link)?;
+    loop {
+        match iter.read_to_end(out) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return Ok(result.map(drop)?),
+        }
+    }
+}
+
+/// Runs the iterator that claims the connections open before tcptop in every network
+/// namespace: iter/tcp lists the namespace of the thread that opens it, so this thread enters
+/// each in turn, then returns. A namespace it may not enter (no CAP_SYS_ADMIN) or that is gone
+/// is left out: its connections show at their first send or read.
+fn adopt_in_every_namespace(adopt: &Link) -> Result<()> {
+    read_iterator(adopt, &mut Vec::new())?;
+    let own = File::open("/proc/thread-self/ns/net").context("opening tcptop's network namespace")?;
+    for path in procfs::other_network_namespaces() {
+        let Ok(namespace) = File::open(&path) else { continue };
+        if enter_network_namespace(&namespace).is_err() {
+            continue;
+        }
+        let adopted = read_iterator(adopt, &mut Vec::new());
+        enter_network_namespace(&own).context("returning to tcptop's network namespace")?;
+        adopted.with_context(|| format!("in the network namespace of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Moves this thread into the network namespace `namespace` is a file of.
+fn enter_network_namespace(namespace: &File) -> std::io::Result<()> {
+    // SAFETY: setns only reads the descriptor; a network namespace change affects no memory.
+    if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The cgroup v2 root, where the tracepoint strategy's UDP peer hooks attach.
 fn open_cgroup_root() -> Result<File> {
     let root = procfs::cgroup2_root().context(
@@ -283,9 +323,7 @@ impl Collector for EbpfCollector {
         unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
         self.dump_buf.clear();
         for dump in &self.dumps {
-            Iter::new(dump)
-                .and_then(|mut iter| iter.read_to_end(&mut self.dump_buf).map_err(Into::into))
-                .context("reading the connection table")?;
+            read_iterator(dump, &mut self.dump_buf).context("reading the connection table")?;
         }
         let rows = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
         let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {

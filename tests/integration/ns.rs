@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread;
 
-use tcptop::collector::Filters;
+use tcptop::collector::{Filters, TcpState};
 use tcptop::procfs::cgroup2_root;
 
 use crate::helpers::{as_traffic, open_collector, TRAFFIC_COMM};
@@ -144,6 +144,32 @@ fn identical_tuples_in_two_namespaces_are_two_connections() {
             let conn = watch.latest.values().find(|c| c.local == local && c.netns == Some(netns)).unwrap();
             assert_eq!((conn.pid, conn.comm.as_str()), (Some(std::process::id()), TRAFFIC_COMM));
         }
+    }
+}
+
+/// A connection in another network namespace, open before tcptop starts, is listed at once
+/// with its namespace, state and owner, though no process is in that namespace any more.
+#[test]
+fn connections_in_other_namespaces_are_listed_at_start() {
+    if !crate::helpers::bpf_allowed() {
+        return;
+    }
+    let pair = NetnsPair::new("o");
+    let server_addr: SocketAddr = format!("{SERVER_IP}:5555").parse().unwrap();
+    let listener = NetnsPair::inside(&pair.names[0], || TcpListener::bind(server_addr).unwrap());
+    let client = NetnsPair::inside(&pair.names[1], || TcpStream::connect(server_addr).unwrap());
+    let (server, _) = listener.accept().unwrap();
+    let Some(mut watch) = open_collector(Filters::default()) else { return };
+    watch.poll();
+    for (stream, side) in [(&client, 1), (&server, 0)] {
+        let (local, remote) = (stream.local_addr().unwrap(), stream.peer_addr().unwrap());
+        let netns = NetnsPair::inode(&pair.names[side]);
+        let conn = watch
+            .latest
+            .values()
+            .find(|c| c.local == local && c.remote == remote && c.netns == Some(netns))
+            .unwrap_or_else(|| panic!("{local} -> {remote} in netns {netns} is not listed at start"));
+        assert_eq!((conn.state, conn.pid), (Some(TcpState::Established), Some(std::process::id())));
     }
 }
 
