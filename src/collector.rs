@@ -232,7 +232,8 @@ pub enum EventKind {
 /// A lifecycle event, delivered as it happened rather than sampled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnEvent {
-    /// Monotonic time of the event (CLOCK_MONOTONIC on Linux).
+    /// When the event happened, on the collector's monotonic clock (CLOCK_MONOTONIC for
+    /// eBPF, time since the capture started for capture): only differences mean anything.
     pub at: Duration,
     pub kind: EventKind,
     pub conn: Conn,
