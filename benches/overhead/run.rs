@@ -644,17 +644,20 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
     let ebpf =
         watchers.iter().position(|w| w.label() == "`tcptop -b --probe auto`").expect("always measured");
     let ebpf_runs = &runs[ebpf];
-    let ratio = median(
-        ebpf_runs
-            .iter()
-            .zip(&runs[0])
-            .map(|(run, none)| run.units_per_sec() / none.units_per_sec())
-            .collect(),
-    );
+    let ratio = median(ratios(ebpf_runs, &runs[0]));
     let sendmsg = 2.0 * median(ebpf_runs.iter().map(Run::units_per_sec).collect());
+    // The floor of the same run, to read the ratio against.
+    let floors: Vec<String> = watchers
+        .iter()
+        .zip(runs)
+        .filter(|(watcher, _)| matches!(watcher, Watcher::Floor(y) if *y != Yardstick::StorageTracepoint))
+        .map(|(watcher, floor_runs)| {
+            format!("{} {:.3}", watcher.label(), median(ratios(floor_runs, &runs[0])))
+        })
+        .collect();
     check(
         "request/response with eBPF >= 97% of no tcptop, at >= 100k sendmsg/s",
-        format!("{:.3} at {} sendmsg/s", ratio, thousands(sendmsg)),
+        format!("{:.3} at {} sendmsg/s ({})", ratio, thousands(sendmsg), floors.join(", ")),
         ratio >= 0.97 && sendmsg >= 100_000.0,
     );
     let share = median(ebpf_runs.iter().filter_map(Run::tcptop_core_share).collect());
@@ -683,11 +686,15 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Each round's throughput relative to the run without tcptop in that round.
+fn ratios(runs: &[Run], baseline: &[Run]) -> Vec<f64> {
+    runs.iter().zip(baseline).map(|(run, none)| run.units_per_sec() / none.units_per_sec()).collect()
+}
+
 /// Throughput relative to the run without tcptop in the same round: the median over rounds,
 /// and the lowest and highest, which show how much the machine's noise moves it.
 fn ratio_to_baseline(runs: &[Run], baseline: &[Run]) -> String {
-    let ratios: Vec<f64> =
-        runs.iter().zip(baseline).map(|(run, none)| run.units_per_sec() / none.units_per_sec()).collect();
+    let ratios = ratios(runs, baseline);
     if std::ptr::eq(runs, baseline) || ratios.len() < 2 {
         return format!("{:.3}", median(ratios));
     }

@@ -88,17 +88,18 @@ __u64 last_conn_id = 0;
 /* Instances only so that the skeleton generates these ring-buffer types. */
 struct conn_event unused_conn_event = {};
 
-/* What the kernel keeps per connection. */
+/* What the kernel keeps per connection. The fields every send and read looks at come
+ * first, with the id at the start of info, so that a hook touches one cache line. */
 struct conn {
+	__u8 ignored;		/* outside the --port / -4 / -6 filters */
+	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
+	__u8 counting;		/* tx_seq and rx_seq are valid baselines */
+	__u8 fin_seen;
+	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
 	struct conn_info info;
 	__u32 tx_seq;		/* write_seq at the last send sample */
 	__u32 rx_seq;		/* copied_seq (capped at the FIN) at the last read sample */
 	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
-	__u8 fin_seen;
-	__u8 counting;		/* tx_seq and rx_seq are valid baselines */
-	__u8 ignored;		/* outside the --port / -4 / -6 filters */
-	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
-	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
 	__u32 pad;
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
 };
