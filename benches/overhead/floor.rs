@@ -1,5 +1,5 @@
 //! Yardsticks (floor.bpf.c): empty BPF programs on the hooks a tcptop strategy counts on (the
-//! floor), and a bare per-socket counter on them. Compiled here at run time so that the
+//! floor), one helper call on them, and a bare per-socket counter on them. Compiled here at run time so that the
 //! product's build stays free of benchmark code.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ pub enum Yardstick {
     EmptyFentry,
     /// Empty programs on tp_btf/sock_send_length and tp_btf/sock_recv_length.
     EmptyTracepoint,
+    /// One helper call (bpf_get_current_pid_tgid) on the tracepoint strategy's hooks.
+    HelperTracepoint,
     /// A call counter in socket-local storage, on the tracepoint strategy's hooks.
     StorageTracepoint,
 }
@@ -26,6 +28,7 @@ impl Yardstick {
         match self {
             Yardstick::EmptyFentry => "empty_fentry_",
             Yardstick::EmptyTracepoint => "empty_tracepoint_",
+            Yardstick::HelperTracepoint => "helper_tracepoint_",
             Yardstick::StorageTracepoint => "storage_tracepoint_",
         }
     }
@@ -34,6 +37,7 @@ impl Yardstick {
         match self {
             Yardstick::EmptyFentry => "floor: empty fentry programs",
             Yardstick::EmptyTracepoint => "floor: empty tracepoint programs",
+            Yardstick::HelperTracepoint => "yardstick: one helper call (tracepoint)",
             Yardstick::StorageTracepoint => "reference: a counter in socket storage (tracepoint)",
         }
     }

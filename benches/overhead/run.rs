@@ -431,7 +431,12 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let mut watchers = vec![Watcher::Nothing];
-    for yardstick in [Yardstick::EmptyFentry, Yardstick::EmptyTracepoint, Yardstick::StorageTracepoint] {
+    for yardstick in [
+        Yardstick::EmptyFentry,
+        Yardstick::EmptyTracepoint,
+        Yardstick::HelperTracepoint,
+        Yardstick::StorageTracepoint,
+    ] {
         match Floor::attach(&bench.floor_object, yardstick) {
             Ok(_) => watchers.push(Watcher::Floor(yardstick)),
             Err(e) => notes.push(format!("Not measured: {}: {e:#}.", yardstick.label())),
@@ -650,7 +655,9 @@ fn print_targets(watchers: &[Watcher], runs: &[Vec<Run>], scales: &[Scale], star
     let floors: Vec<String> = watchers
         .iter()
         .zip(runs)
-        .filter(|(watcher, _)| matches!(watcher, Watcher::Floor(y) if *y != Yardstick::StorageTracepoint))
+        .filter(|(watcher, _)| {
+            matches!(watcher, Watcher::Floor(Yardstick::EmptyFentry | Yardstick::EmptyTracepoint))
+        })
         .map(|(watcher, floor_runs)| {
             format!("{} {:.3}", watcher.label(), median(ratios(floor_runs, &runs[0])))
         })
