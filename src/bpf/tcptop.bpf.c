@@ -427,18 +427,18 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
  * CPUs costs nothing and a plain add does. */
 static __always_inline void moved(struct conn *c, struct sock *sk, int bytes)
 {
-	if (bytes <= 0)
-		return;
 	c->unsampled += bytes;
 	if (c->unsampled >= SAMPLE_DISTANCE)
 		sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
 }
 
-/* A send call on sk returned `accepted` (<= 0: nothing); write_seq is after it. */
+/* A send call on sk accepted `accepted` > 0 bytes; write_seq is after it. Calls that
+ * moved nothing (EAGAIN, errors) are left out before the storage lookup: they change
+ * no count, and non-blocking servers make many. */
 static __always_inline void count_sent(struct conn *c, struct sock *sk, int accepted)
 {
 	/* First sight mid-connection (it predates tcptop): this call's bytes count. */
-	if (claim(c, sk) && accepted > 0)
+	if (claim(c, sk))
 		c->tx_seq -= accepted;
 	if (c->ignored)
 		return;
@@ -446,10 +446,10 @@ static __always_inline void count_sent(struct conn *c, struct sock *sk, int acce
 	moved(c, sk, accepted);
 }
 
-/* A read on sk handed `copied` bytes to the reader; copied_seq is after it. */
+/* A read on sk handed `copied` > 0 bytes to the reader; copied_seq is after it. */
 static __always_inline void count_received(struct conn *c, struct sock *sk, int copied)
 {
-	if (claim(c, sk) && copied > 0)
+	if (claim(c, sk))
 		c->rx_seq -= copied;
 	if (c->ignored)
 		return;
@@ -616,7 +616,7 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 {
 	struct conn *c;
 
-	if (thread_wanted() && (c = conn_of_sk(sk, true)))
+	if (ret > 0 && thread_wanted() && (c = conn_of_sk(sk, true)))
 		count_sent(c, sk, ret);
 	return 0;
 }
@@ -627,7 +627,7 @@ int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
 
-	if (thread_wanted() && (c = conn_of_sk(sk, true)))
+	if (copied > 0 && thread_wanted() && (c = conn_of_sk(sk, true)))
 		count_received(c, sk, copied);
 	return 0;
 }
@@ -716,7 +716,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (counts(IPPROTO_TCP) && (c = conn_of_sk(sk, true)))
+		if (counts(IPPROTO_TCP) && ret > 0 && (c = conn_of_sk(sk, true)))
 			count_sent(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, ret, true);
@@ -732,7 +732,7 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (counts(IPPROTO_TCP) && !(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
+		if (counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
 			count_received(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
@@ -840,7 +840,7 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 		return 0;
 	sk = (struct sock *)*skaddr;
 	bpf_map_delete_elem(&sendmsg_sockets, &tid);
-	if (!(c = conn_of_hash(sk, true)))
+	if (ret <= 0 || !(c = conn_of_hash(sk, true)))
 		return 0;
 	count_sent(c, sk, ret);
 	return 0;
@@ -851,7 +851,7 @@ int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
 
-	if (thread_wanted() && (c = conn_of_hash(sk, true)))
+	if (copied > 0 && thread_wanted() && (c = conn_of_hash(sk, true)))
 		count_received(c, sk, copied);
 	return 0;
 }
