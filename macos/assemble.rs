@@ -11,7 +11,6 @@ use crate::collector::{Conn, ConnEvent, EventKind, Family, Filters, Proto, TcpSt
 
 /// As many connections as the eBPF collector's table holds.
 const MAX_FLOWS: usize = 65_536;
-/// A UDP flow this long without a datagram is over.
 /// A silent TCP connection may be one whose close the capture missed; after this long it
 /// leaves the table.
 const TCP_IDLE: Duration = Duration::from_secs(600);

@@ -38,11 +38,7 @@ impl SocketOwners {
 /// Every socket inode open in any process, with the first process found holding it.
 pub fn scan_socket_owners() -> HashMap<u64, Owner> {
     let mut owners = HashMap::new();
-    let Ok(procs) = fs::read_dir("/proc") else { return owners };
-    for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
-            continue;
-        };
+    for (pid, entry) in processes() {
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
         let mut comm = None;
         for fd in fds.flatten() {
@@ -56,6 +52,12 @@ pub fn scan_socket_owners() -> HashMap<u64, Owner> {
         }
     }
     owners
+}
+
+/// Every process's pid and /proc directory.
+fn processes() -> impl Iterator<Item = (u32, fs::DirEntry)> {
+    let entries = fs::read_dir("/proc").into_iter().flatten().flatten();
+    entries.filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry)))
 }
 
 /// The inode of an fd link target such as `socket:[12345]`.
@@ -130,45 +132,44 @@ pub fn cgroup_id(path: &str) -> io::Result<u64> {
 pub fn other_network_namespaces() -> Vec<PathBuf> {
     let own = fs::metadata("/proc/self/ns/net").map(|meta| meta.ino());
     let mut seen: HashSet<u64> = own.into_iter().collect();
-    let processes = fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|entry| entry.file_name().to_str().is_some_and(|name| name.parse::<u32>().is_ok()))
-        .map(|entry| entry.path().join("ns/net"));
+    let in_use = processes().map(|(_, entry)| entry.path().join("ns/net"));
     let named = fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|entry| entry.path());
-    processes
-        .chain(named)
-        .filter(|path| fs::metadata(path).is_ok_and(|meta| seen.insert(meta.ino())))
-        .collect()
+    in_use.chain(named).filter(|path| fs::metadata(path).is_ok_and(|meta| seen.insert(meta.ino()))).collect()
 }
 
-/// Sockets in use, by /proc/net/sockstat's count (of this network namespace on recent
-/// kernels); 0 if it cannot be read.
+/// Sockets in use, by /proc/net/sockstat: the larger of this namespace's sockets and the TCP
+/// sockets of every namespace (`alloc` is a count of the whole host); 0 if it cannot be read.
 pub fn sockets_in_use() -> u64 {
     let sockstat = fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
-    sockets_used(&sockstat).unwrap_or(0)
+    sockets_used(&sockstat)
 }
 
-/// The `sockets: used N` line of a sockstat file.
-fn sockets_used(sockstat: &str) -> Option<u64> {
-    sockstat.lines().find_map(|line| line.strip_prefix("sockets: used ")?.trim().parse().ok())
+fn sockets_used(sockstat: &str) -> u64 {
+    let count = |prefix: &str, field: &str| {
+        let line = sockstat.lines().find_map(|line| line.strip_prefix(prefix))?;
+        let mut words = line.split_whitespace().skip_while(|&word| word != field);
+        words.nth(1)?.parse::<u64>().ok()
+    };
+    count("sockets:", "used").max(count("TCP:", "alloc")).unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn sockstat_names_the_sockets_in_use() {
         let sockstat = "sockets: used 4312\nTCP: inuse 10 orphan 0 tw 2 alloc 12 mem 3\n";
-        assert_eq!(sockets_used(sockstat), Some(4312));
-        assert_eq!(sockets_used("TCP: inuse 10\n"), None);
+        assert_eq!(sockets_used(sockstat), 4312);
+        // Another namespace's view: few sockets here, many TCP sockets on the host.
+        let sockstat = "sockets: used 7\nTCP: inuse 1 orphan 0 tw 0 alloc 50020 mem 3\n";
+        assert_eq!(sockets_used(sockstat), 50_020);
+        assert_eq!(sockets_used("UDP: inuse 10\n"), 0);
         let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(sockets_in_use() > 0);
     }
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn socket_inode_parses_fd_link_targets() {

@@ -588,15 +588,13 @@ static __always_inline void claim_flow(struct conn *c, struct sock *sk, const st
 	apply_filters(c);
 }
 
-/* A UDP send (`sent`) or receive call on sk moved `bytes` of payload to or from `peer`. */
+/* A UDP send (`sent`) or receive call on sk moved `bytes` > 0 of payload to or from `peer`. */
 static __always_inline void count_datagram(struct sock *sk, const struct udp_peer *peer, int bytes,
 					   bool sent)
 {
 	struct udp_flow_key key = { .peer = *peer };
 	struct conn *c;
 
-	if (bytes <= 0)
-		return;
 	key.sock_ino = socket_ino(sk);
 	if (!(c = conn_in(&udp_flows, &key, true)))
 		return;
