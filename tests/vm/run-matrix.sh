@@ -213,16 +213,26 @@ fi
 # "FAIL <secs> exit=N", or "FAIL <secs> timeout" / "no-exit-line".
 
 run_vm() {
-    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc status
-    set +e
-    timeout --kill-after=10 "$vm_timeout" qemu-system-x86_64 \
-        -accel tcg,thread=multi -cpu max -m 1G -smp "$smp" \
-        -no-user-config -nodefaults -display none -serial stdio -no-reboot \
-        -kernel "$cache/$k/kernel" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")" \
-        </dev/null >"$log" 2>&1
-    rc=$?
-    set -e
+    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc status boot
+    # A guest that dies before its tests start (software emulation now and then crashes a
+    # booting kernel, e.g. an int3 while it patches its own code) is booted once more; a
+    # run whose tests started is never repeated.
+    for boot in 1 2; do
+        set +e
+        timeout --kill-after=10 "$vm_timeout" qemu-system-x86_64 \
+            -accel tcg,thread=multi -cpu max -m 1G -smp "$smp" \
+            -no-user-config -nodefaults -display none -serial stdio -no-reboot \
+            -kernel "$cache/$k/kernel" -initrd "$initrd" \
+            -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")" \
+            </dev/null >"$log" 2>&1
+        rc=$?
+        set -e
+        if grep -q 'TCPTOP-VM-START' "$log" || ((boot == 2)); then
+            break
+        fi
+        mv "$log" "$log.boot1"
+        log "$k/$s: the guest died before its tests started ($log.boot1); booting it again"
+    done
     status=$(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-VM-EXIT=\([0-9]*\)$/\1/p' | tail -n1)
     if [[ -z $status ]]; then
         if ((rc == 124 || rc == 137)); then
