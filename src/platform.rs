@@ -54,10 +54,6 @@ fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collecto
     use crate::ebpf::{preflight, EbpfCollector, Strategy};
 
     preflight()?;
-    if !args.verbose {
-        // libbpf explains each refused strategy at length; `-v` shows that, auto mode need not.
-        libbpf_rs::set_print(None);
-    }
     let strategies: &[Strategy] = match args.probe {
         Probe::Auto => &Strategy::AUTO_ORDER,
         Probe::Fentry => &[Strategy::Fentry],

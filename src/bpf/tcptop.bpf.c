@@ -19,8 +19,9 @@
  * state change and when the socket is destroyed. The send and read hooks, the
  * hot path, only claim and attribute the connection; they sample only every
  * SAMPLE_DISTANCE bytes, so that the 32-bit difference cannot wrap between two
- * reads of the table. A sample is a compare-and-swap on the last sample plus an
- * atomic add, so two CPUs sampling one socket never count the same bytes twice.
+ * reads of the table. A sample stores the counter's advance since the connection's
+ * base (see `advance`), so two CPUs sampling one socket never count the same bytes
+ * twice, with no atomics (which Linux before 5.12 lacks).
  *
  * The hot path makes one helper call, bpf_sk_storage_get: a helper call costs
  * about as much as the rest of a hook (some 20 ns where returns are mitigated,
@@ -38,8 +39,9 @@
  * does not ask who sent (recv, read). A flow idle for longer than udp_idle_ns is
  * reported once more by the table dump, then deleted.
  *
- * Three attach strategies run the same handlers; user space loads the first
- * that loads and attaches (src/ebpf/strategy.rs names the programs of each):
+ * Three sets of counting hooks run the same handlers; user space chooses them, and
+ * each other part (where TCP state lives, how the table is read, the UDP hooks),
+ * by what this kernel loads and attaches (src/ebpf/plan.rs):
  *   fentry:     fexit/tcp_sendmsg, fentry/tcp_cleanup_rbuf, tp_btf state hooks;
  *               fexit/udp{,v6}_{send,recv}msg
  *   kprobe:     kprobe+kretprobe/tcp_sendmsg, kprobe/tcp_cleanup_rbuf, raw_tp
@@ -49,15 +51,18 @@
  *               protocols), tp_btf state hooks; as these tracepoints do not
  *               carry a UDP peer, cgroup/{send,recv}msg{4,6}, which run in the
  *               same call, leave it per thread
- * BTF-typed programs (fentry, tp_btf) keep per-connection state in socket-local
- * storage and read the hot fields directly; kprobe and raw_tp programs may not
- * use socket storage, so they key a hash map by the socket's address. UDP flows,
- * several per socket, live in a hash keyed by socket and peer in every strategy.
+ * BTF-typed programs (fentry, tp_btf, iterators) keep per-connection state in
+ * socket-local storage from Linux 5.11; kprobe and raw_tp programs may not use
+ * it, so they (and all on older kernels) key a hash map by the socket's address
+ * (`conns_in_hash`). UDP flows, several per socket, live in a hash keyed by
+ * socket and peer for every plan. The table is read by a map iterator, or where
+ * the kernel refuses those, by iter/tcp in each network namespace (UDP flows are
+ * then read from user space).
  *
- * To add a probe: write a SEC() program that finds the connection (conn_of_sk
- * or conn_of_hash) and calls one of the handlers below (count_sent,
- * count_received, on_state_change, on_destroy; count_datagram for UDP), then
- * list it under its strategy in src/ebpf/strategy.rs.
+ * To add a probe: write a SEC() program that finds the connection (conn_of) and
+ * calls one of the handlers below (count_sent, count_received, on_state_change,
+ * destroyed; count_datagram for UDP), then list it with its part in
+ * src/ebpf/plan.rs.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -82,40 +87,21 @@ const volatile __u64 filter_cgroup = 0;	/* cgroup v2 id (the cgroup directory's 
 const volatile __u8 filter_proto = 0;	/* IPPROTO_TCP or IPPROTO_UDP */
 const volatile __u64 udp_idle_ns = 10000000000;	/* a UDP flow this long without a datagram is over */
 
+/* The plan: which of its ways each part of this file uses on this kernel, chosen by user
+ * space before load (src/ebpf/plan.rs). The verifier drops the branches not taken, so a
+ * program may name a helper or map that this kernel refuses in a branch it never takes. */
+const volatile bool conns_in_hash = false;	/* TCP state in hash_conns, not socket storage */
+const volatile bool has_atomic_fetch = true;	/* fetching atomics and CAS (Linux 5.12+) */
+const volatile bool tracepoints_count_tcp = true;	/* sock_*_length count TCP as well as UDP */
+
 struct drop_counters drops = {};
 __u64 last_conn_id = 0;
 
-/* Instances only so that the skeleton generates these ring-buffer types. */
+/* Instances only so that the skeleton generates these types, which user space reads from
+ * the ring buffer and the UDP flow map. */
 struct conn_event unused_conn_event = {};
-
-/* What the kernel keeps per connection. The fields every send and read looks at come
- * first, with the id at the start of info, so that a hook touches one cache line. */
-struct conn {
-	__u8 ignored;		/* outside the --port / -4 / -6 filters */
-	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
-	__u8 counting;		/* tx_seq and rx_seq are valid baselines */
-	__u8 fin_seen;
-	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
-	struct conn_info info;
-	__u32 tx_seq;		/* write_seq at the last send sample */
-	__u32 rx_seq;		/* copied_seq (capped at the FIN) at the last read sample */
-	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
-	__u32 pad;
-	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
-};
-
-/* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4
- * peer as ::ffff:a.b.c.d, as the kernel itself reports it to such a socket. */
-struct udp_peer {
-	__u8 addr[16];		/* IPv4 uses the first 4 bytes */
-	__u16 port;		/* host byte order */
-	__u16 pad[3];
-};
-
-struct udp_flow_key {
-	__u64 sock_ino;		/* the socket's inode: unique while it lives, unlike its address */
-	struct udp_peer peer;
-};
+struct conn unused_conn = {};
+struct udp_flow_key unused_udp_flow_key = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -124,9 +110,10 @@ struct {
 	__type(value, struct conn);
 } sk_conns SEC(".maps");
 
+/* Preallocated, as every hash here: one allocated at run time in a kprobe or raw_tp program
+ * makes Linux before 5.13 print a WARNING and taint itself (and panic with panic_on_warn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64);	/* the socket's kernel address */
 	__type(value, struct conn);
@@ -143,7 +130,6 @@ struct {
 /* UDP flows, for every strategy: a socket has one per peer. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct udp_flow_key);
 	__type(value, struct conn);
@@ -221,19 +207,23 @@ static __always_inline bool reportable(const struct conn *c)
 	       (!filter_cgroup || c->info.cgroup_id == filter_cgroup);
 }
 
-/* How far behind the last sample a reading of a sequence counter can be, when another
- * CPU sampled between this one's reading and its compare-and-swap: such a reading adds
+/* How far behind the total a reading of a sequence counter can be, when another CPU
+ * stored a newer total between this one's reading and its store: such a reading adds
  * nothing. Any larger distance is a real advance, up to 4 GiB minus this. */
 #define STALE_LIMIT (1u << 30)
 
-/* Adds the bytes between the last sample and `seq` to `total`, exactly once. */
-static __always_inline void advance(__u32 *last_seq, __u64 *total, __u32 seq)
+/* Brings `total` up to the sequence counter's reading `seq`: the total is the counter's
+ * advance since `base`, its 32-bit difference extended by what the total already holds.
+ * A store, not an add: two CPUs sampling at once each store a count that was true at their
+ * reading, so the same bytes are never counted twice and no atomics are needed; a stale
+ * store that lands last is corrected by the next sample (user space keeps the largest). */
+static __always_inline void advance(__u32 base, __u64 *total, __u32 seq)
 {
-	__u32 last = *(volatile __u32 *)last_seq;
-	__u32 delta = seq - last;
+	__u64 counted = *(volatile __u64 *)total;
+	__u32 delta = seq - base - (__u32)counted;
 
-	if (delta && delta < -STALE_LIMIT && __sync_val_compare_and_swap(last_seq, last, seq) == last)
-		__sync_fetch_and_add(total, delta);
+	if (delta && delta < -STALE_LIMIT)
+		*(volatile __u64 *)total = counted + delta;
 }
 
 /* copied_seq counts the peer's FIN once the reader reaches it: stop there. */
@@ -331,15 +321,28 @@ static __always_inline bool fin_arrives(struct sock *sk, int old_state, int new_
 		(BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN));
 }
 
-/* Gives a new slot its id; true for the one caller that did. */
+/* Orders the stores before it before the ones after it, for the compiler; the CPUs tcptop
+ * runs on keep stores in order (x86) or see them through the fully ordered CAS that
+ * published the slot (arm64). */
+#define barrier() asm volatile("" ::: "memory")
+
+/* Gives a new slot its id; true for the one caller that did. Before Linux 5.12 there is no
+ * fetching atomic: the id is 64 random bits (two alike among a million connections: about
+ * one chance in 3 * 10^7), and two CPUs claiming one new slot at once may both think they
+ * did, which costs a row that leaves at the next read of the table, never a byte. */
 static __always_inline bool take_id(struct conn *c)
 {
 	__u64 id;
 
 	if (c->info.id)
 		return false;
-	id = __sync_fetch_and_add(&last_conn_id, 1) + 1;
-	return __sync_val_compare_and_swap(&c->info.id, 0, id) == 0;
+	if (has_atomic_fetch) {
+		id = __sync_fetch_and_add(&last_conn_id, 1) + 1;
+		return __sync_val_compare_and_swap(&c->info.id, 0, id) == 0;
+	}
+	id = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+	c->info.id = id ?: 1;
+	return true;
 }
 
 /* Gives a new slot its id, tuple and baselines; true for the one caller that did. */
@@ -356,10 +359,13 @@ static __always_inline bool claim(struct conn *c, struct sock *sk)
 	if (fin_received(state))
 		note_fin(c, sk);
 	c->info.state = state;
-	/* Before the handshake ends the sequence numbers are not set yet. */
+	c->tx_base = BPF_CORE_READ(tp, write_seq);
+	c->rx_base = read_end(c, BPF_CORE_READ(tp, copied_seq));
+	/* Published after the bases: a table read on another CPU that sees `counting` must
+	 * not sample against a base of 0. Before the handshake ends the sequence numbers are
+	 * not set yet. */
+	barrier();
 	c->counting = state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE;
-	c->tx_seq = BPF_CORE_READ(tp, write_seq);
-	c->rx_seq = read_end(c, BPF_CORE_READ(tp, copied_seq));
 	return true;
 }
 
@@ -412,8 +418,8 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 		return;
 	c->unsampled = 0;
 	if (can_send(state))
-		advance(&c->tx_seq, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
-	advance(&c->rx_seq, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
+		advance(c->tx_base, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
+	advance(c->rx_base, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
 }
 
 /* How many bytes the hooks let pass before they sample: with one more call of the
@@ -439,7 +445,7 @@ static __always_inline void count_sent(struct conn *c, struct sock *sk, int acce
 {
 	/* First sight mid-connection (it predates tcptop): this call's bytes count. */
 	if (claim(c, sk))
-		c->tx_seq -= accepted;
+		c->tx_base -= accepted;
 	if (c->ignored)
 		return;
 	attribute(c);
@@ -450,7 +456,7 @@ static __always_inline void count_sent(struct conn *c, struct sock *sk, int acce
 static __always_inline void count_received(struct conn *c, struct sock *sk, int copied)
 {
 	if (claim(c, sk))
-		c->rx_seq -= copied;
+		c->rx_base -= copied;
 	if (c->ignored)
 		return;
 	attribute(c);
@@ -476,8 +482,9 @@ static __always_inline void on_state_change(struct conn *c, struct sock *sk, int
 		note_fin(c, sk);
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
 		/* The data phase begins: nothing was written or read yet. */
-		c->tx_seq = BPF_CORE_READ(tp, write_seq);
-		c->rx_seq = BPF_CORE_READ(tp, copied_seq);
+		c->tx_base = BPF_CORE_READ(tp, write_seq);
+		c->rx_base = BPF_CORE_READ(tp, copied_seq);
+		barrier();
 		c->counting = 1;
 	} else {
 		/* The last sample before our FIN (or a reset) ends the sending side. */
@@ -496,6 +503,22 @@ static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 {
 	sample(c, sk, TCP_CLOSE);
 	emit(c, CONN_EVENT_CLOSED, c->info.state, TCP_CLOSE);
+}
+
+static __always_inline struct conn *conn_of(struct sock *sk, bool create);
+
+/* tcp_destroy_sock: the last word on a connection; socket storage goes with the socket,
+ * a hash slot is freed here. */
+static __always_inline void destroyed(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c = conn_of(sk, false);
+
+	if (!c)
+		return;
+	on_destroy(c, sk);
+	if (conns_in_hash)
+		bpf_map_delete_elem(&hash_conns, &key);
 }
 
 /* ---- Finding a connection's slot ---------------------------------------- */
@@ -527,12 +550,19 @@ static __always_inline struct conn *conn_in(void *map, const void *key, bool cre
 	return c;
 }
 
-/* The hash map, for program types that may not use socket-local storage. */
+/* The hash map, for program types that may not use socket-local storage (kprobe, raw_tp,
+ * and every tracing program before Linux 5.11). */
 static __always_inline struct conn *conn_of_hash(struct sock *sk, bool create)
 {
 	__u64 key = (__u64)sk;
 
 	return conn_in(&hash_conns, &key, create);
+}
+
+/* The connection's slot where the plan keeps it. */
+static __always_inline struct conn *conn_of(struct sock *sk, bool create)
+{
+	return conns_in_hash ? conn_of_hash(sk, create) : conn_of_sk(sk, create);
 }
 
 /* ---- UDP ------------------------------------------------------------------ */
@@ -614,7 +644,7 @@ int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size
 {
 	struct conn *c;
 
-	if (ret > 0 && thread_wanted() && (c = conn_of_sk(sk, true)))
+	if (ret > 0 && thread_wanted() && (c = conn_of(sk, true)))
 		count_sent(c, sk, ret);
 	return 0;
 }
@@ -625,7 +655,7 @@ int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
 
-	if (copied > 0 && thread_wanted() && (c = conn_of_sk(sk, true)))
+	if (copied > 0 && thread_wanted() && (c = conn_of(sk, true)))
 		count_received(c, sk, copied);
 	return 0;
 }
@@ -714,7 +744,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (counts(IPPROTO_TCP) && ret > 0 && (c = conn_of_sk(sk, true)))
+		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && (c = conn_of(sk, true)))
 			count_sent(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, ret, true);
@@ -730,7 +760,8 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) && (c = conn_of_sk(sk, true)))
+		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) &&
+		    (c = conn_of(sk, true)))
 			count_received(c, sk, ret);
 	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
@@ -796,7 +827,7 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int old_state, int new_sta
 {
 	struct conn *c;
 
-	if (sk->sk_protocol != IPPROTO_TCP || !(c = conn_of_sk(sk, opens(new_state))))
+	if (sk->sk_protocol != IPPROTO_TCP || !(c = conn_of(sk, opens(new_state))))
 		return 0;
 	on_state_change(c, sk, old_state, new_state);
 	return 0;
@@ -805,10 +836,7 @@ int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int old_state, int new_sta
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 {
-	struct conn *c = conn_of_sk(sk, false);
-
-	if (c)
-		on_destroy(c, sk);
+	destroyed(sk);
 	return 0;
 }
 
@@ -838,7 +866,7 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 		return 0;
 	sk = (struct sock *)*skaddr;
 	bpf_map_delete_elem(&sendmsg_sockets, &tid);
-	if (ret <= 0 || !(c = conn_of_hash(sk, true)))
+	if (ret <= 0 || !(c = conn_of(sk, true)))
 		return 0;
 	count_sent(c, sk, ret);
 	return 0;
@@ -849,7 +877,7 @@ int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
 
-	if (copied > 0 && thread_wanted() && (c = conn_of_hash(sk, true)))
+	if (copied > 0 && thread_wanted() && (c = conn_of(sk, true)))
 		count_received(c, sk, copied);
 	return 0;
 }
@@ -948,8 +976,7 @@ int BPF_PROG(raw_tp_inet_sock_set_state, struct sock *sk, int old_state, int new
 {
 	struct conn *c;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
-	    !(c = conn_of_hash(sk, opens(new_state))))
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || !(c = conn_of(sk, opens(new_state))))
 		return 0;
 	on_state_change(c, sk, old_state, new_state);
 	return 0;
@@ -958,51 +985,36 @@ int BPF_PROG(raw_tp_inet_sock_set_state, struct sock *sk, int old_state, int new
 SEC("raw_tp/tcp_destroy_sock")
 int BPF_PROG(raw_tp_tcp_destroy_sock, struct sock *sk)
 {
-	__u64 key = (__u64)sk;
-	struct conn *c = conn_of_hash(sk, false);
-
-	if (!c)
-		return 0;
-	on_destroy(c, sk);
-	bpf_map_delete_elem(&hash_conns, &key);
+	destroyed(sk);
 	return 0;
 }
 
 /* ---- connections that predate tcptop ------------------------------------- */
 
-/* Run once at start over every TCP socket: claims the connected ones, so they are
- * listed at once and count from now on. Their owner is found in /proc by inode. */
-static __always_inline void adopt(struct sock_common *skc, bool hash)
+/* The full TCP socket an iter/tcp program is shown, if it is one that can carry data:
+ * listeners carry none; time-wait and request socks are not full sockets. */
+static __always_inline struct sock *data_socket(struct sock_common *skc)
 {
-	struct tcp_sock *tp;
-	struct sock *sk;
-	struct conn *c;
 	int state;
 
 	if (!skc)
-		return;
+		return NULL;
 	state = skc->skc_state;
-	/* Listeners carry no data; time-wait and request socks are not full sockets. */
-	if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV ||
-	    !(tp = bpf_skc_to_tcp_sock(skc)))
-		return;
-	sk = (struct sock *)tp;
-	c = hash ? conn_of_hash(sk, true) : conn_of_sk(sk, true);
-	if (c && claim(c, sk))
-		c->info.sock_ino = socket_ino(sk);
+	if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return NULL;
+	return (struct sock *)bpf_skc_to_tcp_sock(skc);
 }
 
+/* Run once at start over every TCP socket: claims the connected ones, so they are
+ * listed at once and count from now on. Their owner is found in /proc by inode. */
 SEC("iter/tcp")
 int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 {
-	adopt(ctx->sk_common, false);
-	return 0;
-}
+	struct sock *sk = data_socket(ctx->sk_common);
+	struct conn *c;
 
-SEC("iter/tcp")
-int adopt_tcp_socks_hash(struct bpf_iter__tcp *ctx)
-{
-	adopt(ctx->sk_common, true);
+	if (sk && (c = conn_of(sk, true)) && claim(c, sk))
+		c->info.sock_ino = socket_ino(sk);
 	return 0;
 }
 
@@ -1047,6 +1059,19 @@ int dump_sk_conns(struct bpf_iter__bpf_sk_storage_map *ctx)
 	struct sock *sk = ctx->sk;
 
 	if (c && sk)
+		dump(ctx->meta->seq, c, sk);
+	return 0;
+}
+
+/* The table read where no map iterator may run: every TCP socket of the network namespace
+ * user space runs this in, with the slot the plan keeps it in. */
+SEC("iter/tcp")
+int dump_tcp_socks(struct bpf_iter__tcp *ctx)
+{
+	struct sock *sk = data_socket(ctx->sk_common);
+	struct conn *c;
+
+	if (sk && (c = conn_of(sk, false)))
 		dump(ctx->meta->seq, c, sk);
 	return 0;
 }

@@ -43,6 +43,38 @@ struct conn_event {
 	__u8 pad[5];
 };
 
+/* What the kernel keeps per connection (and per UDP flow). User space reads it from the
+ * UDP flow map when no map iterator may read it in the kernel. The fields every send and
+ * read looks at come first, with the id at the start of info, so that a hook touches one
+ * cache line. */
+struct conn {
+	__u8 ignored;		/* outside the --port / -4 / -6 filters */
+	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
+	__u8 counting;		/* tx_base and rx_base are valid */
+	__u8 fin_seen;
+	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
+	struct conn_info info;
+	__u32 tx_base;		/* write_seq less the low 32 bits of tx_bytes: where sending began */
+	__u32 rx_base;		/* copied_seq less the low 32 bits of rx_bytes */
+	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
+	__u32 pad;
+	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
+};
+
+/* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4
+ * peer as ::ffff:a.b.c.d, as the kernel itself reports it to such a socket. */
+struct udp_peer {
+	__u8 addr[16];		/* IPv4 uses the first 4 bytes */
+	__u16 port;		/* host byte order */
+	__u16 pad[3];
+};
+
+/* The key of the UDP flow map. */
+struct udp_flow_key {
+	__u64 sock_ino;		/* the socket's inode: unique while it lives, unlike its address */
+	struct udp_peer peer;
+};
+
 /* Overflow that user space must show: nothing is ever lost silently. */
 struct drop_counters {
 	__u64 conns_untracked;	/* a connection or UDP flow found no room in its map */

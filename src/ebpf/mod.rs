@@ -1,11 +1,13 @@
-//! The Linux eBPF collector: loads tcptop.bpf.c with the first attach strategy that loads and
-//! attaches, then reads the in-kernel connection table once per interval.
+//! The Linux eBPF collector: loads tcptop.bpf.c with the best plan this kernel allows, part by
+//! part (plan.rs), then reads the in-kernel connection table once per interval.
 
+mod libbpf_log;
+mod plan;
+mod probe;
 mod skel;
-mod strategy;
 mod table;
 
-pub use strategy::{Strategy, Table};
+pub use plan::{Feature, Plan, Refusals, Strategy};
 
 use std::cell::RefCell;
 use std::fs::{self, File};
@@ -19,19 +21,20 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Iter, Link, ProgramType, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{Iter, Link, MapCore, MapFlags, ProgramType, RingBuffer, RingBufferBuilder};
 
 use crate::collector::{
     Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
 };
 use crate::procfs::{self, CgroupPaths, SocketOwners};
+use plan::{counted, TableRead, UdpRead};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
-use strategy::counted;
 use table::TableView;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
 unsafe impl plain::Plain for types::conn_info {}
 unsafe impl plain::Plain for types::conn_event {}
+unsafe impl plain::Plain for types::conn {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -39,22 +42,47 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const CONN_EVENT_CLOSED: u8 = 2;
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// The test switch that treats kernel features as refused (`map-iter,func-ret`), so that
+/// every way of every part runs somewhere.
+const DISABLE_ENV: &str = "TCPTOP_DISABLE";
 
 /// The eBPF collector. Dropping it detaches every program.
 pub struct EbpfCollector {
-    strategy: Strategy,
+    plan: Plan,
+    refused: Refusals,
+    /// `plan` as one token, for `backend`.
+    plan_name: String,
+    protos: &'static [Proto],
     // Fields drop in order: links and the ring buffer before the object they use.
     _hooks: Vec<Link>,
-    /// The table iterators of the protocols counted: TCP connections, UDP flows.
-    dumps: Vec<Link>,
+    /// The TCP table iterator, if TCP is counted.
+    tcp_dump: Option<Link>,
+    /// The UDP flow iterator, if UDP is counted and a map iterator reads it.
+    udp_dump: Option<Link>,
     ring: RingBuffer<'static>,
     arrived: Rc<RefCell<Vec<types::conn_event>>>,
     skel: TcptopSkel<'static>,
     table: TableView,
     /// Rows that did not fit in the table, as the iterators wrote them.
     dump_buf: Vec<u8>,
+    filters: Filters,
+    cgroup_id: u64,
     owners: SocketOwners,
     cgroups: CgroupPaths,
+}
+
+/// How one try of a plan ended, when it did not load and attach.
+enum Attempt {
+    /// The kernel refused `feature`: the next plan does without it.
+    Refused(Feature, String),
+    /// Anything else: no other plan would fare better.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Attempt {
+    fn from(error: anyhow::Error) -> Self {
+        Attempt::Failed(error)
+    }
 }
 
 /// Checks what the kernel side needs before anything is loaded, so that each missing piece
@@ -92,32 +120,43 @@ fn has_bpf_capabilities(status: &str) -> bool {
 }
 
 impl EbpfCollector {
-    /// Loads the first of `strategies` that loads and attaches. `note` hears why each one
-    /// that was tried failed.
-    pub fn open(strategies: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
-        let mut failures = Vec::new();
-        for &strategy in strategies {
-            match Self::open_with(strategy, filters) {
-                Ok(collector) => return Ok(collector),
-                Err(e) => {
-                    note(&format!("probe strategy {strategy} failed: {e:#}"));
-                    failures.push((strategy, e));
-                }
+    /// Loads the best plan with the first of `hooks` that this kernel allows. `note` hears the
+    /// plan, part by part, with why the better ways were refused.
+    pub fn open(hooks: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
+        let mut refused = disabled_features()?;
+        if !refused.contains_key(&Feature::AtomicFetch) {
+            if let Err(why) = probe::atomic_fetch() {
+                refused.insert(Feature::AtomicFetch, why);
             }
         }
-        match failures.pop() {
-            Some((strategy, e)) if failures.is_empty() => {
-                Err(e.context(format!("the {strategy} probe strategy cannot run on this kernel")))
+        libbpf_log::capture();
+        let mut tried = None;
+        loop {
+            let plan = Plan::best(hooks, &refused).map_err(|why| match hooks {
+                [only] => anyhow!("the {only} probe strategy cannot run on this kernel: {why}"),
+                _ => anyhow!("eBPF counting cannot run on this kernel: {why}"),
+            })?;
+            if tried == Some(plan) {
+                bail!("the {plan} plan failed again without a new refusal");
             }
-            last => {
-                let all: Vec<String> =
-                    failures.iter().chain(&last).map(|(s, e)| format!("{s}: {e:#}")).collect();
-                bail!("no probe strategy works on this kernel ({})", all.join("; "))
+            tried = Some(plan);
+            match Self::open_with(plan, filters) {
+                Ok(mut collector) => {
+                    for line in plan.describe(&refused) {
+                        note(&line);
+                    }
+                    collector.refused = refused;
+                    return Ok(collector);
+                }
+                Err(Attempt::Refused(feature, why)) => {
+                    refused.insert(feature, why);
+                }
+                Err(Attempt::Failed(e)) => return Err(e),
             }
         }
     }
 
-    fn open_with(strategy: Strategy, filters: &Filters) -> Result<Self> {
+    fn open_with(plan: Plan, filters: &Filters) -> Result<Self, Attempt> {
         // The skeleton borrows its object storage for as long as it lives; one small box
         // per attempt, for the life of the process.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
@@ -130,100 +169,143 @@ impl EbpfCollector {
             Some(Family::V4) => AF_INET,
             Some(Family::V6) => AF_INET6,
         };
-        if let Some(path) = &filters.cgroup {
-            settings.filter_cgroup =
-                procfs::cgroup_id(path).with_context(|| format!("no cgroup directory at {path}"))?;
-        }
+        let cgroup_id = match &filters.cgroup {
+            Some(path) => {
+                procfs::cgroup_id(path).with_context(|| format!("no cgroup directory at {path}"))?
+            }
+            None => 0,
+        };
+        settings.filter_cgroup = cgroup_id;
         settings.filter_proto = match filters.proto {
             None => 0,
             Some(Proto::Tcp) => IPPROTO_TCP,
             Some(Proto::Udp) => IPPROTO_UDP,
         };
         settings.udp_idle_ns = filters.udp_idle.as_nanos().try_into().unwrap_or(u64::MAX);
+        settings.conns_in_hash = plan.storage == plan::Storage::Hash;
+        settings.has_atomic_fetch = plan.atomic_fetch;
+        settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
         let protos = counted(filters.proto);
+        let programs = plan.programs(protos);
         for mut prog in open.open_object_mut().progs_mut() {
-            let load = strategy.loads(&prog.name().to_string_lossy(), protos);
-            prog.set_autoload(load);
+            prog.set_autoload(programs.contains(&&*prog.name().to_string_lossy()));
         }
         for mut map in open.open_object_mut().maps_mut() {
-            let create = strategy.creates(&map.name().to_string_lossy());
-            map.set_autocreate(create)?;
+            let create = plan.creates(&map.name().to_string_lossy());
+            map.set_autocreate(create).map_err(anyhow::Error::from)?;
         }
         let table_rows = table::rows_for(procfs::sockets_in_use());
-        open.maps.table.set_max_entries(table_rows)?;
-        let skel = open.load().map_err(|e| explain_load_failure(strategy, e.into()))?;
+        open.maps.table.set_max_entries(table_rows).map_err(anyhow::Error::from)?;
+        let mut skel = open.load().map_err(|e| refusal_at_load(&plan, e.into()))?;
 
-        let mut skel = skel;
         let mut hooks = Vec::new();
         // cgroup hooks attach to the root of the cgroup v2 tree: every process is below it.
         let mut cgroup_root = None;
+        let wanted_hooks = plan.hooks(protos);
         for prog in skel.object_mut().progs_mut() {
             let name = prog.name().to_string_lossy().into_owned();
-            if !protos.iter().any(|&proto| strategy.hooks(proto).contains(&name.as_str())) {
+            if !wanted_hooks.contains(&name.as_str()) {
                 continue;
             }
             let link = if prog.prog_type() == ProgramType::CgroupSockAddr {
                 let root = match &cgroup_root {
                     Some(root) => root,
-                    None => cgroup_root.insert(open_cgroup_root()?),
+                    None => cgroup_root.insert(
+                        open_cgroup_root()
+                            .map_err(|e| Attempt::Refused(Feature::CgroupSockAddr, format!("{e:#}")))?,
+                    ),
                 };
                 prog.attach_cgroup(root.as_raw_fd())
             } else {
                 prog.attach()
             };
-            hooks.push(link.with_context(|| format!("attaching {name}"))?);
+            let refused = |e: libbpf_rs::Error| match plan.blame(&name, true) {
+                Some(feature) => Attempt::Refused(feature, format!("{name}: attaching it failed: {e}")),
+                None => Attempt::Failed(anyhow::Error::from(e).context(format!("attaching {name}"))),
+            };
+            hooks.push(link.map_err(refused)?);
         }
         let (progs, maps) = (&skel.progs, &skel.maps);
-        let mut dumps = Vec::new();
-        for proto in protos {
-            let dump = match (proto, strategy.table()) {
-                (Proto::Tcp, Table::SocketStorage) => progs.dump_sk_conns.attach_iter(maps.sk_conns.as_fd()),
-                (Proto::Tcp, Table::Hash) => progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd()),
-                (Proto::Udp, _) => progs.dump_udp_flows.attach_iter(maps.udp_flows.as_fd()),
-            };
-            dumps.push(dump.context("attaching the table iterator")?);
-        }
+        let tcp = protos.contains(&Proto::Tcp);
+        let tcp_dump = tcp
+            .then(|| {
+                let link = match (plan.table, plan.storage) {
+                    (TableRead::MapIter, plan::Storage::SocketStorage) => {
+                        progs.dump_sk_conns.attach_iter(maps.sk_conns.as_fd())
+                    }
+                    (TableRead::MapIter, plan::Storage::Hash) => {
+                        progs.dump_hash_conns.attach_iter(maps.hash_conns.as_fd())
+                    }
+                    (TableRead::TcpIter, _) => progs.dump_tcp_socks.attach(),
+                };
+                link.map_err(|e| {
+                    Attempt::Refused(
+                        iterator_feature(plan.table),
+                        format!("attaching the table iterator: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let udp_dump = (protos.contains(&Proto::Udp) && plan.udp_table == UdpRead::MapIter)
+            .then(|| {
+                progs
+                    .dump_udp_flows
+                    .attach_iter(maps.udp_flows.as_fd())
+                    .map_err(|e| Attempt::Refused(Feature::MapIter, format!("attaching dump_udp_flows: {e}")))
+            })
+            .transpose()?;
         // With the hooks attached, claim the connections that were open before tcptop.
-        if protos.contains(&Proto::Tcp) {
-            let adopt = match strategy.table() {
-                Table::SocketStorage => &progs.adopt_tcp_socks,
-                Table::Hash => &progs.adopt_tcp_socks_hash,
-            };
-            adopt
+        if tcp && plan.adopt {
+            let adopt = progs
+                .adopt_tcp_socks
                 .attach()
-                .map_err(Into::into)
-                .and_then(|link| adopt_in_every_namespace(&link))
+                .map_err(|e| Attempt::Refused(Feature::TcpIter, format!("attaching adopt_tcp_socks: {e}")))?;
+            in_every_namespace(&adopt, &mut Vec::new())
                 .context("listing the connections open before tcptop")?;
         }
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
         let mut builder = RingBufferBuilder::new();
-        builder.add(&skel.maps.events, move |data: &[u8]| {
-            let mut raw = types::conn_event::default();
-            if plain::copy_from_bytes(&mut raw, data).is_ok() {
-                sink.borrow_mut().push(raw);
-            }
-            0
-        })?;
-        let ring = builder.build()?;
+        builder
+            .add(&skel.maps.events, move |data: &[u8]| {
+                let mut raw = types::conn_event::default();
+                if plain::copy_from_bytes(&mut raw, data).is_ok() {
+                    sink.borrow_mut().push(raw);
+                }
+                0
+            })
+            .map_err(anyhow::Error::from)?;
+        let ring = builder.build().map_err(anyhow::Error::from)?;
         let table = TableView::map(skel.maps.table.as_fd(), table_rows).context("mapping the table")?;
         Ok(EbpfCollector {
-            strategy,
+            plan,
+            refused: Refusals::new(),
+            plan_name: plan.to_string(),
+            protos,
             _hooks: hooks,
-            dumps,
+            tcp_dump,
+            udp_dump,
             ring,
             arrived,
             skel,
             table,
             dump_buf: Vec::new(),
+            filters: filters.clone(),
+            cgroup_id,
             owners: SocketOwners::default(),
             cgroups: CgroupPaths::default(),
         })
     }
 
-    pub fn strategy(&self) -> Strategy {
-        self.strategy
+    /// The plan in use.
+    pub fn plan(&self) -> Plan {
+        self.plan
+    }
+
+    /// What the kernel refused on the way to the plan, and why.
+    pub fn refused(&self) -> &Refusals {
+        &self.refused
     }
 
     /// Rows the memory-mapped table holds; more arrive through the iterator's output.
@@ -245,6 +327,79 @@ impl EbpfCollector {
             dropped_packets: 0,
         }
     }
+
+    /// Reads the UDP flow map from user space, where no map iterator may, and deletes the
+    /// flows idle for longer than `--udp-idle` once they are reported (as dump_udp_flows does in
+    /// the kernel). The owner of such a flow is the first one named: the kernel's per-interval
+    /// renaming needs the dump to clear a flag, which user space cannot do without a race.
+    fn read_udp_flows(&self, into: &mut Vec<types::conn_info>) -> Result<()> {
+        let flows = &self.skel.maps.udp_flows;
+        let now = monotonic_ns();
+        let idle = self.filters.udp_idle.as_nanos();
+        let mut expired = Vec::new();
+        for (key, value) in flows.lookup_batch(1024, MapFlags::ANY, MapFlags::ANY)? {
+            let mut flow = types::conn::default();
+            plain::copy_from_bytes(&mut flow, &value).map_err(|e| anyhow!("a UDP flow record: {e:?}"))?;
+            if self.reportable(&flow) {
+                into.push(flow.info);
+            }
+            if u128::from(now.saturating_sub(flow.last_ns)) > idle {
+                expired.push(key);
+            }
+        }
+        for key in expired {
+            // A flow a datagram revived in the meantime is gone with it: the one way a flow
+            // can miss one, as in the kernel's expiry.
+            flows.delete(&key).ok();
+        }
+        Ok(())
+    }
+
+    /// The kernel's `reportable`: a claimed flow inside the --port, family, pid and cgroup filters.
+    fn reportable(&self, c: &types::conn) -> bool {
+        c.info.id != 0
+            && c.ignored == 0
+            && self.filters.pid.is_none_or(|pid| c.info.pid == pid)
+            && (self.cgroup_id == 0 || c.info.cgroup_id == self.cgroup_id)
+    }
+}
+
+/// The features `TCPTOP_DISABLE` treats as refused.
+fn disabled_features() -> Result<Refusals> {
+    let list = std::env::var(DISABLE_ENV).unwrap_or_default();
+    let features = Feature::parse_list(&list).map_err(|e| anyhow!("{DISABLE_ENV}: {e}"))?;
+    Ok(features.into_iter().map(|f| (f, format!("disabled by {DISABLE_ENV}"))).collect())
+}
+
+/// The feature a table iterator of this kind stands for.
+fn iterator_feature(read: TableRead) -> Feature {
+    match read {
+        TableRead::MapIter => Feature::MapIter,
+        TableRead::TcpIter => Feature::TcpIter,
+    }
+}
+
+/// A load that failed: the feature of the program the kernel refused, by libbpf's word, or
+/// the error itself where no program can be blamed.
+fn refusal_at_load(plan: &Plan, error: anyhow::Error) -> Attempt {
+    let Some(failed) = libbpf_log::take_failed_program() else {
+        return Attempt::Failed(error.context(format!("loading the {plan} programs")));
+    };
+    match plan.blame(&failed.program, failed.denied()) {
+        Some(feature) => Attempt::Refused(
+            feature,
+            format!("{}: the kernel refused to load it ({})", failed.program, failed.error),
+        ),
+        None => Attempt::Failed(error.context(format!("loading {} ({})", failed.program, failed.error))),
+    }
+}
+
+/// CLOCK_MONOTONIC, which bpf_ktime_get_ns() reads, in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Runs an iterator to its end. A read() that visits a million objects without output fails
@@ -259,21 +414,21 @@ fn read_iterator(link: &Link, out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-/// Runs the iterator that claims the connections open before tcptop in every network
-/// namespace: iter/tcp lists the namespace of the thread that opens it, so this thread enters
-/// each in turn, then returns. A namespace it may not enter (no CAP_SYS_ADMIN) or that is gone
-/// is left out: its connections show at their first send or read.
-fn adopt_in_every_namespace(adopt: &Link) -> Result<()> {
-    read_iterator(adopt, &mut Vec::new())?;
+/// Runs an iterator in every network namespace, its output appended to `out`: iter/tcp lists
+/// the namespace of the thread that opens it, so this thread enters each in turn, then returns.
+/// A namespace it may not enter (no CAP_SYS_ADMIN) or that is gone is left out: its
+/// connections show at their first send or read.
+fn in_every_namespace(iterator: &Link, out: &mut Vec<u8>) -> Result<()> {
+    read_iterator(iterator, out)?;
     let own = File::open("/proc/thread-self/ns/net").context("opening tcptop's network namespace")?;
     for path in procfs::other_network_namespaces() {
         let Ok(namespace) = File::open(&path) else { continue };
         if enter_network_namespace(&namespace).is_err() {
             continue;
         }
-        let adopted = read_iterator(adopt, &mut Vec::new());
+        let read = read_iterator(iterator, out);
         enter_network_namespace(&own).context("returning to tcptop's network namespace")?;
-        adopted.with_context(|| format!("in the network namespace of {}", path.display()))?;
+        read.with_context(|| format!("in the network namespace of {}", path.display()))?;
     }
     Ok(())
 }
@@ -296,22 +451,9 @@ fn open_cgroup_root() -> Result<File> {
     File::open(&root).with_context(|| format!("opening {}", root.display()))
 }
 
-/// Turns the kernel's terse refusals into what the user can act on.
-fn explain_load_failure(strategy: Strategy, error: anyhow::Error) -> anyhow::Error {
-    if strategy == Strategy::Tracepoint && !kernel_has_type("btf_trace_sock_send_length") {
-        return anyhow!("this kernel has no sock:sock_send_length tracepoint (it came in Linux 6.3)");
-    }
-    error.context(format!("loading the {strategy} programs"))
-}
-
-fn kernel_has_type(name: &str) -> bool {
-    libbpf_rs::btf::Btf::from_vmlinux()
-        .is_ok_and(|btf| btf.type_by_name::<libbpf_rs::btf::BtfType<'_>>(name).is_some())
-}
-
 impl Collector for EbpfCollector {
     fn backend(&self) -> &str {
-        self.strategy.name()
+        &self.plan_name
     }
 
     fn collect(&mut self) -> Result<Sample> {
@@ -322,8 +464,19 @@ impl Collector for EbpfCollector {
         // SAFETY: writes and reads of memory-mapped .bss, which is always valid.
         unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
         self.dump_buf.clear();
-        for dump in &self.dumps {
-            read_iterator(dump, &mut self.dump_buf).context("reading the connection table")?;
+        if let Some(dump) = &self.tcp_dump {
+            match self.plan.table {
+                TableRead::MapIter => read_iterator(dump, &mut self.dump_buf),
+                TableRead::TcpIter => in_every_namespace(dump, &mut self.dump_buf),
+            }
+            .context("reading the connection table")?;
+        }
+        if let Some(dump) = &self.udp_dump {
+            read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
+        }
+        let mut udp_rows = Vec::new();
+        if self.udp_dump.is_none() && self.protos.contains(&Proto::Udp) {
+            self.read_udp_flows(&mut udp_rows).context("reading the UDP flows")?;
         }
         let rows = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
         let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
@@ -331,7 +484,7 @@ impl Collector for EbpfCollector {
             plain::copy_from_bytes(&mut info, record).expect("records are whole");
             info
         });
-        let infos: Vec<types::conn_info> = self.table.rows(rows).chain(overflowed).collect();
+        let infos: Vec<types::conn_info> = self.table.rows(rows).chain(overflowed).chain(udp_rows).collect();
         self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = infos.iter().map(|info| self.conn_from(info)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();

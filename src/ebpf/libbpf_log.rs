@@ -1,0 +1,59 @@
+//! libbpf's messages, kept rather than printed: a load that the kernel refuses names the program
+//! it refused only there, and the plan needs that name to know which part to change.
+
+use std::sync::Mutex;
+
+use libbpf_rs::PrintLevel;
+
+/// The program of the last refused load, and the error libbpf gave for it ("-EPERM").
+#[derive(Debug, PartialEq, Eq)]
+pub struct FailedProgram {
+    pub program: String,
+    pub error: String,
+}
+
+impl FailedProgram {
+    /// Whether the kernel refused the program's kind itself (EPERM: a policy or a lockdown),
+    /// rather than the verifier something it does.
+    pub fn denied(&self) -> bool {
+        self.error == "-EPERM" || self.error == "-1"
+    }
+}
+
+static FAILED: Mutex<Option<FailedProgram>> = Mutex::new(None);
+
+/// Routes libbpf's messages here from now on.
+pub fn capture() {
+    libbpf_rs::set_print(Some((PrintLevel::Warn, record)));
+}
+
+/// The program of the last refused load since the last call, if any.
+pub fn take_failed_program() -> Option<FailedProgram> {
+    FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+}
+
+fn record(_level: PrintLevel, message: String) {
+    if let Some(failed) = parse(&message) {
+        *FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);
+    }
+}
+
+/// "libbpf: prog 'NAME': failed to load: -EPERM"
+fn parse(message: &str) -> Option<FailedProgram> {
+    let (_, rest) = message.split_once("prog '")?;
+    let (program, error) = rest.split_once("': failed to load: ")?;
+    Some(FailedProgram { program: program.to_string(), error: error.trim().to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_load_names_its_program_and_error() {
+        let failed = parse("libbpf: prog 'dump_sk_conns': failed to load: -EPERM\n").unwrap();
+        assert_eq!((failed.program.as_str(), failed.denied()), ("dump_sk_conns", true));
+        assert!(!parse("libbpf: prog 'x': failed to load: -EINVAL").unwrap().denied());
+        assert_eq!(parse("libbpf: prog 'dump_sk_conns': BPF program load failed: -EPERM"), None);
+    }
+}
