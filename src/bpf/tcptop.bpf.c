@@ -92,7 +92,8 @@ const volatile __u64 udp_idle_ns = 10000000000;	/* a UDP flow this long without 
  * program may name a helper or map that this kernel refuses in a branch it never takes. */
 const volatile bool conns_in_hash = false;	/* TCP state in hash_conns, not socket storage */
 const volatile bool has_atomic_fetch = true;	/* fetching atomics and CAS (Linux 5.12+) */
-const volatile bool tracepoints_count_tcp = true;	/* sock_*_length count TCP as well as UDP */
+const volatile bool tracepoints_count_tcp = true;	/* sock_*_length count TCP */
+const volatile bool tracepoints_count_udp = true;	/* sock_*_length count UDP */
 
 struct drop_counters drops = {};
 __u64 last_conn_id = 0;
@@ -746,7 +747,7 @@ int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 	if (sk->sk_protocol == IPPROTO_TCP) {
 		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && (c = conn_of(sk, true)))
 			count_sent(c, sk, ret);
-	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
+	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, ret, true);
 	}
 	return 0;
@@ -763,7 +764,7 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) &&
 		    (c = conn_of(sk, true)))
 			count_received(c, sk, ret);
-	} else if (counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
+	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
 	}
 	return 0;

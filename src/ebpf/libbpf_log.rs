@@ -21,6 +21,8 @@ impl FailedProgram {
 }
 
 static FAILED: Mutex<Option<FailedProgram>> = Mutex::new(None);
+/// libbpf's last message, which says why an attach failed where its error does not.
+static LAST: Mutex<Option<String>> = Mutex::new(None);
 
 /// Routes libbpf's messages here from now on.
 pub fn capture() {
@@ -32,10 +34,17 @@ pub fn take_failed_program() -> Option<FailedProgram> {
     FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
 }
 
+/// libbpf's last message since the last call, without its "libbpf: " prefix.
+pub fn take_last() -> Option<String> {
+    LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+}
+
 fn record(_level: PrintLevel, message: String) {
     if let Some(failed) = parse(&message) {
         *FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);
     }
+    let text = message.trim().trim_start_matches("libbpf: ").to_string();
+    *LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(text);
 }
 
 /// "libbpf: prog 'NAME': failed to load: -EPERM"

@@ -185,6 +185,7 @@ impl EbpfCollector {
         settings.conns_in_hash = plan.storage == plan::Storage::Hash;
         settings.has_atomic_fetch = plan.atomic_fetch;
         settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
+        settings.tracepoints_count_udp = plan.tracepoints_count_udp();
         let protos = counted(filters.proto);
         let programs = plan.programs(protos);
         for mut prog in open.open_object_mut().progs_mut() {
@@ -220,7 +221,13 @@ impl EbpfCollector {
                 prog.attach()
             };
             let refused = |e: libbpf_rs::Error| match plan.blame(&name, true) {
-                Some(feature) => Attempt::Refused(feature, format!("{name}: attaching it failed: {e}")),
+                Some(feature) => Attempt::Refused(
+                    feature,
+                    format!(
+                        "{name}: attaching it failed: {}",
+                        libbpf_log::take_last().unwrap_or_else(|| e.to_string())
+                    ),
+                ),
                 None => Attempt::Failed(anyhow::Error::from(e).context(format!("attaching {name}"))),
             };
             hooks.push(link.map_err(refused)?);

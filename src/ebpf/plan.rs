@@ -265,9 +265,14 @@ impl Plan {
             .collect()
     }
 
-    /// Whether the sock_*_length tracepoints count TCP too, or only UDP for other TCP hooks.
+    /// Whether the sock_*_length tracepoints count TCP: they may be loaded for UDP alone.
     pub fn tracepoints_count_tcp(&self) -> bool {
         self.hooks == Strategy::Tracepoint
+    }
+
+    /// Whether the sock_*_length tracepoints count UDP: they may be loaded for TCP alone.
+    pub fn tracepoints_count_udp(&self) -> bool {
+        self.udp == Some(Strategy::Tracepoint)
     }
 
     /// Whether the map named `map` is needed: a table only where TCP state lives, the

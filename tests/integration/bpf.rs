@@ -356,7 +356,8 @@ fn batch_mode_prints_the_connection() {
         return;
     }
     if selected_strategy_unsupported() {
-        let out = tcptop_command().args(["--batch", "1", "1"]).output().unwrap();
+        // eBPF alone: with `--probe auto` tcptop would fall back to packet capture.
+        let out = tcptop_command().args(["--backend", "ebpf", "--batch", "1", "1"]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         let last = stderr.lines().last().unwrap_or_default();
