@@ -91,12 +91,10 @@ const volatile __u64 udp_idle_ns = 10000000000;	/* a UDP flow this long without 
  * space before load (src/ebpf/plan.rs). The verifier drops the branches not taken, so a
  * program may name a helper or map that this kernel refuses in a branch it never takes. */
 const volatile bool conns_in_hash = false;	/* TCP state in hash_conns, not socket storage */
-const volatile bool has_atomic_fetch = true;	/* fetching atomics and CAS (Linux 5.12+) */
 const volatile bool tracepoints_count_tcp = true;	/* sock_*_length count TCP */
 const volatile bool tracepoints_count_udp = true;	/* sock_*_length count UDP */
 
 struct drop_counters drops = {};
-__u64 last_conn_id = 0;
 
 /* Instances only so that the skeleton generates these types, which user space reads from
  * the ring buffer and the UDP flow map. */
@@ -322,38 +320,16 @@ static __always_inline bool fin_arrives(struct sock *sk, int old_state, int new_
 		(BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN));
 }
 
-/* Orders the stores before it before the ones after it, for the compiler; the CPUs tcptop
- * runs on keep stores in order (x86) or see them through the fully ordered CAS that
- * published the slot (arm64). */
+/* Orders the stores before it before the ones after it, for the compiler (x86 keeps
+ * stores in order). */
 #define barrier() asm volatile("" ::: "memory")
 
-/* Gives a new slot its id; true for the one caller that did. Before Linux 5.12 there is no
- * fetching atomic: the id is 64 random bits (two alike among a million connections: about
- * one chance in 3 * 10^7), and two CPUs claiming one new slot at once may both think they
- * did, which costs a row that leaves at the next read of the table, never a byte. */
-static __always_inline bool take_id(struct conn *c)
-{
-	__u64 id;
-
-	if (c->info.id)
-		return false;
-	if (has_atomic_fetch) {
-		id = __sync_fetch_and_add(&last_conn_id, 1) + 1;
-		return __sync_val_compare_and_swap(&c->info.id, 0, id) == 0;
-	}
-	id = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
-	c->info.id = id ?: 1;
-	return true;
-}
-
-/* Gives a new slot its id, tuple and baselines; true for the one caller that did. */
-static __always_inline bool claim(struct conn *c, struct sock *sk)
+/* A new slot's tuple and baselines, written by the one program that created the slot. */
+static __always_inline void claim(struct conn *c, struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 	int state;
 
-	if (!take_id(c))
-		return false;
 	c->info.proto = IPPROTO_TCP;
 	read_identity(c, sk);
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
@@ -367,7 +343,6 @@ static __always_inline bool claim(struct conn *c, struct sock *sk)
 	 * not set yet. */
 	barrier();
 	c->counting = state != TCP_SYN_SENT && state != TCP_SYN_RECV && state != TCP_CLOSE;
-	return true;
 }
 
 /* Who owns a connection: the thread that first sends or reads on it after each read
@@ -442,11 +417,13 @@ static __always_inline void moved(struct conn *c, struct sock *sk, int bytes)
 /* A send call on sk accepted `accepted` > 0 bytes; write_seq is after it. Calls that
  * moved nothing (EAGAIN, errors) are left out before the storage lookup: they change
  * no count, and non-blocking servers make many. */
-static __always_inline void count_sent(struct conn *c, struct sock *sk, int accepted)
+static __always_inline void count_sent(struct conn *c, bool created, struct sock *sk, int accepted)
 {
 	/* First sight mid-connection (it predates tcptop): this call's bytes count. */
-	if (claim(c, sk))
+	if (created) {
+		claim(c, sk);
 		c->tx_base -= accepted;
+	}
 	if (c->ignored)
 		return;
 	attribute(c);
@@ -454,10 +431,12 @@ static __always_inline void count_sent(struct conn *c, struct sock *sk, int acce
 }
 
 /* A read on sk handed `copied` > 0 bytes to the reader; copied_seq is after it. */
-static __always_inline void count_received(struct conn *c, struct sock *sk, int copied)
+static __always_inline void count_received(struct conn *c, bool created, struct sock *sk, int copied)
 {
-	if (claim(c, sk))
+	if (created) {
+		claim(c, sk);
 		c->rx_base -= copied;
+	}
 	if (c->ignored)
 		return;
 	attribute(c);
@@ -472,12 +451,13 @@ static __always_inline bool opens(int new_state)
 
 /* inet_sock_set_state fires before sk_state changes: the counters still
  * describe `old_state`. */
-static __always_inline void on_state_change(struct conn *c, struct sock *sk, int old_state,
-					    int new_state)
+static __always_inline void on_state_change(struct conn *c, bool created, struct sock *sk,
+					    int old_state, int new_state)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
 
-	claim(c, sk);
+	if (created)
+		claim(c, sk);
 	read_identity(c, sk);
 	if (fin_arrives(sk, old_state, new_state))
 		note_fin(c, sk);
@@ -506,14 +486,14 @@ static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 	emit(c, CONN_EVENT_CLOSED, c->info.state, TCP_CLOSE);
 }
 
-static __always_inline struct conn *conn_of(struct sock *sk, bool create);
+static __always_inline struct conn *find_conn(struct sock *sk);
 
 /* tcp_destroy_sock: the last word on a connection; socket storage goes with the socket,
  * a hash slot is freed here. */
 static __always_inline void destroyed(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
-	struct conn *c = conn_of(sk, false);
+	struct conn *c = find_conn(sk);
 
 	if (!c)
 		return;
@@ -524,46 +504,85 @@ static __always_inline void destroyed(struct sock *sk)
 
 /* ---- Finding a connection's slot ---------------------------------------- */
 
-/* Socket-local storage: freed with the socket, no size limit, no hashing. */
-static __always_inline struct conn *conn_of_sk(struct sock *sk, bool create)
+/* A new slot's id: 64 random bits, never 0. Random rather than counted, as counting needs a
+ * fetching atomic, which Linux before 5.12 refuses in any instruction of a program, even
+ * one never run: two ids alike among a million connections is about one chance in 3e7. */
+static __always_inline __u64 new_id(void)
 {
-	struct conn *c = bpf_sk_storage_get(&sk_conns, sk, 0,
-					    create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	__u64 id = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
 
-	if (!c && create)
+	return id ?: 1;
+}
+
+/* Socket-local storage: freed with the socket, no size limit, no hashing. A new slot
+ * starts with its id, set as the storage is created, which happens once whoever races to
+ * it: the program whose id it got created it (`*created`), and claims it. */
+static __always_inline struct conn *conn_of_sk(struct sock *sk, bool create, bool *created)
+{
+	struct conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+	struct conn fresh = {};
+
+	*created = false;
+	if (c || !create)
+		return c;
+	fresh.info.id = new_id();
+	c = bpf_sk_storage_get(&sk_conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c) {
 		__sync_fetch_and_add(&drops.conns_untracked, 1);
+		return NULL;
+	}
+	*created = c->info.id == fresh.info.id;
 	return c;
 }
 
-static const struct conn empty_conn;
-
-/* The slot under `key` in a hash of connections, made if `create` and missing. */
-static __always_inline struct conn *conn_in(void *map, const void *key, bool create)
+/* The slot under `key` in a hash of connections, made with a new id if `create` and
+ * missing; `*created` for the one program whose insertion made it. */
+static __always_inline struct conn *conn_in(void *map, const void *key, bool create, bool *created)
 {
 	struct conn *c = bpf_map_lookup_elem(map, key);
+	struct conn fresh = {};
 
+	*created = false;
 	if (c || !create)
 		return c;
-	bpf_map_update_elem(map, key, &empty_conn, BPF_NOEXIST);
+	fresh.info.id = new_id();
+	*created = bpf_map_update_elem(map, key, &fresh, BPF_NOEXIST) == 0;
 	c = bpf_map_lookup_elem(map, key);
-	if (!c)
+	if (!c) {
+		*created = false;
 		__sync_fetch_and_add(&drops.conns_untracked, 1);
+	}
 	return c;
 }
 
 /* The hash map, for program types that may not use socket-local storage (kprobe, raw_tp,
  * and every tracing program before Linux 5.11). */
-static __always_inline struct conn *conn_of_hash(struct sock *sk, bool create)
+static __always_inline struct conn *conn_of_hash(struct sock *sk, bool create, bool *created)
 {
 	__u64 key = (__u64)sk;
 
-	return conn_in(&hash_conns, &key, create);
+	return conn_in(&hash_conns, &key, create, created);
 }
 
-/* The connection's slot where the plan keeps it. */
-static __always_inline struct conn *conn_of(struct sock *sk, bool create)
+/* The connection's slot where the plan keeps it, made if missing. */
+static __always_inline struct conn *conn_of(struct sock *sk, bool *created)
 {
-	return conns_in_hash ? conn_of_hash(sk, create) : conn_of_sk(sk, create);
+	return conns_in_hash ? conn_of_hash(sk, true, created) : conn_of_sk(sk, true, created);
+}
+
+/* The connection's slot, if it has one. */
+static __always_inline struct conn *find_conn(struct sock *sk)
+{
+	bool created;
+
+	return conns_in_hash ? conn_of_hash(sk, false, &created) : conn_of_sk(sk, false, &created);
+}
+
+/* The slot of a TCP state change: one that opens a connection makes it. */
+static __always_inline struct conn *conn_of_change(struct sock *sk, int new_state, bool *created)
+{
+	*created = false;
+	return opens(new_state) ? conn_of(sk, created) : find_conn(sk);
 }
 
 /* ---- UDP ------------------------------------------------------------------ */
@@ -606,11 +625,9 @@ static __always_inline void peer_of_call(struct udp_peer *p, struct sock *sk, st
 		read_peer(sk, family, p->addr, &p->port);
 }
 
-/* A new flow's id and tuple: the socket's end, and the peer from its key. */
+/* A new flow's tuple: the socket's end, and the peer from its key. */
 static __always_inline void claim_flow(struct conn *c, struct sock *sk, const struct udp_flow_key *key)
 {
-	if (!take_id(c))
-		return;
 	c->info.proto = IPPROTO_UDP;
 	c->info.sock_ino = key->sock_ino;
 	read_local_end(c, sk);
@@ -625,11 +642,13 @@ static __always_inline void count_datagram(struct sock *sk, const struct udp_pee
 {
 	struct udp_flow_key key = { .peer = *peer };
 	struct conn *c;
+	bool created;
 
 	key.sock_ino = socket_ino(sk);
-	if (!(c = conn_in(&udp_flows, &key, true)))
+	if (!(c = conn_in(&udp_flows, &key, true, &created)))
 		return;
-	claim_flow(c, sk, &key);
+	if (created)
+		claim_flow(c, sk, &key);
 	if (c->ignored)
 		return;
 	attribute(c);
@@ -644,9 +663,10 @@ SEC("fexit/tcp_sendmsg")
 int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, struct msghdr *msg, size_t size, int ret)
 {
 	struct conn *c;
+	bool created;
 
-	if (ret > 0 && thread_wanted() && (c = conn_of(sk, true)))
-		count_sent(c, sk, ret);
+	if (ret > 0 && thread_wanted() && (c = conn_of(sk, &created)))
+		count_sent(c, created, sk, ret);
 	return 0;
 }
 
@@ -655,9 +675,10 @@ SEC("fentry/tcp_cleanup_rbuf")
 int BPF_PROG(fentry_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
+	bool created;
 
-	if (copied > 0 && thread_wanted() && (c = conn_of(sk, true)))
-		count_received(c, sk, copied);
+	if (copied > 0 && thread_wanted() && (c = conn_of(sk, &created)))
+		count_received(c, created, sk, copied);
 	return 0;
 }
 
@@ -741,12 +762,13 @@ SEC("tp_btf/sock_send_length")
 int BPF_PROG(tp_sock_send_length, struct sock *sk, int ret, int flags)
 {
 	struct conn *c;
+	bool created;
 
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && (c = conn_of(sk, true)))
-			count_sent(c, sk, ret);
+		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && (c = conn_of(sk, &created)))
+			count_sent(c, created, sk, ret);
 	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, ret, true);
 	}
@@ -757,13 +779,14 @@ SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 {
 	struct conn *c;
+	bool created;
 
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
 		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) &&
-		    (c = conn_of(sk, true)))
-			count_received(c, sk, ret);
+		    (c = conn_of(sk, &created)))
+			count_received(c, created, sk, ret);
 	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
 	}
@@ -827,10 +850,11 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_inet_sock_set_state, struct sock *sk, int old_state, int new_state)
 {
 	struct conn *c;
+	bool created;
 
-	if (sk->sk_protocol != IPPROTO_TCP || !(c = conn_of(sk, opens(new_state))))
+	if (sk->sk_protocol != IPPROTO_TCP || !(c = conn_of_change(sk, new_state, &created)))
 		return 0;
-	on_state_change(c, sk, old_state, new_state);
+	on_state_change(c, created, sk, old_state, new_state);
 	return 0;
 }
 
@@ -862,14 +886,15 @@ int BPF_KRETPROBE(kretprobe_tcp_sendmsg, int ret)
 	__u64 *skaddr = bpf_map_lookup_elem(&sendmsg_sockets, &tid);
 	struct sock *sk;
 	struct conn *c;
+	bool created;
 
 	if (!skaddr)
 		return 0;
 	sk = (struct sock *)*skaddr;
 	bpf_map_delete_elem(&sendmsg_sockets, &tid);
-	if (ret <= 0 || !(c = conn_of(sk, true)))
+	if (ret <= 0 || !(c = conn_of(sk, &created)))
 		return 0;
-	count_sent(c, sk, ret);
+	count_sent(c, created, sk, ret);
 	return 0;
 }
 
@@ -877,9 +902,10 @@ SEC("kprobe/tcp_cleanup_rbuf")
 int BPF_KPROBE(kprobe_tcp_cleanup_rbuf, struct sock *sk, int copied)
 {
 	struct conn *c;
+	bool created;
 
-	if (copied > 0 && thread_wanted() && (c = conn_of(sk, true)))
-		count_received(c, sk, copied);
+	if (copied > 0 && thread_wanted() && (c = conn_of(sk, &created)))
+		count_received(c, created, sk, copied);
 	return 0;
 }
 
@@ -976,10 +1002,11 @@ SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(raw_tp_inet_sock_set_state, struct sock *sk, int old_state, int new_state)
 {
 	struct conn *c;
+	bool created;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || !(c = conn_of(sk, opens(new_state))))
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP || !(c = conn_of_change(sk, new_state, &created)))
 		return 0;
-	on_state_change(c, sk, old_state, new_state);
+	on_state_change(c, created, sk, old_state, new_state);
 	return 0;
 }
 
@@ -1013,9 +1040,12 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 {
 	struct sock *sk = data_socket(ctx->sk_common);
 	struct conn *c;
+	bool created;
 
-	if (sk && (c = conn_of(sk, true)) && claim(c, sk))
+	if (sk && (c = conn_of(sk, &created)) && created) {
+		claim(c, sk);
 		c->info.sock_ino = socket_ino(sk);
+	}
 	return 0;
 }
 
@@ -1072,7 +1102,7 @@ int dump_tcp_socks(struct bpf_iter__tcp *ctx)
 	struct sock *sk = data_socket(ctx->sk_common);
 	struct conn *c;
 
-	if (sk && (c = conn_of(sk, false)))
+	if (sk && (c = find_conn(sk)))
 		dump(ctx->meta->seq, c, sk);
 	return 0;
 }

@@ -11,7 +11,7 @@
 
 /* One TCP connection or UDP flow as user space sees it: identity, owner and byte totals. */
 struct conn_info {
-	__u64 id;		/* tcptop's number for the socket, unique for one run, never 0 */
+	__u64 id;		/* tcptop's random number for the socket or flow, never 0 */
 	__u64 tx_bytes;		/* bytes the application wrote and the kernel accepted */
 	__u64 rx_bytes;		/* bytes the application read */
 	__u64 cgroup_id;	/* cgroup v2 id of the owning thread; 0 if unknown */

@@ -13,10 +13,10 @@ pub struct FailedProgram {
 }
 
 impl FailedProgram {
-    /// Whether the kernel refused the program's kind itself (EPERM: a policy or a lockdown),
-    /// rather than the verifier something it does.
+    /// Whether the kernel refused the program's kind itself (EPERM: a policy or a lockdown)
+    /// or lacks its attach point (ESRCH, ENOENT), rather than the verifier something it does.
     pub fn denied(&self) -> bool {
-        self.error == "-EPERM" || self.error == "-1"
+        ["-EPERM", "-ESRCH", "-ENOENT", "-EOPNOTSUPP", "-ENOTSUP"].contains(&self.error.as_str())
     }
 }
 
@@ -24,9 +24,12 @@ static FAILED: Mutex<Option<FailedProgram>> = Mutex::new(None);
 /// libbpf's last message, which says why an attach failed where its error does not.
 static LAST: Mutex<Option<String>> = Mutex::new(None);
 
-/// Routes libbpf's messages here from now on.
+/// Routes libbpf's messages here from now on. With `TCPTOP_LIBBPF_LOG` set they are printed
+/// too, at libbpf's debug level, verifier logs included: for whoever extends the probes.
 pub fn capture() {
-    libbpf_rs::set_print(Some((PrintLevel::Warn, record)));
+    let level =
+        if std::env::var_os("TCPTOP_LIBBPF_LOG").is_some() { PrintLevel::Debug } else { PrintLevel::Warn };
+    libbpf_rs::set_print(Some((level, record)));
 }
 
 /// The program of the last refused load since the last call, if any.
@@ -40,6 +43,9 @@ pub fn take_last() -> Option<String> {
 }
 
 fn record(_level: PrintLevel, message: String) {
+    if std::env::var_os("TCPTOP_LIBBPF_LOG").is_some() {
+        eprint!("{message}");
+    }
     if let Some(failed) = parse(&message) {
         *FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);
     }

@@ -3,7 +3,6 @@
 
 mod libbpf_log;
 mod plan;
-mod probe;
 mod skel;
 mod table;
 
@@ -124,11 +123,6 @@ impl EbpfCollector {
     /// plan, part by part, with why the better ways were refused.
     pub fn open(hooks: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
         let mut refused = disabled_features()?;
-        if !refused.contains_key(&Feature::AtomicFetch) {
-            if let Err(why) = probe::atomic_fetch() {
-                refused.insert(Feature::AtomicFetch, why);
-            }
-        }
         libbpf_log::capture();
         let mut tried = None;
         loop {
@@ -183,7 +177,6 @@ impl EbpfCollector {
         };
         settings.udp_idle_ns = filters.udp_idle.as_nanos().try_into().unwrap_or(u64::MAX);
         settings.conns_in_hash = plan.storage == plan::Storage::Hash;
-        settings.has_atomic_fetch = plan.atomic_fetch;
         settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
         let protos = counted(filters.proto);

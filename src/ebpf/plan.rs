@@ -72,12 +72,10 @@ pub enum Feature {
     FuncRet,
     /// cgroup sock_addr programs, for the peers of unconnected UDP sockets.
     CgroupSockAddr,
-    /// Fetching atomics and compare-and-swap (Linux 5.12+).
-    AtomicFetch,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 10] = [
+    pub const ALL: [Feature; 9] = [
         Feature::Fentry,
         Feature::Kprobe,
         Feature::Tracepoint,
@@ -87,7 +85,6 @@ impl Feature {
         Feature::TcpIter,
         Feature::FuncRet,
         Feature::CgroupSockAddr,
-        Feature::AtomicFetch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,7 +98,6 @@ impl Feature {
             Feature::TcpIter => "tcp-iter",
             Feature::FuncRet => "func-ret",
             Feature::CgroupSockAddr => "cgroup-sock-addr",
-            Feature::AtomicFetch => "atomic-fetch",
         }
     }
 
@@ -178,7 +174,6 @@ pub struct Plan {
     /// Whether iter/tcp claims the connections older than tcptop at start (else they show
     /// from their first send or read).
     pub adopt: bool,
-    pub atomic_fetch: bool,
 }
 
 impl Plan {
@@ -224,7 +219,6 @@ impl Plan {
             udp,
             udp_table: if allowed(Feature::MapIter) { UdpRead::MapIter } else { UdpRead::Lookup },
             adopt: allowed(Feature::TcpIter),
-            atomic_fetch: allowed(Feature::AtomicFetch),
         })
     }
 
@@ -358,7 +352,6 @@ impl fmt::Display for Plan {
             (self.udp.is_some_and(|udp| udp != self.hooks), "udp-other"),
             (self.udp_table == UdpRead::Lookup, "udp-lookup"),
             (!self.adopt, "no-adopt"),
-            (!self.atomic_fetch, "no-atomic-fetch"),
         ];
         for (_, name) in degraded.iter().filter(|(on, _)| *on) {
             write!(f, "/{name}")?;
@@ -427,11 +420,6 @@ impl Plan {
                 if self.adopt { "iter/tcp at start" } else { "shown from their first send or read" },
                 why(&[Feature::TcpIter])
             ),
-            format!(
-                "atomics: {}{}",
-                if self.atomic_fetch { "fetch and compare-and-swap" } else { "none (ids are random)" },
-                why(&[Feature::AtomicFetch])
-            ),
         ]
     }
 }
@@ -478,9 +466,9 @@ mod tests {
 
     #[test]
     fn a_kernel_before_5_11_keeps_tcp_state_in_the_hash() {
-        let refused = refusing(&[Feature::SkStorage, Feature::FuncRet, Feature::AtomicFetch]);
+        let refused = refusing(&[Feature::SkStorage, Feature::FuncRet]);
         let plan = Plan::best(&Strategy::AUTO_ORDER, &refused).unwrap();
-        assert_eq!(plan.to_string(), "fentry/hash/udp-other/no-atomic-fetch");
+        assert_eq!(plan.to_string(), "fentry/hash/udp-other");
         assert_eq!(plan.udp, Some(Strategy::Kprobe));
         assert!(plan.programs(counted(None)).contains(&"dump_hash_conns"));
     }

@@ -378,11 +378,12 @@ fn batch_mode_prints_the_connection() {
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let (l, r) = pair.client_ends();
-    let row = out
+    let (l, r) = (l.to_string(), r.to_string());
+    let (row, fields) = out
         .lines()
-        .find(|row| row.contains(&l.to_string()) && row.contains(&r.to_string()))
+        .map(|row| (row, row.split_whitespace().collect::<Vec<_>>()))
+        .find(|(_, fields)| fields.len() > 4 && fields[2] == l && fields[3] == r)
         .unwrap_or_else(|| panic!("no row for {l} -> {r} in:\n{out}"));
-    let fields: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(fields[0], std::process::id().to_string(), "{row}");
     assert_eq!(&fields[fields.len() - 2..], ["0", "1234"], "{row}");
 }
