@@ -93,6 +93,9 @@ const volatile __u64 udp_idle_ns = 10000000000;	/* a UDP flow this long without 
 const volatile bool conns_in_hash = false;	/* TCP state in hash_conns, not socket storage */
 const volatile bool tracepoints_count_tcp = true;	/* sock_*_length count TCP */
 const volatile bool tracepoints_count_udp = true;	/* sock_*_length count UDP */
+/* udp{,v6}_recvmsg take (sk, msg, len, noblock, flags, addr_len) before Linux 5.19, and
+ * (sk, msg, len, flags, ...) since: where their flags are, by the kernel's BTF. */
+const volatile bool udp_recvmsg_has_noblock = false;
 
 struct drop_counters drops = {};
 
@@ -712,8 +715,12 @@ int BPF_PROG(fexit_udpv6_sendmsg, struct sock *sk, struct msghdr *msg, size_t le
 
 /* The recvmsg handlers lost their addr_len argument after Linux 6.12 (6.18 has none):
  * bpf_get_func_ret finds the return value either way. */
-static __always_inline void udp_recvmsg_returned(void *ctx, struct sock *sk, struct msghdr *msg, int flags)
+static __always_inline void udp_recvmsg_returned(__u64 *ctx, struct sock *sk, struct msghdr *msg)
 {
+	/* Both read, then one chosen: a load from a chosen offset of ctx is refused. The
+	 * slot after the flags is an argument or the return value, readable either way. */
+	__u64 after_noblock = ctx[4], after_len = ctx[3];
+	int flags = udp_recvmsg_has_noblock ? after_noblock : after_len;
 	__u64 ret = 0;
 
 	if (reads_payload(flags) && !bpf_get_func_ret(ctx, &ret))
@@ -721,16 +728,16 @@ static __always_inline void udp_recvmsg_returned(void *ctx, struct sock *sk, str
 }
 
 SEC("fexit/udp_recvmsg")
-int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+int BPF_PROG(fexit_udp_recvmsg, struct sock *sk, struct msghdr *msg)
 {
-	udp_recvmsg_returned(ctx, sk, msg, flags);
+	udp_recvmsg_returned(ctx, sk, msg);
 	return 0;
 }
 
 SEC("fexit/udpv6_recvmsg")
-int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+int BPF_PROG(fexit_udpv6_recvmsg, struct sock *sk, struct msghdr *msg)
 {
-	udp_recvmsg_returned(ctx, sk, msg, flags);
+	udp_recvmsg_returned(ctx, sk, msg);
 	return 0;
 }
 
@@ -970,10 +977,19 @@ int BPF_KRETPROBE(kretprobe_udpv6_sendmsg, int ret)
 	return 0;
 }
 
-SEC("kprobe/udp_recvmsg")
-int BPF_KPROBE(kprobe_udp_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+/* The flags of a udp{,v6}_recvmsg call, wherever this kernel has them. */
+static __always_inline int recvmsg_flags(struct pt_regs *ctx)
 {
-	udp_call_began(sk, msg, flags);
+	/* Both read, then one chosen: a load from a chosen offset of ctx is refused. */
+	int fifth = PT_REGS_PARM5(ctx), fourth = PT_REGS_PARM4(ctx);
+
+	return udp_recvmsg_has_noblock ? fifth : fourth;
+}
+
+SEC("kprobe/udp_recvmsg")
+int BPF_KPROBE(kprobe_udp_recvmsg, struct sock *sk, struct msghdr *msg)
+{
+	udp_call_began(sk, msg, recvmsg_flags(ctx));
 	return 0;
 }
 
@@ -985,9 +1001,9 @@ int BPF_KRETPROBE(kretprobe_udp_recvmsg, int ret)
 }
 
 SEC("kprobe/udpv6_recvmsg")
-int BPF_KPROBE(kprobe_udpv6_recvmsg, struct sock *sk, struct msghdr *msg, size_t len, int flags)
+int BPF_KPROBE(kprobe_udpv6_recvmsg, struct sock *sk, struct msghdr *msg)
 {
-	udp_call_began(sk, msg, flags);
+	udp_call_began(sk, msg, recvmsg_flags(ctx));
 	return 0;
 }
 

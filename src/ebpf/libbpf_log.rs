@@ -44,7 +44,8 @@ pub fn take_last() -> Option<String> {
 
 fn record(_level: PrintLevel, message: String) {
     if std::env::var_os("TCPTOP_LIBBPF_LOG").is_some() {
-        eprint!("{message}");
+        // Never a panic (a closed stderr) inside libbpf's call.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
     }
     if let Some(failed) = parse(&message) {
         *FAILED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(failed);

@@ -179,6 +179,7 @@ impl EbpfCollector {
         settings.conns_in_hash = plan.storage == plan::Storage::Hash;
         settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
+        settings.udp_recvmsg_has_noblock = udp_recvmsg_has_noblock();
         let protos = counted(filters.proto);
         let programs = plan.programs(protos);
         for mut prog in open.open_object_mut().progs_mut() {
@@ -392,6 +393,22 @@ fn refusal_at_load(plan: &Plan, error: anyhow::Error) -> Attempt {
         ),
         None => Attempt::Failed(error.context(format!("loading {} ({})", failed.program, failed.error))),
     }
+}
+
+/// Whether this kernel's udp_recvmsg takes a `noblock` argument before its flags (before Linux
+/// 5.19), by its BTF, read once.
+fn udp_recvmsg_has_noblock() -> bool {
+    use libbpf_rs::btf::{types::Func, types::FuncProto, Btf};
+
+    static HAS_NOBLOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS_NOBLOCK.get_or_init(|| {
+        let Ok(btf) = Btf::from_vmlinux() else { return false };
+        let params = btf
+            .type_by_name::<Func<'_>>("udp_recvmsg")
+            .and_then(|func| func.next_type())
+            .and_then(|proto| FuncProto::try_from(proto).ok());
+        params.is_some_and(|params| params.iter().any(|param| param.name == Some("noblock".as_ref())))
+    })
 }
 
 /// CLOCK_MONOTONIC, which bpf_ktime_get_ns() reads, in nanoseconds.

@@ -406,7 +406,16 @@ impl Plan {
                 },
                 why(&[Feature::MapIter])
             ),
-            format!("UDP hooks: {udp}{}", why(&[Feature::FuncRet, Feature::CgroupSockAddr])),
+            format!(
+                "UDP hooks: {udp}{}",
+                why(&[
+                    Feature::Fentry,
+                    Feature::FuncRet,
+                    Feature::Kprobe,
+                    Feature::Tracepoint,
+                    Feature::CgroupSockAddr
+                ])
+            ),
             format!(
                 "UDP table read: {}{}",
                 match self.udp_table {
