@@ -1,7 +1,7 @@
 //! tcptop's integration tests: one binary, shared helpers in `helpers`.
 //! Tests that load BPF live in `bpf` (names `bpf::...`, also run in the kernel matrix), `ns`
-//! (namespaces and cgroups, host only) and `scale` (many connections, host only); they need
-//! root.
+//! (namespaces and cgroups, host only), `scale` (many connections, host only) and `wrap` (more
+//! than 4 GiB in one interval, host only); they need root.
 
 mod helpers;
 
@@ -12,3 +12,4 @@ mod log;
 mod ns;
 mod scale;
 mod tui;
+mod wrap;
