@@ -1,11 +1,13 @@
-//! Many connections at once (root, host only): more rows than the memory-mapped table holds
-//! still all arrive, each with its exact bytes.
+//! Many connections (root, host only): more rows than the memory-mapped table holds still all
+//! arrive, each with its exact bytes; thousands of short ones leave no row behind.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
 
-use tcptop::collector::Filters;
+use tcptop::collector::{Collector, Filters};
+use tcptop::model::{Model, Retention};
 
 use crate::helpers::{as_traffic, open_collector};
 
@@ -47,4 +49,45 @@ fn rows_beyond_the_table_arrive_through_the_iterator() {
         assert_eq!(rows.get(&ends(client)), Some(&(bytes, 0)), "client end of connection {i}");
         assert_eq!(rows.get(&ends(accepted)), Some(&(0, bytes)), "server end of connection {i}");
     }
+}
+
+/// 5,000 short connections in one interval make more lifecycle events than the ring buffer
+/// holds: the table is the truth, so no row outlives its connection, the lost events are
+/// counted, and the model shrinks back once the closed rows' retention is over.
+#[test]
+fn short_connections_in_one_interval_leave_no_rows_behind() {
+    const CONNS: usize = 5_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap();
+    let Some(mut watch) = open_collector(Filters { port: Some(server.port()), ..Filters::default() }) else {
+        return;
+    };
+    let retention = Retention::default();
+    let mut model = Model::new(Duration::ZERO, retention);
+    let mut now = Duration::ZERO;
+    let mut update = |watch: &mut crate::helpers::Watch, model: &mut Model| {
+        now += Duration::from_secs(1);
+        model.update(watch.collector.collect().expect("collecting"), now);
+    };
+    update(&mut watch, &mut model);
+    as_traffic(|| {
+        for _ in 0..CONNS {
+            let mut client = TcpStream::connect(server).unwrap();
+            let (mut accepted, _) = listener.accept().unwrap();
+            client.write_all(b"x").unwrap();
+            accepted.read_exact(&mut [0]).unwrap();
+        }
+    });
+    // The sockets are destroyed once both ends are closed: give the kernel a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    update(&mut watch, &mut model);
+    let open: Vec<_> = model.rows().filter(|row| !row.is_closed()).map(|row| row.conn.clone()).collect();
+    assert!(open.is_empty(), "{} rows outlive their connections, e.g. {:?}", open.len(), open.first());
+    let lost = model.overflow().lost_events;
+    eprintln!("{} rows in the interval of the connections; {lost} events lost", model.len());
+    assert!(model.len() <= 2 * CONNS, "{} rows for {CONNS} connections", model.len());
+    for _ in 0..=retention.closed_intervals {
+        update(&mut watch, &mut model);
+    }
+    assert_eq!(model.len(), 0, "closed rows stay after their retention");
 }
