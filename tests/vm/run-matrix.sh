@@ -36,9 +36,13 @@ host-nomapiter  -                           fentry,kprobe  map-iter             
 sid             linux-image-amd64/sid       -              -                    -
 6.12-nofentry   @6.12                       fentry         fentry               auto
 6.12-nomapiter  @6.12                       -              map-iter             auto,kprobe
-6.12-nostorage  @6.12                       -              sk-storage,map-iter  auto,kprobe
+6.12-nostorage  @6.12                       -              sk-storage,map-iter  auto
 6.12-nofuncret  @6.12                       -              func-ret             fentry
 '
+# Why the forced-off rows run what they run: nofentry, auto's fall back to kprobe;
+# nomapiter, both tables (socket storage under fentry, the hash under kprobe) read
+# without map iterators; nostorage, fentry on the hash map (kprobe always uses it);
+# nofuncret, fentry's UDP receive hook without bpf_get_func_ret.
 STRATEGIES_ALL='auto fentry kprobe tracepoint'
 # ---------------------------------------------------------------------------
 
@@ -289,9 +293,9 @@ kernel_report() {
     echo "$prefix-TAINTED=$(cat /proc/sys/kernel/tainted) $taint0"
 }
 # the kernel log lines of each WARNING report: the two lines before it (the
-# "cut here" line and the WARN's message) and up to 30 after, to its end marker
+# "cut here" line and the WARN's message) and up to 40 after, to its end marker
 warning_context() {
-    awk '/WARNING:/ { if (p2 != "" && left == 0) print p2; if (p1 != "" && left == 0) print p1; left = 31 }
+    awk '/WARNING:/ { if (p2 != "" && left == 0) print p2; if (p1 != "" && left == 0) print p1; left = 41 }
          left > 0 { print; left--; if (/---\[ end trace/) left = 0 }
          { p2 = p1; p1 = $0 }'
 }
@@ -459,15 +463,15 @@ failed=0
 star=0
 dash=0
 w_label=6
-w_cell=18
-declare -A cells=()
+declare -A cells=() w_cell=()
+for s in "${strategy_list[@]}"; do w_cell[$s]=12; done
 for k in "${kernel_list[@]}"; do
     label=$(row_label "$k")
     ((${#label} > w_label)) && w_label=${#label}
     for s in "${strategy_list[@]}"; do
         c=$(cell "$k" "$s")
         cells[$k/$s]=$c
-        ((${#c} > w_cell)) && w_cell=${#c}
+        ((${#c} > w_cell[$s])) && w_cell[$s]=${#c}
         [[ $c == FAIL* ]] && failed=$((failed + 1))
         [[ $c == *'*'* ]] && star=1
         [[ $c == - ]] && dash=1
@@ -477,11 +481,11 @@ done
     echo
     echo "tcptop kernel matrix ($(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - t_start)) s; logs in $out/logs)"
     printf "%-${w_label}s" "kernel"
-    for s in "${strategy_list[@]}"; do printf "  %-${w_cell}s" "$s"; done
+    for s in "${strategy_list[@]}"; do printf "  %-${w_cell[$s]}s" "$s"; done
     echo
     for k in "${kernel_list[@]}"; do
         printf "%-${w_label}s" "$(row_label "$k")"
-        for s in "${strategy_list[@]}"; do printf "  %-${w_cell}s" "${cells[$k/$s]}"; done
+        for s in "${strategy_list[@]}"; do printf "  %-${w_cell[$s]}s" "${cells[$k/$s]}"; done
         echo
     done
     ((star)) && echo "* the kernel refuses this strategy: the tests checked tcptop's error (TCPTOP_EXPECT_UNSUPPORTED)"
