@@ -284,8 +284,11 @@ kernel_report() {
     local prefix=$1 marker=$2 taint0=$3 klog n
     if ! klog=$(dmesg 2>/dev/null); then
         echo "$prefix-KERNEL-WARNING=unreadable"
+    elif ! klog=$(awk -v m="$marker" 'index($0, m) {buf = ""; found = 1; next} {buf = buf $0 "\n"}
+                      END {printf "%s", buf; exit !found}' <<<"$klog"); then
+        # no marker (the log wrapped past it, or it could not be written): the run's log is lost
+        echo "$prefix-KERNEL-WARNING=lost"
     else
-        klog=$(awk -v m="$marker" 'index($0, m) {buf = ""; next} {buf = buf $0 "\n"} END {printf "%s", buf}' <<<"$klog")
         n=$(grep -c 'WARNING:' <<<"$klog") || true
         warning_context <<<"$klog" | sed "s/^/$prefix-KLOG: /"
         echo "$prefix-KERNEL-WARNING=${n:-0}"
@@ -315,7 +318,11 @@ kernel_verdict() {
     n=$(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-KERNEL-WARNING=\(.*\)$/\1/p' | tail -n1)
     read -r after before < <(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-TAINTED=//p' | tail -n1) || true
     if [[ -n $n && $n != 0 ]]; then
-        [[ $n == unreadable ]] && why+=,kernel-log-unreadable || why+=,kernel-warning
+        case $n in
+            unreadable) why+=,kernel-log-unreadable ;;
+            lost) why+=,kernel-log-lost ;;
+            *) why+=,kernel-warning ;;
+        esac
     fi
     if [[ -n ${after:-} && -n ${before:-} ]] && ((after & ~before)); then
         why+=,tainted
