@@ -98,13 +98,14 @@ setup_suite() {
         [[ -n $(find "$a/updated" -mmin +"$max_age" 2>/dev/null) ]]; then
         mv "$a/sources.list.new" "$a/sources.list"
         echo "fetch-kernel: apt-get update for $suite ($(grep -c '^deb ' "$a/sources.list") source(s), $mirror)" >&2
-        if apt-get "${apt_opts[@]}" -q update >"$a/update.log" 2>&1; then
+        # (apt-get update exits 0 when an index failed to download, saying so with W:)
+        if apt-get "${apt_opts[@]}" -q update >"$a/update.log" 2>&1 &&
+            ! grep -qE '^(E:|W: (Failed to fetch|Some index files))' "$a/update.log"; then
             touch "$a/updated"
         else
-            grep -v '^\(Get\|Hit\|Ign\):' "$a/update.log" | tail -n5 >&2
+            grep -E '^[WE]:' "$a/update.log" | tail -n5 >&2 || true
             echo "fetch-kernel: apt-get update for $suite failed; using the lists there are" >&2
         fi
-        grep '^[WE]:' "$a/update.log" >&2 || true
     else
         rm -f "$a/sources.list.new"
     fi
