@@ -55,7 +55,7 @@ host_uri_for() {
                     if ($(i + 1) == want) print $i
                 }' "$f"
         fi
-    done | head -n1
+    done | awk 'NR == 1' # (not head: pipefail would see the writer's SIGPIPE)
 }
 
 # Write and refresh the private apt configuration for $suite.
@@ -118,7 +118,7 @@ resolve() {
     local p=$1 dep
     for _ in 1 2 3 4 5; do
         dep=$(apt-cache "${apt_opts[@]}" depends "$p" 2>/dev/null |
-            awk '$1 ~ /Depends:$/ && $2 ~ /^linux-(image|binary)-/ {print $2; exit}')
+            awk '!dep && $1 ~ /Depends:$/ && $2 ~ /^linux-(image|binary)-/ {dep = $2} END {print dep}')
         [[ -n $dep ]] || break
         p=$dep
     done
@@ -186,7 +186,8 @@ extract_vmlinux() {
     local start=$(((setup + 1) * 512 + off))
     magic=$(od -An -tx1 -j "$start" -N4 "$img" | tr -d ' ')
     # The payload ends with the uncompressed size (le32): drop it.
-    local payload="tail -c +$((start + 1)) $img | head -c $((len - 4))"
+    # (tail may die of SIGPIPE when head has its bytes: not a failure under pipefail)
+    local payload="{ tail -c +$((start + 1)) $img || true; } | head -c $((len - 4))"
     case $magic in
         fd377a58) eval "$payload" | xz -dc --single-stream >"$out" ;;
         28b52ffd) eval "$payload" | zstd -dcq >"$out" ;;

@@ -454,9 +454,10 @@ cell() {
 failure_details() {
     local log=$out/logs/$1-$2.log after before
     [[ -f $log ]] || return 0
-    # the names libtest lists under its second "failures:" header
+    # the names libtest lists under its second "failures:" header (awk reads on to the
+    # end: exiting early would kill tr with SIGPIPE, which pipefail makes an error)
     tr -d '\r' <"$log" |
-        awk '/^failures:$/ {n++; next} n == 2 && /^    [^ ]/ {print "      " $1} n == 2 && /^test result/ {exit}'
+        awk '/^failures:$/ {n++; next} n == 2 && /^    [^ ]/ {print "      " $1} n == 2 && /^test result/ {n = 3}'
     # the WARNING lines with the message before each
     tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-KLOG: //p' |
         awk '/WARNING:/ { if (prev !~ /cut here/ && prev != "") print "      kernel: " prev; print "      kernel: " $0 } { prev = $0 }'
