@@ -344,7 +344,8 @@ record_result() {
 
 run_vm() {
     local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc status boot why=
-    local kernel=$cache/$(kernel_row_of "$1")/kernel disable
+    local kernel disable
+    kernel=$cache/$(kernel_row_of "$k")/kernel
     disable=$(disable_of "$k")
     # A guest that dies before its tests start (software emulation now and then crashes a
     # booting kernel, e.g. an int3 while it patches its own code) is booted once more; a
@@ -376,7 +377,7 @@ run_vm() {
 }
 
 run_host() {
-    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc why= marker taint0
+    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc why='' marker taint0
     marker="tcptop-matrix: $k/$s start $$.$RANDOM"
     taint0=$(cat /proc/sys/kernel/tainted)
     echo "$marker" >/dev/kmsg 2>/dev/null || true
