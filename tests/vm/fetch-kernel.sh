@@ -12,10 +12,13 @@
 # Without /SUITE the host's own apt sources and lists are used (the kernels of the
 # host's release). With /SUITE (bullseye, sid, ...) a private apt configuration in
 # CACHE_DIR/../.apt/SUITE is used: its own sources.list naming SUITE (and
-# SUITE-security, except for sid/unstable/experimental) on the host's Debian mirror,
-# its own lists and an empty dpkg status; it is refreshed with apt-get update when
-# older than TCPTOP_VM_APT_MAX_AGE minutes (default 720). The host's sources, lists,
-# pins and packages are never touched.
+# SUITE-security, except for sid/unstable/experimental) on the host's Debian mirror
+# (the URI its sources give for its own release; TCPTOP_VM_MIRROR and
+# TCPTOP_VM_SECURITY_MIRROR override), its own lists and an empty dpkg status; it is
+# refreshed with apt-get update when older than TCPTOP_VM_APT_MAX_AGE minutes
+# (default 720), when its sources changed, or after an update that failed. The
+# host's sources, lists, pins and packages are never touched. If apt has no
+# candidate or the download fails, a kernel already in CACHE_DIR is kept.
 # The result, in CACHE_DIR:
 #   kernel     the file to give to qemu -kernel (uncompressed ELF vmlinux when it
 #              could be extracted, which boots ~2 s faster under TCG, else vmlinuz)
