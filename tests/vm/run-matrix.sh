@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
-# tcptop kernel matrix: run the root BPF tests (`bpf::` in tests/integration.rs)
+# tcptop kernel matrix: run the root BPF tests (`bpf::` in tests/integration/)
 # once per attach strategy on the host kernel and on Debian's stock kernels
-# booted under QEMU (TCG). See tests/vm/README.md.
+# booted under QEMU (TCG); a run fails if its tests fail or its kernel logs a
+# WARNING or becomes tainted. See tests/vm/README.md.
 #
-#   tests/vm/run-matrix.sh [--kernels host,6.1,6.12] [--strategies auto,fentry,kprobe,tracepoint]
+#   tests/vm/run-matrix.sh [--kernels host,5.10,6.1,...] [--strategies auto,fentry,kprobe,tracepoint]
 #                          [--payload CMD] [--include FILE]... [--no-build] [--timeout SECS]
 #                          [--jobs N] [--smp N] [--out DIR] [--host-unsupported LIST]
 set -euo pipefail
 
 # ---------------------------------------------------------------------------
-# The kernel table: one line per kernel, "NAME  DEBIAN-PACKAGE  UNSUPPORTED".
-# The package is fetched with apt-get download (a metapackage is resolved to the
-# concrete linux-image-<release> it depends on) and never installed. UNSUPPORTED
-# lists the strategies that kernel refuses ("-" for none): the tests get it as
-# TCPTOP_EXPECT_UNSUPPORTED and then assert tcptop's clear error instead.
-# The name "host" is the running kernel: the tests run directly on this machine
-# (its column is this workplace's sandbox, where fentry and kprobes are blocked;
-# override with --host-unsupported, e.g. "-" on a machine where all attach).
+# The kernel table: one line per row, "NAME KERNEL UNSUPPORTED DISABLE STRATEGIES".
+# KERNEL: "-" for the running kernel (a host row: the tests run directly on this
+#   machine); a Debian package, PACKAGE for the host's own apt sources or
+#   PACKAGE/SUITE for another suite (fetch-kernel.sh: a private apt config, the
+#   host's packages and sources untouched), fetched with apt-get download (a
+#   metapackage is resolved to the concrete linux-image-<release>) and never
+#   installed; or "@ROW" for the kernel of another row.
+# UNSUPPORTED: the strategies that row refuses ("-" for none): the tests get it
+#   as TCPTOP_EXPECT_UNSUPPORTED and then assert tcptop's clear error instead.
+#   (The host's is this workplace's sandbox, where fentry and kprobes are blocked;
+#   override with --host-unsupported, e.g. "-" on a machine where all attach.)
+# DISABLE: TCPTOP_DISABLE for the run, kernel features tcptop treats as refused
+#   (fentry, kprobe, tracepoint, sk-storage, map-iter, func-ret), so that its
+#   fallbacks run live ("-": none). Passed to a guest as tcptop_disable=...
+# STRATEGIES: the strategies this row runs ("-": all; a forced-off row runs only
+#   those its switch matters for, to keep the matrix short).
 KERNEL_TABLE='
-host  -                       fentry,kprobe
-6.1   linux-image-amd64       tracepoint
-6.12  linux-image-6.12-amd64  -
+# NAME          KERNEL                      UNSUPPORTED    DISABLE              STRATEGIES
+host            -                           fentry,kprobe  -                    -
+host-nomapiter  -                           fentry,kprobe  map-iter             auto
+5.10            linux-image-amd64/bullseye  tracepoint     -                    -
+6.1             linux-image-amd64           tracepoint     -                    -
+6.12            linux-image-6.12-amd64      -              -                    -
+sid             linux-image-amd64/sid       -              -                    -
+6.12-nofentry   @6.12                       fentry         fentry               auto
+6.12-nomapiter  @6.12                       -              map-iter             auto,kprobe
+6.12-nostorage  @6.12                       -              sk-storage,map-iter  auto
+6.12-nofuncret  @6.12                       -              func-ret             fentry
 '
+# Why the forced-off rows run what they run: nofentry, auto's fall back to kprobe;
+# nomapiter, both tables (socket storage under fentry, the hash under kprobe) read
+# without map iterators; nostorage, fentry on the hash map (kprobe always uses it);
+# nofuncret, fentry's UDP receive hook without bpf_get_func_ret.
 STRATEGIES_ALL='auto fentry kprobe tracepoint'
 # ---------------------------------------------------------------------------
 
@@ -42,21 +63,28 @@ includes=()
 host_unsupported=
 
 usage() {
-    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
-  --kernels LIST      comma-separated names from the table (default: $kernels)
-  --strategies LIST   TCPTOP_PROBE values to run (default: $strategies)
+  --kernels LIST      comma-separated row names from the table (default: all:
+                      $kernels)
+  --strategies LIST   TCPTOP_PROBE values to run (default: $strategies); a row
+                      with its own list in the table runs the strategies in both
   --payload CMD       shell command to run instead of the BPF tests (development);
-                      it sees TCPTOP_PROBE, TCPTOP_EXPECT_UNSUPPORTED and TCPTOP_REQUIRE_BPF=1
+                      it sees TCPTOP_PROBE, TCPTOP_EXPECT_UNSUPPORTED, TCPTOP_DISABLE
+                      (when the row has one) and TCPTOP_REQUIRE_BPF=1
   --include FILE      also copy FILE (and its shared libraries) into the guest
   --no-build          do not run cargo; reuse the binaries of the last build
   --timeout SECS      kill a VM run after SECS (default: $vm_timeout)
   --jobs N            VMs run at once (default: $jobs)
   --smp N             vCPUs per VM (default: $smp)
   --out DIR           logs and initramfs (default: target/vm-matrix)
-  --host-unsupported LIST  strategies the host kernel refuses ("-": none;
-                      default: the table's, $(awk '$1 == "host" {print $3}' <<<"$KERNEL_TABLE"))
+  --host-unsupported LIST  strategies the host kernel refuses ("-": none), for
+                      every host row (default: the table's,
+                      $(awk '$1 == "host" {print $3}' <<<"$KERNEL_TABLE"))
+
+The table (kernel rows, refused strategies, TCPTOP_DISABLE lists, per-row strategies):
+$(awk 'NF {print "  " $0}' <<<"$KERNEL_TABLE")
 EOF
 }
 
@@ -100,30 +128,54 @@ rm -f "$out"/logs/*.log "$out"/logs/*.result
 log() { printf '[run-matrix %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 t_start=$SECONDS
 
-package_of() {
-    awk -v n="$1" 'NF && $1 == n {print $2; found = 1} END {exit !found}' <<<"$KERNEL_TABLE"
+# column N of the table row NAME ("-" for an empty column); fails for no such row
+field_of() {
+    awk -v n="$1" -v c="$2" 'NF && $1 == n {print (c <= NF ? $c : "-"); found = 1; exit} END {exit !found}' <<<"$KERNEL_TABLE"
 }
-# the kernel's refused strategies, comma-separated, "" for none
+# the row's column N, "" for "-"
+list_of() {
+    local v
+    v=$(field_of "$1" "$2")
+    [[ $v == - ]] && v=
+    echo "$v"
+}
+is_host() { [[ $(field_of "$1" 2) == - ]]; }
+# the row whose kernel a row boots ("@6.12" reuses row 6.12's download)
+kernel_row_of() {
+    local p
+    p=$(field_of "$1" 2)
+    if [[ $p == @* ]]; then echo "${p#@}"; else echo "$1"; fi
+}
+package_of() { field_of "$(kernel_row_of "$1")" 2; }
+# the row's refused strategies, comma-separated, "" for none
 unsupported_of() {
-    local u
-    if [[ $1 == host && -n $host_unsupported ]]; then
-        u=$host_unsupported
+    if is_host "$1" && [[ -n $host_unsupported ]]; then
+        [[ $host_unsupported == - ]] || echo "$host_unsupported"
     else
-        u=$(awk -v n="$1" 'NF && $1 == n {print $3}' <<<"$KERNEL_TABLE")
+        list_of "$1" 3
     fi
-    [[ $u == - ]] && u=
-    echo "$u"
 }
+disable_of() { list_of "$1" 4; }
 is_unsupported() { [[ ",$(unsupported_of "$1")," == *",$2,"* ]]; }
+# whether row K runs strategy S (its own list, if any, and --strategies)
+runs() {
+    local own
+    own=$(list_of "$1" 5)
+    [[ -z $own || ",$own," == *",$2,"* ]]
+}
 for k in "${kernel_list[@]}"; do
-    package_of "$k" >/dev/null || { echo "run-matrix: kernel '$k' is not in the table" >&2; exit 2; }
+    field_of "$k" 1 >/dev/null || { echo "run-matrix: kernel '$k' is not in the table" >&2; exit 2; }
+    b=$(kernel_row_of "$k")
+    [[ $b == "$k" ]] && continue
+    p=$(field_of "$b" 2) || p=-
+    [[ $p != @* && $p != - ]] || { echo "run-matrix: row '$k' names '@$b', which is not a VM kernel row" >&2; exit 2; }
 done
 for s in "${strategy_list[@]}"; do
     [[ " $STRATEGIES_ALL " == *" $s "* ]] || { echo "run-matrix: unknown strategy '$s'" >&2; exit 2; }
 done
 
 need_vm=0
-for k in "${kernel_list[@]}"; do [[ $k == host ]] || need_vm=1; done
+for k in "${kernel_list[@]}"; do is_host "$k" || need_vm=1; done
 if ((need_vm)); then
     missing=
     for c in qemu-system-x86_64 cpio apt-get dpkg-deb xz zstd objcopy file timeout; do
@@ -190,10 +242,15 @@ if [[ -z $payload_cmd ]]; then
 fi
 
 # --- 2. kernels --------------------------------------------------------------
+# once per kernel row, also when only a row that reuses it ("@ROW") was selected
+fetched=" "
 for k in "${kernel_list[@]}"; do
-    [[ $k == host ]] && continue
-    log "kernel $k: $(package_of "$k")"
-    "$here/fetch-kernel.sh" "$(package_of "$k")" "$cache/$k"
+    is_host "$k" && continue
+    b=$(kernel_row_of "$k")
+    [[ $fetched == *" $b "* ]] && continue
+    fetched+="$b "
+    log "kernel $b: $(package_of "$b")"
+    "$here/fetch-kernel.sh" "$(package_of "$b")" "$cache/$b"
 done
 
 # --- 3. initramfs ------------------------------------------------------------
@@ -209,11 +266,87 @@ if ((need_vm)); then
 fi
 
 # --- 4. runs -----------------------------------------------------------------
-# Result of each run in $out/logs/<kernel>-<strategy>.result: "PASS <secs>",
-# "FAIL <secs> exit=N", or "FAIL <secs> timeout" / "no-exit-line".
+# Result of each run in $out/logs/<row>-<strategy>.result: "PASS <secs>" or
+# "FAIL <secs> <reasons>", the reasons comma-separated: exit=N, timeout or
+# no-exit-line(qemu=N) from the run, kernel-warning and tainted from its kernel.
+#
+# The kernel's report on a run, the lines /init (guest) or kernel_report (host)
+# put at the end of the run's log:
+#   TCPTOP-VM-KLOG: <line>            a WARNING the kernel logged during the run, with
+#                                     its message and stack (one per line)
+#   TCPTOP-VM-KERNEL-WARNING=<n>      how many "WARNING:" lines it logged during the run
+#   TCPTOP-VM-TAINTED=<after> <before>  /proc/sys/kernel/tainted after and before
+# (TCPTOP-HOST-... on a host row). "During the run": after the marker line written
+# to /dev/kmsg just before the payload started.
+
+# kernel_report PREFIX MARKER TAINT_BEFORE: the lines above, for the host's kernel
+kernel_report() {
+    local prefix=$1 marker=$2 taint0=$3 klog n
+    if ! klog=$(dmesg 2>/dev/null); then
+        echo "$prefix-KERNEL-WARNING=unreadable"
+    elif ! klog=$(awk -v m="$marker" 'index($0, m) {buf = ""; found = 1; next} {buf = buf $0 "\n"}
+                      END {printf "%s", buf; exit !found}' <<<"$klog"); then
+        # no marker (the log wrapped past it, or it could not be written): the run's log is lost
+        echo "$prefix-KERNEL-WARNING=lost"
+    else
+        n=$(grep -c 'WARNING:' <<<"$klog") || true
+        warning_context <<<"$klog" | sed "s/^/$prefix-KLOG: /"
+        echo "$prefix-KERNEL-WARNING=${n:-0}"
+    fi
+    echo "$prefix-TAINTED=$(cat /proc/sys/kernel/tainted) $taint0"
+}
+# the kernel log lines of each WARNING report: the two lines before it (the
+# "cut here" line and the WARN's message) and up to 40 after, to its end marker
+warning_context() {
+    awk '/WARNING:/ { if (p2 != "" && left == 0) print p2; if (p1 != "" && left == 0) print p1; left = 41 }
+         left > 0 { print; left--; if (/---\[ end trace/) left = 0 }
+         { p2 = p1; p1 = $0 }'
+}
+
+# taint bit letters (Documentation/admin-guide/tainted-kernels.rst), for the failure list
+taint_letters() {
+    local t=$1 letters=PFSRMBUDAWCIOELKXTNJ i out=
+    for ((i = 0; i < ${#letters}; i++)); do
+        (((t >> i) & 1)) && out+=${letters:i:1}
+    done
+    echo "${out:-none}"
+}
+
+# kernel_verdict LOG: the kernel's failure reasons for the run in LOG ("" if clean)
+kernel_verdict() {
+    local log=$1 n after before why=
+    n=$(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-KERNEL-WARNING=\(.*\)$/\1/p' | tail -n1)
+    read -r after before < <(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-TAINTED=//p' | tail -n1) || true
+    if [[ -n $n && $n != 0 ]]; then
+        case $n in
+            unreadable) why+=,kernel-log-unreadable ;;
+            lost) why+=,kernel-log-lost ;;
+            *) why+=,kernel-warning ;;
+        esac
+    fi
+    if [[ -n ${after:-} && -n ${before:-} ]] && ((after & ~before)); then
+        why+=,tainted
+    fi
+    echo "${why#,}"
+}
+
+# record_result RES LOG T0 REASONS: write the run's result with the kernel's verdict
+record_result() {
+    local res=$1 log=$2 t0=$3 why=$4 kv
+    kv=$(kernel_verdict "$log")
+    [[ -n $kv ]] && why=${why:+$why,}$kv
+    if [[ -z $why ]]; then
+        echo "PASS $((SECONDS - t0))" >"$res"
+    else
+        echo "FAIL $((SECONDS - t0)) $why" >"$res"
+    fi
+}
 
 run_vm() {
-    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc status boot
+    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc status boot why=
+    local kernel disable
+    kernel=$cache/$(kernel_row_of "$k")/kernel
+    disable=$(disable_of "$k")
     # A guest that dies before its tests start (software emulation now and then crashes a
     # booting kernel, e.g. an int3 while it patches its own code) is booted once more; a
     # run whose tests started is never repeated.
@@ -222,8 +355,8 @@ run_vm() {
         timeout --kill-after=10 "$vm_timeout" qemu-system-x86_64 \
             -accel tcg,thread=multi -cpu max -m 1G -smp "$smp" \
             -no-user-config -nodefaults -display none -serial stdio -no-reboot \
-            -kernel "$cache/$k/kernel" -initrd "$initrd" \
-            -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")" \
+            -kernel "$kernel" -initrd "$initrd" \
+            -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")${disable:+ tcptop_disable=$disable}" \
             </dev/null >"$log" 2>&1
         rc=$?
         set -e
@@ -235,51 +368,50 @@ run_vm() {
     done
     status=$(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-VM-EXIT=\([0-9]*\)$/\1/p' | tail -n1)
     if [[ -z $status ]]; then
-        if ((rc == 124 || rc == 137)); then
-            echo "FAIL $((SECONDS - t0)) timeout" >"$res"
-        else
-            echo "FAIL $((SECONDS - t0)) no-exit-line(qemu=$rc)" >"$res"
-        fi
-    elif ((status == 0)); then
-        echo "PASS $((SECONDS - t0))" >"$res"
-    else
-        echo "FAIL $((SECONDS - t0)) exit=$status" >"$res"
+        if ((rc == 124 || rc == 137)); then why=timeout; else why="no-exit-line(qemu=$rc)"; fi
+    elif ((status != 0)); then
+        why=exit=$status
     fi
+    record_result "$res" "$log" "$t0" "$why"
     log "$k/$s: $(cat "$res")"
 }
 
 run_host() {
-    local s=$1 log=$out/logs/host-$1.log res=$out/logs/host-$1.result t0=$SECONDS rc
+    local k=$1 s=$2 log=$out/logs/$1-$2.log res=$out/logs/$1-$2.result t0=$SECONDS rc why='' marker taint0
+    marker="tcptop-matrix: $k/$s start $$.$RANDOM"
+    taint0=$(cat /proc/sys/kernel/tainted)
+    echo "$marker" >/dev/kmsg 2>/dev/null || true
     set +e
     (
         cd "$repo"
         export TCPTOP_PROBE=$s TCPTOP_REQUIRE_BPF=1 RUST_BACKTRACE=1
-        export TCPTOP_EXPECT_UNSUPPORTED=$(unsupported_of host)
-        echo "TCPTOP-HOST-START kernel=$(uname -r) probe=$s expect_unsupported=$TCPTOP_EXPECT_UNSUPPORTED"
+        export TCPTOP_EXPECT_UNSUPPORTED=$(unsupported_of "$k")
+        disable=$(disable_of "$k")
+        if [[ -n $disable ]]; then export TCPTOP_DISABLE=$disable; else unset TCPTOP_DISABLE; fi
+        echo "TCPTOP-HOST-START kernel=$(uname -r) probe=$s expect_unsupported=$TCPTOP_EXPECT_UNSUPPORTED disable=$disable"
         timeout --kill-after=10 "$vm_timeout" bash -c "$payload_cmd" </dev/null
     ) >"$log" 2>&1
     rc=$?
     set -e
     echo "TCPTOP-HOST-EXIT=$rc" >>"$log"
-    if ((rc == 0)); then
-        echo "PASS $((SECONDS - t0))" >"$res"
-    elif ((rc == 124 || rc == 137)); then
-        echo "FAIL $((SECONDS - t0)) timeout" >"$res"
-    else
-        echo "FAIL $((SECONDS - t0)) exit=$rc" >"$res"
-    fi
-    log "host/$s: $(cat "$res")"
+    kernel_report TCPTOP-HOST "$marker" "$taint0" >>"$log"
+    if ((rc == 124 || rc == 137)); then why=timeout; elif ((rc != 0)); then why=exit=$rc; fi
+    record_result "$res" "$log" "$t0" "$why"
+    log "$k/$s: $(cat "$res")"
 }
 
-# host runs first and alone (they are timing-sensitive; VMs eat the CPUs)
+# host rows first and alone (they are timing-sensitive; VMs eat the CPUs)
 for k in "${kernel_list[@]}"; do
-    [[ $k == host ]] || continue
-    for s in "${strategy_list[@]}"; do run_host "$s"; done
+    is_host "$k" || continue
+    for s in "${strategy_list[@]}"; do
+        runs "$k" "$s" && run_host "$k" "$s"
+    done
 done
 running=0
 for k in "${kernel_list[@]}"; do
-    [[ $k == host ]] && continue
+    is_host "$k" && continue
     for s in "${strategy_list[@]}"; do
+        runs "$k" "$s" || continue
         if ((jobs > 1)); then
             run_vm "$k" "$s" &
             running=$((running + 1))
@@ -295,57 +427,89 @@ done
 wait
 
 # --- 5. table ----------------------------------------------------------------
+# row_label K: the row's name, kernel release and TCPTOP_DISABLE list
+row_label() {
+    local k=$1 label disable
+    if is_host "$k"; then
+        label="$k $(uname -r)"
+    else
+        label="$k $(cat "$cache/$(kernel_row_of "$k")/release" 2>/dev/null)"
+    fi
+    disable=$(disable_of "$k")
+    echo "$label${disable:+ disable=$disable}"
+}
+# cell K S: the table cell of row K, strategy S ("-": not run by this row)
+cell() {
+    local k=$1 s=$2 res=$out/logs/$1-$2.result verdict=FAIL secs=0 why=not-run mark=
+    runs "$k" "$s" || { echo -; return; }
+    [[ -f $res ]] && read -r verdict secs why <"$res"
+    is_unsupported "$k" "$s" && mark='*'
+    if [[ $verdict == PASS ]]; then
+        echo "PASS$mark ${secs}s"
+    else
+        # "no-exit-line(qemu=1)" -> "no-exit-line"
+        echo "FAIL$mark($(sed 's/([^)]*)//g' <<<"$why"))"
+    fi
+}
+# failure_details K S: the failed tests and the kernel's WARNING lines of a failed run
+failure_details() {
+    local log=$out/logs/$1-$2.log after before
+    [[ -f $log ]] || return 0
+    # the names libtest lists under its second "failures:" header (awk reads on to the
+    # end: exiting early would kill tr with SIGPIPE, which pipefail makes an error)
+    tr -d '\r' <"$log" |
+        awk '/^failures:$/ {n++; next} n == 2 && /^    [^ ]/ {print "      " $1} n == 2 && /^test result/ {n = 3}'
+    # the WARNING lines with the message before each
+    tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-KLOG: //p' |
+        awk '/WARNING:/ { if (prev !~ /cut here/ && prev != "") print "      kernel: " prev; print "      kernel: " $0 } { prev = $0 }'
+    read -r after before < <(tr -d '\r' <"$log" | sed -n 's/^TCPTOP-[A-Z]*-TAINTED=//p' | tail -n1) || true
+    if [[ -n ${after:-} && -n ${before:-} ]] && ((after & ~before)); then
+        echo "      kernel: tainted $before -> $after (new: $(taint_letters $((after & ~before))))"
+    fi
+}
+
 failed=0
 star=0
+dash=0
+w_label=6
+declare -A cells=() w_cell=()
+for s in "${strategy_list[@]}"; do w_cell[$s]=12; done
+for k in "${kernel_list[@]}"; do
+    label=$(row_label "$k")
+    ((${#label} > w_label)) && w_label=${#label}
+    for s in "${strategy_list[@]}"; do
+        c=$(cell "$k" "$s")
+        cells[$k/$s]=$c
+        ((${#c} > w_cell[$s])) && w_cell[$s]=${#c}
+        [[ $c == FAIL* ]] && failed=$((failed + 1))
+        [[ $c == *'*'* ]] && star=1
+        [[ $c == - ]] && dash=1
+    done
+done
 {
     echo
     echo "tcptop kernel matrix ($(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - t_start)) s; logs in $out/logs)"
-    printf '%-34s' "kernel"
-    for s in "${strategy_list[@]}"; do printf ' %-18s' "$s"; done
+    printf "%-${w_label}s" "kernel"
+    for s in "${strategy_list[@]}"; do printf "  %-${w_cell[$s]}s" "$s"; done
     echo
     for k in "${kernel_list[@]}"; do
-        if [[ $k == host ]]; then
-            label="host $(uname -r)"
-        else
-            label="$k $(cat "$cache/$k/release" 2>/dev/null)"
-        fi
-        printf '%-34s' "$label"
-        for s in "${strategy_list[@]}"; do
-            res=$out/logs/$k-$s.result
-            if [[ -f $res ]]; then
-                read -r verdict secs why <"$res"
-            else
-                verdict=FAIL secs=0 why=not-run
-            fi
-            [[ $verdict == PASS ]] || failed=$((failed + 1))
-            mark=
-            if is_unsupported "$k" "$s"; then
-                mark='*'
-                star=1
-            fi
-            if [[ $verdict == PASS ]]; then
-                cell="PASS$mark ${secs}s"
-            else
-                cell="FAIL$mark(${why%%(*})"
-            fi
-            printf ' %-18s' "$cell"
-        done
+        printf "%-${w_label}s" "$(row_label "$k")"
+        for s in "${strategy_list[@]}"; do printf "  %-${w_cell[$s]}s" "${cells[$k/$s]}"; done
         echo
     done
     ((star)) && echo "* the kernel refuses this strategy: the tests checked tcptop's error (TCPTOP_EXPECT_UNSUPPORTED)"
+    ((dash)) && echo "- not run: the row runs only the strategies its TCPTOP_DISABLE list matters for"
     echo
     if ((failed)); then
         echo "matrix: $failed run(s) FAILED"
         for k in "${kernel_list[@]}"; do
             for s in "${strategy_list[@]}"; do
+                [[ ${cells[$k/$s]} == FAIL* ]] || continue
                 f=$out/logs/$k-$s.result
-                verdict=FAIL why=not-run
-                [[ -f $f ]] && read -r verdict _ why <"$f"
-                [[ $verdict == PASS ]] && continue
+                why=not-run
+                [[ -f $f ]] && read -r _ _ why <"$f"
                 echo "  $k/$s: $why -> $out/logs/$k-$s.log"
-                # the names libtest lists under its second "failures:" header
-                [[ -f $out/logs/$k-$s.log ]] && tr -d '\r' <"$out/logs/$k-$s.log" |
-                    awk '/^failures:$/ {n++; next} n == 2 && /^    [^ ]/ {print "      " $1} n == 2 && /^test result/ {exit}'
+                failure_details "$k" "$s"
             done
         done
     else
