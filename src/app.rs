@@ -61,7 +61,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.events {
         return lifecycle::run(collector.as_mut(), &events, &mut io::stdout().lock());
     }
-    let query = Query { all: args.all, text: String::new(), sort: args.sort, reverse: args.reverse };
+    let query = Query { all: args.all, text: String::new(), sort: args.sort.into(), reverse: args.reverse };
     let mut sinks: Vec<Box<dyn IntervalSink>> = Vec::new();
     sinks.extend(log.map(|log| Box::new(log) as Box<dyn IntervalSink>));
     if !args.batch && args.format.is_none() && io::stdout().is_terminal() {
@@ -141,7 +141,7 @@ pub fn run_tui(
         interval: args.interval(),
     };
     let state = TuiState {
-        sort_choice: args.sort,
+        sort_choice: args.sort.into(),
         reverse: args.reverse,
         raw_bytes: args.bytes,
         ..TuiState::default()

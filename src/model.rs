@@ -1,6 +1,7 @@
 //! The pure model: turns collector samples into a connection table with per-interval bytes,
 //! rates and totals, and sorts and filters it. No I/O, no platform code; time is an argument.
 
+pub mod conn;
 pub mod group;
 
 use std::cmp::Reverse;
@@ -8,9 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::ValueEnum;
-
-use crate::collector::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
+pub use conn::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -293,7 +292,7 @@ pub struct Query {
 }
 
 /// A sortable column. Byte and rate columns sort largest first, the others ascending.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// Bytes read + written in the last interval.
     #[default]
@@ -372,7 +371,7 @@ pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::test_conn;
+    use conn::test_conn;
 
     fn conn(id: u64, rx: u64, tx: u64) -> Conn {
         let remote = format!("127.0.0.1:{}", 6000 + id);

@@ -172,8 +172,8 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::collector::ConnEvent;
-    use crate::collector::{test_conn as conn, EventKind, Sample};
+    use crate::model::conn::test_conn as conn;
+    use crate::model::{ConnEvent, EventKind, Sample};
     use crate::model::{Model, Retention};
 
     fn secs(s: u64) -> Duration {

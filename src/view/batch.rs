@@ -111,8 +111,9 @@ fn write_line(out: &mut dyn Write, cells: &[&str; 7], widths: &[usize; 7]) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{test_conn, Overflow, Sample};
+    use crate::model::conn::test_conn;
     use crate::model::Retention;
+    use crate::model::{Overflow, Sample};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

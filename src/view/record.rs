@@ -6,8 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::collector::TcpState;
-use crate::model::{ConnRow, Model, Query};
+use crate::model::{ConnRow, Model, Query, TcpState};
 use crate::view::IntervalSink;
 
 /// One connection in one interval. The field order is the CSV column order, the field names
@@ -151,8 +150,9 @@ fn encode<'a>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::collector::{test_conn, Conn, ConnEvent, EventKind, Sample};
+    use crate::model::conn::test_conn;
     use crate::model::Retention;
+    use crate::model::{Conn, ConnEvent, EventKind, Sample};
     use std::time::{Duration, UNIX_EPOCH};
 
     /// An established TCP connection with a comm that CSV has to quote.
