@@ -94,6 +94,17 @@ impl ConnRow {
         self.closed_for.is_some()
     }
 
+    /// Marks the connection closed in the current interval.
+    fn close(&mut self) {
+        self.show_closed_state();
+        self.closed_for = Some(0);
+    }
+
+    /// A closed TCP connection shows CLOSE whatever state its last record had; UDP has none.
+    fn show_closed_state(&mut self) {
+        self.conn.state = Some(TcpState::Close).filter(|_| self.conn.state.is_some());
+    }
+
     /// The event that happened in the last interval and best describes it:
     /// "opened", "closed" or "state".
     pub fn event_label(&self) -> Option<&'static str> {
@@ -168,22 +179,24 @@ impl Model {
         });
         for event in sample.events {
             let row = row_for(&mut self.rows, &event.conn, now);
+            let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
-            if let EventKind::State { new, .. } = event.kind {
-                row.conn.state = Some(new);
+            if closed_before {
+                // The table showed the close first (see below): the event only brings the
+                // final totals, not a second close.
+                row.show_closed_state();
+            } else {
+                match event.kind {
+                    EventKind::State { new, .. } => row.conn.state = Some(new),
+                    EventKind::Closed => row.close(),
+                }
+                row.new_events += 1;
             }
-            if event.kind == EventKind::Closed {
-                row.conn.state = Some(TcpState::Close).filter(|_| row.conn.state.is_some());
-                row.closed_for = Some(0);
-            }
-            row.new_events += 1;
             row.events.push(event);
         }
-        let mut reported_udp = HashSet::new();
+        let mut reported = HashSet::with_capacity(sample.conns.len());
         for conn in sample.conns {
-            if conn.proto == Proto::Udp {
-                reported_udp.insert(conn.id);
-            }
+            reported.insert(conn.id);
             let row = row_for(&mut self.rows, &conn, now);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
@@ -198,6 +211,11 @@ impl Model {
         self.updated = true;
         let idle = self.retention.udp_idle;
         self.rows.retain(|id, row| {
+            // The collector's table is the truth: a TCP connection it no longer lists is
+            // over, even when its close event was lost or comes later.
+            if row.conn.proto == Proto::Tcp && !row.is_closed() && !reported.contains(id) {
+                row.close();
+            }
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -215,7 +233,7 @@ impl Model {
             // collector still reports stays, or it would come back with its totals counted
             // again.
             row.conn.proto != Proto::Udp
-                || reported_udp.contains(id)
+                || reported.contains(id)
                 || now.saturating_sub(row.last_traffic) < idle
         });
         self.overflow = sample.overflow;
@@ -488,6 +506,43 @@ mod tests {
         assert!(model.row(1).is_none());
         // An idle TCP connection is never timed out.
         assert!(model.row(2).is_some());
+    }
+
+    #[test]
+    fn a_tcp_connection_the_table_no_longer_lists_closes_with_its_last_totals() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 0), conn(2, 50, 5), udp(3, 10, 0)]), secs(1));
+        model.update(live(vec![conn(1, 150, 0)]), secs(2));
+        let ghost = model.row(2).unwrap();
+        assert_eq!(
+            (ghost.closed_for, ghost.conn.state, ghost.event_label()),
+            (Some(0), Some(TcpState::Close), Some("closed"))
+        );
+        assert_eq!((ghost.rx_bytes, ghost.conn.rx_bytes, ghost.conn.tx_bytes), (0, 50, 5));
+        assert_eq!(model.row(1).unwrap().closed_for, None);
+        // UDP has no table of live flows to be absent from: it times out instead.
+        assert_eq!(model.row(3).unwrap().closed_for, None);
+    }
+
+    #[test]
+    fn a_close_event_after_the_table_showed_the_close_only_adds_its_final_bytes() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 0), conn(2, 50, 5)]), secs(1));
+        model.update(live(vec![conn(1, 100, 0)]), secs(2));
+        let finishing = ConnEvent {
+            at: secs(2),
+            kind: EventKind::State { old: TcpState::Established, new: TcpState::FinWait1 },
+            conn: conn(2, 60, 5),
+        };
+        let late = Sample {
+            conns: vec![conn(1, 100, 0)],
+            events: vec![finishing, closed(conn(2, 70, 5), 2)],
+            ..Sample::default()
+        };
+        model.update(late, secs(3));
+        let row = model.row(2).unwrap();
+        assert_eq!((row.rx_bytes, row.conn.rx_bytes, row.conn.state), (20, 70, Some(TcpState::Close)));
+        assert_eq!((row.closed_for, row.event_label(), row.events.len()), (Some(1), None, 2));
     }
 
     #[test]

@@ -217,7 +217,8 @@ fn paused_screen_keeps_its_interval_while_collection_goes_on() {
 fn overflow_is_shown() {
     let mut h = Harness::started(120, 24);
     let overflow = Overflow { untracked_conns: 3, lost_events: 2, dropped_packets: 0 };
-    h.samples.push_back(Sample { overflow, ..Sample::default() });
+    let conns = h.model.rows().filter(|row| !row.is_closed()).map(|row| row.conn.clone()).collect();
+    h.samples.push_back(Sample { conns, overflow, ..Sample::default() });
     h.ticks(1);
     let screen = h.screen();
     let status = screen.lines().last().unwrap();
