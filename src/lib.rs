@@ -2,6 +2,7 @@
 //! model -> views; see ARCHITECTURE.md.
 
 pub mod app;
+pub mod cache;
 // The libpcap collector (macOS, and Linux without eBPF) lives in the design's macos/ tree.
 #[path = "../macos/mod.rs"]
 pub mod capture;
