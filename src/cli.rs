@@ -11,7 +11,7 @@ use crate::model::{Proto, SortKey, DEFAULT_UDP_IDLE};
 /// top for network connections: which process talks to which peer, how many bytes each
 /// connection sends and receives, its rate and its state. Counted in the kernel by eBPF on
 /// Linux, from captured packets elsewhere.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "tcptop",
     version,

@@ -1,58 +1,61 @@
-//! The one event stream a front end loops over: interval ticks, stop signals and terminal
-//! input.
+//! What the one event loop waits on, as one stream of `Event`s: the collection thread's
+//! output, terminal input and stop signals. A new source (an exporter's requests, a
+//! resolver's answers) is one more field, one more variant and one more arm.
 
-use std::sync::mpsc::Sender;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::io;
 
-use anyhow::{Context, Result};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use futures_util::stream::LocalBoxStream;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::collection::Collected;
 
 #[derive(Debug)]
 pub enum Event {
-    /// An interval ended: time to collect and show.
-    Tick,
-    /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
-    Stop,
+    Collected(Collected),
+    /// The collection thread is gone (it ended after its last interval, or it panicked).
+    CollectionEnded,
     /// A key, mouse or resize event from the terminal (live screen only).
     Input(crossterm::event::Event),
+    /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
+    Stop,
 }
 
-/// Sends `Event::Tick` every `interval`, on a fixed schedule that does not drift.
-pub fn spawn_ticker(events: Sender<Event>, interval: Duration) {
-    thread::spawn(move || {
-        let mut next = Instant::now() + interval;
+pub struct Sources {
+    pub collected: UnboundedReceiver<Collected>,
+    /// `None` without a live screen, and once the terminal is gone.
+    pub input: Option<LocalBoxStream<'static, io::Result<crossterm::event::Event>>>,
+    /// `None` once the stream ends.
+    pub stop_signals: Option<LocalBoxStream<'static, ()>>,
+}
+
+impl Sources {
+    /// The next event, waiting for it.
+    pub async fn next(&mut self) -> Event {
         loop {
-            thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += interval;
-            if events.send(Event::Tick).is_err() {
-                return;
+            tokio::select! {
+                collected = self.collected.recv() => {
+                    return collected.map_or(Event::CollectionEnded, Event::Collected);
+                }
+                input = next_of(&mut self.input), if self.input.is_some() => match input {
+                    Some(Ok(input)) => return Event::Input(input),
+                    // Nothing more can be read from the terminal.
+                    Some(Err(_)) | None => self.input = None,
+                },
+                signal = next_of(&mut self.stop_signals), if self.stop_signals.is_some() => match signal {
+                    Some(()) => return Event::Stop,
+                    None => self.stop_signals = None,
+                },
             }
         }
-    });
+    }
+
+    /// An event that is already waiting, if any.
+    pub fn ready(&mut self) -> Option<Event> {
+        self.next().now_or_never()
+    }
 }
 
-/// Turns SIGINT, SIGTERM and SIGHUP into `Event::Stop`.
-pub fn spawn_signal_listener(events: Sender<Event>) -> Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
-    thread::spawn(move || {
-        for _ in signals.forever() {
-            if events.send(Event::Stop).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(())
-}
-
-/// Forwards terminal input as `Event::Input` until the terminal or the loop goes away.
-pub fn spawn_input_reader(events: Sender<Event>) {
-    thread::spawn(move || {
-        while let Ok(input) = crossterm::event::read() {
-            if events.send(Event::Input(input)).is_err() {
-                return;
-            }
-        }
-    });
+async fn next_of<T>(stream: &mut Option<LocalBoxStream<'static, T>>) -> Option<T> {
+    stream.as_mut()?.next().await
 }

@@ -7,11 +7,13 @@ pub mod cache;
 #[path = "../macos/mod.rs"]
 pub mod capture;
 pub mod cli;
+pub mod collection;
 pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod event;
 pub mod model;
+pub mod os;
 pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;

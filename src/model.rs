@@ -142,6 +142,8 @@ pub struct Model {
     last_update: Duration,
     elapsed: Duration,
     overflow: Overflow,
+    /// The command lines of the processes in the table, where the collection side knew them.
+    cmdlines: HashMap<u32, String>,
     /// Whether a sample was applied: the first one also lists connections older than tcptop.
     updated: bool,
 }
@@ -155,8 +157,22 @@ impl Model {
             last_update: start,
             elapsed: Duration::ZERO,
             overflow: Overflow::default(),
+            cmdlines: HashMap::new(),
             updated: false,
         }
+    }
+
+    /// Takes in the command lines that came with the last sample; those of processes no
+    /// longer in the table are forgotten.
+    pub fn set_cmdlines(&mut self, cmdlines: HashMap<u32, String>) {
+        self.cmdlines.extend(cmdlines);
+        let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
+        self.cmdlines.retain(|pid, _| pids.contains(pid));
+    }
+
+    /// The command line of `pid`, when known.
+    pub fn cmdline(&self, pid: u32) -> Option<&str> {
+        self.cmdlines.get(&pid).map(String::as_str)
     }
 
     /// Applies a sample taken at `now`, which ends the current interval.
@@ -543,6 +559,21 @@ mod tests {
         let row = model.row(2).unwrap();
         assert_eq!((row.rx_bytes, row.conn.rx_bytes, row.conn.state), (20, 70, Some(TcpState::Close)));
         assert_eq!((row.closed_for, row.event_label(), row.events.len()), (Some(1), None, 2));
+    }
+
+    #[test]
+    fn command_lines_are_kept_while_their_process_has_rows() {
+        let mut model = Model::new(secs(0), Retention { closed_intervals: 0, ..Retention::default() });
+        model.update(live(vec![conn(1, 0, 0)]), secs(1));
+        model.set_cmdlines(HashMap::from([(101, "curl -O x".into()), (999, "gone".into())]));
+        assert_eq!((model.cmdline(101), model.cmdline(999)), (Some("curl -O x"), None));
+        model.update(live(vec![conn(1, 5, 0)]), secs(2));
+        model.set_cmdlines(HashMap::new());
+        assert_eq!(model.cmdline(101), Some("curl -O x"));
+        model.update(live(vec![]), secs(3));
+        model.update(live(vec![]), secs(4));
+        model.set_cmdlines(HashMap::new());
+        assert_eq!(model.cmdline(101), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! What Linux's /proc and cgroup filesystem say about sockets and cgroups: which process
-//! holds a socket inode, and which path a cgroup id names. Cached (bounded), and rescanned
-//! only for ids not seen lately.
+//! What Linux's /proc and cgroup filesystem say about sockets, cgroups and processes: which
+//! process holds a socket inode, which path a cgroup id names, a process's command line.
+//! Socket owners and cgroup paths are cached (bounded), and rescanned only for ids not seen
+//! lately.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -123,6 +124,18 @@ impl CgroupPaths {
     }
 }
 
+/// The arguments of `pid` joined by spaces; `None` where /proc does not say (kernel threads,
+/// exited processes).
+pub fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
 /// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on
 /// hosts that still mount the v1 controllers.
 pub fn cgroup2_root() -> Option<PathBuf> {
@@ -237,6 +250,14 @@ mod tests {
             assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
             assert!(owners.known.len() <= 2 * 4_096, "{} entries", owners.known.len());
         }
+    }
+
+    #[test]
+    fn command_lines_come_from_proc() {
+        let own = read_cmdline(std::process::id()).unwrap();
+        assert!(own.contains("tcptop"), "{own}");
+        // Above the kernel's pid limit (2^22): no such process.
+        assert_eq!(read_cmdline(5_000_000), None);
     }
 
     #[test]

@@ -264,10 +264,3 @@ fn nothing_is_new_in_the_first_interval() {
     let y = h.screen().lines().position(|l| l.contains("sshd")).unwrap() as u16;
     assert_eq!(buffer[(0, y)].style().fg, Some(Color::Reset));
 }
-
-#[test]
-fn command_lines_come_from_proc() {
-    let own = read_cmdline(std::process::id()).unwrap();
-    assert!(own.contains("tcptop"), "{own}");
-    assert_eq!(read_cmdline(PID_BASE), None);
-}
