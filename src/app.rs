@@ -218,3 +218,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

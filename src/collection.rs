@@ -219,3 +219,6 @@ impl CommandLines {
         cmdlines
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,3 +18,6 @@ pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod view;
+
+#[cfg(test)]
+mod testing;
