@@ -184,7 +184,7 @@ where
                     }
                     Event::Stop => self.finish(),
                 }
-                next = self.sources.ready();
+                next = self.sources.ready().await;
             }
             if !self.finishing {
                 self.draw()?;

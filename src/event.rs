@@ -2,10 +2,13 @@
 //! output, terminal input and stop signals. A new source (an exporter's requests, a
 //! resolver's answers) is one more field, one more variant and one more arm.
 
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
+use std::task::Poll;
 
 use futures_util::stream::LocalBoxStream;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::collection::Collected;
@@ -50,9 +53,15 @@ impl Sources {
         }
     }
 
-    /// An event that is already waiting, if any.
-    pub fn ready(&mut self) -> Option<Event> {
-        self.next().now_or_never()
+    /// An event that is already waiting, if any. Polled with the loop's own waker: a source
+    /// may remember only the first waker it is given (crossterm's `EventStream` does).
+    pub async fn ready(&mut self) -> Option<Event> {
+        let mut next = pin!(self.next());
+        poll_fn(|cx| match next.as_mut().poll(cx) {
+            Poll::Ready(event) => Poll::Ready(Some(event)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 }
 
