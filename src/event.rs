@@ -68,3 +68,51 @@ impl Sources {
 async fn next_of<T>(stream: &mut Option<LocalBoxStream<'static, T>>) -> Option<T> {
     stream.as_mut()?.next().await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::task::Waker;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    /// Wakes only the first waker it was given, as crossterm's `EventStream` does.
+    #[derive(Default)]
+    struct FirstWaker {
+        waker: Option<Waker>,
+        input: Option<crossterm::event::Event>,
+    }
+
+    /// A regression here hangs: nothing would wake the loop again.
+    #[test]
+    fn input_that_arrives_after_a_look_at_what_is_ready_still_wakes_the_loop() {
+        let shared = Arc::new(Mutex::new(FirstWaker::default()));
+        let polled = Arc::clone(&shared);
+        let input = stream::poll_fn(move |cx| {
+            let mut state = polled.lock().unwrap();
+            match state.input.take() {
+                Some(input) => Poll::Ready(Some(Ok(input))),
+                None => {
+                    state.waker.get_or_insert_with(|| cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        });
+        let (_sender, collected) = tokio::sync::mpsc::unbounded_channel();
+        let mut sources = Sources { collected, input: Some(input.boxed_local()), stop_signals: None };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let event = runtime.block_on(async {
+            assert!(sources.ready().await.is_none());
+            // Runs once the loop waits.
+            tokio::spawn(async move {
+                let mut state = shared.lock().unwrap();
+                state.input = Some(crossterm::event::Event::FocusGained);
+                state.waker.take().expect("a waker").wake();
+            });
+            sources.next().await
+        });
+        assert!(matches!(event, Event::Input(crossterm::event::Event::FocusGained)), "{event:?}");
+    }
+}
