@@ -14,7 +14,7 @@ use crate::cli::{Args, Format};
 use crate::collection::{Collected, CollectionThread, Interval, Schedule};
 use crate::event::{Event, Sources};
 use crate::model::{Model, Query, Retention};
-use crate::os::{Os, Terminal};
+use crate::os::Os;
 use crate::view::batch::BatchTable;
 use crate::view::events::EventLines;
 use crate::view::log;
@@ -63,39 +63,37 @@ where
     let Some((backend, start)) = started(&mut sources).await? else {
         return Ok(());
     };
+    let live_screen = !args.events && !args.batch && args.format.is_none() && os.stdout_is_terminal;
+    let retention = if live_screen {
+        Retention { udp_idle: args.udp_idle(), ..Retention::default() }
+    } else {
+        Retention { closed_intervals: 0, history: 1, udp_idle: args.udp_idle() }
+    };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     sinks.extend(log.map(|log| Box::new(log) as Box<dyn Sink>));
-    let headless = Retention { closed_intervals: 0, history: 1, udp_idle: args.udp_idle() };
-    let mut event_loop = EventLoop {
-        sources,
-        collection,
-        model: Model::new(start, headless),
-        sinks,
-        screen: None,
-        backend,
-        count: args.count,
-        finishing: false,
-    };
+    let mut screen = None;
+    // Restores the terminal when dropped, after the loop.
+    let mut _session = None;
     if args.events {
-        event_loop.sinks.push(Box::new(EventLines::new(os.stdout)));
-        return event_loop.run().await;
-    }
-    if !args.batch && args.format.is_none() && os.stdout_is_terminal {
-        let Terminal { backend, input, session: _session } = (os.open_terminal)()?;
-        event_loop.sources.input = Some(input);
-        let header =
-            Header { host: os.hostname, backend: event_loop.backend.clone(), interval: args.interval() };
+        sinks.push(Box::new(EventLines::new(os.stdout)));
+    } else if live_screen {
+        let terminal = (os.open_terminal)()?;
+        _session = terminal.session;
+        sources.input = Some(terminal.input);
+        let header = Header { host: os.hostname, backend: backend.clone(), interval: args.interval() };
         let state = TuiState {
             sort_choice: args.sort.into(),
             reverse: args.reverse,
             raw_bytes: args.bytes,
             ..TuiState::default()
         };
-        event_loop.screen = Some(Tui::new(backend, header, state)?);
-        event_loop.model = Model::new(start, Retention { udp_idle: args.udp_idle(), ..Retention::default() });
-        return event_loop.run().await;
+        screen = Some(Tui::new(terminal.backend, header, state)?);
+    } else {
+        sinks.extend(stdout_sink(args, os.stdout, os.stdout_is_terminal));
     }
-    event_loop.sinks.extend(stdout_sink(args, os.stdout, os.stdout_is_terminal));
+    let model = Model::new(start, retention);
+    let event_loop =
+        EventLoop { sources, collection, model, sinks, screen, backend, count: args.count, finishing: false };
     event_loop.run().await
 }
 
@@ -182,6 +180,8 @@ where
                             }
                         }
                     }
+                    // A second stop does not wait for the last interval.
+                    Event::Stop if self.finishing => return Ok(()),
                     Event::Stop => self.finish(),
                 }
                 next = self.sources.ready().await;

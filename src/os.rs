@@ -46,7 +46,7 @@ impl Clock for SystemClock {
 
 /// The live screen's terminal: where it draws, what the user types, and the guard that
 /// restores the terminal when dropped.
-pub struct Terminal<B> {
+pub struct TerminalIo<B> {
     pub backend: B,
     pub input: LocalBoxStream<'static, io::Result<crossterm::event::Event>>,
     pub session: Option<TerminalSession>,
@@ -62,7 +62,7 @@ pub struct Os<B> {
     /// One item per SIGINT, SIGTERM or SIGHUP.
     pub stop_signals: LocalBoxStream<'static, ()>,
     /// Takes the terminal over for the live screen.
-    pub open_terminal: Box<dyn FnOnce() -> io::Result<Terminal<B>>>,
+    pub open_terminal: Box<dyn FnOnce() -> io::Result<TerminalIo<B>>>,
 }
 
 impl Os<CrosstermBackend<Stdout>> {
@@ -92,7 +92,7 @@ impl Os<CrosstermBackend<Stdout>> {
             open_terminal: Box::new(|| {
                 let session = TerminalSession::enter()?;
                 let input = crossterm::event::EventStream::new().boxed_local();
-                Ok(Terminal { backend: CrosstermBackend::new(io::stdout()), input, session: Some(session) })
+                Ok(TerminalIo { backend: CrosstermBackend::new(io::stdout()), input, session: Some(session) })
             }),
         })
     }

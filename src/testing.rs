@@ -18,7 +18,7 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::collector::Collector;
 use crate::model::{ConnEvent, Sample};
-use crate::os::{Clock, Os, Terminal};
+use crate::os::{Clock, Os, TerminalIo};
 
 /// Starts at 0 (the Unix epoch on the wall) and moves only by `advance`.
 #[derive(Debug, Default)]
@@ -241,7 +241,7 @@ pub fn os(
         stop_signals: receiver_stream(signals),
         open_terminal: Box::new(move || {
             let backend = RecordingBackend { inner: TestBackend::new(120, 24), frames: frame_sender };
-            Ok(Terminal { backend, input: receiver_stream(key_presses), session: None })
+            Ok(TerminalIo { backend, input: receiver_stream(key_presses), session: None })
         }),
     };
     (os, Io { stdout: written, frames, keys, stop_signals, taken: Vec::new() })

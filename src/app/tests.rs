@@ -164,3 +164,27 @@ fn the_screen_answers_a_key_within_one_frame_while_a_slow_collection_runs() {
     });
     result.unwrap();
 }
+
+#[test]
+fn a_second_stop_leaves_without_waiting_for_a_slow_last_interval() {
+    let (go, gate) = std_mpsc::channel();
+    let script = |clock| {
+        let mut collector = Scripted::new(clock, samples(&[100]));
+        collector.gate = Some(gate);
+        collector
+    };
+    let first_go = go.clone();
+    let (result, mut io) = run_app(&["-b", "1"], false, script, |mut io| async move {
+        first_go.send(()).unwrap();
+        let first = io.stdout.recv().await.unwrap();
+        io.unread(first);
+        // The last interval's read never ends: a second stop leaves anyway.
+        io.stop_signals.send(()).unwrap();
+        io.stop_signals.send(()).unwrap();
+        io
+    });
+    result.unwrap();
+    assert_eq!(io.written().matches(" probe=scripted ").count(), 1);
+    // The read ends only now, and the thread with it.
+    drop(go);
+}

@@ -13,7 +13,8 @@ pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(10);
 /// One reading of a collector.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
-    /// Every live connection, with totals counted since tcptop first saw it.
+    /// Every live connection, with totals counted since tcptop first saw it: the model takes
+    /// a TCP connection missing here for closed, whether or not its close event came.
     pub conns: Vec<Conn>,
     /// Lifecycle events since the previous sample, oldest first. A `Closed` event carries the
     /// connection's final totals; the connection is absent from `conns` from then on.
