@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
-use tcptop::collector::{Conn, Proto, Sample, TcpState};
+use tcptop::model::{Conn, Proto, Sample, TcpState};
 use tcptop::model::{Model, Retention};
 use tcptop::view::tui::screen::Header;
 use tcptop::view::tui::state::TuiState;

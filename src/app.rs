@@ -1,32 +1,38 @@
-//! Runs tcptop: parses the flags, opens the collector and drives a front end from the one
-//! event loop.
+//! Runs tcptop: parses the flags, starts the collection thread and feeds the front ends from
+//! the one event loop.
 
-use std::io::{self, BufWriter, IsTerminal};
-use std::iter;
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant, SystemTime};
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Parser;
-use ratatui::backend::CrosstermBackend;
+use ratatui::backend::Backend;
+use tokio::sync::mpsc;
 
 use crate::cli::{Args, Format};
-use crate::collector::Collector;
-use crate::event::{self, Event};
+use crate::collection::{Collected, CollectionThread, Interval, Schedule};
+use crate::event::{Event, Sources};
 use crate::model::{Model, Query, Retention};
-use crate::platform;
+use crate::os::Os;
 use crate::view::batch::BatchTable;
+use crate::view::events::EventLines;
+use crate::view::log;
 use crate::view::record::{Encoding, RecordSink};
 use crate::view::tui::screen::Header;
 use crate::view::tui::state::TuiState;
-use crate::view::tui::{TerminalSession, Tui};
-use crate::view::IntervalSink;
-use crate::view::{events as lifecycle, log};
+use crate::view::tui::Tui;
+use crate::view::Sink;
 
 /// tcptop's `main`: the process exit code. A closed stdout (`tcptop -b | head`) is a clean exit.
 pub fn main() -> i32 {
     let args = Args::parse();
-    match run(&args) {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")
+        .and_then(|runtime| runtime.block_on(async { run(&args, Os::real(&args)?).await }));
+    match result {
         Ok(()) => 0,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
@@ -42,45 +48,80 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }
 
-pub fn run(args: &Args) -> Result<()> {
-    let (sender, events) = mpsc::channel();
-    // Before the probes load, so that a Ctrl-C during start-up still ends cleanly.
-    event::spawn_signal_listener(sender.clone())?;
+/// Runs tcptop on `os` as `args` ask, until `count` intervals, a stop or `q`.
+pub async fn run<B: Backend>(args: &Args, os: Os<B>) -> Result<()>
+where
+    B::Error: Send + Sync + 'static,
+{
     // Before the probes attach: a log path tcptop must not or cannot write ends it here.
     let log = args.log.as_deref().map(log::open).transpose()?;
-    let verbose = args.verbose;
-    let mut collector = platform::open_collector(args, &mut |note| {
-        if verbose {
-            eprintln!("tcptop: {note}");
-        }
-    })?;
-    if verbose {
-        eprintln!("tcptop: using the {} probe strategy", collector.backend());
-    }
-    event::spawn_ticker(sender.clone(), args.interval());
+    let (sender, collected) = mpsc::unbounded_channel();
+    let schedule = Schedule { interval: args.interval(), live_events: args.events };
+    let collection =
+        CollectionThread::spawn(os.open_collector, os.read_cmdline, Arc::clone(&os.clock), schedule, sender)?;
+    let mut sources = Sources { collected, input: None, stop_signals: Some(os.stop_signals) };
+    let Some((backend, start)) = started(&mut sources).await? else {
+        return Ok(());
+    };
+    let live_screen = !args.events && !args.batch && args.format.is_none() && os.stdout_is_terminal;
+    let retention = if live_screen {
+        Retention { udp_idle: args.udp_idle(), ..Retention::default() }
+    } else {
+        Retention { closed_intervals: 0, history: 1, udp_idle: args.udp_idle() }
+    };
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    sinks.extend(log.map(|log| Box::new(log) as Box<dyn Sink>));
+    let mut screen = None;
+    // Restores the terminal when dropped, after the loop.
+    let mut _session = None;
     if args.events {
-        return lifecycle::run(collector.as_mut(), &events, &mut io::stdout().lock());
+        sinks.push(Box::new(EventLines::new(os.stdout)));
+    } else if live_screen {
+        let terminal = (os.open_terminal)()?;
+        _session = terminal.session;
+        sources.input = Some(terminal.input);
+        let header = Header { host: os.hostname, backend: backend.clone(), interval: args.interval() };
+        let state = TuiState {
+            sort_choice: args.sort.into(),
+            reverse: args.reverse,
+            raw_bytes: args.bytes,
+            ..TuiState::default()
+        };
+        screen = Some(Tui::new(terminal.backend, header, state)?);
+    } else {
+        sinks.extend(stdout_sink(args, os.stdout, os.stdout_is_terminal));
     }
-    let query = Query { all: args.all, text: String::new(), sort: args.sort, reverse: args.reverse };
-    let mut sinks: Vec<Box<dyn IntervalSink>> = Vec::new();
-    sinks.extend(log.map(|log| Box::new(log) as Box<dyn IntervalSink>));
-    if !args.batch && args.format.is_none() && io::stdout().is_terminal() {
-        event::spawn_input_reader(sender);
-        return run_tui(collector.as_mut(), args, &events, &mut sinks);
+    let model = Model::new(start, retention);
+    let event_loop =
+        EventLoop { sources, collection, model, sinks, screen, backend, count: args.count, finishing: false };
+    event_loop.run().await
+}
+
+/// Waits for the collector to start: `None` if a stop came first. Its failure to start ends
+/// tcptop before anything is printed.
+async fn started(sources: &mut Sources) -> Result<Option<(String, Duration)>> {
+    loop {
+        match sources.next().await {
+            Event::Collected(Collected::Started { backend, at }) => return Ok(Some((backend, at))),
+            Event::Collected(Collected::Failed(error)) => return Err(error),
+            Event::Stop => return Ok(None),
+            Event::CollectionEnded => bail!("the collection thread stopped"),
+            // Nothing else comes before the start.
+            Event::Collected(_) | Event::Input(_) => {}
+        }
     }
-    sinks.extend(stdout_sink(args, query));
-    run_headless(collector.as_mut(), args.count, args.udp_idle(), &events, &mut sinks)
 }
 
 /// What headless mode prints: the `--format` asked for, text by default, and nothing when
 /// tcptop only logs (`--log` without --batch or --format, and no terminal).
-fn stdout_sink(args: &Args, query: Query) -> Option<Box<dyn IntervalSink>> {
+fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option<Box<dyn Sink>> {
     let format = match args.format {
         Some(format) => format,
-        None if args.log.is_some() && !args.batch && !io::stdout().is_terminal() => return None,
+        None if args.log.is_some() && !args.batch && !is_terminal => return None,
         None => Format::Text,
     };
-    let out = BufWriter::new(io::stdout().lock());
+    let query = Query { all: args.all, text: String::new(), sort: args.sort.into(), reverse: args.reverse };
+    let out = BufWriter::new(stdout);
     Some(match format {
         Format::Text => Box::new(BatchTable { out, query }),
         Format::Json => Box::new(RecordSink::new(out, Encoding::JsonLines, query, true)),
@@ -88,91 +129,95 @@ fn stdout_sink(args: &Args, query: Query) -> Option<Box<dyn IntervalSink>> {
     })
 }
 
-/// Feeds every interval to the sinks until `count` intervals or a stop; a stop still
-/// records the interval it cut short.
-pub fn run_headless(
-    collector: &mut dyn Collector,
+/// The one event loop: each interval goes to the model, then to every sink and the screen;
+/// events as they arrive go to the sinks; input goes to the screen, which draws once what
+/// queued up is handled. A stop or `q` still records the interval it cut short.
+struct EventLoop<B: Backend> {
+    sources: Sources,
+    collection: CollectionThread,
+    model: Model,
+    sinks: Vec<Box<dyn Sink>>,
+    screen: Option<Tui<B>>,
+    backend: String,
     count: Option<u64>,
-    udp_idle: Duration,
-    events: &Receiver<Event>,
-    sinks: &mut [Box<dyn IntervalSink>],
-) -> Result<()> {
-    let start = Instant::now();
-    let mut model = Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1, udp_idle });
-    let mut done = 0;
-    for event in events {
-        record_interval(collector, &mut model, start, sinks)?;
-        done += 1;
-        if matches!(event, Event::Stop) || count == Some(done) {
-            break;
-        }
-    }
-    Ok(())
+    /// Whether the collection thread was asked for its last interval.
+    finishing: bool,
 }
 
-/// Ends an interval: the model takes a sample and every sink records it.
-fn record_interval(
-    collector: &mut dyn Collector,
-    model: &mut Model,
-    start: Instant,
-    sinks: &mut [Box<dyn IntervalSink>],
-) -> Result<()> {
-    model.update(collector.collect()?, start.elapsed());
-    let wall = SystemTime::now();
-    for sink in sinks.iter_mut() {
-        sink.interval(model, collector.backend(), wall)?;
-    }
-    Ok(())
-}
-
-/// Runs the live screen until `q`, a stop or `count` intervals, feeding every interval to the
-/// sinks as well; a stop or `q` still records the interval it cut short. Whatever ends it, the
-/// terminal is restored.
-pub fn run_tui(
-    collector: &mut dyn Collector,
-    args: &Args,
-    events: &Receiver<Event>,
-    sinks: &mut [Box<dyn IntervalSink>],
-) -> Result<()> {
-    let _session = TerminalSession::enter()?;
-    let header = Header {
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        backend: collector.backend().to_string(),
-        interval: args.interval(),
-    };
-    let state = TuiState {
-        sort_choice: args.sort,
-        reverse: args.reverse,
-        raw_bytes: args.bytes,
-        ..TuiState::default()
-    };
-    let mut tui = Tui::new(CrosstermBackend::new(io::stdout()), header, state)?;
-    let start = Instant::now();
-    let mut model =
-        Model::new(Duration::ZERO, Retention { udp_idle: args.udp_idle(), ..Retention::default() });
-    let mut done = 0;
-    tui.draw(&model)?;
-    while let Ok(first) = events.recv() {
-        let mut stop = false;
-        // Whatever queued up while drawing is handled before the next frame.
-        for event in iter::once(first).chain(events.try_iter()) {
-            match event {
-                Event::Tick => {
-                    record_interval(collector, &mut model, start, sinks)?;
-                    tui.interval(&model);
-                    done += 1;
+impl<B: Backend> EventLoop<B>
+where
+    B::Error: Send + Sync + 'static,
+{
+    async fn run(mut self) -> Result<()> {
+        let mut intervals = 0;
+        self.draw()?;
+        loop {
+            let mut next = Some(self.sources.next().await);
+            while let Some(event) = next {
+                match event {
+                    Event::Collected(Collected::Interval(interval)) => {
+                        self.record(interval)?;
+                        intervals += 1;
+                        if self.count == Some(intervals) {
+                            return Ok(());
+                        }
+                    }
+                    Event::Collected(Collected::Events { events, wall }) => {
+                        for sink in &mut self.sinks {
+                            sink.events(&events, wall)?;
+                        }
+                    }
+                    Event::Collected(Collected::Failed(error)) => return Err(error),
+                    // Sent once, and taken before the loop.
+                    Event::Collected(Collected::Started { .. }) => {}
+                    Event::CollectionEnded if self.finishing => return Ok(()),
+                    Event::CollectionEnded => bail!("the collection thread stopped"),
+                    Event::Input(input) => {
+                        if let Some(tui) = &mut self.screen {
+                            tui.input(&input, &self.model);
+                            if tui.quit() {
+                                self.finish();
+                            }
+                        }
+                    }
+                    // A second stop does not wait for the last interval.
+                    Event::Stop if self.finishing => return Ok(()),
+                    Event::Stop => self.finish(),
                 }
-                Event::Input(input) => tui.input(&input, &model),
-                Event::Stop => stop = true,
+                next = self.sources.ready().await;
+            }
+            if !self.finishing {
+                self.draw()?;
             }
         }
-        if args.count.is_some_and(|count| done >= count) {
-            break;
-        }
-        if stop || tui.quit() {
-            return record_interval(collector, &mut model, start, sinks);
-        }
-        tui.draw(&model)?;
     }
-    Ok(())
+
+    fn record(&mut self, interval: Interval) -> Result<()> {
+        self.model.update(interval.sample, interval.at);
+        self.model.set_cmdlines(interval.cmdlines);
+        for sink in &mut self.sinks {
+            sink.interval(&self.model, &self.backend, interval.wall)?;
+        }
+        if let Some(tui) = &mut self.screen {
+            tui.interval(&self.model);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if !self.finishing {
+            self.finishing = true;
+            self.collection.finish();
+        }
+    }
+
+    fn draw(&mut self) -> Result<()> {
+        match &mut self.screen {
+            Some(tui) => tui.draw(&self.model),
+            None => Ok(()),
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

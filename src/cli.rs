@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::collector::{Family, Filters, Proto, DEFAULT_UDP_IDLE};
-use crate::model::SortKey;
+use crate::collector::{Family, Filters};
+use crate::model::{Proto, SortKey, DEFAULT_UDP_IDLE};
 
 /// top for network connections: which process talks to which peer, how many bytes each
 /// connection sends and receives, its rate and its state. Counted in the kernel by eBPF on
 /// Linux, from captured packets elsewhere.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "tcptop",
     version,
@@ -85,7 +85,7 @@ pub struct Args {
 
     /// Sort by this column (byte columns: largest first).
     #[arg(short, long, value_enum, default_value_t)]
-    pub sort: SortKey,
+    pub sort: Sort,
 
     /// Reverse the sort order.
     #[arg(short, long)]
@@ -124,6 +124,40 @@ pub enum Format {
     /// One JSON object per line.
     Json,
     Csv,
+}
+
+/// `--sort`: the model's sort keys under their flag names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Sort {
+    /// Bytes read + written in the last interval.
+    #[default]
+    Total,
+    Rx,
+    Tx,
+    RxTotal,
+    TxTotal,
+    Pid,
+    Comm,
+    Local,
+    Remote,
+    State,
+}
+
+impl From<Sort> for SortKey {
+    fn from(sort: Sort) -> SortKey {
+        match sort {
+            Sort::Total => SortKey::Total,
+            Sort::Rx => SortKey::Rx,
+            Sort::Tx => SortKey::Tx,
+            Sort::RxTotal => SortKey::RxTotal,
+            Sort::TxTotal => SortKey::TxTotal,
+            Sort::Pid => SortKey::Pid,
+            Sort::Comm => SortKey::Comm,
+            Sort::Local => SortKey::Local,
+            Sort::Remote => SortKey::Remote,
+            Sort::State => SortKey::State,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -241,6 +275,15 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().filters().udp_idle, Duration::from_secs(10));
         assert_eq!(parse(&["--udp-idle", "2.5"]).unwrap().filters().udp_idle, Duration::from_millis(2500));
         assert!(parse(&["--udp-idle", "0"]).is_err());
+    }
+
+    #[test]
+    fn every_sort_key_has_one_flag_value() {
+        let keys: Vec<SortKey> = Sort::value_variants().iter().map(|&sort| sort.into()).collect();
+        let distinct: std::collections::HashSet<SortKey> = keys.iter().copied().collect();
+        assert_eq!((keys.len(), distinct.len()), (SortKey::ALL.len(), SortKey::ALL.len()));
+        assert!(SortKey::ALL.iter().all(|key| distinct.contains(key)));
+        assert_eq!(SortKey::from(parse(&["--sort", "rx-total"]).unwrap().sort), SortKey::RxTotal);
     }
 
     #[test]

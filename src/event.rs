@@ -1,58 +1,118 @@
-//! The one event stream a front end loops over: interval ticks, stop signals and terminal
-//! input.
+//! What the one event loop waits on, as one stream of `Event`s: the collection thread's
+//! output, terminal input and stop signals. A new source (an exporter's requests, a
+//! resolver's answers) is one more field, one more variant and one more arm.
 
-use std::sync::mpsc::Sender;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::task::Poll;
 
-use anyhow::{Context, Result};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use futures_util::stream::LocalBoxStream;
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::collection::Collected;
 
 #[derive(Debug)]
 pub enum Event {
-    /// An interval ended: time to collect and show.
-    Tick,
-    /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
-    Stop,
+    Collected(Collected),
+    /// The collection thread is gone (it ended after its last interval, or it panicked).
+    CollectionEnded,
     /// A key, mouse or resize event from the terminal (live screen only).
     Input(crossterm::event::Event),
+    /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
+    Stop,
 }
 
-/// Sends `Event::Tick` every `interval`, on a fixed schedule that does not drift.
-pub fn spawn_ticker(events: Sender<Event>, interval: Duration) {
-    thread::spawn(move || {
-        let mut next = Instant::now() + interval;
+pub struct Sources {
+    pub collected: UnboundedReceiver<Collected>,
+    /// `None` without a live screen, and once the terminal is gone.
+    pub input: Option<LocalBoxStream<'static, io::Result<crossterm::event::Event>>>,
+    /// `None` once the stream ends.
+    pub stop_signals: Option<LocalBoxStream<'static, ()>>,
+}
+
+impl Sources {
+    /// The next event, waiting for it.
+    pub async fn next(&mut self) -> Event {
         loop {
-            thread::sleep(next.saturating_duration_since(Instant::now()));
-            next += interval;
-            if events.send(Event::Tick).is_err() {
-                return;
+            tokio::select! {
+                collected = self.collected.recv() => {
+                    return collected.map_or(Event::CollectionEnded, Event::Collected);
+                }
+                input = next_of(&mut self.input), if self.input.is_some() => match input {
+                    Some(Ok(input)) => return Event::Input(input),
+                    // Nothing more can be read from the terminal.
+                    Some(Err(_)) | None => self.input = None,
+                },
+                signal = next_of(&mut self.stop_signals), if self.stop_signals.is_some() => match signal {
+                    Some(()) => return Event::Stop,
+                    None => self.stop_signals = None,
+                },
             }
         }
-    });
+    }
+
+    /// An event that is already waiting, if any. Polled with the loop's own waker: a source
+    /// may remember only the first waker it is given (crossterm's `EventStream` does).
+    pub async fn ready(&mut self) -> Option<Event> {
+        let mut next = pin!(self.next());
+        poll_fn(|cx| match next.as_mut().poll(cx) {
+            Poll::Ready(event) => Poll::Ready(Some(event)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
 }
 
-/// Turns SIGINT, SIGTERM and SIGHUP into `Event::Stop`.
-pub fn spawn_signal_listener(events: Sender<Event>) -> Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
-    thread::spawn(move || {
-        for _ in signals.forever() {
-            if events.send(Event::Stop).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(())
+async fn next_of<T>(stream: &mut Option<LocalBoxStream<'static, T>>) -> Option<T> {
+    stream.as_mut()?.next().await
 }
 
-/// Forwards terminal input as `Event::Input` until the terminal or the loop goes away.
-pub fn spawn_input_reader(events: Sender<Event>) {
-    thread::spawn(move || {
-        while let Ok(input) = crossterm::event::read() {
-            if events.send(Event::Input(input)).is_err() {
-                return;
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::task::Waker;
+
+    use futures_util::stream;
+
+    use super::*;
+
+    /// Wakes only the first waker it was given, as crossterm's `EventStream` does.
+    #[derive(Default)]
+    struct FirstWaker {
+        waker: Option<Waker>,
+        input: Option<crossterm::event::Event>,
+    }
+
+    /// A regression here hangs: nothing would wake the loop again.
+    #[test]
+    fn input_that_arrives_after_a_look_at_what_is_ready_still_wakes_the_loop() {
+        let shared = Arc::new(Mutex::new(FirstWaker::default()));
+        let polled = Arc::clone(&shared);
+        let input = stream::poll_fn(move |cx| {
+            let mut state = polled.lock().unwrap();
+            match state.input.take() {
+                Some(input) => Poll::Ready(Some(Ok(input))),
+                None => {
+                    state.waker.get_or_insert_with(|| cx.waker().clone());
+                    Poll::Pending
+                }
             }
-        }
-    });
+        });
+        let (_sender, collected) = tokio::sync::mpsc::unbounded_channel();
+        let mut sources = Sources { collected, input: Some(input.boxed_local()), stop_signals: None };
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let event = runtime.block_on(async {
+            assert!(sources.ready().await.is_none());
+            // Runs once the loop waits.
+            tokio::spawn(async move {
+                let mut state = shared.lock().unwrap();
+                state.input = Some(crossterm::event::Event::FocusGained);
+                state.waker.take().expect("a waker").wake();
+            });
+            sources.next().await
+        });
+        assert!(matches!(event, Event::Input(crossterm::event::Event::FocusGained)), "{event:?}");
+    }
 }

@@ -2,16 +2,22 @@
 //! model -> views; see ARCHITECTURE.md.
 
 pub mod app;
+pub mod cache;
 // The libpcap collector (macOS, and Linux without eBPF) lives in the design's macos/ tree.
 #[path = "../macos/mod.rs"]
 pub mod capture;
 pub mod cli;
+pub mod collection;
 pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod event;
 pub mod model;
+pub mod os;
 pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 pub mod view;
+
+#[cfg(test)]
+mod testing;

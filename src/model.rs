@@ -1,6 +1,7 @@
 //! The pure model: turns collector samples into a connection table with per-interval bytes,
 //! rates and totals, and sorts and filters it. No I/O, no platform code; time is an argument.
 
+pub mod conn;
 pub mod group;
 
 use std::cmp::Reverse;
@@ -8,9 +9,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::ValueEnum;
-
-use crate::collector::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
+pub use conn::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +94,17 @@ impl ConnRow {
         self.closed_for.is_some()
     }
 
+    /// Marks the connection closed in the current interval.
+    fn close(&mut self) {
+        self.show_closed_state();
+        self.closed_for = Some(0);
+    }
+
+    /// A closed TCP connection shows CLOSE whatever state its last record had; UDP has none.
+    fn show_closed_state(&mut self) {
+        self.conn.state = Some(TcpState::Close).filter(|_| self.conn.state.is_some());
+    }
+
     /// The event that happened in the last interval and best describes it:
     /// "opened", "closed" or "state".
     pub fn event_label(&self) -> Option<&'static str> {
@@ -132,6 +142,8 @@ pub struct Model {
     last_update: Duration,
     elapsed: Duration,
     overflow: Overflow,
+    /// The command lines of the processes in the table, where the collection side knew them.
+    cmdlines: HashMap<u32, String>,
     /// Whether a sample was applied: the first one also lists connections older than tcptop.
     updated: bool,
 }
@@ -145,8 +157,22 @@ impl Model {
             last_update: start,
             elapsed: Duration::ZERO,
             overflow: Overflow::default(),
+            cmdlines: HashMap::new(),
             updated: false,
         }
+    }
+
+    /// Takes in the command lines that came with the last sample; those of processes no
+    /// longer in the table are forgotten.
+    pub fn set_cmdlines(&mut self, cmdlines: HashMap<u32, String>) {
+        self.cmdlines.extend(cmdlines);
+        let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
+        self.cmdlines.retain(|pid, _| pids.contains(pid));
+    }
+
+    /// The command line of `pid`, when known.
+    pub fn cmdline(&self, pid: u32) -> Option<&str> {
+        self.cmdlines.get(&pid).map(String::as_str)
     }
 
     /// Applies a sample taken at `now`, which ends the current interval.
@@ -169,22 +195,24 @@ impl Model {
         });
         for event in sample.events {
             let row = row_for(&mut self.rows, &event.conn, now);
+            let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
-            if let EventKind::State { new, .. } = event.kind {
-                row.conn.state = Some(new);
+            if closed_before {
+                // The table showed the close first (see below): the event only brings the
+                // final totals, not a second close.
+                row.show_closed_state();
+            } else {
+                match event.kind {
+                    EventKind::State { new, .. } => row.conn.state = Some(new),
+                    EventKind::Closed => row.close(),
+                }
+                row.new_events += 1;
             }
-            if event.kind == EventKind::Closed {
-                row.conn.state = Some(TcpState::Close).filter(|_| row.conn.state.is_some());
-                row.closed_for = Some(0);
-            }
-            row.new_events += 1;
             row.events.push(event);
         }
-        let mut reported_udp = HashSet::new();
+        let mut reported = HashSet::with_capacity(sample.conns.len());
         for conn in sample.conns {
-            if conn.proto == Proto::Udp {
-                reported_udp.insert(conn.id);
-            }
+            reported.insert(conn.id);
             let row = row_for(&mut self.rows, &conn, now);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
@@ -199,6 +227,11 @@ impl Model {
         self.updated = true;
         let idle = self.retention.udp_idle;
         self.rows.retain(|id, row| {
+            // The collector's table is the truth: a TCP connection it no longer lists is
+            // over, even when its close event was lost or comes later.
+            if row.conn.proto == Proto::Tcp && !row.is_closed() && !reported.contains(id) {
+                row.close();
+            }
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -216,7 +249,7 @@ impl Model {
             // collector still reports stays, or it would come back with its totals counted
             // again.
             row.conn.proto != Proto::Udp
-                || reported_udp.contains(id)
+                || reported.contains(id)
                 || now.saturating_sub(row.last_traffic) < idle
         });
         self.overflow = sample.overflow;
@@ -293,7 +326,7 @@ pub struct Query {
 }
 
 /// A sortable column. Byte and rate columns sort largest first, the others ascending.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// Bytes read + written in the last interval.
     #[default]
@@ -372,7 +405,7 @@ pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::test_conn;
+    use conn::test_conn;
 
     fn conn(id: u64, rx: u64, tx: u64) -> Conn {
         let remote = format!("127.0.0.1:{}", 6000 + id);
@@ -489,6 +522,58 @@ mod tests {
         assert!(model.row(1).is_none());
         // An idle TCP connection is never timed out.
         assert!(model.row(2).is_some());
+    }
+
+    #[test]
+    fn a_tcp_connection_the_table_no_longer_lists_closes_with_its_last_totals() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 0), conn(2, 50, 5), udp(3, 10, 0)]), secs(1));
+        model.update(live(vec![conn(1, 150, 0)]), secs(2));
+        let ghost = model.row(2).unwrap();
+        assert_eq!(
+            (ghost.closed_for, ghost.conn.state, ghost.event_label()),
+            (Some(0), Some(TcpState::Close), Some("closed"))
+        );
+        assert_eq!((ghost.rx_bytes, ghost.conn.rx_bytes, ghost.conn.tx_bytes), (0, 50, 5));
+        assert_eq!(model.row(1).unwrap().closed_for, None);
+        // UDP has no table of live flows to be absent from: it times out instead.
+        assert_eq!(model.row(3).unwrap().closed_for, None);
+    }
+
+    #[test]
+    fn a_close_event_after_the_table_showed_the_close_only_adds_its_final_bytes() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 0), conn(2, 50, 5)]), secs(1));
+        model.update(live(vec![conn(1, 100, 0)]), secs(2));
+        let finishing = ConnEvent {
+            at: secs(2),
+            kind: EventKind::State { old: TcpState::Established, new: TcpState::FinWait1 },
+            conn: conn(2, 60, 5),
+        };
+        let late = Sample {
+            conns: vec![conn(1, 100, 0)],
+            events: vec![finishing, closed(conn(2, 70, 5), 2)],
+            ..Sample::default()
+        };
+        model.update(late, secs(3));
+        let row = model.row(2).unwrap();
+        assert_eq!((row.rx_bytes, row.conn.rx_bytes, row.conn.state), (20, 70, Some(TcpState::Close)));
+        assert_eq!((row.closed_for, row.event_label(), row.events.len()), (Some(1), None, 2));
+    }
+
+    #[test]
+    fn command_lines_are_kept_while_their_process_has_rows() {
+        let mut model = Model::new(secs(0), Retention { closed_intervals: 0, ..Retention::default() });
+        model.update(live(vec![conn(1, 0, 0)]), secs(1));
+        model.set_cmdlines(HashMap::from([(101, "curl -O x".into()), (999, "gone".into())]));
+        assert_eq!((model.cmdline(101), model.cmdline(999)), (Some("curl -O x"), None));
+        model.update(live(vec![conn(1, 5, 0)]), secs(2));
+        model.set_cmdlines(HashMap::new());
+        assert_eq!(model.cmdline(101), Some("curl -O x"));
+        model.update(live(vec![]), secs(3));
+        model.update(live(vec![]), secs(4));
+        model.set_cmdlines(HashMap::new());
+        assert_eq!(model.cmdline(101), None);
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! What Linux's /proc and cgroup filesystem say about sockets and cgroups: which process
-//! holds a socket inode, and which path a cgroup id names. Cached, and rescanned only
-//! for ids not seen before.
+//! What Linux's /proc and cgroup filesystem say about sockets, cgroups and processes: which
+//! process holds a socket inode, which path a cgroup id names, a process's command line.
+//! Socket owners and cgroup paths are cached (bounded), and rescanned only for ids not seen
+//! lately.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::cache::BoundedCache;
+
+/// Entries per cache generation: as many connections as the eBPF collector's table holds,
+/// so that a full table's sockets are looked up once, not once per interval.
+const CACHE_GENERATION: usize = 65_536;
 
 /// A process that holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,19 +24,38 @@ pub struct Owner {
 }
 
 /// Socket inode -> owning process, from /proc/<pid>/fd.
-#[derive(Debug, Default)]
 pub struct SocketOwners {
-    known: HashMap<u64, Option<Owner>>,
+    known: BoundedCache<u64, Option<Owner>>,
+    /// Every socket inode held by a process, with the holder: `scan_socket_owners` but in tests.
+    scan: Box<dyn FnMut() -> HashMap<u64, Owner> + Send>,
+}
+
+impl Default for SocketOwners {
+    fn default() -> Self {
+        SocketOwners::new(CACHE_GENERATION, Box::new(scan_socket_owners))
+    }
+}
+
+impl fmt::Debug for SocketOwners {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketOwners").field("known", &self.known.len()).finish_non_exhaustive()
+    }
 }
 
 impl SocketOwners {
+    fn new(generation: usize, scan: Box<dyn FnMut() -> HashMap<u64, Owner> + Send>) -> SocketOwners {
+        SocketOwners { known: BoundedCache::new(generation), scan }
+    }
+
     /// The owner of each of `inodes`, scanning /proc once if any of them is new. A socket
     /// no process holds any more stays unknown.
     pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64> + Clone) -> Vec<Option<Owner>> {
-        if inodes.clone().into_iter().any(|ino| !self.known.contains_key(&ino)) {
-            let found = scan_socket_owners();
+        if inodes.clone().into_iter().any(|ino| self.known.get(&ino).is_none()) {
+            let found = (self.scan)();
             for ino in inodes.clone() {
-                self.known.entry(ino).or_insert_with(|| found.get(&ino).cloned());
+                if self.known.get(&ino).is_none() {
+                    self.known.insert(ino, found.get(&ino).cloned());
+                }
             }
         }
         inodes.into_iter().map(|ino| self.known.get(&ino).cloned().flatten()).collect()
@@ -66,26 +93,47 @@ fn socket_inode(target: &Path) -> Option<u64> {
 }
 
 /// cgroup v2 id -> path below the cgroup v2 root (the id is the directory's inode).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CgroupPaths {
-    known: HashMap<u64, Option<String>>,
+    known: BoundedCache<u64, Option<String>>,
+}
+
+impl Default for CgroupPaths {
+    fn default() -> Self {
+        CgroupPaths { known: BoundedCache::new(CACHE_GENERATION) }
+    }
 }
 
 impl CgroupPaths {
-    /// The path of cgroup `id`, walking the cgroup tree again only for an id not seen before.
+    /// The path of cgroup `id`, walking the cgroup tree again only for an id not seen lately.
     pub fn lookup(&mut self, id: u64) -> Option<String> {
-        if !self.known.contains_key(&id) {
-            let mut found = HashMap::new();
-            if let Some(root) = cgroup2_root() {
-                walk_cgroups(&root, &root, &mut found);
-            }
-            self.known.entry(id).or_insert_with(|| found.get(&id).cloned());
-            for (other, path) in found {
-                self.known.insert(other, Some(path));
-            }
+        if let Some(known) = self.known.get(&id) {
+            return known.clone();
         }
-        self.known.get(&id).cloned().flatten()
+        let mut found = HashMap::new();
+        if let Some(root) = cgroup2_root() {
+            walk_cgroups(&root, &root, &mut found);
+        }
+        let path = found.remove(&id);
+        // The others found on the way save walks for them; `id` goes last, so it is kept.
+        for (other, other_path) in found {
+            self.known.insert(other, Some(other_path));
+        }
+        self.known.insert(id, path.clone());
+        path
     }
+}
+
+/// The arguments of `pid` joined by spaces; `None` where /proc does not say (kernel threads,
+/// exited processes).
+pub fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
 }
 
 /// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on
@@ -185,6 +233,31 @@ mod tests {
         let ino = socket_inode(&link).unwrap();
         let owners = SocketOwners::default().lookup([ino]);
         assert_eq!(owners[0].as_ref().map(|o| o.pid), Some(std::process::id()));
+    }
+
+    #[test]
+    fn socket_owners_stay_bounded_across_100_000_connections_that_come_and_go() {
+        use std::sync::{Arc, Mutex};
+        // A host where 1,000 connections at a time are open, each replaced by a new one.
+        let live: Arc<Mutex<HashMap<u64, Owner>>> = Arc::default();
+        let scanned = Arc::clone(&live);
+        let mut owners = SocketOwners::new(4_096, Box::new(move || scanned.lock().unwrap().clone()));
+        let owner = Owner { pid: 7, comm: "server".into() };
+        for batch in 0..100u64 {
+            let inodes: Vec<u64> = (batch * 1_000..(batch + 1) * 1_000).collect();
+            *live.lock().unwrap() = inodes.iter().map(|&ino| (ino, owner.clone())).collect();
+            let found = owners.lookup(inodes.iter().copied());
+            assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
+            assert!(owners.known.len() <= 2 * 4_096, "{} entries", owners.known.len());
+        }
+    }
+
+    #[test]
+    fn command_lines_come_from_proc() {
+        let own = read_cmdline(std::process::id()).unwrap();
+        assert!(own.contains("tcptop"), "{own}");
+        // Above the kernel's pid limit (2^22): no such process.
+        assert_eq!(read_cmdline(5_000_000), None);
     }
 
     #[test]

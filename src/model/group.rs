@@ -172,8 +172,8 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::collector::ConnEvent;
-    use crate::collector::{test_conn as conn, EventKind, Sample};
+    use crate::model::conn::test_conn as conn;
+    use crate::model::{ConnEvent, EventKind, Sample};
     use crate::model::{Model, Retention};
 
     fn secs(s: u64) -> Duration {
@@ -239,7 +239,9 @@ pub(crate) mod tests {
         let mut model = model();
         let gone = conn(2, 7, "curl", ("10.0.0.1:40002", "198.51.100.2:80"), (1000, 0));
         let events = vec![ConnEvent { at: secs(3), kind: EventKind::Closed, conn: gone }];
-        model.update(Sample { events, ..Sample::default() }, secs(3));
+        // The table still lists the two others.
+        let conns = [1, 3].map(|id| model.row(id).unwrap().conn.clone()).to_vec();
+        model.update(Sample { conns, events, ..Sample::default() }, secs(3));
         let groups = group(&rows(&model), Grouping::RemoteHost, SortKey::Remote, false);
         assert_eq!(groups.iter().map(|g| g.closed).collect::<Vec<_>>(), [false, true]);
         let groups = group(&rows(&model), Grouping::Process, SortKey::Pid, true);

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::time::SystemTime;
 
 use crate::model::{ConnRow, Model, Query};
-use crate::view::IntervalSink;
+use crate::view::Sink;
 
 const HEADINGS: [&str; 7] = ["PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "RX_BYTES", "TX_BYTES"];
 
@@ -16,7 +16,7 @@ pub struct BatchTable<W: Write> {
     pub query: Query,
 }
 
-impl<W: Write> IntervalSink for BatchTable<W> {
+impl<W: Write> Sink for BatchTable<W> {
     fn interval(&mut self, model: &Model, backend: &str, wall: SystemTime) -> io::Result<()> {
         write_interval(&mut self.out, model, &self.query, backend, wall)?;
         self.out.flush()
@@ -111,8 +111,9 @@ fn write_line(out: &mut dyn Write, cells: &[&str; 7], widths: &[usize; 7]) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{test_conn, Overflow, Sample};
+    use crate::model::conn::test_conn;
     use crate::model::Retention;
+    use crate::model::{Overflow, Sample};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]

@@ -1,35 +1,33 @@
-//! `--events`: connection lifecycle events as JSON lines, written as the collector delivers
-//! them from its event stream rather than once per interval.
+//! `--events`: connection lifecycle events as JSON lines, written as the event loop hands
+//! them on rather than once per interval; each line is a `Record` of the connection plus the
+//! event's fields. The overflow counters, read from the model, get a line when they change.
 
 use std::io::{self, Write};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::Result;
 use serde::Serialize;
 
-use crate::collector::{Collector, Conn, ConnEvent, EventKind, Overflow, TcpState};
-use crate::event::Event;
-
-/// The longest wait for events: how late a stop may be noticed.
-const WAIT: Duration = Duration::from_millis(100);
+use crate::model::{ConnEvent, EventKind, Model, Overflow, TcpState};
+use crate::view::record::{json_line, Record};
+use crate::view::Sink;
 
 /// One lifecycle event.
 #[derive(Debug, Serialize)]
-struct EventLine<'a> {
-    /// When it happened: RFC 3339, milliseconds, UTC.
-    timestamp: String,
-    /// "opened" (the handshake completed), "state" (another state change) or "closed" (the
-    /// socket is gone; `conn` carries its final totals).
-    event: &'static str,
+struct EventRecord<'a> {
+    /// The connection at that moment, its byte counts totals; `event` is "opened" (the
+    /// handshake completed), "state" (another state change) or "closed" (the socket is gone;
+    /// the totals are final).
+    #[serde(flatten)]
+    record: Record<'a>,
+    /// The collector's key for the connection, which matches its events before its local
+    /// port is known.
+    conn_id: u64,
     /// Null for "closed".
     old_state: Option<TcpState>,
     new_state: Option<TcpState>,
-    /// The connection at that moment; its byte counts are totals.
-    conn: &'a Conn,
 }
 
-/// The collector's overflow counters, written whenever they change: what was lost is shown.
+/// The collector's overflow counters.
 #[derive(Debug, Serialize)]
 struct OverflowLine {
     timestamp: String,
@@ -39,52 +37,50 @@ struct OverflowLine {
     overflow: Overflow,
 }
 
-/// Writes events to `out` as they arrive until `Event::Stop`, then the ones still queued.
-/// Each `Event::Tick` also reads the overflow counters (and the events `collect` drains).
-pub fn run(collector: &mut dyn Collector, events: &Receiver<Event>, out: &mut dyn Write) -> Result<()> {
-    let mut overflow = Overflow::default();
-    let mut buf = Vec::new();
-    loop {
-        let mut arrived = collector.wait_events(WAIT)?;
-        let (mut tick, mut stop) = (false, false);
-        for event in events.try_iter() {
-            match event {
-                Event::Tick => tick = true,
-                Event::Stop => stop = true,
-                // Only the live screen reads the terminal.
-                Event::Input(_) => {}
-            }
-        }
-        let mut changed = None;
-        if tick || stop {
-            let sample = collector.collect()?;
-            arrived.extend(sample.events);
-            if sample.overflow != overflow {
-                overflow = sample.overflow;
-                changed = Some(overflow);
-            }
-        }
-        buf.clear();
-        write_lines(&mut buf, &arrived, changed, SystemTime::now())?;
-        if !buf.is_empty() {
-            out.write_all(&buf)?;
-            out.flush()?;
-        }
-        if stop {
+/// Writes event lines to `out`, each batch in one write, flushed at once.
+pub struct EventLines<W: Write> {
+    out: W,
+    /// The counters as last written.
+    overflow: Overflow,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> EventLines<W> {
+    pub fn new(out: W) -> EventLines<W> {
+        EventLines { out, overflow: Overflow::default(), buf: Vec::new() }
+    }
+
+    fn write_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
             return Ok(());
         }
+        self.out.write_all(&self.buf)?;
+        self.out.flush()
     }
 }
 
-/// The JSON lines of `events` (oldest first), which have just arrived at `wall`, then the
-/// overflow counters if they changed. The newest event is dated `wall`, the others by their
-/// distance from it on the collector's clock: the wait returns as soon as events arrive.
-fn write_lines(
-    buf: &mut Vec<u8>,
-    events: &[ConnEvent],
-    overflow: Option<Overflow>,
-    wall: SystemTime,
-) -> io::Result<()> {
+impl<W: Write> Sink for EventLines<W> {
+    fn interval(&mut self, model: &Model, _backend: &str, wall: SystemTime) -> io::Result<()> {
+        self.buf.clear();
+        if model.overflow() != self.overflow {
+            self.overflow = model.overflow();
+            let line = OverflowLine { timestamp: rfc3339(wall), event: "overflow", overflow: self.overflow };
+            json_line(&mut self.buf, &line)?;
+        }
+        self.write_buf()
+    }
+
+    fn events(&mut self, events: &[ConnEvent], wall: SystemTime) -> io::Result<()> {
+        self.buf.clear();
+        write_lines(&mut self.buf, events, wall)?;
+        self.write_buf()
+    }
+}
+
+/// The JSON lines of `events` (oldest first), which have just arrived at `wall`. The newest
+/// event is dated `wall`, the others by their distance from it on the collector's clock:
+/// events are handed on as soon as they arrive.
+fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], wall: SystemTime) -> io::Result<()> {
     let newest = events.iter().map(|e| e.at).max().unwrap_or_default();
     for event in events {
         let (label, old_state, new_state) = match event.kind {
@@ -95,22 +91,9 @@ fn write_lines(
             } => ("opened", Some(old), Some(TcpState::Established)),
             EventKind::State { old, new } => ("state", Some(old), Some(new)),
         };
-        let line = EventLine {
-            timestamp: rfc3339(wall - (newest - event.at)),
-            event: label,
-            old_state,
-            new_state,
-            conn: &event.conn,
-        };
-        serde_json::to_writer(&mut *buf, &line)?;
-        buf.push(b'\n');
-    }
-    if let Some(overflow) = overflow {
-        serde_json::to_writer(
-            &mut *buf,
-            &OverflowLine { timestamp: rfc3339(wall), event: "overflow", overflow },
-        )?;
-        buf.push(b'\n');
+        let timestamp = rfc3339(wall - (newest - event.at));
+        let record = Record { event: Some(label), ..Record::of_conn(&event.conn, &timestamp) };
+        json_line(buf, &EventRecord { record, conn_id: event.conn.id, old_state, new_state })?;
     }
     Ok(())
 }
@@ -122,9 +105,8 @@ fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::Sample;
-    use std::sync::mpsc;
-    use std::time::UNIX_EPOCH;
+    use crate::model::{Retention, Sample};
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn event(at_ms: u64, kind: EventKind) -> ConnEvent {
         let conn = crate::view::record::tests::conn(9, 3, 10, "127.0.0.1:40000", "127.0.0.1:8080");
@@ -133,33 +115,6 @@ mod tests {
 
     fn state(at_ms: u64, old: TcpState, new: TcpState) -> ConnEvent {
         event(at_ms, EventKind::State { old, new })
-    }
-
-    /// Hands out its events at the first wait, without waiting; `collect` finds one more
-    /// event, and lost events.
-    struct Scripted {
-        waiting: Vec<ConnEvent>,
-        collected: usize,
-    }
-
-    impl Collector for Scripted {
-        fn backend(&self) -> &str {
-            "scripted"
-        }
-
-        fn collect(&mut self) -> Result<Sample> {
-            self.collected += 1;
-            let events = vec![event(5_000, EventKind::Closed)];
-            Ok(Sample {
-                events,
-                overflow: Overflow { lost_events: 2, ..Overflow::default() },
-                ..Sample::default()
-            })
-        }
-
-        fn wait_events(&mut self, _timeout: Duration) -> Result<Vec<ConnEvent>> {
-            Ok(std::mem::take(&mut self.waiting))
-        }
     }
 
     fn parse(out: &[u8]) -> Vec<serde_json::Value> {
@@ -175,7 +130,7 @@ mod tests {
             event(3_000, EventKind::Closed),
         ];
         let mut buf = Vec::new();
-        write_lines(&mut buf, &events, None, UNIX_EPOCH + Duration::from_secs(60)).unwrap();
+        write_lines(&mut buf, &events, UNIX_EPOCH + Duration::from_secs(60)).unwrap();
         let lines = parse(&buf);
         let summary: Vec<(&str, &str, &serde_json::Value)> = lines
             .iter()
@@ -190,23 +145,44 @@ mod tests {
                 ("1970-01-01T00:01:00.000Z", "closed", &serde_json::Value::Null),
             ]
         );
-        assert_eq!(lines[3]["conn"]["rx_bytes"], 3);
-        assert_eq!(lines[3]["conn"]["tx_bytes"], 10);
-        assert_eq!(lines[3]["conn"]["local"], "127.0.0.1:40000");
+        assert_eq!(lines[3]["rx_total"], 3);
+        assert_eq!(lines[3]["tx_total"], 10);
+        assert_eq!((&lines[3]["local_addr"], &lines[3]["local_port"]), (&"127.0.0.1".into(), &40000.into()));
     }
 
     #[test]
-    fn a_stop_writes_what_arrived_and_what_is_still_queued_then_returns() {
-        let opened = state(1, TcpState::SynRecv, TcpState::Established);
-        let mut collector = Scripted { waiting: vec![opened], collected: 0 };
-        let (sender, receiver) = mpsc::channel();
-        sender.send(Event::Stop).unwrap();
-        let mut out = Vec::new();
-        run(&mut collector, &receiver, &mut out).unwrap();
-        let lines = parse(&out);
+    fn event_lines_have_the_fields_of_json_records_and_the_event_s() {
+        let mut buf = Vec::new();
+        write_lines(&mut buf, &[event(5, EventKind::Closed)], UNIX_EPOCH).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        let keys = |json: &str| {
+            let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap();
+            value.keys().cloned().collect::<Vec<String>>()
+        };
+        let mut record = Vec::new();
+        json_line(&mut record, &Record::default()).unwrap();
+        let mut expected = keys(std::str::from_utf8(&record).unwrap());
+        expected.extend(["conn_id", "old_state", "new_state"].map(String::from));
+        let mut got = keys(&line);
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected);
+        assert!(line.contains("\"interval_ms\":null") && line.contains("\"conn_id\":9"), "{line}");
+    }
+
+    #[test]
+    fn overflow_gets_a_line_when_the_model_s_counters_change() {
+        let mut sink = EventLines::new(Vec::new());
+        let mut model = Model::new(Duration::ZERO, Retention::default());
+        let overflow = Overflow { lost_events: 2, ..Overflow::default() };
+        for (secs, overflow) in [(1, Overflow::default()), (2, overflow), (3, overflow)] {
+            model.update(Sample { overflow, ..Sample::default() }, Duration::from_secs(secs));
+            sink.interval(&model, "fentry", UNIX_EPOCH).unwrap();
+        }
+        sink.events(&[state(1, TcpState::SynRecv, TcpState::Established)], UNIX_EPOCH).unwrap();
+        let lines = parse(&sink.out);
         let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
-        assert_eq!(events, ["opened", "closed", "overflow"]);
-        assert_eq!(lines[2]["lost_events"], 2);
-        assert_eq!(collector.collected, 1);
+        assert_eq!(events, ["overflow", "opened"]);
+        assert_eq!(lines[0]["lost_events"], 2);
     }
 }

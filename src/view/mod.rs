@@ -1,4 +1,4 @@
-//! Front ends: each one only reads the model.
+//! Front ends: each one only reads the model (and the events the loop hands on).
 
 pub mod batch;
 pub mod events;
@@ -9,11 +9,17 @@ pub mod tui;
 use std::io;
 use std::time::SystemTime;
 
-use crate::model::Model;
+use crate::model::{ConnEvent, Model};
 
-/// Something that records every interval: the batch table, a log file, a JSON stream.
-/// The event loop calls each sink once per interval, after the model took the sample.
-pub trait IntervalSink {
-    /// Records the interval that just ended; `wall` is when it ended.
+/// Something the event loop feeds: the batch table, a log file, JSON lines, `--events`.
+pub trait Sink {
+    /// Records the interval that just ended, after the model took its sample; `wall` is
+    /// when it ended.
     fn interval(&mut self, model: &Model, backend: &str, wall: SystemTime) -> io::Result<()>;
+
+    /// Lifecycle events as they arrived at `wall`, oldest first, for a sink that shows them
+    /// as they happen; the others see them in the model with their interval.
+    fn events(&mut self, _events: &[ConnEvent], _wall: SystemTime) -> io::Result<()> {
+        Ok(())
+    }
 }

@@ -1,22 +1,22 @@
-//! Machine-readable intervals: one record per connection per interval, the single definition
-//! behind the CSV log and batch mode's JSON lines and CSV.
+//! Machine-readable records: one per connection per interval, the single definition behind
+//! the CSV log, batch mode's JSON lines and CSV, and (with the event's fields) `--events`.
 
 use std::io::{self, Write};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::collector::TcpState;
-use crate::model::{ConnRow, Model, Query};
-use crate::view::IntervalSink;
+use crate::model::{Conn, ConnRow, Model, Query, TcpState};
+use crate::view::Sink;
 
 /// One connection in one interval. The field order is the CSV column order, the field names
 /// are the CSV header and the JSON keys.
 #[derive(Debug, Default, PartialEq, Serialize)]
 pub struct Record<'a> {
-    /// When the interval ended: RFC 3339, milliseconds, UTC.
+    /// When the interval ended (or the event happened): RFC 3339, milliseconds, UTC.
     pub timestamp: &'a str,
-    pub interval_ms: u128,
+    /// Null for a lifecycle event, which belongs to no interval.
+    pub interval_ms: Option<u128>,
     /// Empty (null) until a process was seen sending or reading.
     pub pid: Option<u32>,
     pub comm: &'a str,
@@ -30,9 +30,9 @@ pub struct Record<'a> {
     pub remote_port: u16,
     /// Empty (null) for UDP.
     pub state: Option<TcpState>,
-    /// Bytes read and written in this interval.
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
+    /// Bytes read and written in this interval; null for a lifecycle event.
+    pub rx_bytes: Option<u64>,
+    pub tx_bytes: Option<u64>,
     /// Bytes read and written since tcptop first saw the connection.
     pub rx_total: u64,
     pub tx_total: u64,
@@ -40,17 +40,28 @@ pub struct Record<'a> {
     pub netns: Option<u32>,
     /// The owner's container id or systemd unit, from its cgroup, when known.
     pub container: Option<String>,
-    /// What happened to the connection in this interval: "opened", "closed", "state", or
-    /// empty (null) when it only moved bytes.
+    /// What happened to the connection in this interval (or the event): "opened", "closed",
+    /// "state", or empty (null) when it only moved bytes.
     pub event: Option<&'static str>,
 }
 
 impl<'a> Record<'a> {
+    /// A connection's row in the interval that ended at `timestamp`.
     pub fn new(row: &'a ConnRow, timestamp: &'a str, interval_ms: u128) -> Record<'a> {
-        let conn = &row.conn;
+        Record {
+            interval_ms: Some(interval_ms),
+            rx_bytes: Some(row.rx_bytes),
+            tx_bytes: Some(row.tx_bytes),
+            event: row.event_label(),
+            ..Record::of_conn(&row.conn, timestamp)
+        }
+    }
+
+    /// A connection as it stood at `timestamp`, outside any interval: its totals and state.
+    pub fn of_conn(conn: &'a Conn, timestamp: &'a str) -> Record<'a> {
         Record {
             timestamp,
-            interval_ms,
+            interval_ms: None,
             pid: conn.pid,
             comm: &conn.comm,
             proto: conn.proto.to_string().to_lowercase(),
@@ -60,13 +71,13 @@ impl<'a> Record<'a> {
             remote_addr: conn.remote.ip().to_string(),
             remote_port: conn.remote.port(),
             state: conn.state,
-            rx_bytes: row.rx_bytes,
-            tx_bytes: row.tx_bytes,
+            rx_bytes: None,
+            tx_bytes: None,
             rx_total: conn.rx_bytes,
             tx_total: conn.tx_bytes,
             netns: conn.netns,
             container: conn.container(),
-            event: row.event_label(),
+            event: None,
         }
     }
 }
@@ -109,7 +120,7 @@ impl<W: Write> RecordSink<W> {
     }
 }
 
-impl<W: Write> IntervalSink for RecordSink<W> {
+impl<W: Write> Sink for RecordSink<W> {
     fn interval(&mut self, model: &Model, _backend: &str, wall: SystemTime) -> io::Result<()> {
         self.buf.clear();
         if std::mem::take(&mut self.header_pending) {
@@ -138,21 +149,23 @@ fn encode<'a>(
             }
             csv.flush()
         }
-        Encoding::JsonLines => {
-            for record in records {
-                serde_json::to_writer(&mut *buf, &record)?;
-                buf.push(b'\n');
-            }
-            Ok(())
-        }
+        Encoding::JsonLines => records.into_iter().try_for_each(|record| json_line(buf, &record)),
     }
+}
+
+/// Appends `value` as one JSON line.
+pub fn json_line(buf: &mut Vec<u8>, value: &impl Serialize) -> io::Result<()> {
+    serde_json::to_writer(&mut *buf, value)?;
+    buf.push(b'\n');
+    Ok(())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::collector::{test_conn, Conn, ConnEvent, EventKind, Sample};
+    use crate::model::conn::test_conn;
     use crate::model::Retention;
+    use crate::model::{Conn, ConnEvent, EventKind, Sample};
     use std::time::{Duration, UNIX_EPOCH};
 
     /// An established TCP connection with a comm that CSV has to quote.

@@ -219,10 +219,13 @@ fn events_are_printed_as_they_happen() {
         pair.client.read_exact(&mut [0; 3]).unwrap();
     });
     drop(pair);
+    let end = |line: &serde_json::Value, side: &str| {
+        format!("{}:{}", line[format!("{side}_addr")].as_str().unwrap_or("-"), line[format!("{side}_port")])
+    };
     let (local, remote) = (client.0.to_string(), client.1.to_string());
     let mut all = Vec::new();
     while let Ok(line) = arrived.recv_timeout(Duration::from_secs(5)) {
-        let ours = line["conn"]["local"] == local.as_str() && line["conn"]["remote"] == remote.as_str();
+        let ours = end(&line, "local") == local && end(&line, "remote") == remote;
         let closed = ours && line["event"] == "closed";
         all.push(line);
         if closed {
@@ -230,14 +233,14 @@ fn events_are_printed_as_they_happen() {
         }
     }
     // Matched by id: at SYN_SENT the connection has no local port yet.
-    let id = &all.last().expect("events")["conn"]["id"];
-    let seen: Vec<&serde_json::Value> = all.iter().filter(|l| &l["conn"]["id"] == id).collect();
+    let id = &all.last().expect("events")["conn_id"];
+    let seen: Vec<&serde_json::Value> = all.iter().filter(|l| &l["conn_id"] == id).collect();
     let events: Vec<(&str, &str)> =
         seen.iter().map(|l| (l["event"].as_str().unwrap(), l["new_state"].as_str().unwrap_or("-"))).collect();
     assert_eq!(events[..2], [("state", "SYN_SENT"), ("opened", "ESTABLISHED")], "{seen:#?}");
     assert_eq!(events.last(), Some(&("closed", "-")), "{seen:#?}");
     let closed = seen.last().unwrap();
-    assert_eq!((&closed["conn"]["tx_bytes"], &closed["conn"]["rx_bytes"]), (&10.into(), &3.into()));
+    assert_eq!((&closed["tx_total"], &closed["rx_total"]), (&10.into(), &3.into()));
     stop_tcptop(&mut child);
     reader.join().unwrap();
 }

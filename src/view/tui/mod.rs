@@ -1,6 +1,6 @@
 //! The live screen: a ratatui dashboard of the connection table, fed by the one event loop in
-//! app.rs. This module owns the terminal and the I/O the screen needs (command lines);
-//! `state` and `keys` decide, `screen` and `render` only read.
+//! app.rs. This module owns the terminal session; `state` and `keys` decide, `screen` and
+//! `render` only read.
 
 pub mod keys;
 pub mod render;
@@ -52,8 +52,6 @@ pub struct Tui<B: Backend> {
     frozen: Option<Frozen>,
     /// The keys of the rows last drawn, which keys and the mouse act on.
     keys: Vec<GroupKey>,
-    /// The command line of the last selected pid, read once per pid.
-    cmdline: Option<(u32, Option<String>)>,
 }
 
 impl<B: Backend> Tui<B>
@@ -72,7 +70,6 @@ where
             intervals: 0,
             frozen: None,
             keys: Vec::new(),
-            cmdline: None,
         })
     }
 
@@ -116,33 +113,12 @@ where
         let rows = Rows::build(model, &self.state);
         self.keys = rows.keys();
         self.state.follow(&self.keys);
-        let cmdline = cached_cmdline(&mut self.cmdline, rows.pid(self.state.selected));
+        let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
         let screen = Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval };
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
         Ok(())
     }
-}
-
-/// The command line of `pid`, reading /proc only when the pid changes.
-fn cached_cmdline(cache: &mut Option<(u32, Option<String>)>, pid: Option<u32>) -> Option<&str> {
-    let pid = pid?;
-    if cache.as_ref().is_none_or(|(cached, _)| *cached != pid) {
-        *cache = Some((pid, read_cmdline(pid)));
-    }
-    cache.as_ref()?.1.as_deref()
-}
-
-/// The arguments of `pid` joined by spaces; `None` where /proc does not say (kernel threads,
-/// exited processes, systems without /proc).
-fn read_cmdline(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (!args.is_empty()).then(|| args.join(" "))
 }
 
 /// Whether the terminal is in the live screen's modes and needs restoring.

@@ -9,9 +9,8 @@ use ratatui::widgets::RenderDirection;
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use crate::collector::{Conn, ConnEvent, EventKind};
 use crate::model::group::{Group, GroupKey, Grouping};
-use crate::model::{ConnRow, Model, SortKey};
+use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, SortKey};
 
 use super::screen::{Rows, Screen};
 use super::state::TuiState;

@@ -1,4 +1,4 @@
-//! Snapshot tests of the live screen: a scripted collector feeds the model at explicit times,
+//! Snapshot tests of the live screen: scripted samples feed the model at explicit times,
 //! keys go through the same handling as in a terminal, and frames are drawn on a TestBackend.
 
 use std::collections::VecDeque;
@@ -11,30 +11,14 @@ use ratatui::style::{Color, Modifier};
 use super::screen::Header;
 use super::state::TuiState;
 use super::*;
-use crate::collector::{Collector, Conn, ConnEvent, EventKind, Overflow, Sample, TcpState};
-use crate::model::{Retention, SortKey};
-
-/// Plays back its samples, then reports nothing new.
-struct Scripted {
-    samples: VecDeque<Sample>,
-}
-
-impl Collector for Scripted {
-    fn backend(&self) -> &str {
-        "fentry"
-    }
-
-    fn collect(&mut self) -> anyhow::Result<Sample> {
-        Ok(self.samples.pop_front().unwrap_or_default())
-    }
-}
+use crate::model::{Conn, ConnEvent, EventKind, Overflow, Retention, Sample, SortKey, TcpState};
 
 /// Pids above the kernel's limit (2^22), so that no /proc entry exists for them.
 const PID_BASE: u32 = 5_000_000;
 
 /// An established connection of process `PID_BASE + pid`, with these totals.
 fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), totals: (u64, u64)) -> Conn {
-    crate::collector::test_conn(id, PID_BASE + pid, comm, ends, totals)
+    crate::model::conn::test_conn(id, PID_BASE + pid, comm, ends, totals)
 }
 
 fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
@@ -84,7 +68,8 @@ fn samples() -> VecDeque<Sample> {
 }
 
 struct Harness {
-    collector: Scripted,
+    /// Played back one per interval, then nothing new.
+    samples: VecDeque<Sample>,
     model: Model,
     tui: Tui<TestBackend>,
     now: Duration,
@@ -99,7 +84,7 @@ impl Harness {
         let header =
             Header { host: "testhost".into(), backend: "fentry".into(), interval: Duration::from_secs(1) };
         Harness {
-            collector: Scripted { samples: samples() },
+            samples: samples(),
             model: Model::new(Duration::ZERO, Retention::default()),
             tui: Tui::new(TestBackend::new(width, height), header, state).unwrap(),
             now: Duration::ZERO,
@@ -116,7 +101,7 @@ impl Harness {
     fn ticks(&mut self, n: usize) {
         for _ in 0..n {
             self.now += Duration::from_secs(1);
-            self.model.update(self.collector.collect().unwrap(), self.now);
+            self.model.update(self.samples.pop_front().unwrap_or_default(), self.now);
             self.tui.interval(&self.model);
             self.tui.draw(&self.model).unwrap();
         }
@@ -232,7 +217,8 @@ fn paused_screen_keeps_its_interval_while_collection_goes_on() {
 fn overflow_is_shown() {
     let mut h = Harness::started(120, 24);
     let overflow = Overflow { untracked_conns: 3, lost_events: 2, dropped_packets: 0 };
-    h.collector.samples.push_back(Sample { overflow, ..Sample::default() });
+    let conns = h.model.rows().filter(|row| !row.is_closed()).map(|row| row.conn.clone()).collect();
+    h.samples.push_back(Sample { conns, overflow, ..Sample::default() });
     h.ticks(1);
     let screen = h.screen();
     let status = screen.lines().last().unwrap();
@@ -277,11 +263,4 @@ fn nothing_is_new_in_the_first_interval() {
     let buffer = h.tui.terminal.backend().buffer();
     let y = h.screen().lines().position(|l| l.contains("sshd")).unwrap() as u16;
     assert_eq!(buffer[(0, y)].style().fg, Some(Color::Reset));
-}
-
-#[test]
-fn command_lines_come_from_proc() {
-    let own = read_cmdline(std::process::id()).unwrap();
-    assert!(own.contains("tcptop"), "{own}");
-    assert_eq!(read_cmdline(PID_BASE), None);
 }

@@ -1,0 +1,224 @@
+//! The collection thread: builds the collector inside it (the eBPF one is not `Send`),
+//! drains its lifecycle events as they come, reads its table at least as often as the
+//! collector needs, and hands the event loop one merged sample per display interval, with
+//! the command lines of its processes. The screen never waits for it.
+
+use std::collections::HashMap;
+use std::mem;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::{self, Thread};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cache::BoundedCache;
+use crate::collector::Collector;
+use crate::model::{ConnEvent, Sample};
+use crate::os::{Clock, CmdlineReader, CollectorFactory};
+
+/// How late a request to finish is noticed while the collector waits for events.
+const FINISH_CHECK: Duration = Duration::from_millis(100);
+/// Processes whose command lines are remembered per cache generation.
+const CMDLINE_GENERATION: usize = 4_096;
+
+/// What the collection thread tells the event loop.
+#[derive(Debug)]
+pub enum Collected {
+    /// The collector is running: `backend` names it; its first interval starts at `at`.
+    Started { backend: String, at: Duration },
+    /// Lifecycle events as they arrived, sent only when the loop asked for them.
+    Events { events: Vec<ConnEvent>, wall: SystemTime },
+    /// A display interval ended.
+    Interval(Interval),
+    /// Opening or reading the collector failed; the thread is done.
+    Failed(anyhow::Error),
+}
+
+/// One display interval's readings, merged.
+#[derive(Debug)]
+pub struct Interval {
+    pub sample: Sample,
+    /// The command lines of the processes in `sample`, where known.
+    pub cmdlines: HashMap<u32, String>,
+    /// When it ended, on the clock's monotonic time and on the wall.
+    pub at: Duration,
+    pub wall: SystemTime,
+}
+
+/// When the thread reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// The display interval.
+    pub interval: Duration,
+    /// Whether to send `Collected::Events` as events arrive (`--events`).
+    pub live_events: bool,
+}
+
+/// The running thread. Dropping it stops the thread without a last interval.
+pub struct CollectionThread {
+    finish: Sender<()>,
+    thread: Thread,
+}
+
+impl CollectionThread {
+    /// Starts the thread, which first builds its collector with `open`.
+    pub fn spawn(
+        open: CollectorFactory,
+        read_cmdline: CmdlineReader,
+        clock: Arc<dyn Clock>,
+        schedule: Schedule,
+        out: UnboundedSender<Collected>,
+    ) -> Result<CollectionThread> {
+        let (finish, finish_requests) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("tcptop-collect".into())
+            .spawn(move || {
+                let collector = match open() {
+                    Ok(collector) => collector,
+                    Err(error) => {
+                        let _ = out.send(Collected::Failed(error));
+                        return;
+                    }
+                };
+                let mut run = Run {
+                    collector,
+                    cmdlines: CommandLines::new(read_cmdline),
+                    clock: &*clock,
+                    schedule,
+                    finish_requests,
+                    out: &out,
+                };
+                if let Err(error) = run.collect_until_finished() {
+                    let _ = out.send(Collected::Failed(error));
+                }
+            })
+            .context("starting the collection thread")?;
+        Ok(CollectionThread { finish, thread: handle.thread().clone() })
+    }
+
+    /// Asks for the interval so far: the thread sends it as its last and ends.
+    pub fn finish(&self) {
+        let _ = self.finish.send(());
+        // A collector waiting by parking (a test's) notices at once.
+        self.thread.unpark();
+    }
+}
+
+impl Drop for CollectionThread {
+    fn drop(&mut self) {
+        self.thread.unpark();
+    }
+}
+
+struct Run<'a> {
+    collector: Box<dyn Collector>,
+    cmdlines: CommandLines,
+    clock: &'a dyn Clock,
+    schedule: Schedule,
+    finish_requests: Receiver<()>,
+    out: &'a UnboundedSender<Collected>,
+}
+
+impl Run<'_> {
+    /// Until asked to finish (after the last interval) or the loop is gone.
+    fn collect_until_finished(&mut self) -> Result<()> {
+        let start = self.clock.now();
+        let backend = self.collector.backend().to_string();
+        if self.out.send(Collected::Started { backend, at: start }).is_err() {
+            return Ok(());
+        }
+        let max_gap = self.collector.max_collect_gap();
+        let interval = self.schedule.interval;
+        let mut interval_end = start + interval;
+        let mut collected_at = start;
+        let mut pending = Sample::default();
+        loop {
+            let finishing = match self.finish_requests.try_recv() {
+                Ok(()) => true,
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => return Ok(()),
+            };
+            let now = self.clock.now();
+            let interval_over = finishing || now >= interval_end;
+            if interval_over || max_gap.is_some_and(|gap| now >= collected_at + gap) {
+                let sample = self.collector.collect()?;
+                collected_at = now;
+                self.send_live(&sample.events);
+                pending = merge(mem::take(&mut pending), sample);
+            }
+            if interval_over {
+                let sample = mem::take(&mut pending);
+                let cmdlines = self.cmdlines.of(&sample);
+                let wall = self.clock.wall();
+                let sent = self.out.send(Collected::Interval(Interval { sample, cmdlines, at: now, wall }));
+                if sent.is_err() || finishing {
+                    return Ok(());
+                }
+                // A collection slower than the interval skips the ends it missed.
+                let after = self.clock.now();
+                while interval_end <= after {
+                    interval_end += interval;
+                }
+            }
+            let next_collect = max_gap.map_or(interval_end, |gap| interval_end.min(collected_at + gap));
+            let timeout = next_collect.saturating_sub(self.clock.now()).min(FINISH_CHECK);
+            let arrived = self.collector.wait_events(timeout)?;
+            self.send_live(&arrived);
+            pending.events.extend(arrived);
+        }
+    }
+
+    fn send_live(&self, events: &[ConnEvent]) {
+        if self.schedule.live_events && !events.is_empty() {
+            // A loop that is gone stops the thread at the interval's end.
+            let _ = self.out.send(Collected::Events { events: events.to_vec(), wall: self.clock.wall() });
+        }
+    }
+}
+
+/// Two readings of one display interval as one: the events of both in order, the table and
+/// the overflow counters of the later (the table lists every live connection; the counters
+/// are cumulative).
+pub fn merge(earlier: Sample, later: Sample) -> Sample {
+    let mut events = earlier.events;
+    events.extend(later.events);
+    Sample { events, ..later }
+}
+
+/// The command lines of the processes in each sample, each read once while it is seen.
+struct CommandLines {
+    /// By pid and comm: a pid reused by another program is read again.
+    known: BoundedCache<(u32, String), Option<String>>,
+    read: CmdlineReader,
+}
+
+impl CommandLines {
+    fn new(read: CmdlineReader) -> CommandLines {
+        CommandLines { known: BoundedCache::new(CMDLINE_GENERATION), read }
+    }
+
+    fn of(&mut self, sample: &Sample) -> HashMap<u32, String> {
+        let conns = sample.conns.iter().chain(sample.events.iter().map(|event| &event.conn));
+        let processes: HashMap<u32, &str> =
+            conns.filter_map(|conn| Some((conn.pid?, conn.comm.as_str()))).collect();
+        let mut cmdlines = HashMap::new();
+        for (pid, comm) in processes {
+            let key = (pid, comm.to_string());
+            let cmdline = match self.known.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let read = (self.read)(pid);
+                    self.known.insert(key, read.clone());
+                    read
+                }
+            };
+            cmdlines.extend(cmdline.map(|cmdline| (pid, cmdline)));
+        }
+        cmdlines
+    }
+}
+
+#[cfg(test)]
+mod tests;

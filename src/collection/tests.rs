@@ -1,0 +1,139 @@
+//! The collection thread on a scripted collector and a fake clock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::UNIX_EPOCH;
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use super::*;
+use crate::model::conn::test_conn;
+use crate::model::{EventKind, Overflow};
+use crate::testing::{FakeClock, Scripted};
+
+fn conn(id: u64, rx: u64) -> crate::model::Conn {
+    test_conn(id, 7, "curl", ("127.0.0.1:40000", "127.0.0.1:443"), (rx, 0))
+}
+
+fn closed(id: u64, at_ms: u64) -> ConnEvent {
+    ConnEvent { at: Duration::from_millis(at_ms), kind: EventKind::Closed, conn: conn(id, 1) }
+}
+
+fn reading(events: Vec<ConnEvent>, conns: Vec<crate::model::Conn>, lost_events: u64) -> Sample {
+    Sample { conns, events, overflow: Overflow { lost_events, ..Overflow::default() } }
+}
+
+fn spawn(
+    collector: Scripted,
+    clock: Arc<FakeClock>,
+    schedule: Schedule,
+) -> (CollectionThread, UnboundedReceiver<Collected>) {
+    let (sender, receiver) = unbounded_channel();
+    let open: CollectorFactory = Box::new(move || Ok(Box::new(collector) as Box<dyn Collector>));
+    let thread = CollectionThread::spawn(open, Box::new(|_| None), clock, schedule, sender).unwrap();
+    (thread, receiver)
+}
+
+#[test]
+fn merging_keeps_every_event_in_order_and_the_newest_table_and_counters() {
+    let earlier = reading(vec![closed(1, 1), closed(2, 2)], vec![conn(3, 10), conn(4, 5)], 1);
+    let later = reading(vec![closed(3, 3)], vec![conn(4, 9)], 2);
+    assert_eq!(
+        merge(earlier, later),
+        reading(vec![closed(1, 1), closed(2, 2), closed(3, 3)], vec![conn(4, 9)], 2)
+    );
+    assert_eq!(merge(Sample::default(), reading(vec![], vec![conn(4, 9)], 0)).conns, [conn(4, 9)]);
+}
+
+#[test]
+fn the_table_is_read_every_max_gap_and_one_merged_sample_sent_per_interval() {
+    let clock = Arc::new(FakeClock::default());
+    let samples = [
+        reading(vec![closed(1, 900)], vec![conn(5, 10)], 0),
+        reading(vec![closed(2, 1_900)], vec![conn(5, 20)], 1),
+        reading(vec![closed(3, 2_900)], vec![conn(5, 30)], 2),
+    ];
+    let mut collector = Scripted::new(Arc::clone(&clock), samples);
+    collector.max_gap = Some(Duration::from_secs(1));
+    collector.events.push_back(closed(4, 1_500));
+    let (collecting, mut collects) = unbounded_channel();
+    collector.collecting = Some(collecting);
+    let schedule = Schedule { interval: Duration::from_secs(3), live_events: false };
+    let (_thread, mut received) = spawn(collector, Arc::clone(&clock), schedule);
+    assert!(matches!(received.blocking_recv(), Some(Collected::Started { at: Duration::ZERO, .. })));
+    let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
+    let ids: Vec<u64> = interval.sample.events.iter().map(|event| event.conn.id).collect();
+    assert_eq!(ids, [1, 4, 2, 3]);
+    assert_eq!(interval.sample.conns, [conn(5, 30)]);
+    assert_eq!(interval.sample.overflow.lost_events, 2);
+    assert_eq!((interval.at, interval.wall), (Duration::from_secs(3), UNIX_EPOCH + Duration::from_secs(3)));
+    let times: Vec<u64> = (0..3).map(|_| collects.blocking_recv().unwrap().as_secs()).collect();
+    assert_eq!(times, [1, 2, 3]);
+}
+
+#[test]
+fn finishing_sends_the_interval_so_far_and_ends_the_thread() {
+    let clock = Arc::new(FakeClock::default());
+    let collector = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true };
+    let (thread, mut received) = spawn(collector, clock, schedule);
+    assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
+    assert!(matches!(received.blocking_recv(), Some(Collected::Interval(_))));
+    thread.finish();
+    let Some(Collected::Interval(last)) = received.blocking_recv() else { panic!("no last interval") };
+    assert_eq!((last.at, last.sample.conns), (Duration::from_secs(1), vec![conn(1, 10)]));
+    assert!(received.blocking_recv().is_none());
+}
+
+#[test]
+fn live_events_are_sent_as_they_arrive_and_again_with_their_interval() {
+    let clock = Arc::new(FakeClock::default());
+    let mut collector = Scripted::new(Arc::clone(&clock), [reading(vec![closed(2, 1_000)], vec![], 0)]);
+    collector.events.push_back(closed(1, 300));
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true };
+    let (_thread, mut received) = spawn(collector, clock, schedule);
+    let mut order = Vec::new();
+    while order.len() < 4 {
+        match received.blocking_recv().unwrap() {
+            Collected::Started { .. } => order.push("started".to_string()),
+            Collected::Events { events, wall } => order.push(format!(
+                "events {} at {:?}",
+                events[0].conn.id,
+                wall.duration_since(UNIX_EPOCH).unwrap()
+            )),
+            Collected::Interval(interval) => {
+                order.push(format!("interval of {}", interval.sample.events.len()))
+            }
+            Collected::Failed(error) => panic!("{error:#}"),
+        }
+    }
+    assert_eq!(order, ["started", "events 1 at 300ms", "events 2 at 1s", "interval of 2"]);
+}
+
+#[test]
+fn a_collector_that_cannot_open_says_why() {
+    let (sender, mut received) = unbounded_channel();
+    let open: CollectorFactory = Box::new(|| anyhow::bail!("needs root"));
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
+    let _thread =
+        CollectionThread::spawn(open, Box::new(|_| None), Arc::new(FakeClock::default()), schedule, sender)
+            .unwrap();
+    let Some(Collected::Failed(error)) = received.blocking_recv() else { panic!("no failure") };
+    assert_eq!(error.to_string(), "needs root");
+}
+
+#[test]
+fn command_lines_are_read_once_per_process() {
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reads);
+    let mut cmdlines = CommandLines::new(Box::new(move |pid| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        (pid == 7).then(|| "curl -O https://example.com/big.iso".to_string())
+    }));
+    let other = crate::model::Conn { pid: Some(8), comm: "sshd".into(), ..conn(2, 0) };
+    let sample = reading(vec![closed(3, 1)], vec![conn(1, 0), other], 0);
+    for _ in 0..3 {
+        let found = cmdlines.of(&sample);
+        assert_eq!(found, HashMap::from([(7, "curl -O https://example.com/big.iso".to_string())]));
+    }
+    assert_eq!(reads.load(Ordering::Relaxed), 2);
+}

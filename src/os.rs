@@ -1,0 +1,126 @@
+//! Everything tcptop takes from or gives to the operating system, in one struct that tests
+//! replace (after bandwhich's `OsInputOutput`): the collector, process command lines, the
+//! clock, standard output, the terminal and the stop signals.
+
+use std::io::{self, IsTerminal, Stdout, Write};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Result;
+use futures_util::stream::{self, LocalBoxStream, StreamExt};
+use ratatui::backend::CrosstermBackend;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::Args;
+use crate::collector::Collector;
+use crate::platform;
+use crate::view::tui::TerminalSession;
+
+/// Builds the collector; called on the collection thread, where it then lives.
+pub type CollectorFactory = Box<dyn FnOnce() -> Result<Box<dyn Collector>> + Send>;
+
+/// A process's command line by pid, `None` where the system does not say.
+pub type CmdlineReader = Box<dyn FnMut(u32) -> Option<String> + Send>;
+
+/// Time as tcptop reads it.
+pub trait Clock: Send + Sync {
+    /// Monotonic time since a fixed start: what intervals are measured on.
+    fn now(&self) -> Duration;
+    /// The time of day: what records are stamped with.
+    fn wall(&self) -> SystemTime;
+}
+
+/// The system's clocks.
+pub struct SystemClock(Instant);
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The live screen's terminal: where it draws, what the user types, and the guard that
+/// restores the terminal when dropped.
+pub struct TerminalIo<B> {
+    pub backend: B,
+    pub input: LocalBoxStream<'static, io::Result<crossterm::event::Event>>,
+    pub session: Option<TerminalSession>,
+}
+
+pub struct Os<B> {
+    pub open_collector: CollectorFactory,
+    pub read_cmdline: CmdlineReader,
+    pub clock: Arc<dyn Clock>,
+    pub stdout: Box<dyn Write>,
+    pub stdout_is_terminal: bool,
+    pub hostname: String,
+    /// One item per SIGINT, SIGTERM or SIGHUP.
+    pub stop_signals: LocalBoxStream<'static, ()>,
+    /// Takes the terminal over for the live screen.
+    pub open_terminal: Box<dyn FnOnce() -> io::Result<TerminalIo<B>>>,
+}
+
+impl Os<CrosstermBackend<Stdout>> {
+    /// The real system. Inside the tokio runtime: the signal handlers are installed here,
+    /// before the probes load, so that a Ctrl-C during start-up still ends cleanly.
+    pub fn real(args: &Args) -> Result<Self> {
+        let args = args.clone();
+        let open_collector: CollectorFactory = Box::new(move || {
+            let collector = platform::open_collector(&args, &mut |note| {
+                if args.verbose {
+                    eprintln!("tcptop: {note}");
+                }
+            })?;
+            if args.verbose {
+                eprintln!("tcptop: using the {} probe strategy", collector.backend());
+            }
+            Ok(collector)
+        });
+        Ok(Os {
+            open_collector,
+            read_cmdline: Box::new(read_cmdline),
+            clock: Arc::new(SystemClock(Instant::now())),
+            stdout: Box::new(io::stdout()),
+            stdout_is_terminal: io::stdout().is_terminal(),
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            stop_signals: stop_signals()?,
+            open_terminal: Box::new(|| {
+                let session = TerminalSession::enter()?;
+                let input = crossterm::event::EventStream::new().boxed_local();
+                Ok(TerminalIo { backend: CrosstermBackend::new(io::stdout()), input, session: Some(session) })
+            }),
+        })
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn read_cmdline(pid: u32) -> Option<String> {
+    crate::procfs::read_cmdline(pid)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cmdline(_pid: u32) -> Option<String> {
+    None
+}
+
+/// SIGINT, SIGTERM and SIGHUP as one stream.
+fn stop_signals() -> io::Result<LocalBoxStream<'static, ()>> {
+    let mut signals = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()]
+        .into_iter()
+        .map(signal)
+        .collect::<io::Result<Vec<_>>>()?;
+    let any = stream::poll_fn(move |cx| {
+        let arrived = signals.iter_mut().any(|signal| signal.poll_recv(cx).is_ready());
+        if arrived {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
+    });
+    Ok(any.boxed_local())
+}
