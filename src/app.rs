@@ -60,7 +60,7 @@ where
     let collection =
         CollectionThread::spawn(os.open_collector, os.read_cmdline, Arc::clone(&os.clock), schedule, sender)?;
     let mut sources = Sources { collected, input: None, stop_signals: Some(os.stop_signals) };
-    let Some((backend, start)) = started(&mut sources).await? else {
+    let Some(Started { backend, start, stopped }) = started(&mut sources).await? else {
         return Ok(());
     };
     let live_screen = !args.events && !args.batch && args.format.is_none() && os.stdout_is_terminal;
@@ -92,19 +92,34 @@ where
         sinks.extend(stdout_sink(args, os.stdout, os.stdout_is_terminal));
     }
     let model = Model::new(start, retention);
-    let event_loop =
+    let mut event_loop =
         EventLoop { sources, collection, model, sinks, screen, backend, count: args.count, finishing: false };
+    if stopped {
+        event_loop.finish();
+    }
     event_loop.run().await
 }
 
-/// Waits for the collector to start: `None` if a stop came first. Its failure to start ends
-/// tcptop before anything is printed.
-async fn started(sources: &mut Sources) -> Result<Option<(String, Duration)>> {
+/// The collector as it started.
+struct Started {
+    backend: String,
+    start: Duration,
+    /// A stop came while the probes loaded: the first interval is also the last.
+    stopped: bool,
+}
+
+/// Waits for the collector to start: `None` if a second stop came first. Its failure to start
+/// ends tcptop before anything is printed.
+async fn started(sources: &mut Sources) -> Result<Option<Started>> {
+    let mut stopped = false;
     loop {
         match sources.next().await {
-            Event::Collected(Collected::Started { backend, at }) => return Ok(Some((backend, at))),
+            Event::Collected(Collected::Started { backend, at }) => {
+                return Ok(Some(Started { backend, start: at, stopped }))
+            }
             Event::Collected(Collected::Failed(error)) => return Err(error),
-            Event::Stop => return Ok(None),
+            Event::Stop if stopped => return Ok(None),
+            Event::Stop => stopped = true,
             Event::CollectionEnded => bail!("the collection thread stopped"),
             // Nothing else comes before the start.
             Event::Collected(_) | Event::Input(_) => {}
@@ -164,7 +179,7 @@ where
                     }
                     Event::Collected(Collected::Events { events, wall }) => {
                         for sink in &mut self.sinks {
-                            sink.events(&events, wall)?;
+                            sink.events(&events, &self.backend, wall)?;
                         }
                     }
                     Event::Collected(Collected::Failed(error)) => return Err(error),

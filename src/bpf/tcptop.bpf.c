@@ -168,7 +168,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, 1024 * 1024);	/* some 6,500 events: a burst of short connections */
 } events SEC(".maps");
 
 /* The rows of the last read of the table, in user space's memory map; user space sizes

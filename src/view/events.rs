@@ -70,9 +70,9 @@ impl<W: Write> Sink for EventLines<W> {
         self.write_buf()
     }
 
-    fn events(&mut self, events: &[ConnEvent], wall: SystemTime) -> io::Result<()> {
+    fn events(&mut self, events: &[ConnEvent], backend: &str, wall: SystemTime) -> io::Result<()> {
         self.buf.clear();
-        write_lines(&mut self.buf, events, wall)?;
+        write_lines(&mut self.buf, events, backend, wall)?;
         self.write_buf()
     }
 }
@@ -80,7 +80,7 @@ impl<W: Write> Sink for EventLines<W> {
 /// The JSON lines of `events` (oldest first), which have just arrived at `wall`. The newest
 /// event is dated `wall`, the others by their distance from it on the collector's clock:
 /// events are handed on as soon as they arrive.
-fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], wall: SystemTime) -> io::Result<()> {
+fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], backend: &str, wall: SystemTime) -> io::Result<()> {
     let newest = events.iter().map(|e| e.at).max().unwrap_or_default();
     for event in events {
         let (label, old_state, new_state) = match event.kind {
@@ -92,7 +92,7 @@ fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], wall: SystemTime) -> io:
             EventKind::State { old, new } => ("state", Some(old), Some(new)),
         };
         let timestamp = rfc3339(wall - (newest - event.at));
-        let record = Record { event: Some(label), ..Record::of_conn(&event.conn, &timestamp) };
+        let record = Record { event: Some(label), ..Record::of_conn(&event.conn, &timestamp, backend) };
         json_line(buf, &EventRecord { record, conn_id: event.conn.id, old_state, new_state })?;
     }
     Ok(())
@@ -130,7 +130,7 @@ mod tests {
             event(3_000, EventKind::Closed),
         ];
         let mut buf = Vec::new();
-        write_lines(&mut buf, &events, UNIX_EPOCH + Duration::from_secs(60)).unwrap();
+        write_lines(&mut buf, &events, "fentry", UNIX_EPOCH + Duration::from_secs(60)).unwrap();
         let lines = parse(&buf);
         let summary: Vec<(&str, &str, &serde_json::Value)> = lines
             .iter()
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn event_lines_have_the_fields_of_json_records_and_the_event_s() {
         let mut buf = Vec::new();
-        write_lines(&mut buf, &[event(5, EventKind::Closed)], UNIX_EPOCH).unwrap();
+        write_lines(&mut buf, &[event(5, EventKind::Closed)], "fentry", UNIX_EPOCH).unwrap();
         let line = String::from_utf8(buf).unwrap();
         let keys = |json: &str| {
             let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap();
@@ -179,7 +179,7 @@ mod tests {
             model.update(Sample { overflow, ..Sample::default() }, Duration::from_secs(secs));
             sink.interval(&model, "fentry", UNIX_EPOCH).unwrap();
         }
-        sink.events(&[state(1, TcpState::SynRecv, TcpState::Established)], UNIX_EPOCH).unwrap();
+        sink.events(&[state(1, TcpState::SynRecv, TcpState::Established)], "scripted", UNIX_EPOCH).unwrap();
         let lines = parse(&sink.out);
         let events: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
         assert_eq!(events, ["overflow", "opened"]);

@@ -19,7 +19,7 @@ pub trait Sink {
 
     /// Lifecycle events as they arrived at `wall`, oldest first, for a sink that shows them
     /// as they happen; the others see them in the model with their interval.
-    fn events(&mut self, _events: &[ConnEvent], _wall: SystemTime) -> io::Result<()> {
+    fn events(&mut self, _events: &[ConnEvent], _backend: &str, _wall: SystemTime) -> io::Result<()> {
         Ok(())
     }
 }

@@ -43,22 +43,25 @@ pub struct Record<'a> {
     /// What happened to the connection in this interval (or the event): "opened", "closed",
     /// "state", or empty (null) when it only moved bytes.
     pub event: Option<&'static str>,
+    /// Where the numbers come from: the eBPF plan ("tracepoint/tcp-iter/udp-lookup"), or
+    /// "capture".
+    pub probe: &'a str,
 }
 
 impl<'a> Record<'a> {
     /// A connection's row in the interval that ended at `timestamp`.
-    pub fn new(row: &'a ConnRow, timestamp: &'a str, interval_ms: u128) -> Record<'a> {
+    pub fn new(row: &'a ConnRow, timestamp: &'a str, interval_ms: u128, probe: &'a str) -> Record<'a> {
         Record {
             interval_ms: Some(interval_ms),
             rx_bytes: Some(row.rx_bytes),
             tx_bytes: Some(row.tx_bytes),
             event: row.event_label(),
-            ..Record::of_conn(&row.conn, timestamp)
+            ..Record::of_conn(&row.conn, timestamp, probe)
         }
     }
 
     /// A connection as it stood at `timestamp`, outside any interval: its totals and state.
-    pub fn of_conn(conn: &'a Conn, timestamp: &'a str) -> Record<'a> {
+    pub fn of_conn(conn: &'a Conn, timestamp: &'a str, probe: &'a str) -> Record<'a> {
         Record {
             timestamp,
             interval_ms: None,
@@ -78,6 +81,7 @@ impl<'a> Record<'a> {
             netns: conn.netns,
             container: conn.container(),
             event: None,
+            probe,
         }
     }
 }
@@ -121,15 +125,17 @@ impl<W: Write> RecordSink<W> {
 }
 
 impl<W: Write> Sink for RecordSink<W> {
-    fn interval(&mut self, model: &Model, _backend: &str, wall: SystemTime) -> io::Result<()> {
+    fn interval(&mut self, model: &Model, backend: &str, wall: SystemTime) -> io::Result<()> {
         self.buf.clear();
         if std::mem::take(&mut self.header_pending) {
             self.buf.extend(csv_header());
         }
         let timestamp = humantime::format_rfc3339_millis(wall).to_string();
         let interval_ms = model.elapsed().as_millis();
-        let records =
-            model.select(&self.query).into_iter().map(|row| Record::new(row, &timestamp, interval_ms));
+        let records = model
+            .select(&self.query)
+            .into_iter()
+            .map(|row| Record::new(row, &timestamp, interval_ms, backend));
         encode(&mut self.buf, self.encoding, records)?;
         self.out.write_all(&self.buf)?;
         self.out.flush()
@@ -200,11 +206,11 @@ pub(crate) mod tests {
     #[test]
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
-timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,
-1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,
-1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry
 ";
         assert_eq!(write(Encoding::Csv, true), expected);
         let without_header = expected.split_once('\n').unwrap().1;
@@ -223,7 +229,8 @@ timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,re
                 "comm": "curl, \"the\" client", "proto": "tcp", "family": "ipv6",
                 "local_addr": "2001:db8::1", "local_port": 50001, "remote_addr": "2001:db8::2",
                 "remote_port": 22, "state": "CLOSE", "rx_bytes": 4, "tx_bytes": 0, "rx_total": 9,
-                "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed"
+                "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed",
+                "probe": "fentry"
             })
         );
         assert_eq!(lines[2]["event"], serde_json::Value::Null);

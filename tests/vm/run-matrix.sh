@@ -29,7 +29,8 @@ set -euo pipefail
 KERNEL_TABLE='
 # NAME          KERNEL                      UNSUPPORTED    DISABLE              STRATEGIES
 host            -                           fentry,kprobe  -                    -
-host-nomapiter  -                           fentry,kprobe  map-iter             auto
+host-hash       -                           fentry,kprobe  sk-storage           auto
+host-rawtp      -                           fentry,kprobe  tp-btf               auto
 5.10            linux-image-amd64/bullseye  tracepoint     -                    -
 6.1             linux-image-amd64           tracepoint     -                    -
 6.12            linux-image-6.12-amd64      -              -                    -
@@ -39,7 +40,9 @@ sid             linux-image-amd64/sid       -              -                    
 6.12-nostorage  @6.12                       -              sk-storage,map-iter  auto
 6.12-nofuncret  @6.12                       -              func-ret             fentry
 '
-# Why the forced-off rows run what they run: nofentry, auto's fall back to kprobe;
+# Why the forced-off rows run what they run: host-hash, the tracepoint hooks and
+# iter/tcp on the hash map; host-rawtp, raw_tp lifecycle hooks (no kernel here
+# lacks tp_btf); nofentry, auto's fall back to kprobe;
 # nomapiter, both tables (socket storage under fentry, the hash under kprobe) read
 # without map iterators; nostorage, fentry on the hash map (kprobe always uses it);
 # nofuncret, fentry's UDP receive hook without bpf_get_func_ret.
