@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::collector::{Family, Filters};
 use crate::model::{Proto, SortKey, DEFAULT_UDP_IDLE};
+use crate::strategy::{parse_probe, ProbeChoice};
 
 /// top for network connections: which process talks to which peer, how many bytes each
 /// connection sends and receives, its rate and its state. Counted in the kernel by eBPF on
@@ -99,9 +100,10 @@ pub struct Args {
     #[arg(long)]
     pub bytes: bool,
 
-    /// How to hook the kernel: auto tries fentry, then kprobe, then tracepoint.
-    #[arg(long, value_enum, default_value_t)]
-    pub probe: Probe,
+    /// How to hook the kernel: auto (the best this kernel allows: fentry, then kprobe, then
+    /// tracepoint), fentry, kprobe or tracepoint.
+    #[arg(long, value_name = "HOOKS", default_value = "auto", value_parser = parse_probe)]
+    pub probe: ProbeChoice,
 
     /// Where the numbers come from: eBPF in the kernel (Linux), or captured packets. auto
     /// uses eBPF and falls back to capture where eBPF cannot run; on macOS it is capture.
@@ -166,15 +168,6 @@ pub enum Backend {
     Auto,
     Ebpf,
     Capture,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Probe {
-    #[default]
-    Auto,
-    Fentry,
-    Kprobe,
-    Tracepoint,
 }
 
 impl Args {

@@ -17,6 +17,7 @@ pub mod os;
 pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+pub mod strategy;
 pub mod view;
 
 #[cfg(test)]

@@ -7,8 +7,6 @@ use crate::capture::{CaptureCollector, CaptureConfig};
 use crate::cli::Args;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 use crate::cli::Backend;
-#[cfg(target_os = "linux")]
-use crate::cli::Probe;
 use crate::collector::Collector;
 
 /// Opens the collector `args` ask for. `note` hears what a verbose run should explain.
@@ -24,7 +22,7 @@ pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn
         Backend::Capture => open_capture(args),
         // Naming an interface asks for capture; naming a probe strategy asks for eBPF.
         Backend::Auto if args.interface.is_some() => open_capture(args),
-        Backend::Auto if args.probe != Probe::Auto => open_ebpf(args, note),
+        Backend::Auto if args.probe.is_some() => open_ebpf(args, note),
         Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_capture(args) {
             Ok(capture) => {
                 eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
@@ -55,10 +53,8 @@ fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collecto
 
     preflight()?;
     let strategies: &[Strategy] = match args.probe {
-        Probe::Auto => &Strategy::AUTO_ORDER,
-        Probe::Fentry => &[Strategy::Fentry],
-        Probe::Kprobe => &[Strategy::Kprobe],
-        Probe::Tracepoint => &[Strategy::Tracepoint],
+        None => &Strategy::AUTO_ORDER,
+        Some(hooks) => &[hooks],
     };
     Ok(Box::new(EbpfCollector::open(strategies, &args.filters(), note)?))
 }

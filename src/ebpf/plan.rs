@@ -6,50 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use clap::ValueEnum;
-
 use crate::collector::Proto;
-
-/// The hooks that count sends and reads (`--probe`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum Strategy {
-    /// fexit/tcp_sendmsg, fentry/tcp_cleanup_rbuf and fexit on the UDP send and receive
-    /// functions (BPF trampolines).
-    Fentry,
-    /// kprobes on the same functions (any kernel with kprobes).
-    Kprobe,
-    /// The sock:sock_send_length and sock:sock_recv_length tracepoints (Linux 6.3+), with
-    /// cgroup sock_addr hooks for the peers of unconnected UDP sockets.
-    Tracepoint,
-}
-
-impl Strategy {
-    /// The order `--probe auto` tries them in: cheapest and most precise first.
-    pub const AUTO_ORDER: [Strategy; 3] = [Strategy::Fentry, Strategy::Kprobe, Strategy::Tracepoint];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Fentry => "fentry",
-            Strategy::Kprobe => "kprobe",
-            Strategy::Tracepoint => "tracepoint",
-        }
-    }
-
-    /// The kernel feature these hooks are made of.
-    fn feature(self) -> Feature {
-        match self {
-            Strategy::Fentry => Feature::Fentry,
-            Strategy::Kprobe => Feature::Kprobe,
-            Strategy::Tracepoint => Feature::Tracepoint,
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::strategy::Strategy;
 
 /// A kernel feature that a part of the plan may need; a kernel allows or refuses each on its
 /// own. The names are those of `TCPTOP_DISABLE`, the test switch that refuses features.
@@ -122,6 +80,15 @@ impl fmt::Display for Feature {
     }
 }
 
+/// The kernel feature a set of hooks is made of.
+fn feature_of(hooks: Strategy) -> Feature {
+    match hooks {
+        Strategy::Fentry => Feature::Fentry,
+        Strategy::Kprobe => Feature::Kprobe,
+        Strategy::Tracepoint => Feature::Tracepoint,
+    }
+}
+
 /// What the kernel refused so far, and why, in its own words.
 pub type Refusals = BTreeMap<Feature, String>;
 
@@ -180,8 +147,9 @@ impl Plan {
     /// The best plan with the first of `hooks` that is not refused, or why there is none.
     pub fn best(hooks: &[Strategy], refused: &Refusals) -> Result<Plan, String> {
         let allowed = |f: Feature| !refused.contains_key(&f);
-        let Some(&tcp) = hooks.iter().find(|h| allowed(h.feature())) else {
-            let why: Vec<String> = hooks.iter().map(|h| format!("{h}: {}", refused[&h.feature()])).collect();
+        let Some(&tcp) = hooks.iter().find(|h| allowed(feature_of(**h))) else {
+            let why: Vec<String> =
+                hooks.iter().map(|h| format!("{h}: {}", refused[&feature_of(*h)])).collect();
             return Err(why.join("; "));
         };
         let lifecycle = if allowed(Feature::TpBtf) { Lifecycle::TpBtf } else { Lifecycle::RawTp };
@@ -203,7 +171,7 @@ impl Plan {
             }
         };
         let udp_allowed = |h: &Strategy| {
-            allowed(h.feature())
+            allowed(feature_of(*h))
                 && match h {
                     Strategy::Fentry => allowed(Feature::FuncRet),
                     Strategy::Kprobe => true,
@@ -375,7 +343,7 @@ impl Plan {
             }
         };
         let better_hooks: Vec<Feature> =
-            Strategy::AUTO_ORDER.iter().take_while(|&&h| h != self.hooks).map(|h| h.feature()).collect();
+            Strategy::AUTO_ORDER.iter().take_while(|&&h| h != self.hooks).map(|h| feature_of(*h)).collect();
         let udp = match self.udp {
             Some(udp) => udp.name(),
             None => "not counted",

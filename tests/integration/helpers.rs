@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tcptop::collector::{Collector, Conn, ConnEvent, EventKind, Filters};
 use tcptop::ebpf::{EbpfCollector, Strategy};
+use tcptop::strategy::parse_probe;
 
 /// The comm of the threads that make test traffic (at most 15 bytes, as the kernel keeps).
 pub const TRAFFIC_COMM: &str = "tcptop-traffic";
@@ -34,14 +35,12 @@ pub fn bpf_allowed() -> bool {
     root
 }
 
-/// The strategies `TCPTOP_PROBE` (auto, fentry, kprobe, tracepoint; default auto) selects.
+/// The strategies `TCPTOP_PROBE` (a `--probe` value; default auto) selects.
 pub fn strategies() -> Vec<Strategy> {
-    match std::env::var("TCPTOP_PROBE").as_deref() {
-        Err(_) | Ok("") | Ok("auto") => Strategy::AUTO_ORDER.to_vec(),
-        Ok("fentry") => vec![Strategy::Fentry],
-        Ok("kprobe") => vec![Strategy::Kprobe],
-        Ok("tracepoint") => vec![Strategy::Tracepoint],
-        Ok(other) => panic!("TCPTOP_PROBE={other}: expected auto, fentry, kprobe or tracepoint"),
+    match parse_probe(&probe_flag()) {
+        Ok(None) => Strategy::AUTO_ORDER.to_vec(),
+        Ok(Some(hooks)) => vec![hooks],
+        Err(e) => panic!("TCPTOP_PROBE: {e}"),
     }
 }
 
