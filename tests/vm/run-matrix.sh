@@ -239,8 +239,11 @@ if [[ -z $payload_cmd ]]; then
     fi
     [[ -n $tcptop_bin && -x $tcptop_bin ]] || tcptop_bin=$target_dir/debug/tcptop
     [[ -x $tcptop_bin ]] || { echo "run-matrix: no $tcptop_bin" >&2; exit 1; }
-    # quoted for the guest's shell and for bash -c on the host
-    payload_cmd="$(printf '%q' "$test_bin") bpf:: --test-threads=1"
+    # quoted for the guest's shell and for bash -c on the host; first the plan tcptop
+    # chooses there, as a TCPTOP-PLAN= line (none where the strategy is refused)
+    plan_cmd="$(printf '%q' "$tcptop_bin") -b -v --backend ebpf --probe \"\$TCPTOP_PROBE\" 0.01 1 2>&1 >/dev/null"
+    plan_cmd+=" | sed -n 's/^tcptop: using the \\(.*\\) probe strategy\$/TCPTOP-PLAN=\\1/p'"
+    payload_cmd="$plan_cmd; $(printf '%q' "$test_bin") bpf:: --test-threads=1"
     log "integration tests: $test_bin"
 fi
 
@@ -502,6 +505,16 @@ done
     done
     ((star)) && echo "* the kernel refuses this strategy: the tests checked tcptop's error (TCPTOP_EXPECT_UNSUPPORTED)"
     ((dash)) && echo "- not run: the row runs only the strategies its TCPTOP_DISABLE list matters for"
+    echo
+    echo "plans chosen (tcptop -b -v in each row's first run):"
+    for k in "${kernel_list[@]}"; do
+        for s in "${strategy_list[@]}"; do
+            [[ -f $out/logs/$k-$s.log ]] || continue
+            plan=$(tr -d '\r' <"$out/logs/$k-$s.log" | sed -n 's/^TCPTOP-PLAN=//p' | tail -n1)
+            printf "  %-${w_label}s %s: %s\n" "$k" "$s" "${plan:-none}"
+            break
+        done
+    done
     echo
     if ((failed)); then
         echo "matrix: $failed run(s) FAILED"

@@ -422,7 +422,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
             let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
             let tx = Flow { name: "TX", history: &row.tx_history, rate: row.tx_rate, total: c.tx_bytes };
-            (format!(" connection {} ", c.id), lines, rx, tx)
+            (" connection ".to_string(), lines, rx, tx)
         }
         Rows::Groups(groups) => {
             let Some(group) = groups.get(state.selected) else {
@@ -474,7 +474,7 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
             ];
             (format!(" {ip} "), lines)
         }
-        GroupKey::Connection(id) => (format!(" connection {id} "), Vec::new()),
+        GroupKey::Connection(_) => (" connection ".to_string(), Vec::new()),
     }
 }
 
