@@ -14,4 +14,6 @@ pub mod model;
 pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+#[cfg(target_os = "linux")]
+pub mod sockdiag;
 pub mod view;
