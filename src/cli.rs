@@ -105,8 +105,9 @@ pub struct Args {
     #[arg(long, value_name = "HOOKS", default_value = "auto", value_parser = parse_probe)]
     pub probe: ProbeChoice,
 
-    /// Where the numbers come from: eBPF in the kernel (Linux), or captured packets. auto
-    /// uses eBPF and falls back to capture where eBPF cannot run; on macOS it is capture.
+    /// Where the numbers come from: eBPF in the kernel (Linux), the kernel's TCP counters
+    /// (sockdiag, Linux), or captured packets. auto uses eBPF, then sockdiag, then capture;
+    /// on macOS it is capture.
     #[arg(long, value_enum, default_value_t)]
     pub backend: Backend,
 
@@ -167,6 +168,7 @@ pub enum Backend {
     #[default]
     Auto,
     Ebpf,
+    Sockdiag,
     Capture,
 }
 

@@ -12,29 +12,55 @@ use crate::collector::Collector;
 /// Opens the collector `args` ask for. `note` hears what a verbose run should explain.
 #[cfg(target_os = "linux")]
 pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
-    use crate::capture::NeedsRoot;
-
     match args.backend {
         Backend::Ebpf if args.interface.is_some() => {
             anyhow::bail!("--interface chooses a capture device: it goes with --backend capture, not ebpf")
         }
         Backend::Ebpf => open_ebpf(args, note),
+        Backend::Sockdiag => open_sockdiag(args, note),
         Backend::Capture => open_capture(args),
         // Naming an interface asks for capture; naming a probe strategy asks for eBPF.
         Backend::Auto if args.interface.is_some() => open_capture(args),
         Backend::Auto if args.probe.is_some() => open_ebpf(args, note),
-        Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_capture(args) {
-            Ok(capture) => {
-                eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
-                Ok(capture)
+        Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_sockdiag(args, note) {
+            Ok(sockdiag) => {
+                eprintln!(
+                    "tcptop: eBPF cannot run here ({ebpf_error:#}); reading the kernel's TCP counters \
+                     through sock_diag instead (TCP only)"
+                );
+                Ok(sockdiag)
             }
-            // Without root neither can run, and the eBPF error says so already.
-            Err(capture_error) if capture_error.is::<NeedsRoot>() => Err(ebpf_error),
-            Err(capture_error) => Err(anyhow::anyhow!(
-                "{ebpf_error:#}; packet capture cannot stand in either: {capture_error:#}"
-            )),
+            Err(sockdiag_error) => open_capture_instead(args, ebpf_error, sockdiag_error),
         }),
     }
+}
+
+/// The last resort of `--backend auto`, where neither eBPF nor sock_diag can run.
+#[cfg(target_os = "linux")]
+fn open_capture_instead(
+    args: &Args,
+    ebpf_error: anyhow::Error,
+    sockdiag_error: anyhow::Error,
+) -> Result<Box<dyn Collector>> {
+    use crate::capture::NeedsRoot;
+
+    let ebpf_error = anyhow::anyhow!("{ebpf_error:#}; sock_diag cannot stand in: {sockdiag_error:#}");
+    match open_capture(args) {
+        Ok(capture) => {
+            eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
+            Ok(capture)
+        }
+        // Without root neither can run, and the eBPF error says so already.
+        Err(capture_error) if capture_error.is::<NeedsRoot>() => Err(ebpf_error),
+        Err(capture_error) => {
+            Err(anyhow::anyhow!("{ebpf_error:#}; packet capture cannot stand in either: {capture_error:#}"))
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn open_sockdiag(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+    Ok(Box::new(crate::sockdiag::SockDiagCollector::open(&args.filters(), note)?))
 }
 
 /// On Linux, capture on every interface with `any`, and find processes in /proc.
@@ -62,8 +88,10 @@ fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collecto
 /// On macOS, PKTAP: every packet comes with the process that sent or received it.
 #[cfg(target_os = "macos")]
 pub fn open_collector(args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
-    if args.backend == Backend::Ebpf {
-        anyhow::bail!("eBPF is Linux's: on macOS tcptop counts captured packets (--backend capture)");
+    if matches!(args.backend, Backend::Ebpf | Backend::Sockdiag) {
+        anyhow::bail!(
+            "eBPF and sock_diag are Linux's: on macOS tcptop counts captured packets (--backend capture)"
+        );
     }
     // "pktap,all" takes every interface, loopback and tunnels included; "pktap,en0" one.
     let device = match args.interface.as_deref() {

@@ -19,8 +19,8 @@ fn bad_flags_are_a_usage_error() {
     }
 }
 
-/// Without root (or CAP_BPF + CAP_PERFMON) tcptop says what it needs in one line, before
-/// touching the kernel.
+/// Without root (or CAP_BPF + CAP_PERFMON) eBPF says what it needs in one line, before
+/// touching the kernel (`--backend auto` falls back to sock_diag: tests `sockdiag`).
 #[test]
 fn without_privileges_one_line_and_exit_1() {
     let mut command = if unsafe { libc::geteuid() } == 0 {
@@ -31,7 +31,7 @@ fn without_privileges_one_line_and_exit_1() {
     } else {
         tcptop()
     };
-    let out = command.args(["-b", "1", "1"]).output().unwrap();
+    let out = command.args(["--backend", "ebpf", "-b", "1", "1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -76,14 +76,14 @@ pub fn open_collector(filters: Filters) -> Option<Watch> {
 }
 
 /// A collector and everything it reported so far.
-pub struct Watch {
-    pub collector: EbpfCollector,
+pub struct Watch<C: Collector = EbpfCollector> {
+    pub collector: C,
     /// The newest record of each connection id (from the table or from its close event).
     pub latest: HashMap<u64, Conn>,
     pub events: Vec<ConnEvent>,
 }
 
-impl Watch {
+impl<C: Collector> Watch<C> {
     pub fn poll(&mut self) {
         let sample = self.collector.collect().expect("collecting");
         for event in &sample.events {
@@ -107,7 +107,7 @@ impl Watch {
     }
 
     /// Polls until `done` holds, for at most a few seconds; false if it never did.
-    pub fn until(&mut self, mut done: impl FnMut(&Watch) -> bool) -> bool {
+    pub fn until(&mut self, mut done: impl FnMut(&Self) -> bool) -> bool {
         let deadline = Instant::now() + SETTLE;
         loop {
             self.poll();

@@ -11,5 +11,6 @@ mod cli;
 mod log;
 mod ns;
 mod scale;
+mod sockdiag;
 mod tui;
 mod wrap;

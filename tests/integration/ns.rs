@@ -94,7 +94,7 @@ fn transfer(pair: &NetnsPair, bytes: usize) {
 }
 
 /// A TCP connection from a fixed local address (std has no bind-before-connect).
-fn connect_from(local: SocketAddr, remote: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(local: SocketAddr, remote: SocketAddr) -> TcpStream {
     use std::os::fd::FromRawFd;
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);

@@ -1,0 +1,191 @@
+//! NETLINK_SOCK_DIAG sockets of the network namespace they were opened in: dumps of its TCP
+//! sockets with their tcp_info, and the final tcp_info of each TCP socket it destroys.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use anyhow::{anyhow, Context, Result};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
+
+use super::bytes::Counters;
+use crate::collector::Family;
+
+/// The multicast groups of destroyed TCP sockets, IPv4 and IPv6 (linux/sock_diag.h).
+const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
+const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
+/// A netlink dump sends at most 32 KiB at a time (netlink_dump); room for more is harmless.
+const RECEIVE_BUFFER: usize = 64 << 10;
+/// What the kernel may queue for the destroy group between two reads: some 50,000 closes as
+/// root; for anyone else net.core.rmem_max caps it (212,992 bytes by default: some 200).
+const DESTROY_QUEUE: libc::c_int = 64 << 20;
+
+/// A TCP socket as one sock_diag message gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The kernel's socket cookie: unique for the life of the host, never reused.
+    pub cookie: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// 0 in destroy messages: the socket has no inode by then.
+    pub inode: u32,
+    pub counters: Counters,
+}
+
+/// A sock_diag socket of one network namespace.
+pub struct DiagSocket {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl DiagSocket {
+    /// A socket of the calling thread's network namespace, for dumps.
+    pub fn open() -> io::Result<DiagSocket> {
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
+        socket.bind_auto()?;
+        Ok(DiagSocket { socket, buffer: vec![0; RECEIVE_BUFFER] })
+    }
+
+    /// A socket of the calling thread's network namespace that hears of every TCP socket the
+    /// kernel destroys there. Any user may join the group (the kernel's sock_diag socket is
+    /// made with NL_CFG_F_NONROOT_RECV, diag_net_init); only its queue size needs privilege.
+    pub fn open_destroy_listener() -> io::Result<DiagSocket> {
+        let listener = DiagSocket::open()?;
+        for group in [SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY] {
+            listener.socket.add_membership(group)?;
+        }
+        listener.socket.set_non_blocking(true)?;
+        let fd = listener.socket.as_raw_fd();
+        // SO_RCVBUFFORCE passes net.core.rmem_max, with CAP_NET_ADMIN.
+        if set_int_option(fd, libc::SO_RCVBUFFORCE, DESTROY_QUEUE).is_err() {
+            set_int_option(fd, libc::SO_RCVBUF, DESTROY_QUEUE)?;
+        }
+        Ok(listener)
+    }
+
+    /// Every TCP socket of `family` in this namespace but listeners and TIME_WAIT sockets
+    /// (which have no counters left), with the counters that have.
+    pub fn dump(&mut self, family: Family, into: &mut Vec<TcpSocket>) -> Result<()> {
+        let (family, socket_id) = match family {
+            Family::V4 => (AF_INET, SocketId::new_v4()),
+            Family::V6 => (AF_INET6, SocketId::new_v6()),
+        };
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let request = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::INFO,
+            states: StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT,
+            socket_id,
+        };
+        let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        self.socket.send(&bytes, 0).context("sending a sock_diag request")?;
+        loop {
+            let received =
+                self.socket.recv(&mut &mut self.buffer[..], 0).context("reading a sock_diag dump")?;
+            if for_each_message(&self.buffer[..received], |socket| into.push(socket))? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The sockets destroyed since the last call, oldest first. Err(ENOBUFS) when the kernel
+    /// had to drop some: the queue was full.
+    pub fn destroyed(&mut self, into: &mut Vec<TcpSocket>) -> Result<(), DestroyedLost> {
+        loop {
+            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(received) => {
+                    for_each_message(&self.buffer[..received], |socket| into.push(socket))
+                        .map_err(DestroyedLost::Unreadable)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(DestroyedLost::Overflow),
+                Err(e) => {
+                    return Err(DestroyedLost::Unreadable(anyhow!(e).context("reading destroyed sockets")))
+                }
+            }
+        }
+    }
+}
+
+/// Why some destroyed sockets' final counters are missing.
+pub enum DestroyedLost {
+    /// The kernel found the queue full and dropped messages.
+    Overflow,
+    Unreadable(anyhow::Error),
+}
+
+fn set_int_option(fd: i32, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads an int of the size given.
+    let result =
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, option, (&value as *const libc::c_int).cast(), 4) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Hands each TCP socket of one datagram to `found`; true once the dump's end is in it.
+fn for_each_message(mut datagram: &[u8], mut found: impl FnMut(TcpSocket)) -> Result<bool> {
+    while !datagram.is_empty() {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(datagram)
+            .map_err(|e| anyhow!("an unreadable sock_diag message: {e}"))?;
+        let length = (message.header.length as usize).max(1).min(datagram.len());
+        datagram = &datagram[netlink_aligned(length).min(datagram.len())..];
+        match message.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                found_socket(&response).map(&mut found);
+            }
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(error) if error.code.is_some() => {
+                return Err(io::Error::from_raw_os_error(-error.raw_code()))
+                    .context("the sock_diag request failed")
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
+}
+
+fn netlink_aligned(length: usize) -> usize {
+    length.next_multiple_of(4)
+}
+
+/// The socket a response describes, if it came with its tcp_info (request sockets do not).
+fn found_socket(response: &InetResponse) -> Option<TcpSocket> {
+    let info = response.nlas.iter().find_map(|nla| match nla {
+        Nla::TcpInfo(info) => Some(info),
+        _ => None,
+    })?;
+    let header = &response.header;
+    let id = &header.socket_id;
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_canonical(),
+        v4 => v4,
+    };
+    // Two native-endian halves, the low one first (sock_diag_save_cookie).
+    let half = |at: usize| u64::from(u32::from_ne_bytes(id.cookie[at..at + 4].try_into().unwrap()));
+    Some(TcpSocket {
+        cookie: half(4) << 32 | half(0),
+        local: SocketAddr::new(canonical(id.source_address), id.source_port),
+        remote: SocketAddr::new(canonical(id.destination_address), id.destination_port),
+        inode: header.inode,
+        counters: Counters {
+            state: header.state,
+            bytes_sent: info.bytes_sent,
+            bytes_retrans: info.bytes_retrans,
+            notsent_bytes: info.notsent_bytes,
+            bytes_received: info.bytes_received,
+            unread: header.recv_queue,
+        },
+    })
+}
