@@ -142,11 +142,16 @@ impl Run<'_> {
             };
             let now = self.clock.now();
             let interval_over = finishing || now >= interval_end;
-            if interval_over || max_gap.is_some_and(|gap| now >= collected_at + gap) {
+            if interval_over {
                 let sample = self.collector.collect()?;
                 collected_at = now;
                 self.send_live(&sample.events);
                 pending = merge(mem::take(&mut pending), sample);
+            } else if max_gap.is_some_and(|gap| now >= collected_at + gap) {
+                let events = self.collector.refresh()?;
+                collected_at = now;
+                self.send_live(&events);
+                pending.events.extend(events);
             }
             if interval_over {
                 let sample = mem::take(&mut pending);

@@ -36,6 +36,13 @@ pub trait Collector {
     fn max_collect_gap(&self) -> Option<Duration> {
         None
     }
+
+    /// Brings the counters up to date without a table for the model: the reads between two
+    /// interval ends that `max_collect_gap` asks for. Returns the lifecycle events it took,
+    /// which `collect` does not return again. By default a whole `collect`.
+    fn refresh(&mut self) -> Result<Vec<ConnEvent>> {
+        Ok(self.collect()?.events)
+    }
 }
 
 /// What the user asked to watch; collectors apply it as early as they can (in the kernel

@@ -331,6 +331,22 @@ impl EbpfCollector {
         }
     }
 
+    /// Runs the TCP table read: every connection sampled, its row in `table` or, beyond its
+    /// end, in `dump_buf`, and `table_rows` counting them.
+    fn read_tcp_table(&mut self) -> Result<()> {
+        // SAFETY: a write of memory-mapped .bss, which is always valid.
+        unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
+        self.dump_buf.clear();
+        if let Some(dump) = &self.tcp_dump {
+            match self.plan.table {
+                TableRead::MapIter => read_iterator(dump, &mut self.dump_buf),
+                TableRead::TcpIter => in_every_namespace(dump, &mut self.dump_buf),
+            }
+            .context("reading the connection table")?;
+        }
+        Ok(())
+    }
+
     /// Reads the UDP flow map from user space, where no map iterator may, and deletes the
     /// flows idle for longer than `--udp-idle` once they are reported (as dump_udp_flows does in
     /// the kernel). The owner of such a flow is the first one named: the kernel's per-interval
@@ -482,21 +498,19 @@ impl Collector for EbpfCollector {
         Some(MAX_COLLECT_GAP)
     }
 
+    /// The TCP table read alone, which samples every connection in the kernel: no rows are
+    /// decoded, no owners looked up, and the events stay in the ring for `wait_events`.
+    fn refresh(&mut self) -> Result<Vec<ConnEvent>> {
+        self.read_tcp_table()?;
+        Ok(Vec::new())
+    }
+
     fn collect(&mut self) -> Result<Sample> {
         // Events first: a connection closed after this point is still in the dump, and the
         // model keeps its totals until its close event arrives in the next sample.
         self.ring.consume().context("reading connection events")?;
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
-        // SAFETY: writes and reads of memory-mapped .bss, which is always valid.
-        unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
-        self.dump_buf.clear();
-        if let Some(dump) = &self.tcp_dump {
-            match self.plan.table {
-                TableRead::MapIter => read_iterator(dump, &mut self.dump_buf),
-                TableRead::TcpIter => in_every_namespace(dump, &mut self.dump_buf),
-            }
-            .context("reading the connection table")?;
-        }
+        self.read_tcp_table()?;
         if let Some(dump) = &self.udp_dump {
             read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
         }
@@ -504,6 +518,7 @@ impl Collector for EbpfCollector {
         if self.udp_dump.is_none() && self.protos.contains(&Proto::Udp) {
             self.read_udp_flows(&mut udp_rows).context("reading the UDP flows")?;
         }
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
         let rows = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
         let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
             let mut info = types::conn_info::default();
