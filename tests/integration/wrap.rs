@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread;
 
 use crate::helpers::{as_traffic, start_tcptop, stop_tcptop, Ip, Pair};
@@ -74,34 +74,19 @@ fn splice_all(stream: &mut TcpStream) {
     let null = File::options().write(true).open("/dev/null").unwrap();
     let mut left = TOTAL;
     while left > 0 {
-        let moved = unsafe {
-            libc::splice(
-                stream.as_raw_fd(),
-                std::ptr::null_mut(),
-                pipe_in.as_raw_fd(),
-                std::ptr::null_mut(),
-                1 << 20,
-                0,
-            )
-        };
-        assert!(moved > 0, "splice from the socket: {}", std::io::Error::last_os_error());
-        let mut in_pipe = moved as usize;
+        let mut in_pipe = splice(stream.as_raw_fd(), pipe_in.as_raw_fd(), 1 << 20);
+        left -= in_pipe as u64;
         while in_pipe > 0 {
-            let drained = unsafe {
-                libc::splice(
-                    pipe_out.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    null.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    in_pipe,
-                    0,
-                )
-            };
-            assert!(drained > 0, "splice into /dev/null: {}", std::io::Error::last_os_error());
-            in_pipe -= drained as usize;
+            in_pipe -= splice(pipe_out.as_raw_fd(), null.as_raw_fd(), in_pipe);
         }
-        left -= moved as u64;
     }
+}
+
+/// One splice(2) call of up to `len` bytes, which must move some.
+fn splice(from: RawFd, to: RawFd, len: usize) -> usize {
+    let moved = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, 0) };
+    assert!(moved > 0, "splice: {}", std::io::Error::last_os_error());
+    moved as usize
 }
 
 /// Sends TOTAL bytes with sendfile(2), a sparse file of 256 MiB over and over (its pages stay
