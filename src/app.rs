@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::cli::{Args, Format};
 use crate::collection::{Collected, CollectionThread, Interval, Schedule};
 use crate::event::{Event, Sources};
+use crate::exporter::Exporter;
 use crate::model::{Model, Query, Retention};
 use crate::os::Os;
 use crate::view::batch::BatchTable;
@@ -55,6 +56,11 @@ where
 {
     // Before the probes attach: a log path tcptop must not or cannot write ends it here.
     let log = args.log.as_deref().map(log::open).transpose()?;
+    let exporter = args
+        .prometheus
+        .as_deref()
+        .map(|address| Exporter::start(address, &args.prometheus_labels, args.prometheus_max_series))
+        .transpose()?;
     let (sender, collected) = mpsc::unbounded_channel();
     let schedule = Schedule { interval: args.interval(), live_events: args.events };
     let collection =
@@ -71,6 +77,7 @@ where
     };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     sinks.extend(log.map(|log| Box::new(log) as Box<dyn Sink>));
+    sinks.extend(exporter.map(|exporter| Box::new(exporter) as Box<dyn Sink>));
     let mut screen = None;
     // Restores the terminal when dropped, after the loop.
     let mut _session = None;
@@ -128,11 +135,14 @@ async fn started(sources: &mut Sources) -> Result<Option<Started>> {
 }
 
 /// What headless mode prints: the `--format` asked for, text by default, and nothing when
-/// tcptop only logs (`--log` without --batch or --format, and no terminal).
+/// tcptop only logs or serves metrics (`--log` or `--prometheus` without --batch or
+/// --format, and no terminal).
 fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option<Box<dyn Sink>> {
     let format = match args.format {
         Some(format) => format,
-        None if args.log.is_some() && !args.batch && !is_terminal => return None,
+        None if (args.log.is_some() || args.prometheus.is_some()) && !args.batch && !is_terminal => {
+            return None
+        }
         None => Format::Text,
     };
     let query = Query { all: args.all, text: String::new(), sort: args.sort.into(), reverse: args.reverse };

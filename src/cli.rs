@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::collector::{Family, Filters};
+use crate::exporter::{Label, DEFAULT_MAX_SERIES};
 use crate::model::{Proto, SortKey, DEFAULT_UDP_IDLE};
 use crate::strategy::{parse_probe, ProbeChoice};
 
@@ -115,6 +116,21 @@ pub struct Args {
     /// capture backend).
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (OpenMetrics or the Prometheus text
+    /// format); a port alone listens on 127.0.0.1. With no terminal and no --batch or
+    /// --format, only serve, until stopped.
+    #[arg(long, value_name = "ADDR")]
+    pub prometheus: Option<String>,
+
+    /// The labels of the per-connection series, any of comm, container, remote_host,
+    /// remote_port, local_port, proto, family and netns.
+    #[arg(long, value_name = "LABELS", value_enum, value_delimiter = ',', default_values_t = Label::DEFAULT, requires = "prometheus")]
+    pub prometheus_labels: Vec<Label>,
+
+    /// Series beyond which the smallest fold into one whose labels are all "other".
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES, requires = "prometheus", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub prometheus_max_series: usize,
 
     /// Say which probe strategy was chosen and why others failed.
     #[arg(short, long)]

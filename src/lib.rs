@@ -12,6 +12,7 @@ pub mod collector;
 #[cfg(target_os = "linux")]
 pub mod ebpf;
 pub mod event;
+pub mod exporter;
 pub mod model;
 pub mod os;
 pub mod platform;

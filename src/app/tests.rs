@@ -188,3 +188,5 @@ fn a_second_stop_leaves_without_waiting_for_a_slow_last_interval() {
     // The read ends only now, and the thread with it.
     drop(go);
 }
+
+mod prometheus;

@@ -10,6 +10,7 @@ mod capture;
 mod cli;
 mod log;
 mod ns;
+mod prometheus;
 mod scale;
 mod sockdiag;
 mod tui;

@@ -1,0 +1,249 @@
+//! The exporter's per-connection series: totals by label set that only grow, kept within a
+//! bound by folding the smallest into one `other` series. Pure: model rows in, totals out.
+
+use std::collections::HashMap;
+
+use clap::ValueEnum;
+
+use crate::model::{ConnRow, Proto};
+
+/// A connection attribute that labels the series (`--prometheus-labels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Label {
+    Comm,
+    Container,
+    RemoteHost,
+    RemotePort,
+    LocalPort,
+    Proto,
+    Family,
+    Netns,
+}
+
+impl Label {
+    /// No pids and no local ports: a client's ephemeral port would make a series per
+    /// connection.
+    pub const DEFAULT: [Label; 5] =
+        [Label::Comm, Label::Container, Label::RemoteHost, Label::RemotePort, Label::Proto];
+
+    /// The label's name, as `--prometheus-labels` spells it.
+    pub fn name(self) -> String {
+        self.to_possible_value().expect("no variant is skipped").get_name().to_string()
+    }
+
+    /// The row's value of this label; "" (which Prometheus treats as no label) when unknown.
+    fn value(self, row: &ConnRow) -> String {
+        let conn = &row.conn;
+        match self {
+            Label::Comm => conn.comm.clone(),
+            Label::Container => conn.container().unwrap_or_default(),
+            Label::RemoteHost => conn.remote.ip().to_string(),
+            Label::RemotePort => conn.remote.port().to_string(),
+            Label::LocalPort => conn.local.port().to_string(),
+            Label::Proto => proto_name(conn.proto).to_string(),
+            Label::Family => if conn.remote.is_ipv4() { "ipv4" } else { "ipv6" }.to_string(),
+            Label::Netns => conn.netns.map(|netns| netns.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The protocol as a label value.
+pub fn proto_name(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
+}
+
+/// What the connections of one label set did since tcptop started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub opened: u64,
+    pub closed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.rx_bytes += other.rx_bytes;
+        self.tx_bytes += other.tx_bytes;
+        self.opened += other.opened;
+        self.closed += other.closed;
+    }
+
+    /// What a series weighs when the smallest are folded.
+    fn bytes(&self) -> u64 {
+        self.rx_bytes + self.tx_bytes
+    }
+
+    /// What a row did in the last interval.
+    fn of_interval(row: &ConnRow) -> Totals {
+        Totals {
+            rx_bytes: row.rx_bytes,
+            tx_bytes: row.tx_bytes,
+            opened: u64::from(row.opened),
+            closed: u64::from(row.closed_for == Some(0)),
+        }
+    }
+}
+
+/// The value of every label of the fold series.
+pub const OTHER: &str = "other";
+
+/// The series, by the values of the chosen labels in their order.
+#[derive(Debug)]
+pub struct Series {
+    labels: Vec<Label>,
+    max_series: usize,
+    totals: HashMap<Vec<String>, Totals>,
+    /// What the folded series had, and what their label sets did since.
+    other: Option<Totals>,
+    folded: u64,
+}
+
+impl Series {
+    pub fn new(labels: Vec<Label>, max_series: usize) -> Series {
+        Series { labels, max_series, totals: HashMap::new(), other: None, folded: 0 }
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    /// Adds what each row did in the last interval to its series: a closed connection's
+    /// bytes stay where they were counted. Then folds the smallest series beyond the bound.
+    pub fn add_interval<'a>(&mut self, rows: impl IntoIterator<Item = &'a ConnRow>) {
+        for row in rows {
+            let done = Totals::of_interval(row);
+            if done != Totals::default() {
+                let values = self.labels.iter().map(|label| label.value(row)).collect();
+                self.totals.entry(values).or_default().add(&done);
+            }
+        }
+        self.fold();
+    }
+
+    /// Folds the smallest series (fewest bytes, then by labels, so that the choice is
+    /// stable) into `other`, until `max_series` are left.
+    fn fold(&mut self) {
+        let excess = self.totals.len().saturating_sub(self.max_series);
+        if excess == 0 {
+            return;
+        }
+        let mut by_size: Vec<(u64, &Vec<String>)> =
+            self.totals.iter().map(|(values, totals)| (totals.bytes(), values)).collect();
+        by_size.select_nth_unstable(excess - 1);
+        let smallest: Vec<Vec<String>> =
+            by_size[..excess].iter().map(|(_, values)| (*values).clone()).collect();
+        let other = self.other.get_or_insert_with(Totals::default);
+        for values in smallest {
+            other.add(&self.totals.remove(&values).expect("a listed series"));
+        }
+        self.folded += excess as u64;
+    }
+
+    /// Every series by its label values, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[String], &Totals)> {
+        self.totals.iter().map(|(values, totals)| (values.as_slice(), totals))
+    }
+
+    /// The fold series, once something was folded.
+    pub fn other(&self) -> Option<&Totals> {
+        self.other.as_ref()
+    }
+
+    /// How many series were folded into `other` so far.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::conn::test_conn;
+    use crate::model::{ConnEvent, EventKind, Model, Retention, Sample};
+
+    fn sum(series: &Series) -> Totals {
+        let mut sum = series.other().copied().unwrap_or_default();
+        series.iter().for_each(|(_, totals)| sum.add(totals));
+        sum
+    }
+
+    /// 5,000 connections, each to one of 3 servers from one of 50 client ports (the local
+    /// ports repeat across the servers' addresses), as a busy client host has them.
+    fn five_thousand_conns() -> Vec<crate::model::Conn> {
+        (0..5_000u64)
+            .map(|id| {
+                let local = format!("10.0.0.{}:{}", id % 7, 40_000 + id % 50);
+                let remote = format!("192.0.2.{}:{}", id % 3, [443, 5432, 6379][(id % 3) as usize]);
+                test_conn(id, 100 + (id % 9) as u32, "client", (&local, &remote), (id, 2 * id))
+            })
+            .collect()
+    }
+
+    fn model_after(samples: Vec<Sample>) -> Vec<Model> {
+        let mut model =
+            Model::new(Duration::ZERO, Retention { closed_intervals: 0, history: 1, ..Retention::default() });
+        samples
+            .into_iter()
+            .zip(1..)
+            .map(|(sample, second)| {
+                model.update(sample, Duration::from_secs(second));
+                model.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_default_labels_give_a_series_per_server_not_per_connection() {
+        let models = model_after(vec![Sample { conns: five_thousand_conns(), ..Sample::default() }]);
+        let mut series = Series::new(Label::DEFAULT.to_vec(), 2000);
+        series.add_interval(models[0].rows());
+        assert_eq!(series.iter().count(), 3);
+        let expected: u64 = (0..5_000).sum();
+        assert_eq!(sum(&series), Totals { rx_bytes: expected, tx_bytes: 2 * expected, opened: 0, closed: 0 });
+    }
+
+    #[test]
+    fn beyond_the_bound_the_smallest_series_fold_into_other_with_the_sum_kept() {
+        let models = model_after(vec![Sample { conns: five_thousand_conns(), ..Sample::default() }]);
+        // 3 servers x 50 client ports.
+        let mut series = Series::new(vec![Label::RemotePort, Label::LocalPort], 20);
+        series.add_interval(models[0].rows());
+        assert_eq!((series.iter().count(), series.folded()), (20, 130));
+        let expected: u64 = (0..5_000).sum();
+        assert_eq!(sum(&series).rx_bytes, expected);
+        let smallest_kept = series.iter().map(|(_, totals)| totals.bytes()).min().unwrap();
+        let other = series.other().unwrap();
+        assert!(other.bytes() > 0 && smallest_kept >= other.bytes() / 130, "{smallest_kept} vs {other:?}");
+    }
+
+    #[test]
+    fn a_closed_connection_keeps_its_bytes_in_its_series() {
+        let conn = |rx| test_conn(1, 7, "psql", ("10.0.0.1:40000", "192.0.2.1:5432"), (rx, 5));
+        let closed = ConnEvent { at: Duration::from_millis(1500), kind: EventKind::Closed, conn: conn(300) };
+        let models = model_after(vec![
+            Sample { conns: vec![conn(100)], ..Sample::default() },
+            Sample { events: vec![closed], ..Sample::default() },
+            Sample::default(),
+        ]);
+        let mut series = Series::new(vec![Label::Comm, Label::RemotePort], 10);
+        let mut seen = Vec::new();
+        for model in &models {
+            series.add_interval(model.rows());
+            seen.push(series.iter().map(|(values, totals)| (values.to_vec(), *totals)).collect::<Vec<_>>());
+        }
+        let psql = |rx_bytes, closed| {
+            vec![(
+                vec!["psql".to_string(), "5432".to_string()],
+                Totals { rx_bytes, tx_bytes: 5, opened: 0, closed },
+            )]
+        };
+        assert_eq!(seen, [psql(100, 0), psql(300, 1), psql(300, 1)]);
+    }
+}
