@@ -28,6 +28,7 @@ fn sample(round: u64) -> Sample {
             tx_bytes: round * (id * 11 % 50_000),
             netns: None,
             cgroup: None,
+            health: None,
         })
         .collect();
     Sample { conns, ..Sample::default() }

@@ -192,6 +192,7 @@ impl Assembler {
             rx_bytes: 0,
             netns: None,
             cgroup: None,
+            health: None,
         };
         self.next_id += 1;
         let flow = Flow {

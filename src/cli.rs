@@ -160,6 +160,10 @@ pub enum Sort {
     Local,
     Remote,
     State,
+    /// Smoothed RTT, largest first.
+    Rtt,
+    /// Retransmits in the last interval.
+    Retrans,
 }
 
 impl From<Sort> for SortKey {
@@ -175,6 +179,8 @@ impl From<Sort> for SortKey {
             Sort::Local => SortKey::Local,
             Sort::Remote => SortKey::Remote,
             Sort::State => SortKey::State,
+            Sort::Rtt => SortKey::Rtt,
+            Sort::Retrans => SortKey::Retrans,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Result;
 
 pub use crate::model::conn::{
-    Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE,
+    Conn, ConnEvent, EventKind, Handshake, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
+    DEFAULT_UDP_IDLE,
 };
 
 /// A source of connection data: the eBPF collector on Linux, packet capture elsewhere.

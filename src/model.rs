@@ -9,7 +9,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use conn::{Conn, ConnEvent, EventKind, Overflow, Proto, Sample, TcpState, DEFAULT_UDP_IDLE};
+pub use conn::{
+    Conn, ConnEvent, EventKind, Handshake, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
+    DEFAULT_UDP_IDLE,
+};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +43,8 @@ pub struct ConnRow {
     /// Bytes per second over the last interval.
     pub rx_rate: f64,
     pub tx_rate: f64,
+    /// Segments retransmitted in the last interval (see `retransmits`).
+    retrans: u64,
     /// Per-interval bytes, oldest first, at most `Retention::history` long.
     pub rx_history: VecDeque<u64>,
     pub tx_history: VecDeque<u64>,
@@ -65,6 +70,7 @@ impl ConnRow {
             tx_bytes: 0,
             rx_rate: 0.0,
             tx_rate: 0.0,
+            retrans: 0,
             rx_history: VecDeque::new(),
             tx_history: VecDeque::new(),
             events: Vec::new(),
@@ -76,18 +82,28 @@ impl ConnRow {
         }
     }
 
-    /// Takes newer totals, crediting the growth to the current interval.
+    /// Takes newer totals, crediting the growth to the current interval. The health figures
+    /// are the newer record's, but for the retransmit total, which only grows.
     fn absorb(&mut self, conn: Conn) {
         self.rx_bytes += conn.rx_bytes.saturating_sub(self.conn.rx_bytes);
         self.tx_bytes += conn.tx_bytes.saturating_sub(self.conn.tx_bytes);
+        let retrans = |c: &Conn| c.health.and_then(|h| h.retrans);
+        let (known, newer) = (retrans(&self.conn), retrans(&conn));
+        self.retrans += newer.unwrap_or(0).saturating_sub(known.unwrap_or(0));
         let rx = self.conn.rx_bytes.max(conn.rx_bytes);
         let tx = self.conn.tx_bytes.max(conn.tx_bytes);
-        self.conn = Conn { rx_bytes: rx, tx_bytes: tx, ..conn };
+        let health = conn.health.map(|h| TcpHealth { retrans: newer.max(known), ..h });
+        self.conn = Conn { rx_bytes: rx, tx_bytes: tx, health, ..conn };
+    }
+
+    /// Segments retransmitted in the last interval, where the collector knows the total.
+    pub fn retransmits(&self) -> Option<u64> {
+        self.conn.health?.retrans.map(|_| self.retrans)
     }
 
     /// Whether anything happened to the connection in the last interval.
     pub fn is_active(&self) -> bool {
-        self.rx_bytes > 0 || self.tx_bytes > 0 || self.new_events > 0 || self.opened
+        self.rx_bytes > 0 || self.tx_bytes > 0 || self.retrans > 0 || self.new_events > 0 || self.opened
     }
 
     pub fn is_closed(&self) -> bool {
@@ -186,6 +202,7 @@ impl Model {
             }
             row.rx_bytes = 0;
             row.tx_bytes = 0;
+            row.retrans = 0;
             row.new_events = 0;
             row.opened = false;
             if let Some(n) = row.closed_for.as_mut() {
@@ -303,7 +320,7 @@ impl Model {
 /// The row of `conn`, new ones starting from zero so that their first totals count.
 fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
     rows.entry(conn.id)
-        .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, ..conn.clone() }, now))
+        .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, health: None, ..conn.clone() }, now))
 }
 
 fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
@@ -325,7 +342,8 @@ pub struct Query {
     pub reverse: bool,
 }
 
-/// A sortable column. Byte and rate columns sort largest first, the others ascending.
+/// A sortable column. Byte, rate and health columns sort largest first (unknown last), the
+/// others ascending.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// Bytes read + written in the last interval.
@@ -340,16 +358,22 @@ pub enum SortKey {
     Local,
     Remote,
     State,
+    /// Smoothed RTT.
+    Rtt,
+    /// Retransmits in the last interval.
+    Retrans,
 }
 
 impl SortKey {
     /// In the order a view's columns show them.
-    pub const ALL: [SortKey; 10] = [
+    pub const ALL: [SortKey; 12] = [
         SortKey::Pid,
         SortKey::Comm,
         SortKey::Local,
         SortKey::Remote,
         SortKey::State,
+        SortKey::Rtt,
+        SortKey::Retrans,
         SortKey::Rx,
         SortKey::Tx,
         SortKey::Total,
@@ -360,12 +384,17 @@ impl SortKey {
     /// What `row` sorts by under this key.
     fn value(self, row: &ConnRow) -> SortValue<'_> {
         let c = &row.conn;
+        let largest = |n: u64| SortValue::Largest(Reverse(Some(n)));
         match self {
-            SortKey::Total => SortValue::Largest(Reverse(row.rx_bytes + row.tx_bytes)),
-            SortKey::Rx => SortValue::Largest(Reverse(row.rx_bytes)),
-            SortKey::Tx => SortValue::Largest(Reverse(row.tx_bytes)),
-            SortKey::RxTotal => SortValue::Largest(Reverse(c.rx_bytes)),
-            SortKey::TxTotal => SortValue::Largest(Reverse(c.tx_bytes)),
+            SortKey::Total => largest(row.rx_bytes + row.tx_bytes),
+            SortKey::Rx => largest(row.rx_bytes),
+            SortKey::Tx => largest(row.tx_bytes),
+            SortKey::RxTotal => largest(c.rx_bytes),
+            SortKey::TxTotal => largest(c.tx_bytes),
+            SortKey::Rtt => {
+                SortValue::Largest(Reverse(c.health.and_then(|h| h.rtt).map(|r| u64::from(r.smoothed_us))))
+            }
+            SortKey::Retrans => SortValue::Largest(Reverse(row.retransmits())),
             SortKey::Pid => SortValue::Pid(c.pid),
             SortKey::Comm => SortValue::Text(&c.comm),
             SortKey::Local => SortValue::Address(c.local),
@@ -380,7 +409,8 @@ impl SortKey {
 /// tens of thousands of rows.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum SortValue<'a> {
-    Largest(Reverse<u64>),
+    /// Largest first, unknown (`None`) last.
+    Largest(Reverse<Option<u64>>),
     Pid(Option<u32>),
     Text(&'a str),
     Address(SocketAddr),
@@ -574,6 +604,52 @@ mod tests {
         model.update(live(vec![]), secs(4));
         model.set_cmdlines(HashMap::new());
         assert_eq!(model.cmdline(101), None);
+    }
+
+    fn with_retrans(c: Conn, total: u64, rtt_us: u32) -> Conn {
+        let rtt = Rtt { smoothed_us: rtt_us, variation_us: 1, min_us: 1 };
+        Conn { health: Some(TcpHealth { retrans: Some(total), rtt: Some(rtt), ..TcpHealth::default() }), ..c }
+    }
+
+    #[test]
+    fn retransmits_per_interval_are_the_growth_of_the_kernel_total() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![with_retrans(conn(1, 0, 0), 2, 50), conn(2, 5, 0)]), secs(1));
+        assert_eq!(
+            (model.row(1).unwrap().retransmits(), model.row(2).unwrap().retransmits()),
+            (Some(2), None)
+        );
+        // A stale record (an event read before the table) never takes the total back.
+        let stale = ConnEvent {
+            at: secs(2),
+            kind: EventKind::State { old: TcpState::Established, new: TcpState::Established },
+            conn: with_retrans(conn(1, 0, 0), 1, 60),
+        };
+        let sample = Sample {
+            conns: vec![with_retrans(conn(1, 0, 0), 7, 70)],
+            events: vec![stale],
+            ..Sample::default()
+        };
+        model.update(sample, secs(2));
+        let row = model.row(1).unwrap();
+        assert_eq!((row.retransmits(), row.conn.health.unwrap().retrans), (Some(5), Some(7)));
+        model.update(live(vec![with_retrans(conn(1, 0, 0), 7, 40)]), secs(3));
+        let row = model.row(1).unwrap();
+        assert_eq!((row.retransmits(), row.is_active()), (Some(0), false));
+        assert_eq!(row.conn.health.unwrap().rtt.unwrap().smoothed_us, 40);
+    }
+
+    #[test]
+    fn health_columns_sort_largest_first_and_unknown_last() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let conns =
+            vec![with_retrans(conn(1, 1, 0), 1, 900), conn(2, 1, 0), with_retrans(conn(3, 1, 0), 4, 30)];
+        model.update(live(conns), secs(1));
+        let ids = |sort| {
+            model.select(&Query { sort, ..Query::default() }).iter().map(|r| r.conn.id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(SortKey::Rtt), [1, 3, 2]);
+        assert_eq!(ids(SortKey::Retrans), [3, 1, 2]);
     }
 
     #[test]

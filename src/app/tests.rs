@@ -57,12 +57,12 @@ fn batch_mode_prints_count_intervals_timed_by_the_collection_clock() {
     result.unwrap();
     let expected = "\
 1970-01-01T00:00:02.000Z probe=scripted interval=2.000s connections=1 rx=50B/s tx=4B/s
-PID  COMM LADDR:LPORT     RADDR:RPORT    STATE       RX_BYTES TX_BYTES
-4242 curl 127.0.0.1:50000 127.0.0.1:8080 ESTABLISHED      100        7
+PID  COMM LADDR:LPORT     RADDR:RPORT    STATE       RX_BYTES TX_BYTES RTT_US RETRANS
+4242 curl 127.0.0.1:50000 127.0.0.1:8080 ESTABLISHED      100        7      -       -
 
 1970-01-01T00:00:04.000Z probe=scripted interval=2.000s connections=1 rx=125B/s tx=0B/s
-PID  COMM LADDR:LPORT     RADDR:RPORT    STATE       RX_BYTES TX_BYTES
-4242 curl 127.0.0.1:50000 127.0.0.1:8080 ESTABLISHED      250        0
+PID  COMM LADDR:LPORT     RADDR:RPORT    STATE       RX_BYTES TX_BYTES RTT_US RETRANS
+4242 curl 127.0.0.1:50000 127.0.0.1:8080 ESTABLISHED      250        0      -       -
 
 ";
     assert_eq!(io.written(), expected);

@@ -387,6 +387,44 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* The kernel's own health figures, as TCP_INFO reports them (tcpi_total_retrans, tcpi_rtt,
+ * tcpi_rttvar, tcpi_min_rtt): read where a connection is sampled by a table read, a state
+ * change or its destruction, never on the hot path. total_retrans counts every retransmitted
+ * segment, SYNs included, so it is exact where a hook on tcp_retransmit_skb could miss none
+ * and costs nothing. */
+static __always_inline void read_health(struct conn *c, struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u32 srtt = BPF_CORE_READ(tp, srtt_us);
+
+	c->info.retrans = BPF_CORE_READ(tp, total_retrans);
+	c->info.health_read = 1;
+	/* srtt_us stays 0 until the first RTT sample. */
+	if (!srtt)
+		return;
+	c->info.srtt_us = srtt >> 3;
+	c->info.rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	c->info.min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+	c->info.rtt_known = 1;
+}
+
+/* The handshake's time, from the state changes: SYN_SENT (connect) or SYN_RECV (the full
+ * socket of a passive open, which Linux makes when the handshake's last ACK arrives, or at
+ * the SYN with Fast Open) to ESTABLISHED, or SYN_SENT to CLOSE, a connect that failed. */
+static __always_inline void time_handshake(struct conn *c, int old_state, int new_state)
+{
+	bool handshaking = old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV;
+	bool failed = old_state == TCP_SYN_SENT && new_state == TCP_CLOSE;
+
+	if (new_state == TCP_SYN_SENT || new_state == TCP_SYN_RECV) {
+		c->handshake_ns = bpf_ktime_get_ns();
+	} else if (c->handshake_ns && handshaking && (new_state == TCP_ESTABLISHED || failed)) {
+		c->info.connect_ns = bpf_ktime_get_ns() - c->handshake_ns;
+		c->info.connect_failed = failed;
+		c->info.connect_known = 1;
+	}
+}
+
 /* Adds what the sequence counters advanced since the last sample; the socket is, or
  * was until this moment, in `state`. */
 static __always_inline void sample(struct conn *c, struct sock *sk, int state)
@@ -462,6 +500,8 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 	if (created)
 		claim(c, sk);
 	read_identity(c, sk);
+	read_health(c, sk);
+	time_handshake(c, old_state, new_state);
 	if (fin_arrives(sk, old_state, new_state))
 		note_fin(c, sk);
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
@@ -485,6 +525,7 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 /* The socket is being freed: report its final totals once. */
 static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 {
+	read_health(c, sk);
 	sample(c, sk, TCP_CLOSE);
 	emit(c, CONN_EVENT_CLOSED, c->info.state, TCP_CLOSE);
 }
@@ -872,6 +913,38 @@ int BPF_PROG(tp_tcp_destroy_sock, struct sock *sk)
 	return 0;
 }
 
+/* A reset sent or received on sk. One sent in reply to a segment that no socket owns has
+ * none, and one sent for a time-wait or request sock has no slot. */
+static __always_inline void count_reset(struct sock *sk, bool sent)
+{
+	struct conn *c;
+	int state;
+
+	if (!sk)
+		return;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || !(c = find_conn(sk)))
+		return;
+	__sync_fetch_and_add(sent ? &c->info.resets_sent : &c->info.resets_received, 1);
+}
+
+/* Only the first argument, which every kernel has (tcp_send_reset gained a reason in 6.10).
+ * tcp_send_reset fires for the resets a socket sends on its own (tcp_send_active_reset: an
+ * abort, a close with unread data) and in reply to a segment (tcp_v{4,6}_send_reset). */
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tp_tcp_send_reset, struct sock *sk)
+{
+	count_reset(sk, true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tp_tcp_receive_reset, struct sock *sk)
+{
+	count_reset(sk, false);
+	return 0;
+}
+
 /* ---- kprobe strategy ------------------------------------------------------ */
 
 SEC("kprobe/tcp_sendmsg")
@@ -1033,6 +1106,20 @@ int BPF_PROG(raw_tp_tcp_destroy_sock, struct sock *sk)
 	return 0;
 }
 
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(raw_tp_tcp_send_reset, struct sock *sk)
+{
+	count_reset(sk, true);
+	return 0;
+}
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(raw_tp_tcp_receive_reset, struct sock *sk)
+{
+	count_reset(sk, false);
+	return 0;
+}
+
 /* ---- connections that predate tcptop ------------------------------------- */
 
 /* The full TCP socket an iter/tcp program is shown, if it is one that can carry data:
@@ -1095,6 +1182,7 @@ static __always_inline void report(struct seq_file *seq, struct conn *c)
  * (sendpage before Linux 6.5, splice reads) show within one interval. */
 static __always_inline void dump(struct seq_file *seq, struct conn *c, struct sock *sk)
 {
+	read_health(c, sk);
 	sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
 	report(seq, c);
 }

@@ -9,13 +9,21 @@
 
 #define TCPTOP_COMM_LEN 16
 
-/* One TCP connection or UDP flow as user space sees it: identity, owner and byte totals. */
+/* One TCP connection or UDP flow as user space sees it: identity, owner, byte totals and,
+ * for TCP, the kernel's own health figures. */
 struct conn_info {
 	__u64 id;		/* tcptop's random number for the socket or flow, never 0 */
 	__u64 tx_bytes;		/* bytes the application wrote and the kernel accepted */
 	__u64 rx_bytes;		/* bytes the application read */
 	__u64 cgroup_id;	/* cgroup v2 id of the owning thread; 0 if unknown */
 	__u64 sock_ino;		/* inode of the socket's file, to find its owner in /proc; 0 if none */
+	__u64 connect_ns;	/* SYN_SENT or SYN_RECV to ESTABLISHED, or SYN_SENT to CLOSE */
+	__u32 retrans;		/* segments retransmitted, SYNs included (tcp_sock.total_retrans) */
+	__u32 srtt_us;		/* smoothed RTT (tcp_sock.srtt_us >> 3) */
+	__u32 rttvar_us;	/* its mean deviation (mdev_us >> 2) */
+	__u32 min_rtt_us;	/* the windowed minimum RTT (rtt_min.s[0].v) */
+	__u32 resets_sent;	/* RSTs the kernel sent on this socket */
+	__u32 resets_received;
 	__u32 pid;		/* tgid of the last process that sent or read; 0 if none yet */
 	__u32 netns;		/* inode number of the socket's network namespace */
 	__u8 comm[TCPTOP_COMM_LEN];
@@ -26,6 +34,12 @@ struct conn_info {
 	__u16 family;		/* AF_INET or AF_INET6 */
 	__u8 state;		/* TCP_ESTABLISHED ... as in include/net/tcp_states.h; 0 for UDP */
 	__u8 proto;		/* IPPROTO_TCP or IPPROTO_UDP */
+	/* One byte each, so that a store to one never races another: */
+	__u8 health_read;	/* retrans (and, if rtt_known, the RTT fields) were read from tcp_sock */
+	__u8 rtt_known;		/* the kernel has taken an RTT sample */
+	__u8 connect_known;	/* connect_ns was measured */
+	__u8 connect_failed;	/* SYN_SENT to CLOSE: connect_ns is how long it tried */
+	__u8 pad[4];
 };
 
 enum conn_event_kind {
@@ -59,6 +73,7 @@ struct conn {
 	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
 	__u32 pad;
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
+	__u64 handshake_ns;	/* TCP: bpf_ktime_get_ns() at SYN_SENT or SYN_RECV */
 };
 
 /* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4

@@ -23,7 +23,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Iter, Link, MapCore, MapFlags, ProgramType, RingBuffer, RingBufferBuilder};
 
 use crate::collector::{
-    Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
+    Collector, Conn, ConnEvent, EventKind, Family, Filters, Handshake, Overflow, Proto, Rtt, Sample,
+    TcpHealth, TcpState,
 };
 use crate::procfs::{self, CgroupPaths, SocketOwners};
 use plan::{counted, TableRead, UdpRead};
@@ -567,7 +568,7 @@ impl EbpfCollector {
     /// The kernel's record, with what /proc and the cgroup tree add: the owner of a socket
     /// that predates tcptop, and the cgroup path.
     fn conn_from(&mut self, info: &types::conn_info) -> Conn {
-        let mut conn = conn_from(info);
+        let mut conn = conn_from(info, self.plan.resets);
         if conn.pid.is_none() && info.sock_ino != 0 {
             if let Some(owner) = self.owners.lookup([info.sock_ino]).pop().flatten() {
                 conn.pid = Some(owner.pid);
@@ -581,8 +582,8 @@ impl EbpfCollector {
     }
 }
 
-/// The kernel's record alone.
-fn conn_from(info: &types::conn_info) -> Conn {
+/// The kernel's record alone; `resets_counted`: whether the plan counts resets.
+fn conn_from(info: &types::conn_info, resets_counted: bool) -> Conn {
     let address = |bytes: &[u8; 16], port: u16| {
         let ip = if info.family == AF_INET6 {
             Ipv6Addr::from(*bytes).to_canonical()
@@ -605,6 +606,26 @@ fn conn_from(info: &types::conn_info) -> Conn {
         rx_bytes: info.rx_bytes,
         netns: (info.netns != 0).then_some(info.netns),
         cgroup: None,
+        health: (proto == Proto::Tcp).then(|| health_from(info, resets_counted)),
+    }
+}
+
+/// The health figures of a TCP record, each only where the kernel side had it.
+fn health_from(info: &types::conn_info, resets_counted: bool) -> TcpHealth {
+    let read = info.health_read != 0;
+    TcpHealth {
+        rtt: (read && info.rtt_known != 0).then_some(Rtt {
+            smoothed_us: info.srtt_us,
+            variation_us: info.rttvar_us,
+            min_us: info.min_rtt_us,
+        }),
+        retrans: read.then_some(u64::from(info.retrans)),
+        connect: (info.connect_known != 0).then_some(Handshake {
+            took: Duration::from_nanos(info.connect_ns),
+            failed: info.connect_failed != 0,
+        }),
+        resets_sent: resets_counted.then_some(info.resets_sent),
+        resets_received: resets_counted.then_some(info.resets_received),
     }
 }
 
@@ -634,16 +655,34 @@ mod tests {
         info.laddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         info.raddr = Ipv6Addr::LOCALHOST.octets();
         info.comm[..4].copy_from_slice(b"curl");
-        let conn = conn_from(&info);
+        let conn = conn_from(&info, true);
         assert_eq!(conn.local, "127.0.0.1:80".parse().unwrap());
         assert_eq!(conn.remote, "[::1]:5555".parse().unwrap());
         assert_eq!((conn.comm.as_str(), conn.pid, conn.state), ("curl", None, Some(TcpState::Established)));
     }
 
     #[test]
+    fn health_figures_the_kernel_side_did_not_have_are_unknown_not_zero() {
+        let info = types::conn_info { family: AF_INET, proto: IPPROTO_TCP, ..Default::default() };
+        assert_eq!(conn_from(&info, false).health, Some(TcpHealth::default()));
+        let info = types::conn_info {
+            health_read: 1,
+            retrans: 3,
+            srtt_us: 42,
+            connect_known: 1,
+            connect_failed: 1,
+            connect_ns: 1_500_000,
+            ..info
+        };
+        let health = conn_from(&info, true).health.unwrap();
+        assert_eq!((health.rtt, health.retrans, health.resets_received), (None, Some(3), Some(0)));
+        assert_eq!(health.connect, Some(Handshake { took: Duration::from_micros(1500), failed: true }));
+    }
+
+    #[test]
     fn udp_flows_have_no_state() {
         let info = types::conn_info { family: AF_INET, pid: 7, proto: IPPROTO_UDP, ..Default::default() };
-        let conn = conn_from(&info);
-        assert_eq!((conn.proto, conn.state, conn.pid), (Proto::Udp, None, Some(7)));
+        let conn = conn_from(&info, true);
+        assert_eq!((conn.proto, conn.state, conn.pid, conn.health), (Proto::Udp, None, Some(7), None));
     }
 }

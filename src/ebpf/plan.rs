@@ -30,10 +30,13 @@ pub enum Feature {
     FuncRet,
     /// cgroup sock_addr programs, for the peers of unconnected UDP sockets.
     CgroupSockAddr,
+    /// The programs on tcp:tcp_send_reset and tcp:tcp_receive_reset (resets are unknown
+    /// without them).
+    Resets,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::Fentry,
         Feature::Kprobe,
         Feature::Tracepoint,
@@ -43,6 +46,7 @@ impl Feature {
         Feature::TcpIter,
         Feature::FuncRet,
         Feature::CgroupSockAddr,
+        Feature::Resets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Feature {
             Feature::TcpIter => "tcp-iter",
             Feature::FuncRet => "func-ret",
             Feature::CgroupSockAddr => "cgroup-sock-addr",
+            Feature::Resets => "resets",
         }
     }
 
@@ -141,6 +146,8 @@ pub struct Plan {
     /// Whether iter/tcp claims the connections older than tcptop at start (else they show
     /// from their first send or read).
     pub adopt: bool,
+    /// Whether resets are counted (on the lifecycle hooks' kind of tracepoint program).
+    pub resets: bool,
 }
 
 impl Plan {
@@ -187,6 +194,7 @@ impl Plan {
             udp,
             udp_table: if allowed(Feature::MapIter) { UdpRead::MapIter } else { UdpRead::Lookup },
             adopt: allowed(Feature::TcpIter),
+            resets: allowed(Feature::Resets),
         })
     }
 
@@ -206,6 +214,12 @@ impl Plan {
             });
             if self.adopt {
                 programs.push("adopt_tcp_socks");
+            }
+            if self.resets {
+                programs.extend(match self.lifecycle {
+                    Lifecycle::TpBtf => ["tp_tcp_send_reset", "tp_tcp_receive_reset"],
+                    Lifecycle::RawTp => ["raw_tp_tcp_send_reset", "raw_tp_tcp_receive_reset"],
+                });
             }
         }
         if protos.contains(&Proto::Udp) {
@@ -255,6 +269,10 @@ impl Plan {
     /// that the plan's next try must do without. `denied` is a refusal of the program's kind
     /// itself (EPERM), as opposed to the verifier's refusal of something it does.
     pub fn blame(&self, program: &str, denied: bool) -> Option<Feature> {
+        // Whatever the kernel has against them, only the reset counts do without.
+        if program.ends_with("_reset") {
+            return Some(Feature::Resets);
+        }
         let uses_storage = !program.contains("udp") && !program.starts_with("note_");
         if !denied && self.storage == Storage::SocketStorage && uses_storage && program != "dump_sk_conns" {
             return Some(Feature::SkStorage);
@@ -320,6 +338,7 @@ impl fmt::Display for Plan {
             (self.udp.is_some_and(|udp| udp != self.hooks), "udp-other"),
             (self.udp_table == UdpRead::Lookup, "udp-lookup"),
             (!self.adopt, "no-adopt"),
+            (!self.resets, "no-resets"),
         ];
         for (_, name) in degraded.iter().filter(|(on, _)| *on) {
             write!(f, "/{name}")?;
@@ -397,6 +416,7 @@ impl Plan {
                 if self.adopt { "iter/tcp at start" } else { "shown from their first send or read" },
                 why(&[Feature::TcpIter])
             ),
+            format!("resets: {}{}", if self.resets { "counted" } else { "unknown" }, why(&[Feature::Resets])),
         ]
     }
 }
@@ -477,6 +497,16 @@ mod tests {
         assert_eq!(plan.blame("dump_sk_conns", true), Some(Feature::MapIter));
         assert_eq!(plan.blame("dump_udp_flows", false), Some(Feature::MapIter));
         assert_eq!(plan.blame("note_sendmsg4_peer", true), Some(Feature::CgroupSockAddr));
+        assert_eq!(plan.blame("tp_tcp_receive_reset", false), Some(Feature::Resets));
+    }
+
+    #[test]
+    fn refused_reset_hooks_leave_every_other_part_as_it_was() {
+        let plan = Plan::best(&Strategy::AUTO_ORDER, &refusing(&[Feature::Resets])).unwrap();
+        assert_eq!(plan.to_string(), "fentry/no-resets");
+        assert!(!plan.programs(counted(None)).iter().any(|p| p.contains("reset")));
+        let raw = Plan::best(&Strategy::AUTO_ORDER, &refusing(&[Feature::TpBtf])).unwrap();
+        assert!(raw.hooks(counted(None)).contains(&"raw_tp_tcp_receive_reset"));
     }
 
     #[test]

@@ -150,9 +150,53 @@ pub struct Conn {
     pub netns: Option<u32>,
     /// The owning process's cgroup path (e.g. "/system.slice/docker-<id>.scope"), when known.
     pub cgroup: Option<String>,
+    /// The kernel's health figures of a TCP connection; `None` for UDP and where the collector
+    /// has none (capture).
+    pub health: Option<TcpHealth>,
+}
+
+/// What the kernel knows of a TCP connection's health. Each figure is `None` where the
+/// collector cannot know it: unknown, never a made-up zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TcpHealth {
+    /// `None` until the kernel took an RTT sample.
+    pub rtt: Option<Rtt>,
+    /// Segments retransmitted since the connection began, SYNs included.
+    pub retrans: Option<u64>,
+    /// The handshake, where its start was seen.
+    pub connect: Option<Handshake>,
+    pub resets_sent: Option<u32>,
+    pub resets_received: Option<u32>,
+}
+
+/// Round-trip times as the kernel's estimator holds them (TCP_INFO's tcpi_rtt, tcpi_rttvar,
+/// tcpi_min_rtt), in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Rtt {
+    pub smoothed_us: u32,
+    /// The smoothed mean deviation.
+    pub variation_us: u32,
+    /// The minimum over the kernel's window (5 minutes by default).
+    pub min_us: u32,
+}
+
+/// How a connection's handshake went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Handshake {
+    /// From SYN_SENT (or SYN_RECV) to ESTABLISHED; for a failed connect, to CLOSE.
+    pub took: Duration,
+    /// The connect failed: SYN_SENT went to CLOSE (refused, timed out, aborted).
+    pub failed: bool,
 }
 
 impl Conn {
+    /// The state as views show it: FAILED for a connect that failed (its state is CLOSE);
+    /// `None` for UDP.
+    pub fn state_label(&self) -> Option<&'static str> {
+        let failed = self.health.and_then(|h| h.connect).is_some_and(|c| c.failed);
+        self.state.map(|state| if failed { "FAILED" } else { state.name() })
+    }
+
     /// A short name for the connection's container or service, from its cgroup path.
     pub fn container(&self) -> Option<String> {
         self.cgroup.as_deref().map(container_name)
@@ -208,6 +252,7 @@ pub(crate) fn test_conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), (rx, 
         tx_bytes: tx,
         netns: None,
         cgroup: None,
+        health: None,
     }
 }
 

@@ -33,6 +33,12 @@ pub struct Counters {
     pub bytes_received: u64,
     /// idiag_rqueue: received, not yet read.
     pub unread: u32,
+    /// tcp_info's RTT estimator (µs; a smoothed RTT of 0 means no sample yet) and
+    /// retransmitted segments.
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub min_rtt_us: u32,
+    pub total_retrans: u32,
 }
 
 impl Counters {

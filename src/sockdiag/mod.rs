@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::collector::{
-    Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Sample, TcpState,
+    Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
 };
 use crate::procfs::{self, SocketOwners};
 use netlink::{DestroyedLost, DiagSocket, TcpSocket};
@@ -149,6 +149,18 @@ impl SockDiagCollector {
             rx_bytes: c.read(destroyed).saturating_sub(baseline.1),
             netns: Some(netns),
             cgroup: None,
+            // What tcp_info holds; resets and the handshake are not in it.
+            health: Some(TcpHealth {
+                rtt: (c.rtt_us != 0).then_some(Rtt {
+                    smoothed_us: c.rtt_us,
+                    variation_us: c.rttvar_us,
+                    min_us: c.min_rtt_us,
+                }),
+                retrans: Some(c.total_retrans.into()),
+                connect: None,
+                resets_sent: None,
+                resets_received: None,
+            }),
         }
     }
 

@@ -186,6 +186,10 @@ fn found_socket(response: &InetResponse) -> Option<TcpSocket> {
             notsent_bytes: info.notsent_bytes,
             bytes_received: info.bytes_received,
             unread: header.recv_queue,
+            rtt_us: info.rtt,
+            rttvar_us: info.rttvar,
+            min_rtt_us: info.min_rtt,
+            total_retrans: info.total_retrans,
         },
     })
 }

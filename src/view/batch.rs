@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use crate::model::{ConnRow, Model, Query};
 use crate::view::Sink;
 
-const HEADINGS: [&str; 7] = ["PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "RX_BYTES", "TX_BYTES"];
+const HEADINGS: [&str; 9] =
+    ["PID", "COMM", "LADDR:LPORT", "RADDR:RPORT", "STATE", "RX_BYTES", "TX_BYTES", "RTT_US", "RETRANS"];
 
 /// The text table on an output stream, flushed every interval.
 pub struct BatchTable<W: Write> {
@@ -54,7 +55,7 @@ pub fn write_interval(
     // Every cell of every row in one buffer, not a String per cell: a host may have 50,000
     // rows per interval.
     let mut text = String::new();
-    let mut lines: Vec<[Range<usize>; 7]> = Vec::with_capacity(rows.len());
+    let mut lines: Vec<[Range<usize>; 9]> = Vec::with_capacity(rows.len());
     for row in &rows {
         lines.push(std::array::from_fn(|column| {
             let start = text.len();
@@ -87,21 +88,26 @@ fn write_cell(text: &mut String, row: &ConnRow, column: usize) {
         1 => text.write_str(if c.comm.is_empty() { "-" } else { &c.comm }),
         2 => write!(text, "{}", c.local),
         3 => write!(text, "{}", c.remote),
-        4 => match c.state {
-            Some(state) => write!(text, "{state}"),
+        4 => text.write_str(c.state_label().unwrap_or("-")),
+        5 => write!(text, "{}", row.rx_bytes),
+        6 => write!(text, "{}", row.tx_bytes),
+        7 => match c.health.and_then(|h| h.rtt) {
+            Some(rtt) => write!(text, "{}", rtt.smoothed_us),
             None => text.write_str("-"),
         },
-        5 => write!(text, "{}", row.rx_bytes),
-        _ => write!(text, "{}", row.tx_bytes),
+        _ => match row.retransmits() {
+            Some(n) => write!(text, "{n}"),
+            None => text.write_str("-"),
+        },
     };
 }
 
-/// Text columns left-aligned, the two byte columns right-aligned.
-fn write_line(out: &mut dyn Write, cells: &[&str; 7], widths: &[usize; 7]) -> io::Result<()> {
+/// Text columns left-aligned, the number columns right-aligned.
+fn write_line(out: &mut dyn Write, cells: &[&str; 9], widths: &[usize; 9]) -> io::Result<()> {
     for (i, (cell, &width)) in cells.iter().zip(widths).enumerate() {
         match i {
             0 => write!(out, "{cell:<width$}")?,
-            5 | 6 => write!(out, " {cell:>width$}")?,
+            5.. => write!(out, " {cell:>width$}")?,
             _ => write!(out, " {cell:<width$}")?,
         }
     }
@@ -139,9 +145,9 @@ mod tests {
         .unwrap();
         let expected = "\
 1970-01-01T00:00:01.500Z probe=tracepoint interval=2.000s connections=2 rx=1005B/s tx=7B/s OVERFLOW untracked_conns=0 lost_events=3 dropped_packets=0
-PID COMM LADDR:LPORT         RADDR:RPORT       STATE       RX_BYTES TX_BYTES
-42  curl [2001:db8::1]:50001 93.184.216.34:443 ESTABLISHED     2000        7
-41  curl 10.0.0.1:50000      93.184.216.34:443 ESTABLISHED       10        7
+PID COMM LADDR:LPORT         RADDR:RPORT       STATE       RX_BYTES TX_BYTES RTT_US RETRANS
+42  curl [2001:db8::1]:50001 93.184.216.34:443 ESTABLISHED     2000        7      -       -
+41  curl 10.0.0.1:50000      93.184.216.34:443 ESTABLISHED       10        7      -       -
 
 ";
         assert_eq!(String::from_utf8(out).unwrap(), expected);

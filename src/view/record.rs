@@ -46,6 +46,21 @@ pub struct Record<'a> {
     /// Where the numbers come from: the eBPF plan ("tracepoint/tcp-iter/udp-lookup"), or
     /// "capture".
     pub probe: &'a str,
+    // TCP health, appended so that the columns before keep their places; each is empty
+    // (null) where unknown: UDP, the capture backend, no RTT sample yet.
+    /// The kernel's smoothed RTT, its mean deviation and its windowed minimum, in µs.
+    pub rtt_us: Option<u32>,
+    pub rttvar_us: Option<u32>,
+    pub min_rtt_us: Option<u32>,
+    /// Segments retransmitted in this interval (null for a lifecycle event) and in all.
+    pub retrans: Option<u64>,
+    pub retrans_total: Option<u64>,
+    /// The handshake's time, SYN_SENT or SYN_RECV to ESTABLISHED; for a failed connect
+    /// (`connect_failed`), how long it tried.
+    pub connect_us: Option<u128>,
+    pub connect_failed: Option<bool>,
+    pub resets_sent: Option<u32>,
+    pub resets_received: Option<u32>,
 }
 
 impl<'a> Record<'a> {
@@ -55,6 +70,7 @@ impl<'a> Record<'a> {
             interval_ms: Some(interval_ms),
             rx_bytes: Some(row.rx_bytes),
             tx_bytes: Some(row.tx_bytes),
+            retrans: row.retransmits(),
             event: row.event_label(),
             ..Record::of_conn(&row.conn, timestamp, probe)
         }
@@ -62,6 +78,8 @@ impl<'a> Record<'a> {
 
     /// A connection as it stood at `timestamp`, outside any interval: its totals and state.
     pub fn of_conn(conn: &'a Conn, timestamp: &'a str, probe: &'a str) -> Record<'a> {
+        let health = conn.health.unwrap_or_default();
+        let rtt = health.rtt;
         Record {
             timestamp,
             interval_ms: None,
@@ -82,6 +100,15 @@ impl<'a> Record<'a> {
             container: conn.container(),
             event: None,
             probe,
+            rtt_us: rtt.map(|r| r.smoothed_us),
+            rttvar_us: rtt.map(|r| r.variation_us),
+            min_rtt_us: rtt.map(|r| r.min_us),
+            retrans: None,
+            retrans_total: health.retrans,
+            connect_us: health.connect.map(|c| c.took.as_micros()),
+            connect_failed: health.connect.map(|c| c.failed),
+            resets_sent: health.resets_sent,
+            resets_received: health.resets_received,
         }
     }
 }
@@ -171,7 +198,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::conn::test_conn;
     use crate::model::Retention;
-    use crate::model::{Conn, ConnEvent, EventKind, Sample};
+    use crate::model::{Conn, ConnEvent, EventKind, Handshake, Rtt, Sample, TcpHealth};
     use std::time::{Duration, UNIX_EPOCH};
 
     /// An established TCP connection with a comm that CSV has to quote.
@@ -183,9 +210,17 @@ pub(crate) mod tests {
     /// its close event carrying its final totals.
     fn write(encoding: Encoding, header: bool) -> String {
         let one = |rx| conn(1, rx, 7, "10.0.0.1:50000", "93.184.216.34:443");
+        let health = TcpHealth {
+            rtt: Some(Rtt { smoothed_us: 120, variation_us: 30, min_us: 95 }),
+            retrans: None,
+            connect: Some(Handshake { took: Duration::from_micros(1_020_400), failed: false }),
+            resets_sent: Some(0),
+            resets_received: Some(1),
+        };
         let two = |rx| Conn {
             netns: Some(4026531840),
             cgroup: Some("/system.slice/nginx.service".into()),
+            health: Some(TcpHealth { retrans: Some(rx / 3), ..health }),
             ..conn(2, rx, 0, "[2001:db8::1]:50001", "[2001:db8::2]:22")
         };
         let close = ConnEvent { at: Duration::from_secs(3), kind: EventKind::Closed, conn: two(9) };
@@ -206,11 +241,11 @@ pub(crate) mod tests {
     #[test]
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
-timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry
-1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry
-1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe,rtt_us,rttvar_us,min_rtt_us,retrans,retrans_total,connect_us,connect_failed,resets_sent,resets_received
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry,,,,,,,,,
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry,120,30,95,1,1,1020400,false,0,1
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry,,,,,,,,,
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry,120,30,95,2,3,1020400,false,0,1
 ";
         assert_eq!(write(Encoding::Csv, true), expected);
         let without_header = expected.split_once('\n').unwrap().1;
@@ -230,7 +265,9 @@ timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,re
                 "local_addr": "2001:db8::1", "local_port": 50001, "remote_addr": "2001:db8::2",
                 "remote_port": 22, "state": "CLOSE", "rx_bytes": 4, "tx_bytes": 0, "rx_total": 9,
                 "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed",
-                "probe": "fentry"
+                "probe": "fentry", "rtt_us": 120, "rttvar_us": 30, "min_rtt_us": 95, "retrans": 2,
+                "retrans_total": 3, "connect_us": 1020400, "connect_failed": false,
+                "resets_sent": 0, "resets_received": 1
             })
         );
         assert_eq!(lines[2]["event"], serde_json::Value::Null);

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -208,6 +209,16 @@ pub fn as_traffic<T: Send>(work: impl FnOnce() -> T + Send) -> T {
             .expect("spawning a traffic thread")
             .join()
             .expect("traffic thread")
+    })
+}
+
+/// Runs `work` as test traffic on a thread that has entered the network namespace `ip netns`
+/// named `name` (setns is per thread).
+pub fn in_netns<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
+    let ns = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+    as_traffic(|| {
+        assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+        work()
     })
 }
 

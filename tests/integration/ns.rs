@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -15,7 +14,7 @@ use std::thread;
 use tcptop::collector::{Filters, TcpState};
 use tcptop::procfs::cgroup2_root;
 
-use crate::helpers::{as_traffic, open_collector, TRAFFIC_COMM};
+use crate::helpers::{as_traffic, in_netns, open_collector, TRAFFIC_COMM};
 
 fn run(args: &[&str]) {
     let status = Command::new(args[0]).args(&args[1..]).status().expect(args[0]);
@@ -55,13 +54,8 @@ impl NetnsPair {
         fs::metadata(format!("/run/netns/{name}")).unwrap().ino() as u32
     }
 
-    /// Runs `work` on a thread that has entered namespace `name` (setns is per thread).
     fn inside<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> T {
-        let ns = fs::File::open(format!("/run/netns/{name}")).unwrap();
-        as_traffic(|| {
-            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
-            work()
-        })
+        in_netns(name, work)
     }
 }
 

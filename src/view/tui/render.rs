@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use ratatui::Frame;
 
 use crate::model::group::{Group, GroupKey, Grouping};
-use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, SortKey};
+use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey};
 
 use super::screen::{Rows, Screen};
 use super::state::TuiState;
@@ -115,6 +115,8 @@ enum Column {
     Local,
     Remote,
     State,
+    Rtt,
+    Retrans,
     RxRate,
     TxRate,
     RxTotal,
@@ -133,6 +135,8 @@ impl Column {
             Column::Local => "LOCAL",
             Column::Remote => "REMOTE",
             Column::State => "STATE",
+            Column::Rtt => "RTT",
+            Column::Retrans => "RETRANS",
             Column::RxRate => "RX/s",
             Column::TxRate => "TX/s",
             Column::RxTotal => "RX TOTAL",
@@ -153,6 +157,8 @@ impl Column {
             // "255.255.255.255:65535"
             Column::Local | Column::Remote => 21,
             Column::State => 11,
+            // "1023 ms" and a sort mark; "RETRANS" and one.
+            Column::Rtt | Column::Retrans => 8,
             Column::RxRate | Column::TxRate | Column::RxTotal | Column::TxTotal => BYTES_WIDTH,
             Column::Host => 11,
             Column::Processes => 15,
@@ -169,7 +175,7 @@ impl Column {
     }
 
     fn right_aligned(self) -> bool {
-        matches!(self, Column::Pid | Column::Conns) || self.is_bytes()
+        matches!(self, Column::Pid | Column::Conns | Column::Rtt | Column::Retrans) || self.is_bytes()
     }
 
     fn is_bytes(self) -> bool {
@@ -199,6 +205,8 @@ fn sort_column(key: SortKey, grouping: Grouping) -> Option<Column> {
         SortKey::Remote if grouping == Grouping::RemoteHost => Column::Host,
         SortKey::Remote => Column::Remote,
         SortKey::State => Column::State,
+        SortKey::Rtt => Column::Rtt,
+        SortKey::Retrans => Column::Retrans,
     })
 }
 
@@ -208,8 +216,8 @@ fn columns(grouping: Grouping) -> (&'static [Column], &'static [Column]) {
     use Column::*;
     match grouping {
         Grouping::Connection => (
-            &[Pid, Comm, Proto, Local, Remote, State, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Comm, Remote, Pid, State, Local, RxTotal, TxTotal, Proto],
+            &[Pid, Comm, Proto, Local, Remote, State, Rtt, Retrans, RxRate, TxRate, RxTotal, TxTotal],
+            &[RxRate, TxRate, Comm, Remote, Pid, State, Local, RxTotal, TxTotal, Proto, Rtt, Retrans],
         ),
         Grouping::Process => (
             &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
@@ -231,6 +239,8 @@ fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
         Column::Local => c.local.to_string(),
         Column::Remote | Column::Host => c.remote.to_string(),
         Column::State => state_text(c),
+        Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
+        Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
         Column::RxRate => bytes(row.rx_rate.round() as u64, raw),
         Column::TxRate => bytes(row.tx_rate.round() as u64, raw),
         Column::RxTotal => bytes(c.rx_bytes, raw),
@@ -280,7 +290,43 @@ fn pid_text(pid: Option<u32>) -> String {
 }
 
 fn state_text(conn: &Conn) -> String {
-    conn.state.map_or_else(|| "-".into(), |s| s.to_string())
+    conn.state_label().unwrap_or("-").to_string()
+}
+
+/// A time of `us` microseconds with three significant digits at most, in µs, ms or s.
+fn micros(us: u32) -> String {
+    let ms = f64::from(us) / 1000.0;
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..10_000 => format!("{ms:.2} ms"),
+        10_000..100_000 => format!("{ms:.1} ms"),
+        100_000..1_000_000 => format!("{ms:.0} ms"),
+        _ => format!("{:.2} s", ms / 1000.0),
+    }
+}
+
+/// The detail pane's health figures of a TCP connection: the handshake, which ends the pid
+/// line, and a line of RTT, retransmits and resets ("-" for each one unknown).
+fn health_text(row: &ConnRow) -> (String, String) {
+    let h = row.conn.health.unwrap_or_default();
+    let known = |n: Option<u32>| n.map_or_else(|| "-".into(), |n| n.to_string());
+    let connect = match h.connect {
+        Some(c) => {
+            let took = micros(c.took.as_micros().try_into().unwrap_or(u32::MAX));
+            format!("{} {took}", if c.failed { "tried" } else { "connect" })
+        }
+        None => "connect -".into(),
+    };
+    let rtt = h.rtt.map_or_else(
+        || "RTT -".into(),
+        |r| format!("RTT {} ±{} min {}", micros(r.smoothed_us), micros(r.variation_us), micros(r.min_us)),
+    );
+    let retrans = match (h.retrans, row.retransmits()) {
+        (Some(total), Some(now)) => format!("retrans {total} ({now} now)"),
+        _ => "retrans -".into(),
+    };
+    let resets = format!("RST {} out {} in", known(h.resets_sent), known(h.resets_received));
+    (format!(" · {connect}"), format!("{rtt} · {retrans} · {resets}"))
 }
 
 fn or_dash(text: &str) -> String {
@@ -409,9 +455,16 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 return empty_detail(area, frame);
             };
             let c = &row.conn;
+            let health = (c.proto == Proto::Tcp).then(|| health_text(row));
             let mut lines = vec![
                 Line::from(format!("{} {} → {}", c.proto, c.local, c.remote)),
-                Line::from(format!("pid {} · {} · {}", pid_text(c.pid), or_dash(&c.comm), state_text(c),)),
+                Line::from(format!(
+                    "pid {} · {} · {}{}",
+                    pid_text(c.pid),
+                    or_dash(&c.comm),
+                    state_text(c),
+                    health.as_ref().map_or("", |(handshake, _)| handshake)
+                )),
                 Line::from(cmdline()),
                 Line::from(format!(
                     "container {} · netns {}",
@@ -419,6 +472,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                     c.netns.map_or_else(|| "-".to_string(), |ns| ns.to_string())
                 )),
             ];
+            lines.extend(health.map(|(_, figures)| Line::from(figures)));
             lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
             let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
             let tx = Flow { name: "TX", history: &row.tx_history, rate: row.tx_rate, total: c.tx_bytes };
@@ -607,7 +661,13 @@ fn sort_name(state: &TuiState) -> &'static str {
 fn sort_arrow(state: &TuiState) -> &'static str {
     let descending = matches!(
         state.sort(),
-        SortKey::Total | SortKey::Rx | SortKey::Tx | SortKey::RxTotal | SortKey::TxTotal
+        SortKey::Total
+            | SortKey::Rx
+            | SortKey::Tx
+            | SortKey::RxTotal
+            | SortKey::TxTotal
+            | SortKey::Rtt
+            | SortKey::Retrans
     );
     if descending != state.reverse {
         "▼"
@@ -678,5 +738,15 @@ mod tests {
         assert_eq!(bytes(1_048_575, true), "1048575");
         assert_eq!(per_second(2047.6, false), "2.00 KiB/s");
         assert_eq!(per_second(2047.6, true), "2048 B/s");
+    }
+
+    #[test]
+    fn times_have_three_digits_at_most() {
+        let cases =
+            [(0, "0 µs"), (999, "999 µs"), (1_234, "1.23 ms"), (45_678, "45.7 ms"), (999_999, "1000 ms")];
+        for (us, text) in cases {
+            assert_eq!(micros(us), text, "{us}");
+        }
+        assert_eq!(micros(1_500_000), "1.50 s");
     }
 }

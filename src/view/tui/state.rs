@@ -180,7 +180,7 @@ mod tests {
         s.apply(Action::PreviousSort, &[]);
         s.apply(Action::PreviousSort, &[]);
         assert_eq!(s.sort(), SortKey::Tx);
-        for _ in 0..6 {
+        for _ in 0..8 {
             s.apply(Action::PreviousSort, &[]);
         }
         assert_eq!(s.sort(), SortKey::Pid);

@@ -11,7 +11,9 @@ use ratatui::style::{Color, Modifier};
 use super::screen::Header;
 use super::state::TuiState;
 use super::*;
-use crate::model::{Conn, ConnEvent, EventKind, Overflow, Retention, Sample, SortKey, TcpState};
+use crate::model::{
+    Conn, ConnEvent, EventKind, Handshake, Overflow, Retention, Rtt, Sample, SortKey, TcpHealth, TcpState,
+};
 
 /// Pids above the kernel's limit (2^22), so that no /proc entry exists for them.
 const PID_BASE: u32 = 5_000_000;
@@ -19,6 +21,18 @@ const PID_BASE: u32 = 5_000_000;
 /// An established connection of process `PID_BASE + pid`, with these totals.
 fn conn(id: u64, pid: u32, comm: &str, ends: (&str, &str), totals: (u64, u64)) -> Conn {
     crate::model::conn::test_conn(id, PID_BASE + pid, comm, ends, totals)
+}
+
+/// `conn` with the kernel's RTT (µs), retransmit total and, if seen, handshake time (ms).
+fn with_health(conn: Conn, rtt_us: Option<u32>, retrans: u64, connect_ms: Option<u64>) -> Conn {
+    let health = TcpHealth {
+        rtt: rtt_us.map(|us| Rtt { smoothed_us: us, variation_us: us / 8, min_us: us * 3 / 4 }),
+        retrans: Some(retrans),
+        connect: connect_ms.map(|ms| Handshake { took: Duration::from_millis(ms), failed: false }),
+        resets_sent: Some(0),
+        resets_received: Some(0),
+    };
+    Conn { health: Some(health), ..conn }
 }
 
 fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
@@ -30,18 +44,30 @@ fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
 /// finishes its handshake, and wget starting in the second interval.
 fn samples() -> VecDeque<Sample> {
     use TcpState::*;
-    let curl1 = |rx, tx| conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, tx));
+    let curl1 = |rx, tx, retrans| {
+        let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, tx));
+        with_health(curl, Some(18_240), retrans, None)
+    };
     let curl2 = |rx, tx| conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx));
-    let sshd = |rx, tx| conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx));
+    let sshd = |rx, tx| {
+        with_health(conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx)), Some(850), 0, None)
+    };
     let postgres = conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800));
-    let python = |state, rx, tx| Conn {
-        state: Some(state),
-        ..conn(5, 1300, "python3", ("10.0.0.5:48000", "203.0.113.9:8080"), (rx, tx))
+    // Its first SYN was lost: one retransmit, a handshake of a second.
+    let python = |state, rx, tx| {
+        let python = Conn {
+            state: Some(state),
+            ..conn(5, 1300, "python3", ("10.0.0.5:48000", "203.0.113.9:8080"), (rx, tx))
+        };
+        match state {
+            SynSent => with_health(python, None, 0, None),
+            _ => with_health(python, Some(2_100), 1, Some(1_020)),
+        }
     };
     let wget = conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150));
     let first = Sample {
         conns: vec![
-            curl1(1_572_864, 800),
+            curl1(1_572_864, 800, 2),
             sshd(3_000, 45_000),
             curl2(20_000, 500),
             postgres.clone(),
@@ -51,7 +77,7 @@ fn samples() -> VecDeque<Sample> {
     };
     let second = Sample {
         conns: vec![
-            curl1(4_718_592, 1_600),
+            curl1(4_718_592, 1_600, 5),
             sshd(3_600, 52_000),
             postgres,
             python(Established, 0, 64),
@@ -130,6 +156,12 @@ impl Harness {
 #[test]
 fn default_screen() {
     let h = Harness::started(120, 30);
+    insta::assert_snapshot!(h.screen());
+}
+
+#[test]
+fn wide_screen_shows_the_health_columns() {
+    let h = Harness::started(160, 30);
     insta::assert_snapshot!(h.screen());
 }
 
