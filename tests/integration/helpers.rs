@@ -232,11 +232,11 @@ pub fn tcptop_command() -> Command {
 /// Starts tcptop with `args` and returns once its probes are attached; `None` where BPF
 /// tests do not run or the selected strategy is expected not to run (the `bpf` tests check
 /// that error).
-pub fn start_tcptop(args: &[&str]) -> Option<Child> {
+pub fn start_tcptop(args: &[&str]) -> Option<Running> {
     if !bpf_allowed() || selected_strategy_unsupported() {
         return None;
     }
-    let mut child = tcptop_command().args(args).spawn().expect("starting tcptop");
+    let mut child = Running(tcptop_command().args(args).spawn().expect("starting tcptop"));
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("using the") {
@@ -245,6 +245,33 @@ pub fn start_tcptop(args: &[&str]) -> Option<Child> {
     assert!(line.contains("using the"), "tcptop did not start");
     child.stderr = Some(stderr.into_inner());
     Some(child)
+}
+
+/// A tcptop the test started, killed if the test ends without stopping it (a failed
+/// assertion), so that no probes stay attached behind it.
+pub struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// SIGTERM, then the exit status must be 0.
