@@ -83,12 +83,13 @@ enum Watcher {
 }
 
 impl Watcher {
-    /// Whether it attaches BPF programs to the kernel's hooks (the capture backend does not).
+    /// Whether it attaches BPF programs to the kernel's hooks (the capture and sock_diag
+    /// backends do not).
     fn hooks_kernel(&self) -> bool {
         match self {
             Watcher::Nothing => false,
             Watcher::Floor(_) => true,
-            Watcher::Tcptop(flags) => !flags.contains(&"capture"),
+            Watcher::Tcptop(flags) => !flags.contains(&"capture") && !flags.contains(&"sockdiag"),
         }
     }
 
@@ -328,6 +329,8 @@ struct Scale {
     /// tcptop's CPU per one-second interval.
     cpu_per_interval: Duration,
     rss: u64,
+    /// The same with `--backend sockdiag`, where it runs.
+    sockdiag_cpu_per_interval: Option<Duration>,
     /// The same work timed inside this process: collector, model, batch table.
     collect: Duration,
     update: Duration,
@@ -338,16 +341,9 @@ impl Bench {
     fn scale(&mut self, sockets: usize, intervals: u32) -> Result<Scale> {
         eprintln!("overhead: scale: {sockets} sockets");
         let held = Holders::open(sockets).with_context(|| format!("opening {sockets} sockets"))?;
-        let tcptop = Tcptop::start(&self.tcptop, &[], "1")?;
-        // One interval to take in every socket, then whole intervals measured.
-        thread::sleep(Duration::from_secs(1));
-        self.note_others(Some(tcptop.pid))?;
-        let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
-        thread::sleep(Duration::from_secs(intervals.into()));
-        let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
-        let cpu_per_interval = cpu.mul_f64(1.0 / start.elapsed().as_secs_f64());
-        let rss = measure::peak_rss(tcptop.pid)?;
-        tcptop.stop()?;
+        let (cpu_per_interval, rss) = self.cpu_per_interval(&[], intervals)?;
+        let sockdiag_cpu_per_interval =
+            self.cpu_per_interval(&["--backend", "sockdiag"], intervals).ok().map(|(cpu, _)| cpu);
 
         let mut collector = EbpfCollector::open(&Strategy::AUTO_ORDER, &Filters::default(), &mut |_| {})?;
         let mut model =
@@ -382,10 +378,25 @@ impl Bench {
             tracked,
             cpu_per_interval,
             rss,
+            sockdiag_cpu_per_interval,
             collect: Duration::from_secs_f64(steady(collect)),
             update: Duration::from_secs_f64(steady(update)),
             table: Duration::from_secs_f64(steady(table)),
         })
+    }
+
+    /// `tcptop -b 1` with `flags`: its CPU per interval over `intervals` whole intervals, after
+    /// one to take in every socket, and its peak RSS.
+    fn cpu_per_interval(&mut self, flags: &[&str], intervals: u32) -> Result<(Duration, u64)> {
+        let tcptop = Tcptop::start(&self.tcptop, flags, "1")?;
+        thread::sleep(Duration::from_secs(1));
+        self.note_others(Some(tcptop.pid))?;
+        let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
+        thread::sleep(Duration::from_secs(intervals.into()));
+        let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
+        let rss = measure::peak_rss(tcptop.pid)?;
+        tcptop.stop()?;
+        Ok((cpu.mul_f64(1.0 / start.elapsed().as_secs_f64()), rss))
     }
 
     /// Time from exec to tcptop's first batch line, `repeat` times.
@@ -422,6 +433,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut notes = Vec::new();
     let ebpf = vec!["--probe", "auto"];
     let capture = vec!["--backend", "capture"];
+    let sockdiag = vec!["--backend", "sockdiag"];
     let repeat = if args.quick { 1 } else { 5 };
     let mut startups = vec![("eBPF", bench.startup(&ebpf, repeat)?)];
     notes.push(format!("`--probe auto` chose the {} strategy here.", startups[0].1.probe));
@@ -429,6 +441,7 @@ pub fn run(args: Args) -> Result<()> {
         None => startups.push(("capture", bench.startup(&capture, repeat)?)),
         Some(why) => notes.push(format!("The capture backend was not measured: {why}.")),
     }
+    startups.push(("sock_diag", bench.startup(&sockdiag, repeat)?));
 
     let mut watchers = vec![Watcher::Nothing];
     for yardstick in [
@@ -443,9 +456,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     watchers.push(Watcher::Tcptop(ebpf));
-    if startups.len() > 1 {
+    if startups.iter().any(|(backend, _)| *backend == "capture") {
         watchers.push(Watcher::Tcptop(capture));
     }
+    watchers.push(Watcher::Tcptop(sockdiag));
 
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, &args, args.secs)?;
     let bpf_times = bench.bpf_time_per_event(&watchers, &args)?;
@@ -603,6 +617,7 @@ fn print_scale(scales: &[Scale], intervals: u32) {
                 format!("{:.2} ms", millis(s.collect)),
                 format!("{:.2} ms", millis(s.update)),
                 format!("{:.2} ms", millis(s.table)),
+                s.sockdiag_cpu_per_interval.map_or("-".into(), |cpu| format!("{:.1} ms", millis(cpu))),
             ]
         })
         .collect::<Vec<_>>();
@@ -617,6 +632,7 @@ fn print_scale(scales: &[Scale], intervals: u32) {
             "collect",
             "model update",
             "batch table",
+            "sock_diag CPU per interval",
         ],
         &rows,
     );

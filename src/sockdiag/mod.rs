@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -29,6 +29,8 @@ pub struct SockDiagCollector {
     filters: Filters,
     families: Vec<Family>,
     lost_events: u64,
+    /// Namespaces whose destroy messages were missed since the last `collect`.
+    unheard: HashSet<u32>,
     started: Instant,
 }
 
@@ -87,6 +89,7 @@ impl SockDiagCollector {
             filters: filters.clone(),
             families,
             lost_events: 0,
+            unheard: HashSet::new(),
             started: Instant::now(),
         };
         collector.enter_new_namespaces()?;
@@ -232,11 +235,22 @@ impl Collector for SockDiagCollector {
         "sockdiag"
     }
 
+    /// The closes the destroy group told of meanwhile, without a dump: the collection thread
+    /// calls this every 100 ms, and a dump per call would cost far more than the closes.
+    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
+        std::thread::sleep(timeout);
+        let mut events = Vec::new();
+        let unheard = self.read_destroyed(&mut events)?;
+        self.unheard.extend(unheard);
+        Ok(events)
+    }
+
     fn collect(&mut self) -> Result<Sample> {
         // Destroyed sockets first: one destroyed after this point is still in the dump, and
         // its close arrives with the next sample.
         let mut events = Vec::new();
-        let unheard = self.read_destroyed(&mut events)?;
+        let mut unheard = self.read_destroyed(&mut events)?;
+        unheard.extend(self.unheard.drain());
         self.enter_new_namespaces()?;
         let sockets = self.dump_all()?;
         self.owners.lookup(sockets.iter().map(|(_, s)| u64::from(s.inode)).filter(|&ino| ino != 0));
