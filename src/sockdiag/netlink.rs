@@ -147,8 +147,14 @@ fn for_each_message(mut datagram: &[u8], mut found: impl FnMut(TcpSocket)) -> Re
             }
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(error) if error.code.is_some() => {
-                return Err(io::Error::from_raw_os_error(-error.raw_code()))
-                    .context("the sock_diag request failed")
+                let error = io::Error::from_raw_os_error(-error.raw_code());
+                // The kernel answers ENOENT where no handler for TCP is registered.
+                let why = if error.kind() == io::ErrorKind::NotFound {
+                    "this kernel has no TCP sock_diag (the tcp_diag module is not loaded)"
+                } else {
+                    "the sock_diag request failed"
+                };
+                return Err(error).context(why);
             }
             _ => {}
         }

@@ -139,7 +139,7 @@ if [[ -z $ver || $ver == "(none)" ]]; then
     exit 1
 fi
 want="$real=$ver"
-if [[ -f $dir/package && $(cat "$dir/package") == "$want" && -s $dir/kernel ]]; then
+if [[ -f $dir/package && $(cat "$dir/package") == "$want" && -s $dir/kernel && -d $dir/modules ]]; then
     exit 0
 fi
 
@@ -199,6 +199,32 @@ extract_vmlinux() {
     esac
     [[ $(od -An -c -N4 "$out" | tr -d ' ') == 177ELF ]]
 }
+
+# The sock_diag modules (Debian builds them as modules, and the guest loads none by itself),
+# decompressed for busybox's insmod; sid keeps them in linux-modules-<release>.
+diag_modules() {
+    local deb=$1 module name
+    dpkg-deb --fsys-tarfile "$deb" | tar -t | grep -E '/kernel/net/ipv4/(inet|tcp)_diag\.ko(\.xz|\.zst)?$' |
+        while read -r module; do
+            dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$tmp" "$module"
+            name=${module##*/}
+            case $name in
+                *.xz) xz -dc "$tmp/${module#./}" >"$dir/modules/${name%.xz}" ;;
+                *.zst) zstd -dcq "$tmp/${module#./}" >"$dir/modules/${name%.zst}" ;;
+                *) cp "$tmp/${module#./}" "$dir/modules/$name" ;;
+            esac
+        done || true
+}
+rm -rf "$dir/modules"
+mkdir -p "$dir/modules"
+diag_modules "$deb"
+if [[ -z $(ls "$dir/modules") && $real == linux-binary-* ]]; then
+    (cd "$tmp" && apt-get "${apt_opts[@]}" download -q "linux-modules-$release=$ver" 2>&1 | grep -v 'unsandboxed' >&2) || true
+    for modules_deb in "$tmp"/linux-modules-*.deb; do
+        [[ -f $modules_deb ]] && diag_modules "$modules_deb"
+    done
+fi
+[[ -n $(ls "$dir/modules") ]] || echo "fetch-kernel: no sock_diag modules for $release: its sockdiag tests will fail" >&2
 
 rm -f "$dir/kernel" "$dir/package"
 if command -v xz >/dev/null && command -v zstd >/dev/null &&

@@ -243,7 +243,13 @@ if [[ -z $payload_cmd ]]; then
     # chooses there, as a TCPTOP-PLAN= line (none where the strategy is refused)
     plan_cmd="$(printf '%q' "$tcptop_bin") -b -v --backend ebpf --probe \"\$TCPTOP_PROBE\" 0.01 1 2>&1 >/dev/null"
     plan_cmd+=" | sed -n 's/^tcptop: using the \\(.*\\) probe strategy\$/TCPTOP-PLAN=\\1/p'"
-    payload_cmd="$plan_cmd; $(printf '%q' "$test_bin") bpf:: --test-threads=1"
+    tests=$(printf '%q' "$test_bin")
+    # and in each guest's auto run, the sock_diag collector's tests (the kernel's netlink
+    # attributes differ; they do not depend on the probes), less the two that need what
+    # busybox lacks (setpriv --reuid, ip netns); the host runs them all in scripts/test
+    sockdiag_cmd="{ [ \"\$(hostname)\" != tcptop-vm ] || [ \"\$TCPTOP_PROBE\" != auto ] || [ -n \"\$TCPTOP_DISABLE\" ] ||"
+    sockdiag_cmd+=" $tests sockdiag:: --test-threads=1 --skip sockdiag::an_unprivileged --skip sockdiag::identical_tuples; }"
+    payload_cmd="$plan_cmd; $tests bpf:: --test-threads=1 && $sockdiag_cmd"
     log "integration tests: $test_bin"
 fi
 
@@ -263,6 +269,13 @@ done
 initrd=$out/initramfs.cpio
 if ((need_vm)); then
     files=("${includes[@]}")
+    # each kernel's sock_diag modules, at their paths here (/init loads its own kernel's)
+    for k in "${kernel_list[@]}"; do
+        is_host "$k" && continue
+        for module in "$cache/$(kernel_row_of "$k")"/modules/*.ko; do
+            [[ -f $module && " ${files[*]} " != *" $module "* ]] && files+=("$module")
+        done
+    done
     [[ -n $test_bin && -x $test_bin ]] && files+=("$test_bin")
     [[ -n $tcptop_bin && -x $tcptop_bin ]] && files+=("$tcptop_bin")
     printf '%s\n' "$payload_cmd" >"$out/payload.sh"
@@ -362,7 +375,7 @@ run_vm() {
             -accel tcg,thread=multi -cpu max -m 1G -smp "$smp" \
             -no-user-config -nodefaults -display none -serial stdio -no-reboot \
             -kernel "$kernel" -initrd "$initrd" \
-            -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")${disable:+ tcptop_disable=$disable}" \
+            -append "console=ttyS0 panic=-1 quiet mitigations=off tcptop_probe=$s tcptop_expect_unsupported=$(unsupported_of "$k")${disable:+ tcptop_disable=$disable} tcptop_modules=$cache/$(kernel_row_of "$k")/modules" \
             </dev/null >"$log" 2>&1
         rc=$?
         set -e
