@@ -6,6 +6,7 @@ pub mod assemble;
 pub mod decode;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+mod table;
 
 use std::collections::HashSet;
 use std::fmt;
