@@ -1,22 +1,35 @@
 //! Connection assembly from decoded packets, in user space and without I/O: which end is
-//! local, payload bytes per direction (retransmissions once), TCP state from SYN/FIN/RST,
-//! and the lifecycle events the model expects. Time is passed in.
+//! local, payload bytes per direction counted once the other side acknowledged them, TCP
+//! state from SYN/FIN/RST, the kernel's socket list where there is one, and the lifecycle
+//! events the model expects. Time is passed in.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::decode::{Direction, Packet, TcpHeader};
+use super::table::{FlowTable, Limits};
 use crate::collector::{Conn, ConnEvent, EventKind, Family, Filters, Proto, TcpState};
 
-/// As many connections as the eBPF collector's table holds.
-const MAX_FLOWS: usize = 65_536;
+/// As many connections as the eBPF collector's table holds; no remote address and no local
+/// port may take more than half of it, and a quarter as many wait for confirmation.
+const LIMITS: Limits =
+    Limits { confirmed: 65_536, per_remote: 32_768, per_local_port: 32_768, pending: 16_384 };
 /// A silent TCP connection may be one whose close the capture missed; after this long it
-/// leaves the table.
+/// leaves the table (unless the kernel still lists it).
 const TCP_IDLE: Duration = Duration::from_secs(600);
+/// How long a flow may wait for the other side's acknowledgement before it is forgotten.
+const PENDING_IDLE: Duration = Duration::from_secs(10);
 /// How long a closed connection's stray packets (the last ACK, a retransmitted FIN) are
 /// recognised and ignored, as TIME_WAIT does.
 const CLOSED_LINGER: Duration = Duration::from_secs(60);
+/// How long the kernel's socket list may go without a connection before it is closed: the
+/// capture hands packets on up to a read timeout late, so a list read just after a close
+/// may be ahead of the packets that tell it.
+const UNLISTED_GRACE: Duration = Duration::from_secs(1);
+/// How long a connection in TIME_WAIT waits for its acknowledgement of the other side's FIN,
+/// which counts the bytes that came before it.
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Lookups of a connection's process before it is left unknown: the first may come before
 /// the server accept()ed the socket.
 const MAX_LOOKUPS: u8 = 3;
@@ -29,34 +42,80 @@ pub struct Endpoints {
     pub remote: SocketAddr,
 }
 
-/// Bytes of one direction of a TCP stream, counted by how far its sequence numbers
-/// advance: a retransmission adds nothing, and a segment the capture lost is counted by
-/// the next one that goes past it.
+/// The kernel's TCP sockets by (local, remote), with their states.
+pub type ListedSockets = HashMap<(SocketAddr, SocketAddr), TcpState>;
+
+/// Whether sequence number `a` comes after `b`: sequence space wraps, so `a` is ahead when
+/// the difference is positive as an i32.
+fn ahead(a: u32, b: u32) -> bool {
+    a.wrapping_sub(b) as i32 > 0
+}
+
+/// One direction of a TCP stream. Its bytes count when the other side acknowledges them,
+/// and never beyond what this side was seen to send: a forged segment, or one the
+/// receiver dropped, is never acknowledged; a retransmission is acknowledged once.
 #[derive(Clone, Copy, Debug, Default)]
 struct Stream {
-    /// Sequence number just past the highest payload byte seen.
-    highest: Option<u32>,
+    /// Every sequence number before this one is acknowledged and counted.
+    acked: Option<u32>,
+    /// Just past the highest sequence number this side was seen to use.
+    end: Option<u32>,
+    /// Where this side's SYN and FIN sit: each takes a sequence number but is no payload.
+    syn: Option<u32>,
+    fin: Option<u32>,
+    /// The SYN answered the other side's (a SYN-ACK): acknowledging it ends a handshake.
+    answers_syn: bool,
+}
+
+/// What one acknowledgement covered of a stream.
+#[derive(Clone, Copy, Debug, Default)]
+struct Covered {
+    payload: u64,
+    /// It acknowledged payload, a FIN or a SYN-ACK: the connection is real, not one
+    /// side's forgery nor a half-open SYN.
+    confirms: bool,
 }
 
 impl Stream {
-    /// The new payload bytes `tcp` carries.
-    fn advance(&mut self, tcp: &TcpHeader, payload: u32) -> u64 {
-        let syn = tcp.has(TcpHeader::SYN);
-        // Only a SYN or a segment with data says where data starts: a keep-alive or a
-        // zero-window probe sits one byte before it.
-        if payload == 0 && !syn {
-            return 0;
+    /// Notes the sequence numbers a segment of this side takes.
+    fn send(&mut self, tcp: &TcpHeader, payload: u32) {
+        let (syn, fin) = (tcp.has(TcpHeader::SYN), tcp.has(TcpHeader::FIN));
+        if syn {
+            self.syn = Some(tcp.seq);
+            self.answers_syn = tcp.has(TcpHeader::ACK);
+            self.acked.get_or_insert(tcp.seq);
         }
-        let start = tcp.seq.wrapping_add(u32::from(syn));
-        let highest = *self.highest.get_or_insert(start);
-        let end = start.wrapping_add(payload);
-        // Sequence space wraps: `end` is ahead when the difference is positive as an i32.
-        let ahead = end.wrapping_sub(highest) as i32;
-        if ahead <= 0 {
-            return 0;
+        let data_end = tcp.seq.wrapping_add(u32::from(syn)).wrapping_add(payload);
+        if fin {
+            self.fin = Some(data_end);
         }
-        self.highest = Some(end);
-        ahead as u64
+        let end = data_end.wrapping_add(u32::from(fin));
+        if self.end.is_none_or(|highest| ahead(end, highest)) {
+            self.end = Some(end);
+        }
+    }
+
+    /// Takes the other side's acknowledgement number.
+    fn acknowledge(&mut self, ack: u32) -> Covered {
+        let Some(acked) = self.acked else {
+            // Met mid-stream: the count starts where the other side's receipt stood.
+            self.acked = Some(ack);
+            return Covered::default();
+        };
+        let Some(end) = self.end else { return Covered::default() };
+        let upto = if ahead(ack, end) { end } else { ack };
+        if !ahead(upto, acked) {
+            return Covered::default();
+        }
+        self.acked = Some(upto);
+        let covers = |at: Option<u32>| at.is_some_and(|at| at.wrapping_sub(acked) < upto.wrapping_sub(acked));
+        let (syn, fin) = (covers(self.syn), covers(self.fin));
+        let payload = upto.wrapping_sub(acked) - u32::from(syn) - u32::from(fin);
+        Covered { payload: u64::from(payload), confirms: payload > 0 || fin || (syn && self.answers_syn) }
+    }
+
+    fn fin_acknowledged(&self) -> bool {
+        self.fin.zip(self.acked).is_some_and(|(fin, acked)| ahead(acked, fin))
     }
 }
 
@@ -65,11 +124,25 @@ struct Flow {
     conn: Conn,
     sent: Stream,
     received: Stream,
-    /// Sequence number the peer acknowledges once it has our FIN.
-    fin_acked_at: Option<u32>,
     last_seen: Duration,
     closed_at: Option<Duration>,
+    /// Since when the kernel's socket list has been without it.
+    unlisted_since: Option<Duration>,
+    /// The events of a flow not confirmed yet, handed on when it is.
+    held: Vec<ConnEvent>,
     lookups: u8,
+}
+
+impl Flow {
+    /// Over: closed by a reset or the last ACK, or in TIME_WAIT once it acknowledged the
+    /// other side's FIN (and so all the bytes before it).
+    fn is_over(&self) -> bool {
+        match self.conn.state {
+            Some(TcpState::Close) => true,
+            Some(TcpState::TimeWait) => self.received.fin_acknowledged(),
+            _ => false,
+        }
+    }
 }
 
 /// Every connection the packets showed, keyed by the local socket's view of it.
@@ -77,17 +150,26 @@ struct Flow {
 pub struct Assembler {
     local: HashSet<IpAddr>,
     filters: Filters,
-    flows: HashMap<Endpoints, Flow>,
+    table: FlowTable<Flow>,
     /// Lifecycle events since the last sample, oldest first.
     events: Vec<ConnEvent>,
     next_id: u64,
-    untracked: u64,
+    /// Established sockets the kernel listed, the packets had not shown, at the last check:
+    /// still listed at the next, they are adopted.
+    listed_unknown: HashSet<Endpoints>,
 }
 
 impl Assembler {
     /// `local` lists this host's addresses (loopback addresses are always local).
     pub fn new(local: HashSet<IpAddr>, filters: Filters) -> Assembler {
-        Assembler { local, filters, flows: HashMap::new(), events: Vec::new(), next_id: 1, untracked: 0 }
+        Assembler {
+            local,
+            filters,
+            table: FlowTable::new(LIMITS),
+            events: Vec::new(),
+            next_id: 1,
+            listed_unknown: HashSet::new(),
+        }
     }
 
     pub fn set_local_addresses(&mut self, local: HashSet<IpAddr>) {
@@ -98,14 +180,14 @@ impl Assembler {
         ip.is_loopback() || self.local.contains(&ip)
     }
 
-    /// Packets that could not start a connection because the table was full.
+    /// Flows refused or pushed out of the table for want of room.
     pub fn untracked(&self) -> u64 {
-        self.untracked
+        self.table.refused()
     }
 
     /// Counts one packet seen at `now`.
     pub fn packet(&mut self, packet: &Packet, now: Duration) {
-        if !self.wanted(packet) {
+        if !self.wanted(packet.proto, packet.src, packet.dst) {
             return;
         }
         let outgoing = Endpoints { proto: packet.proto, local: packet.src, remote: packet.dst };
@@ -122,55 +204,74 @@ impl Assembler {
             (false, false, None) => return, // forwarded or bridged: no local socket
         };
         for (endpoints, direction) in sides.into_iter().flatten() {
-            let Some(flow) = self.flow(endpoints, packet, now) else { continue };
-            flow.last_seen = now;
-            if flow.conn.pid.is_none() {
-                if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
-                    flow.conn.pid = Some(process.pid);
-                    flow.conn.comm.clone_from(&process.comm);
-                }
-            }
-            let (stream, total) = match direction {
-                Direction::Out => (&mut flow.sent, &mut flow.conn.tx_bytes),
-                Direction::In => (&mut flow.received, &mut flow.conn.rx_bytes),
-            };
-            match &packet.tcp {
-                Some(tcp) => {
-                    *total += stream.advance(tcp, packet.payload);
-                    let change = track_state(flow, direction, tcp, packet.payload);
-                    if let Some((old, new)) = change {
-                        self.record_state(endpoints, old, new, now);
-                    }
-                }
-                None => *total += u64::from(packet.payload),
-            }
+            self.count(endpoints, direction, packet, now);
         }
     }
 
-    fn wanted(&self, packet: &Packet) -> bool {
-        let Filters { port, family, proto, .. } = &self.filters;
-        let proto_ok = proto.is_none_or(|p| packet.proto == p);
-        let port_ok = port.is_none_or(|p| packet.src.port() == p || packet.dst.port() == p);
+    /// Counts `packet` for the socket at the `direction` end of it.
+    fn count(&mut self, endpoints: Endpoints, direction: Direction, packet: &Packet, now: Duration) {
+        let Some(flow) = self.flow(endpoints, packet, now) else { return };
+        flow.last_seen = now;
+        if flow.conn.pid.is_none() {
+            if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
+                flow.conn.pid = Some(process.pid);
+                flow.conn.comm.clone_from(&process.comm);
+            }
+        }
+        let Some(tcp) = &packet.tcp else {
+            match direction {
+                Direction::Out => flow.conn.tx_bytes += u64::from(packet.payload),
+                Direction::In => flow.conn.rx_bytes += u64::from(packet.payload),
+            }
+            return;
+        };
+        // This end's segment acknowledges what the other end sent, and the reverse.
+        let (own, other, acknowledged_total) = match direction {
+            Direction::Out => (&mut flow.sent, &mut flow.received, &mut flow.conn.rx_bytes),
+            Direction::In => (&mut flow.received, &mut flow.sent, &mut flow.conn.tx_bytes),
+        };
+        own.send(tcp, packet.payload);
+        // A reset's acknowledgement number answers whatever provoked it, forged or not.
+        let covered = if tcp.has(TcpHeader::ACK) && !tcp.has(TcpHeader::RST) {
+            other.acknowledge(tcp.ack)
+        } else {
+            Covered::default()
+        };
+        *acknowledged_total += covered.payload;
+        let change = track_state(flow, direction, tcp);
+        let over = flow.is_over();
+        if covered.confirms {
+            self.confirm(endpoints);
+        }
+        if let Some((old, new)) = change {
+            self.push_event(endpoints, EventKind::State { old, new }, now);
+        }
+        if over {
+            self.close(endpoints, now);
+        }
+    }
+
+    fn wanted(&self, proto: Proto, src: SocketAddr, dst: SocketAddr) -> bool {
+        let Filters { port, family, proto: only, .. } = &self.filters;
+        let proto_ok = only.is_none_or(|p| proto == p);
+        let port_ok = port.is_none_or(|p| src.port() == p || dst.port() == p);
         let family_ok = match family {
             None => true,
-            Some(Family::V4) => packet.src.is_ipv4(),
-            Some(Family::V6) => packet.src.is_ipv6(),
+            Some(Family::V4) => src.is_ipv4(),
+            Some(Family::V6) => src.is_ipv6(),
         };
         proto_ok && port_ok && family_ok
     }
 
-    /// The flow `packet` belongs to, new if need be; `None` for a closed connection's
-    /// stragglers and when the table is full.
+    /// The flow `packet` belongs to, new if need be: a TCP one waits for confirmation.
+    /// `None` for a closed connection's stragglers and when there is no room.
     fn flow(&mut self, endpoints: Endpoints, packet: &Packet, now: Duration) -> Option<&mut Flow> {
-        let opens = packet.tcp.is_some_and(|t| t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
-        match self.flows.get(&endpoints) {
-            // A new connection may reuse the ports of one that closed.
+        // Any datagram may start a UDP flow; a TCP connection may reuse the ports of one
+        // that closed.
+        let opens = packet.tcp.is_none_or(|t| t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
+        match self.table.get(&endpoints) {
             Some(flow) if flow.closed_at.is_some() && !opens => return None,
-            Some(flow) if flow.closed_at.is_none() => return self.flows.get_mut(&endpoints),
-            None if self.flows.len() >= MAX_FLOWS => {
-                self.untracked += 1;
-                return None;
-            }
+            Some(flow) if flow.closed_at.is_none() => return self.table.get_mut(&endpoints),
             _ => {}
         }
         // Seen from its first SYN, a connection goes through its states from CLOSE; met in
@@ -180,6 +281,16 @@ impl Assembler {
             Some(_) if opens => Some(TcpState::Close),
             Some(_) => Some(TcpState::Established),
         };
+        let flow = self.new_flow(endpoints, state, now);
+        if packet.tcp.is_some() {
+            self.table.insert_pending(endpoints, flow);
+        } else if !self.table.insert_confirmed(endpoints, flow) {
+            return None;
+        }
+        self.table.get_mut(&endpoints)
+    }
+
+    fn new_flow(&mut self, endpoints: Endpoints, state: Option<TcpState>, now: Duration) -> Flow {
         let conn = Conn {
             id: self.next_id,
             pid: None,
@@ -195,44 +306,69 @@ impl Assembler {
             health: None,
         };
         self.next_id += 1;
-        let flow = Flow {
+        Flow {
             conn,
             sent: Stream::default(),
             received: Stream::default(),
-            fin_acked_at: None,
             last_seen: now,
             closed_at: None,
+            unlisted_since: None,
+            held: Vec::new(),
             lookups: 0,
-        };
-        self.flows.insert(endpoints, flow);
-        self.flows.get_mut(&endpoints)
-    }
-
-    fn record_state(&mut self, endpoints: Endpoints, old: TcpState, new: TcpState, now: Duration) {
-        let flow = self.flows.get_mut(&endpoints).expect("the flow just changed state");
-        let conn = flow.conn.clone();
-        self.events.push(ConnEvent { at: now, kind: EventKind::State { old, new }, conn });
-        if matches!(new, TcpState::Close | TcpState::TimeWait) {
-            self.close(endpoints, now);
         }
     }
 
-    fn close(&mut self, endpoints: Endpoints, now: Duration) {
-        let flow = self.flows.get_mut(&endpoints).expect("closing a known flow");
-        flow.closed_at = Some(now);
-        let conn = flow.conn.clone();
-        self.events.push(ConnEvent { at: now, kind: EventKind::Closed, conn });
+    /// Makes a pending flow a connection, handing on the events it held.
+    fn confirm(&mut self, endpoints: Endpoints) {
+        if self.table.is_confirmed(&endpoints) || !self.table.confirm(&endpoints) {
+            return;
+        }
+        let flow = self.table.get_mut(&endpoints).expect("the flow was just confirmed");
+        self.events.append(&mut flow.held);
     }
 
-    /// Ends flows that went quiet and forgets closed ones after their linger time.
+    /// Records an event of a connection, or holds it until the connection is confirmed.
+    fn push_event(&mut self, endpoints: Endpoints, kind: EventKind, now: Duration) {
+        let confirmed = self.table.is_confirmed(&endpoints);
+        let flow = self.table.get_mut(&endpoints).expect("an event of a known flow");
+        let event = ConnEvent { at: now, kind, conn: flow.conn.clone() };
+        if confirmed {
+            self.events.push(event);
+        } else {
+            flow.held.push(event);
+        }
+    }
+
+    /// Ends a connection; one never confirmed is forgotten without a trace.
+    fn close(&mut self, endpoints: Endpoints, now: Duration) {
+        if !self.table.is_confirmed(&endpoints) {
+            self.table.remove(&endpoints);
+            return;
+        }
+        let flow = self.table.get_mut(&endpoints).expect("closing a known flow");
+        flow.closed_at = Some(now);
+        self.push_event(endpoints, EventKind::Closed, now);
+    }
+
+    /// Ends flows that went quiet, forgets closed ones after their linger time and pending
+    /// ones nobody confirmed.
     pub fn expire(&mut self, now: Duration) {
-        self.flows.retain(|_, flow| flow.closed_at.is_none_or(|at| now.saturating_sub(at) < CLOSED_LINGER));
+        let since = |at: Duration| now.saturating_sub(at);
+        self.table.retain(|flow, confirmed| match flow.closed_at {
+            Some(at) => since(at) < CLOSED_LINGER,
+            None => confirmed || since(flow.last_seen) < PENDING_IDLE,
+        });
+        let udp_idle = self.filters.udp_idle;
         let idle: Vec<Endpoints> = self
-            .flows
-            .iter()
+            .table
+            .confirmed()
             .filter(|(key, flow)| {
-                let limit = if key.proto == Proto::Udp { self.filters.udp_idle } else { TCP_IDLE };
-                flow.closed_at.is_none() && now.saturating_sub(flow.last_seen) >= limit
+                let limit = match (key.proto, flow.conn.state) {
+                    (Proto::Udp, _) => udp_idle,
+                    (_, Some(TcpState::TimeWait)) => FINAL_ACK_WAIT,
+                    _ => TCP_IDLE,
+                };
+                flow.closed_at.is_none() && since(flow.last_seen) >= limit
             })
             .map(|(key, _)| *key)
             .collect();
@@ -241,12 +377,56 @@ impl Assembler {
         }
     }
 
-    /// Connections whose process is unknown and worth another lookup; each is offered a
-    /// few times only, so a socket nobody here holds does not cost a scan every interval.
+    /// Checks the TCP flows against the kernel's socket list, the truth where there is one:
+    /// a connection it stopped listing closes with its totals; a pending flow it lists is
+    /// real; an established socket the packets did not show (idle, or older than tcptop)
+    /// is adopted when two checks in a row list it.
+    pub fn reconcile(&mut self, listed: &ListedSockets, now: Duration) {
+        let is_listed = |key: &Endpoints| listed.contains_key(&(key.local, key.remote));
+        let mut gone = Vec::new();
+        for (key, flow) in self.table.confirmed_mut() {
+            if key.proto != Proto::Tcp || flow.closed_at.is_some() {
+                continue;
+            }
+            if is_listed(key) {
+                flow.unlisted_since = None;
+                flow.last_seen = now;
+            } else if now.saturating_sub(*flow.unlisted_since.get_or_insert(now)) >= UNLISTED_GRACE {
+                gone.push(*key);
+            }
+        }
+        for key in gone {
+            self.close(key, now);
+        }
+        let real: Vec<Endpoints> = self.table.pending_keys().filter(|key| is_listed(key)).copied().collect();
+        for key in real {
+            self.confirm(key);
+        }
+        let unknown: HashSet<Endpoints> = listed
+            .iter()
+            .filter(|(_, state)| **state == TcpState::Established)
+            .map(|(&(local, remote), _)| Endpoints { proto: Proto::Tcp, local, remote })
+            .filter(|key| self.wanted(key.proto, key.local, key.remote) && self.table.get(key).is_none())
+            .collect();
+        let adopted: Vec<Endpoints> = unknown.intersection(&self.listed_unknown).copied().collect();
+        self.listed_unknown = unknown;
+        for key in adopted {
+            if self.table.has_room(&key) {
+                let flow = self.new_flow(key, Some(TcpState::Established), now);
+                self.table.insert_confirmed(key, flow);
+            }
+        }
+    }
+
+    /// Connections whose process is unknown and worth another lookup: open ones, and
+    /// closed ones whose events are still to be handed on. Each is offered a few times
+    /// only, so a socket nobody here holds does not cost a scan every interval.
     pub fn unattributed(&mut self) -> Vec<Endpoints> {
+        let reported: HashSet<u64> = self.events.iter().map(|e| e.conn.id).collect();
         let mut wanted = Vec::new();
-        for (endpoints, flow) in &mut self.flows {
-            if flow.conn.pid.is_none() && flow.closed_at.is_none() && flow.lookups < MAX_LOOKUPS {
+        for (endpoints, flow) in self.table.confirmed_mut() {
+            let current = flow.closed_at.is_none() || reported.contains(&flow.conn.id);
+            if flow.conn.pid.is_none() && current && flow.lookups < MAX_LOOKUPS {
                 flow.lookups += 1;
                 wanted.push(*endpoints);
             }
@@ -256,7 +436,7 @@ impl Assembler {
 
     /// Names the process of a connection, in its record and in its pending events.
     pub fn attribute(&mut self, endpoints: &Endpoints, pid: u32, comm: &str) {
-        let Some(flow) = self.flows.get_mut(endpoints) else { return };
+        let Some(flow) = self.table.get_mut(endpoints) else { return };
         let id = flow.conn.id;
         let pending = self.events.iter_mut().map(|e| &mut e.conn).filter(|c| c.id == id);
         for conn in std::iter::once(&mut flow.conn).chain(pending) {
@@ -271,10 +451,10 @@ impl Assembler {
         let pid = self.filters.pid;
         let wanted = |conn: &Conn| pid.is_none() || conn.pid == pid;
         let conns = self
-            .flows
-            .values()
-            .filter(|flow| flow.closed_at.is_none() && wanted(&flow.conn))
-            .map(|flow| flow.conn.clone())
+            .table
+            .confirmed()
+            .filter(|(_, flow)| flow.closed_at.is_none() && wanted(&flow.conn))
+            .map(|(_, flow)| flow.conn.clone())
             .collect();
         let events = self.events.drain(..).filter(|e| wanted(&e.conn)).collect();
         (conns, events)
@@ -283,12 +463,7 @@ impl Assembler {
 
 /// Moves a connection's state on for one segment, seen from its local socket; returns the
 /// change, if any.
-fn track_state(
-    flow: &mut Flow,
-    direction: Direction,
-    tcp: &TcpHeader,
-    payload: u32,
-) -> Option<(TcpState, TcpState)> {
+fn track_state(flow: &mut Flow, direction: Direction, tcp: &TcpHeader) -> Option<(TcpState, TcpState)> {
     use TcpState::*;
     let old = flow.conn.state?;
     let has = |flag| tcp.has(flag);
@@ -306,9 +481,10 @@ fn track_state(
         if matches!(old, SynSent | SynRecv) && has(TcpHeader::ACK) {
             new = Established;
         }
+        // The FIN takes the sequence number after its segment's data.
         let acks_our_fin = direction == Direction::In
             && has(TcpHeader::ACK)
-            && flow.fin_acked_at.is_some_and(|at| tcp.ack.wrapping_sub(at) as i32 >= 0);
+            && flow.sent.fin.is_some_and(|fin| ahead(tcp.ack, fin));
         if has(TcpHeader::FIN) {
             new = match (direction, new) {
                 (Direction::Out, CloseWait) => LastAck,
@@ -319,10 +495,6 @@ fn track_state(
                 (Direction::In, FinWait2) => TimeWait,
                 (_, state) => state,
             };
-            if direction == Direction::Out {
-                // The FIN takes the sequence number after the segment's data.
-                flow.fin_acked_at = Some(tcp.seq.wrapping_add(payload).wrapping_add(1));
-            }
         } else if acks_our_fin {
             new = match new {
                 FinWait1 => FinWait2,
@@ -363,10 +535,31 @@ mod tests {
         }
     }
 
+    fn datagram(src: &str, dst: &str, payload: u32) -> Packet {
+        Packet {
+            proto: Proto::Udp,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            payload,
+            tcp: None,
+            process: None,
+        }
+    }
+
     const SYN: u8 = TcpHeader::SYN;
     const ACK: u8 = TcpHeader::ACK;
     const FIN: u8 = TcpHeader::FIN;
     const RST: u8 = TcpHeader::RST;
+
+    /// A connection's three-way handshake, `client` starting at sequence number 100 and
+    /// `server` at 900.
+    fn handshake(client: &str, server: &str) -> [Packet; 3] {
+        [
+            tcp(client, server, 100, 0, SYN, 0),
+            tcp(server, client, 900, 101, SYN | ACK, 0),
+            tcp(client, server, 101, 901, ACK, 0),
+        ]
+    }
 
     fn feed(asm: &mut Assembler, packets: &[Packet]) {
         for (i, p) in packets.iter().enumerate() {
@@ -390,40 +583,47 @@ mod tests {
             .collect()
     }
 
+    fn ends(local: &str, remote: &str) -> Endpoints {
+        Endpoints { proto: Proto::Tcp, local: local.parse().unwrap(), remote: remote.parse().unwrap() }
+    }
+
     #[test]
-    fn counts_payload_each_way_not_headers() {
+    fn counts_acknowledged_payload_each_way_not_headers() {
         let mut asm = assembler();
+        feed(&mut asm, &handshake(ME, PEER));
         feed(
             &mut asm,
             &[
-                tcp(ME, PEER, 100, 0, SYN, 0),
-                tcp(PEER, ME, 900, 101, SYN | ACK, 0),
-                tcp(ME, PEER, 101, 901, ACK, 0),
                 tcp(ME, PEER, 101, 901, ACK, 1400),
                 tcp(ME, PEER, 1501, 901, ACK, 600),
-                tcp(PEER, ME, 901, 2101, ACK, 5),
+                tcp(PEER, ME, 901, 1501, ACK, 5), // acknowledges the first segment only
             ],
         );
         let (conn, events) = only_conn(&mut asm);
         assert_eq!((conn.local, conn.remote), (ME.parse().unwrap(), PEER.parse().unwrap()));
-        assert_eq!((conn.tx_bytes, conn.rx_bytes, conn.state), (2000, 5, Some(TcpState::Established)));
+        assert_eq!((conn.tx_bytes, conn.rx_bytes, conn.state), (1400, 0, Some(TcpState::Established)));
         assert_eq!(steps(&events), ["CLOSE>SYN_SENT", "SYN_SENT>ESTABLISHED"]);
+        feed(&mut asm, &[tcp(ME, PEER, 2101, 906, ACK, 0), tcp(PEER, ME, 906, 2101, ACK, 0)]);
+        assert_eq!(only_conn(&mut asm).0.tx_bytes, 2000);
+        assert_eq!(only_conn(&mut asm).0.rx_bytes, 5);
     }
 
     #[test]
-    fn a_retransmission_counts_once() {
+    fn a_retransmission_counts_once_and_a_lost_segment_when_acknowledged() {
         let mut asm = assembler();
+        feed(&mut asm, &handshake(ME, PEER));
         feed(
             &mut asm,
             &[
-                tcp(ME, PEER, 1, 0, ACK, 1000),
-                tcp(ME, PEER, 1, 0, ACK, 1000),    // the same segment again
-                tcp(ME, PEER, 501, 0, ACK, 1000),  // overlaps half of it
-                tcp(ME, PEER, 3001, 0, ACK, 500),  // after a segment the capture lost
-                tcp(ME, PEER, 1501, 0, ACK, 1500), // the lost segment, retransmitted
+                tcp(ME, PEER, 101, 901, ACK, 1000),
+                tcp(ME, PEER, 101, 901, ACK, 1000), // the same segment again
+                tcp(PEER, ME, 901, 1101, ACK, 0),
+                tcp(PEER, ME, 901, 1101, ACK, 0), // a duplicate acknowledgement
+                tcp(ME, PEER, 2101, 901, ACK, 500), // after a segment the capture lost
+                tcp(PEER, ME, 901, 2601, ACK, 0),
             ],
         );
-        assert_eq!(only_conn(&mut asm).0.tx_bytes, 3500);
+        assert_eq!(only_conn(&mut asm).0.tx_bytes, 2500);
     }
 
     #[test]
@@ -433,9 +633,13 @@ mod tests {
         feed(
             &mut asm,
             &[
-                tcp(PEER, ME, near_end, 0, ACK, 100),
-                tcp(PEER, ME, 0, 0, ACK, 100),
-                tcp(PEER, ME, near_end, 0, ACK, 100), // a late retransmission from before the wrap
+                tcp(PEER, ME, near_end - 1, 7, SYN, 0),
+                tcp(ME, PEER, 6, near_end, SYN | ACK, 0),
+                tcp(PEER, ME, near_end, 7, ACK, 100),
+                tcp(ME, PEER, 7, 0, ACK, 0),
+                tcp(PEER, ME, 0, 7, ACK, 100),
+                tcp(ME, PEER, 7, 100, ACK, 0),
+                tcp(ME, PEER, 7, 0, ACK, 0), // a late duplicate from before the wrap
             ],
         );
         assert_eq!(only_conn(&mut asm).0.rx_bytes, 200);
@@ -444,12 +648,16 @@ mod tests {
     #[test]
     fn keepalives_and_zero_window_probes_add_nothing() {
         let mut asm = assembler();
+        feed(&mut asm, &handshake(ME, PEER));
         feed(
             &mut asm,
             &[
-                tcp(ME, PEER, 4999, 0, ACK, 0), // keep-alive before any data was seen
-                tcp(ME, PEER, 5000, 0, ACK, 10),
-                tcp(ME, PEER, 5009, 0, ACK, 1), // keep-alive with its one garbage byte
+                tcp(ME, PEER, 100, 901, ACK, 0), // keep-alive before any data
+                tcp(PEER, ME, 901, 101, ACK, 0),
+                tcp(ME, PEER, 101, 901, ACK, 10),
+                tcp(PEER, ME, 901, 111, ACK, 0),
+                tcp(ME, PEER, 110, 901, ACK, 1), // keep-alive with its one garbage byte
+                tcp(PEER, ME, 901, 111, ACK, 0),
             ],
         );
         assert_eq!(only_conn(&mut asm).0.tx_bytes, 10);
@@ -460,17 +668,15 @@ mod tests {
         let client = "127.0.0.1:5000";
         let server = "127.0.0.1:80";
         let mut asm = assembler();
+        feed(&mut asm, &handshake(client, server));
         feed(
             &mut asm,
             &[
-                tcp(client, server, 10, 0, SYN, 0),
-                tcp(server, client, 50, 11, SYN | ACK, 0),
-                tcp(client, server, 11, 51, ACK, 0),
-                tcp(client, server, 11, 51, ACK | FIN, 10),
-                tcp(server, client, 51, 22, ACK, 3),
-                tcp(server, client, 54, 22, ACK | FIN, 0),
-                tcp(client, server, 22, 55, ACK, 0),
-                tcp(client, server, 22, 55, ACK, 0), // a straggler after the close
+                tcp(client, server, 101, 901, ACK | FIN, 10),
+                tcp(server, client, 901, 112, ACK, 3),
+                tcp(server, client, 904, 112, ACK | FIN, 0),
+                tcp(client, server, 112, 905, ACK, 0),
+                tcp(client, server, 112, 905, ACK, 0), // a straggler after the close
             ],
         );
         let (conns, events) = asm.sample();
@@ -514,31 +720,104 @@ mod tests {
     #[test]
     fn rst_closes_and_a_new_syn_reopens() {
         let mut asm = assembler();
+        feed(&mut asm, &handshake(ME, PEER));
         feed(
             &mut asm,
-            &[tcp(ME, PEER, 1, 0, ACK, 7), tcp(PEER, ME, 1, 0, RST, 0), tcp(ME, PEER, 9, 0, ACK, 1)],
+            &[
+                tcp(ME, PEER, 101, 901, ACK, 7),
+                tcp(PEER, ME, 901, 108, ACK, 0),
+                tcp(PEER, ME, 901, 0, RST, 0),
+            ],
         );
+        feed(&mut asm, &[tcp(ME, PEER, 108, 901, ACK, 1)]);
         let (conns, events) = asm.sample();
         assert!(conns.is_empty());
-        assert_eq!(steps(&events), ["ESTABLISHED>CLOSE", "closed"]);
-        assert_eq!(events[1].conn.tx_bytes, 7);
-        feed(&mut asm, &[tcp(ME, PEER, 500, 0, SYN, 0)]);
+        assert_eq!(steps(&events)[2..], ["ESTABLISHED>CLOSE", "closed"]);
+        assert_eq!(events[3].conn.tx_bytes, 7);
+        feed(&mut asm, &handshake(ME, PEER));
         let (conn, _) = only_conn(&mut asm);
-        assert_ne!(conn.id, events[1].conn.id);
-        assert_eq!(conn.state, Some(TcpState::SynSent));
+        assert_ne!(conn.id, events[3].conn.id);
+        assert_eq!(conn.state, Some(TcpState::Established));
+    }
+
+    #[test]
+    fn forged_and_unacknowledged_segments_make_no_connection() {
+        let (forger, victim, listener) = ("127.0.0.1:40001", "127.0.0.1:40002", "10.0.0.1:80");
+        let mut asm = assembler();
+        feed(
+            &mut asm,
+            &[
+                // Bad checksums: the kernel drops them, so nothing answers.
+                tcp(forger, victim, 1, 0, ACK, 1),
+                tcp(forger, victim, 0x8000_0000, 0, ACK, 1),
+                tcp(forger, victim, 0xffff_0000, 0, ACK, 1),
+                // A SYN whose SYN-ACK nobody acknowledges: a half-open handshake.
+                tcp(PEER, listener, 5, 0, SYN, 0),
+                tcp(listener, PEER, 70, 6, SYN | ACK, 0),
+                // A segment to a closed port, answered by a reset that acknowledges it.
+                tcp(PEER, ME, 9, 0, 0, 50),
+                tcp(ME, PEER, 0, 59, RST | ACK, 0),
+            ],
+        );
+        assert_eq!(asm.sample(), (vec![], vec![]));
+        asm.expire(PENDING_IDLE + Duration::from_secs(1));
+        assert_eq!(asm.table.pending_keys().count(), 0, "nothing lingers");
+    }
+
+    #[test]
+    fn a_connection_older_than_tcptop_counts_from_the_first_acknowledgement_seen() {
+        let mut asm = assembler();
+        feed(
+            &mut asm,
+            &[
+                tcp(ME, PEER, 5000, 77, ACK, 100), // in flight when tcptop started
+                tcp(PEER, ME, 77, 5100, ACK, 0),
+            ],
+        );
+        assert_eq!(asm.sample().0, [], "one acknowledgement seen: not yet known to be real");
+        feed(&mut asm, &[tcp(ME, PEER, 5100, 77, ACK, 40), tcp(PEER, ME, 77, 5140, ACK, 0)]);
+        let (conn, events) = only_conn(&mut asm);
+        assert_eq!((conn.tx_bytes, conn.state, events), (40, Some(TcpState::Established), vec![]));
+    }
+
+    #[test]
+    fn a_flood_of_forged_flows_does_not_hide_a_real_handshake() {
+        let mut asm = assembler();
+        let forged = |n: u32| {
+            let src = SocketAddr::from(([6, 6, (n >> 16) as u8, (n >> 8) as u8], n as u16));
+            tcp(&src.to_string(), ME, n, 0, ACK, 1)
+        };
+        for n in 0..LIMITS.pending as u32 * 2 {
+            asm.packet(&forged(n), Duration::ZERO);
+        }
+        let [syn, syn_ack, ack] = handshake(ME, PEER);
+        asm.packet(&syn, Duration::ZERO);
+        for n in 0..LIMITS.pending as u32 / 2 {
+            asm.packet(&forged(n + 1_000_000), Duration::ZERO);
+        }
+        asm.packet(&syn_ack, Duration::ZERO);
+        asm.packet(&ack, Duration::ZERO);
+        let (conn, _) = only_conn(&mut asm);
+        assert_eq!(conn.remote, PEER.parse().unwrap());
+        assert_eq!(asm.untracked(), LIMITS.pending as u64 * 3 / 2 + 1, "what was pushed out is counted");
+    }
+
+    #[test]
+    fn one_remote_cannot_fill_the_table() {
+        let mut asm = assembler();
+        for port in 0..=LIMITS.per_remote as u32 {
+            let src = SocketAddr::from(([9, 9, 9, 9], (port % 60_000) as u16));
+            let dst = SocketAddr::from(([10, 0, 0, 1], 1000 + (port / 60_000) as u16));
+            asm.packet(&datagram(&src.to_string(), &dst.to_string(), 1), Duration::ZERO);
+        }
+        assert_eq!(asm.untracked(), 1);
+        feed(&mut asm, &[datagram(ME, "9.9.9.8:53", 40)]);
+        assert_eq!(asm.sample().0.len(), LIMITS.per_remote + 1, "another remote still has room");
     }
 
     #[test]
     fn udp_counts_every_datagram_and_expires_when_idle() {
         let mut asm = assembler();
-        let datagram = |src: &str, dst: &str, payload| Packet {
-            proto: Proto::Udp,
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            payload,
-            tcp: None,
-            process: None,
-        };
         feed(&mut asm, &[datagram(ME, "9.9.9.9:53", 40), datagram("9.9.9.9:53", ME, 200)]);
         let (conn, _) = only_conn(&mut asm);
         assert_eq!((conn.proto, conn.state, conn.tx_bytes, conn.rx_bytes), (Proto::Udp, None, 40, 200));
@@ -546,6 +825,45 @@ mod tests {
         let (conns, events) = asm.sample();
         assert!(conns.is_empty());
         assert_eq!(steps(&events), ["closed"]);
+    }
+
+    #[test]
+    fn a_udp_flow_that_resumes_after_its_idle_time_is_a_new_flow() {
+        let mut asm = assembler();
+        feed(&mut asm, &[datagram(ME, "9.9.9.9:53", 40)]);
+        let resumed = Filters::default().udp_idle + Duration::from_secs(1);
+        asm.expire(resumed);
+        let (_, events) = asm.sample();
+        asm.packet(&datagram(ME, "9.9.9.9:53", 60), resumed);
+        asm.packet(&datagram("9.9.9.9:53", ME, 7), resumed);
+        let (conn, _) = only_conn(&mut asm);
+        assert_ne!(conn.id, events[0].conn.id);
+        assert_eq!((events[0].conn.tx_bytes, conn.tx_bytes, conn.rx_bytes), (40, 60, 7));
+    }
+
+    #[test]
+    fn the_kernel_socket_list_closes_ghosts_confirms_and_adopts() {
+        let mut asm = assembler();
+        let (idle, other) = ("10.0.0.1:22", "10.0.0.9:5555");
+        feed(&mut asm, &handshake(ME, PEER));
+        feed(&mut asm, &[tcp(ME, PEER, 101, 901, ACK, 7), tcp(PEER, ME, 901, 108, ACK, 0)]);
+        feed(&mut asm, &[tcp(other, ME, 1, 2, ACK, 0)]); // pending: met mid-stream
+        let listed = |keys: &[(&str, &str)]| -> ListedSockets {
+            keys.iter()
+                .map(|(l, r)| ((l.parse().unwrap(), r.parse().unwrap()), TcpState::Established))
+                .collect()
+        };
+        let second = Duration::from_secs(1);
+        asm.reconcile(&listed(&[(ME, PEER), (ME, other), (idle, PEER)]), second);
+        assert_eq!(asm.sample().0.len(), 2, "the listed pending flow is real; the idle socket waits a check");
+        asm.reconcile(&listed(&[(ME, other), (idle, PEER)]), 2 * second);
+        assert_eq!(asm.sample().0.len(), 3, "adopted once listed twice; the ghost gets its grace");
+        asm.reconcile(&listed(&[(ME, other), (idle, PEER)]), 3 * second);
+        let (conns, events) = asm.sample();
+        let remaining: HashSet<Endpoints> =
+            conns.iter().map(|c| Endpoints { proto: c.proto, local: c.local, remote: c.remote }).collect();
+        assert_eq!(remaining, HashSet::from([ends(ME, other), ends(idle, PEER)]));
+        assert_eq!((steps(&events), events[0].conn.tx_bytes), (vec!["closed".to_string()], 7));
     }
 
     #[test]
@@ -558,9 +876,9 @@ mod tests {
     #[test]
     fn pktap_names_the_process_of_the_socket_it_belongs_to() {
         let mut asm = assembler();
-        let mut packet = tcp("127.0.0.1:5000", "127.0.0.1:80", 1, 0, ACK, 4);
-        packet.process = Some(process(321, "nc", Direction::In));
-        feed(&mut asm, &[packet]);
+        let mut packets = handshake("127.0.0.1:5000", "127.0.0.1:80");
+        packets[2].process = Some(process(321, "nc", Direction::In));
+        feed(&mut asm, &packets);
         let (conns, _) = asm.sample();
         let by_local: HashMap<String, Option<u32>> =
             conns.iter().map(|c| (c.local.to_string(), c.pid)).collect();
@@ -571,8 +889,8 @@ mod tests {
     #[test]
     fn attribution_reaches_pending_events_and_stops_after_a_few_tries() {
         let mut asm = assembler();
-        feed(&mut asm, &[tcp(ME, PEER, 1, 0, SYN, 0)]);
-        let key = Endpoints { proto: Proto::Tcp, local: ME.parse().unwrap(), remote: PEER.parse().unwrap() };
+        feed(&mut asm, &handshake(ME, PEER));
+        let key = ends(ME, PEER);
         assert_eq!(asm.unattributed(), [key]);
         asm.unattributed();
         asm.unattributed();
@@ -584,33 +902,29 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_closed_before_its_lookup_is_still_looked_up() {
+        let mut asm = assembler();
+        feed(&mut asm, &handshake(ME, PEER));
+        feed(&mut asm, &[tcp(PEER, ME, 901, 101, RST, 0)]);
+        assert_eq!(asm.unattributed(), [ends(ME, PEER)]);
+        asm.sample();
+        assert_eq!(asm.unattributed(), [], "its events are handed on: too late");
+    }
+
+    #[test]
     fn filters_drop_packets_early_and_unknown_pids_late() {
         let mut asm = Assembler::new(
             HashSet::new(),
             Filters { port: Some(443), family: Some(Family::V4), ..Filters::default() },
         );
-        feed(
-            &mut asm,
-            &[
-                tcp("127.0.0.1:1", "127.0.0.1:443", 1, 0, ACK, 1),
-                tcp("127.0.0.1:1", "127.0.0.1:80", 1, 0, ACK, 1),
-                tcp("[::1]:1", "[::1]:443", 1, 0, ACK, 1),
-            ],
-        );
+        for (client, server) in
+            [("127.0.0.1:1", "127.0.0.1:443"), ("127.0.0.1:1", "127.0.0.1:80"), ("[::1]:1", "[::1]:443")]
+        {
+            feed(&mut asm, &handshake(client, server));
+        }
         assert_eq!(asm.sample().0.len(), 2);
         let mut asm = Assembler::new(HashSet::new(), Filters { pid: Some(42), ..Filters::default() });
-        feed(&mut asm, &[tcp("127.0.0.1:1", "127.0.0.1:443", 1, 0, ACK, 1)]);
+        feed(&mut asm, &handshake("127.0.0.1:1", "127.0.0.1:443"));
         assert_eq!(asm.sample().0.len(), 0);
-    }
-
-    #[test]
-    fn a_full_table_counts_what_it_refused() {
-        let mut asm = assembler();
-        for port in 0..=MAX_FLOWS as u32 {
-            let src = SocketAddr::from(([10, 0, 0, 1], (port % 60_000) as u16));
-            let dst = SocketAddr::from(([93, 184, 216, 34], 1000 + (port / 60_000) as u16));
-            asm.packet(&tcp(&src.to_string(), &dst.to_string(), 1, 0, ACK, 1), Duration::ZERO);
-        }
-        assert_eq!(asm.untracked(), 1);
     }
 }

@@ -6,12 +6,13 @@ pub mod assemble;
 pub mod decode;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+mod table;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use pcap::{Activated, Capture, Device, Linktype};
 
-use crate::collector::{Collector, Filters, Overflow, Sample};
-use assemble::{Assembler, Endpoints};
+use crate::collector::{Collector, ConnEvent, Filters, Overflow, Sample};
+use assemble::{Assembler, Endpoints, ListedSockets};
 use decode::{decode, LinkType, Packet};
 
 /// Packets waiting for `collect`; past this the capture thread drops and counts them.
@@ -35,11 +36,20 @@ const KERNEL_BUFFER_BYTES: i32 = 8 << 20;
 const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 /// How often the capture thread reads libpcap's drop count.
 const STATS_EVERY: Duration = Duration::from_millis(250);
+/// How often the table is checked against the kernel's socket list, where there is one.
+const LIST_EVERY: Duration = Duration::from_secs(1);
 
-/// Finds the processes behind connections whose packets did not name one.
+/// What the kernel says of sockets where the packets do not: the processes behind
+/// connections whose packets did not name one, and which TCP connections still exist.
 pub trait ProcessLookup {
     /// (pid, comm) of each connection's socket, `None` where no process is known to hold it.
     fn lookup(&mut self, conns: &[Endpoints]) -> Vec<Option<(u32, String)>>;
+
+    /// Every TCP socket of the network namespace the capture sees, where the system can
+    /// list them.
+    fn tcp_sockets(&mut self) -> Option<ListedSockets> {
+        None
+    }
 }
 
 /// What to capture and how to name processes.
@@ -78,6 +88,7 @@ pub struct CaptureCollector {
     processes: Option<Box<dyn ProcessLookup>>,
     start: Instant,
     addresses_read_at: Duration,
+    listed_at: Option<Duration>,
 }
 
 impl CaptureCollector {
@@ -121,7 +132,20 @@ impl CaptureCollector {
             processes: config.processes,
             start,
             addresses_read_at: Duration::ZERO,
+            listed_at: None,
         })
+    }
+
+    /// Checks the table against the kernel's socket list, once per `LIST_EVERY`.
+    fn reconcile(&mut self, now: Duration) {
+        let Some(processes) = self.processes.as_mut() else { return };
+        if self.listed_at.is_some_and(|at| now.saturating_sub(at) < LIST_EVERY) {
+            return;
+        }
+        self.listed_at = Some(now);
+        if let Some(listed) = processes.tcp_sockets() {
+            self.assembler.reconcile(&listed, now);
+        }
     }
 
     /// Names the processes of new connections, at most a few tries each.
@@ -236,14 +260,31 @@ impl Collector for CaptureCollector {
             self.assembler.set_local_addresses(local_addresses()?);
             self.addresses_read_at = now;
         }
-        // At most one queue's worth, so that a flood cannot keep this loop from returning.
-        for captured in self.queue.try_iter().take(QUEUE_PACKETS) {
+        // Everything captured so far, however much: what is captured meanwhile waits for the
+        // next call, so that a flood cannot keep this loop from returning.
+        for captured in self.queue.try_iter() {
             self.assembler.packet(&captured.packet, captured.at);
+            if captured.at >= now {
+                break;
+            }
         }
+        self.reconcile(now);
         self.attribute();
         self.assembler.expire(now);
         let (conns, events) = self.assembler.sample();
         Ok(Sample { conns, events, overflow: self.overflow() })
+    }
+
+    /// Assembles packets as they arrive, so that the queue drains as fast as it fills.
+    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.queue.recv_timeout(left) {
+                Ok(captured) => self.assembler.packet(&captured.packet, captured.at),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        Ok(self.collect()?.events)
     }
 }
 

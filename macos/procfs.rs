@@ -1,14 +1,15 @@
-//! Linux process attribution for captured connections: a connection's socket inode from
-//! /proc/net/{tcp,tcp6,udp,udp6}, and the process holding that inode from /proc/<pid>/fd
-//! (cached by `crate::procfs::SocketOwners`, which rescans only for inodes it never saw).
+//! What Linux's /proc says of captured connections: a connection's socket inode from
+//! /proc/net/{tcp,tcp6,udp,udp6}, the process holding that inode from /proc/<pid>/fd
+//! (cached by `crate::procfs::SocketOwners`, which rescans only for inodes it never saw),
+//! and every TCP socket with its state, which tells which connections still exist.
 
 use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::assemble::Endpoints;
+use super::assemble::{Endpoints, ListedSockets};
 use super::ProcessLookup;
-use crate::collector::Proto;
+use crate::collector::{Proto, TcpState};
 use crate::procfs::SocketOwners;
 
 /// Socket owners as /proc tells them, for this network namespace.
@@ -23,12 +24,11 @@ type SocketTable = HashMap<(Proto, SocketAddr, SocketAddr), u64>;
 impl ProcessLookup for ProcNetOwners {
     fn lookup(&mut self, conns: &[Endpoints]) -> Vec<Option<(u32, String)>> {
         let mut table = SocketTable::new();
-        for (proto, files) in [(Proto::Tcp, ["tcp", "tcp6"]), (Proto::Udp, ["udp", "udp6"])] {
+        for proto in [Proto::Tcp, Proto::Udp] {
             if conns.iter().any(|c| c.proto == proto) {
-                for file in files {
-                    let text = fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
-                    parse_socket_table(proto, &text, &mut table);
-                }
+                // Rows without an inode (not yet accept()ed, TIME_WAIT) have no owner.
+                let owned = socket_rows(proto).filter(|row| row.inode != 0);
+                table.extend(owned.map(|row| ((proto, row.local, row.remote), row.inode)));
             }
         }
         let inodes: Vec<Option<u64>> = conns.iter().map(|c| socket_inode(&table, c)).collect();
@@ -38,14 +38,20 @@ impl ProcessLookup for ProcNetOwners {
             .map(|inode| inode.and_then(|_| owners.next().flatten()).map(|owner| (owner.pid, owner.comm)))
             .collect()
     }
+
+    fn tcp_sockets(&mut self) -> Option<ListedSockets> {
+        let listed =
+            socket_rows(Proto::Tcp).map(|row| ((row.local, row.remote), TcpState::from_kernel(row.state)));
+        Some(listed.filter(|(_, state)| *state != TcpState::Listen).collect())
+    }
 }
 
-/// The inode of the socket behind `conn`: the connected socket, or for UDP an unconnected
-/// one bound to the local port.
+/// The inode of the socket behind `conn`: the connected socket, or one bound to the local
+/// port and connected to nothing: an unconnected UDP socket, or the listener of a server
+/// end whose accepted socket is already gone (a short connection belongs to the server).
 fn socket_inode(table: &SocketTable, conn: &Endpoints) -> Option<u64> {
-    let exact = table.get(&(conn.proto, conn.local, conn.remote));
-    if exact.is_some() || conn.proto == Proto::Tcp {
-        return exact.copied();
+    if let Some(inode) = table.get(&(conn.proto, conn.local, conn.remote)) {
+        return Some(*inode);
     }
     let port = conn.local.port();
     let any_v4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -54,27 +60,40 @@ fn socket_inode(table: &SocketTable, conn: &Endpoints) -> Option<u64> {
     let unconnected = [SocketAddr::new(any_v4, 0), SocketAddr::new(any_v6, 0)];
     locals
         .iter()
-        .flat_map(|local| unconnected.iter().map(move |remote| (Proto::Udp, *local, *remote)))
+        .flat_map(|local| unconnected.iter().map(move |remote| (conn.proto, *local, *remote)))
         .find_map(|key| table.get(&key).copied())
 }
 
-/// Adds the rows of one /proc/net/{tcp,udp}[6] file; rows without an inode (sockets not
-/// yet accept()ed, TIME_WAIT) are left out.
-fn parse_socket_table(proto: Proto, text: &str, table: &mut SocketTable) {
-    for line in text.lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(remote), Some(inode)) = (fields.get(1), fields.get(2), fields.get(9)) else {
-            continue;
-        };
-        let (Some(local), Some(remote), Ok(inode)) =
-            (parse_address(local), parse_address(remote), inode.parse())
-        else {
-            continue;
-        };
-        if inode != 0 {
-            table.insert((proto, local, remote), inode);
-        }
-    }
+/// One row of /proc/net/{tcp,udp}[6].
+struct SocketRow {
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// The kernel's state number (include/net/tcp_states.h).
+    state: u8,
+    /// 0 for a socket no file stands for (not yet accept()ed, TIME_WAIT).
+    inode: u64,
+}
+
+/// The rows of /proc/net/{proto} and /proc/net/{proto}6.
+fn socket_rows(proto: Proto) -> impl Iterator<Item = SocketRow> {
+    let files = match proto {
+        Proto::Tcp => ["tcp", "tcp6"],
+        Proto::Udp => ["udp", "udp6"],
+    };
+    files.into_iter().flat_map(|file| {
+        let text = fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+        text.lines().skip(1).filter_map(parse_socket_row).collect::<Vec<_>>()
+    })
+}
+
+fn parse_socket_row(line: &str) -> Option<SocketRow> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    Some(SocketRow {
+        local: parse_address(fields.get(1)?)?,
+        remote: parse_address(fields.get(2)?)?,
+        state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+        inode: fields.get(9)?.parse().ok()?,
+    })
 }
 
 /// An address as /proc/net prints it: the raw network-order words in hex as the host reads
@@ -145,5 +164,24 @@ mod tests {
         let pids: Vec<Option<u32>> = found.iter().map(|o| o.as_ref().map(|(pid, _)| *pid)).collect();
         let me = Some(std::process::id());
         assert_eq!(pids, [me, me, me, None]);
+    }
+
+    #[test]
+    fn a_server_end_without_its_own_socket_belongs_to_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let waiting = TcpStream::connect(listener.local_addr().unwrap()).unwrap(); // never accepted
+        let server_end = Endpoints {
+            proto: Proto::Tcp,
+            local: listener.local_addr().unwrap(),
+            remote: waiting.local_addr().unwrap(),
+        };
+        let mut owners = ProcNetOwners::default();
+        assert_eq!(owners.lookup(&[server_end])[0].as_ref().map(|o| o.0), Some(std::process::id()));
+        let listed = owners.tcp_sockets().unwrap();
+        assert_eq!(
+            listed.get(&(waiting.local_addr().unwrap(), server_end.local)),
+            Some(&TcpState::Established)
+        );
+        assert!(!listed.contains_key(&(server_end.local, "0.0.0.0:0".parse().unwrap())), "no listeners");
     }
 }

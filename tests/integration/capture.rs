@@ -1,9 +1,10 @@
 //! The libpcap capture collector against loopback traffic made here: exact payload bytes
-//! each way, the pid, the close, and agreement with the eBPF collector on the same
+//! each way, the pid, the close, forged segments that make nothing, connections older than
+//! the capture, paused UDP flows, and agreement with the eBPF collector on the same
 //! traffic. Capturing needs root too.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,19 @@ const QUIET: Duration = Duration::from_millis(300);
 /// at the same time, must not crowd the test's packets out.
 fn open_capture(listener: &TcpListener) -> CaptureCollector {
     let port = listener.local_addr().unwrap().port();
-    let config = CaptureConfig {
-        device: "lo".into(),
-        filters: Filters { port: Some(port), ..Filters::default() },
-        processes: Some(Box::new(ProcNetOwners::default())),
-    };
+    open_capture_with(Filters { port: Some(port), ..Filters::default() })
+}
+
+/// An IPv4 listener and a capture of its port.
+fn listening() -> (TcpListener, Seen<CaptureCollector>) {
+    let listener = Pair::listen(Ip::V4);
+    let seen = Seen::new(open_capture(&listener));
+    (listener, seen)
+}
+
+fn open_capture_with(filters: Filters) -> CaptureCollector {
+    let config =
+        CaptureConfig { device: "lo".into(), filters, processes: Some(Box::new(ProcNetOwners::default())) };
     CaptureCollector::open(config).expect("opening the capture collector on lo")
 }
 
@@ -120,8 +129,7 @@ fn a_closed_connection_keeps_its_final_totals() {
     if !bpf_allowed() {
         return;
     }
-    let listener = Pair::listen(Ip::V4);
-    let mut seen = Seen::new(open_capture(&listener));
+    let (listener, mut seen) = listening();
     let mut pair = Pair::connect_to(&listener);
     let (client_ends, server_ends) = (pair.client_ends(), pair.server_ends());
     pair.client.write_all(b"0123456789").unwrap();
@@ -159,4 +167,130 @@ fn agrees_with_ebpf_on_the_same_traffic() {
             assert_eq!(summary(&by_capture), summary(&by_ebpf), "capture vs eBPF for {ends:?}");
         }
     }
+}
+
+/// Sends a TCP segment with a wrong checksum from a raw socket: the kernel drops it, so no
+/// socket ever acknowledges it.
+fn forge(from: SocketAddr, to: SocketAddr, seq: u32, payload: &[u8]) {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
+    let mut segment = vec![0u8; 20];
+    segment[0..2].copy_from_slice(&from.port().to_be_bytes());
+    segment[2..4].copy_from_slice(&to.port().to_be_bytes());
+    segment[4..8].copy_from_slice(&seq.to_be_bytes());
+    segment[12] = 5 << 4;
+    segment[13] = 0x18; // PSH | ACK
+    segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
+    segment[16..18].copy_from_slice(&0xdeadu16.to_be_bytes());
+    segment.extend_from_slice(payload);
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+        assert!(fd >= 0, "a raw socket: {}", std::io::Error::last_os_error());
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(to.ip().octets()) },
+            sin_zero: [0; 8],
+        };
+        let sent = libc::sendto(
+            fd,
+            segment.as_ptr().cast(),
+            segment.len(),
+            0,
+            (&raw const address).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(sent, segment.len() as isize, "{}", std::io::Error::last_os_error());
+        libc::close(fd);
+    }
+}
+
+#[test]
+fn forged_segments_make_no_row_and_do_not_hide_a_real_connection() {
+    if !bpf_allowed() {
+        return;
+    }
+    let (listener, mut seen) = listening();
+    let server = listener.local_addr().unwrap();
+    let forger: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    for seq in [1, 0x8000_0000, 0xffff_0000] {
+        forge(forger, server, seq, b"x");
+    }
+    for port in 0..500u16 {
+        forge(SocketAddr::from(([127, 0, 0, 1], 41_000 + port)), server, u32::from(port), b"flood");
+    }
+    let mut pair = Pair::connect_to(&listener);
+    exchange(&mut pair, 10, 20);
+    let conn = seen.settled(pair.client_ends(), 10, 20);
+    assert_eq!((conn.tx_bytes, conn.rx_bytes), (10, 20));
+    let real = [pair.client_ends(), pair.server_ends()];
+    let strays: Vec<&Conn> = seen.latest.iter().filter(|c| !real.contains(&(c.local, c.remote))).collect();
+    assert!(strays.is_empty(), "forged rows: {strays:?}");
+}
+
+#[test]
+fn short_connections_to_a_long_lived_server_carry_its_pid() {
+    if !bpf_allowed() {
+        return;
+    }
+    let (listener, mut seen) = listening();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, remote) = listener.accept().unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        server.read_exact(&mut [0; 18]).unwrap();
+        server.write_all(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
+        drop(server);
+        client.read_to_end(&mut Vec::new()).unwrap();
+        servers.push((listener.local_addr().unwrap(), remote));
+    }
+    for ends in servers {
+        let conn = seen.settled(ends, 19, 18);
+        assert_eq!((conn.tx_bytes, conn.rx_bytes, conn.pid), (19, 18, Some(std::process::id())), "{ends:?}");
+    }
+}
+
+#[test]
+fn an_idle_connection_older_than_the_capture_is_listed() {
+    if !bpf_allowed() {
+        return;
+    }
+    let listener = Pair::listen(Ip::V4);
+    let pair = Pair::connect_to(&listener);
+    let mut seen = Seen::new(open_capture(&listener));
+    let conn = seen.settled(pair.client_ends(), 0, 0);
+    assert_eq!((conn.state, conn.pid), (Some(TcpState::Established), Some(std::process::id())));
+    drop(pair);
+    thread::sleep(Duration::from_secs(3));
+    seen.poll();
+    assert!(seen.closed.contains(&conn.id), "closed once the kernel stops listing it");
+}
+
+#[test]
+fn a_paused_udp_flow_counts_every_datagram() {
+    if !bpf_allowed() {
+        return;
+    }
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.connect(receiver.local_addr().unwrap()).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let filters = Filters { port: Some(port), udp_idle: Duration::from_millis(500), ..Filters::default() };
+    let mut seen = Seen::new(open_capture_with(filters));
+    let mut sent = 0;
+    for burst in 0..3 {
+        for size in [100, 1000, 1] {
+            sender.send(&vec![7; size]).unwrap();
+            sent += size as u64;
+        }
+        if burst < 2 {
+            thread::sleep(Duration::from_millis(1200));
+            seen.poll();
+        }
+    }
+    thread::sleep(Duration::from_millis(1200));
+    seen.poll();
+    let ends = (sender.local_addr().unwrap(), receiver.local_addr().unwrap());
+    let counted: u64 = seen.latest.iter().filter(|c| (c.local, c.remote) == ends).map(|c| c.tx_bytes).sum();
+    assert_eq!(counted, sent, "{:?}", seen.latest);
 }
