@@ -72,7 +72,7 @@ impl<W: Write> Sink for EventLines<W> {
 
     fn events(&mut self, events: &[ConnEvent], backend: &str, wall: SystemTime) -> io::Result<()> {
         self.buf.clear();
-        write_lines(&mut self.buf, events, backend, wall)?;
+        write_lines(&mut self.buf, events, backend, self.overflow, wall)?;
         self.write_buf()
     }
 }
@@ -80,7 +80,14 @@ impl<W: Write> Sink for EventLines<W> {
 /// The JSON lines of `events` (oldest first), which have just arrived at `wall`. The newest
 /// event is dated `wall`, the others by their distance from it on the collector's clock:
 /// events are handed on as soon as they arrive.
-fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], backend: &str, wall: SystemTime) -> io::Result<()> {
+/// Each line carries `overflow`, the counters as the last interval left them.
+fn write_lines(
+    buf: &mut Vec<u8>,
+    events: &[ConnEvent],
+    backend: &str,
+    overflow: Overflow,
+    wall: SystemTime,
+) -> io::Result<()> {
     let newest = events.iter().map(|e| e.at).max().unwrap_or_default();
     for event in events {
         let (label, old_state, new_state) = match event.kind {
@@ -92,7 +99,8 @@ fn write_lines(buf: &mut Vec<u8>, events: &[ConnEvent], backend: &str, wall: Sys
             EventKind::State { old, new } => ("state", Some(old), Some(new)),
         };
         let timestamp = rfc3339(wall - (newest - event.at));
-        let record = Record { event: Some(label), ..Record::of_conn(&event.conn, &timestamp, backend) };
+        let record =
+            Record { event: Some(label), ..Record::of_conn(&event.conn, &timestamp, backend, overflow) };
         json_line(buf, &EventRecord { record, conn_id: event.conn.id, old_state, new_state })?;
     }
     Ok(())
@@ -130,7 +138,8 @@ mod tests {
             event(3_000, EventKind::Closed),
         ];
         let mut buf = Vec::new();
-        write_lines(&mut buf, &events, "fentry", UNIX_EPOCH + Duration::from_secs(60)).unwrap();
+        write_lines(&mut buf, &events, "fentry", Overflow::default(), UNIX_EPOCH + Duration::from_secs(60))
+            .unwrap();
         let lines = parse(&buf);
         let summary: Vec<(&str, &str, &serde_json::Value)> = lines
             .iter()
@@ -153,7 +162,8 @@ mod tests {
     #[test]
     fn event_lines_have_the_fields_of_json_records_and_the_event_s() {
         let mut buf = Vec::new();
-        write_lines(&mut buf, &[event(5, EventKind::Closed)], "fentry", UNIX_EPOCH).unwrap();
+        write_lines(&mut buf, &[event(5, EventKind::Closed)], "fentry", Overflow::default(), UNIX_EPOCH)
+            .unwrap();
         let line = String::from_utf8(buf).unwrap();
         let keys = |json: &str| {
             let value: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).unwrap();

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::model::{Conn, ConnRow, Model, Query, TcpState};
+use crate::model::{Conn, ConnRow, Model, Overflow, Query, TcpState};
 use crate::view::Sink;
 
 /// One connection in one interval. The field order is the CSV column order, the field names
@@ -61,23 +61,34 @@ pub struct Record<'a> {
     pub connect_failed: Option<bool>,
     pub resets_sent: Option<u32>,
     pub resets_received: Option<u32>,
+    /// What the collector could not record since tcptop started (cumulative, as in the batch
+    /// summary's OVERFLOW): connections without room, lost lifecycle events, dropped packets.
+    pub untracked_conns: u64,
+    pub lost_events: u64,
+    pub dropped_packets: u64,
 }
 
 impl<'a> Record<'a> {
     /// A connection's row in the interval that ended at `timestamp`.
-    pub fn new(row: &'a ConnRow, timestamp: &'a str, interval_ms: u128, probe: &'a str) -> Record<'a> {
+    pub fn new(
+        row: &'a ConnRow,
+        timestamp: &'a str,
+        interval_ms: u128,
+        probe: &'a str,
+        overflow: Overflow,
+    ) -> Record<'a> {
         Record {
             interval_ms: Some(interval_ms),
             rx_bytes: Some(row.rx_bytes),
             tx_bytes: Some(row.tx_bytes),
             retrans: row.retransmits(),
             event: row.event_label(),
-            ..Record::of_conn(&row.conn, timestamp, probe)
+            ..Record::of_conn(&row.conn, timestamp, probe, overflow)
         }
     }
 
     /// A connection as it stood at `timestamp`, outside any interval: its totals and state.
-    pub fn of_conn(conn: &'a Conn, timestamp: &'a str, probe: &'a str) -> Record<'a> {
+    pub fn of_conn(conn: &'a Conn, timestamp: &'a str, probe: &'a str, overflow: Overflow) -> Record<'a> {
         let health = conn.health.unwrap_or_default();
         let rtt = health.rtt;
         Record {
@@ -109,6 +120,9 @@ impl<'a> Record<'a> {
             connect_failed: health.connect.map(|c| c.failed),
             resets_sent: health.resets_sent,
             resets_received: health.resets_received,
+            untracked_conns: overflow.untracked_conns,
+            lost_events: overflow.lost_events,
+            dropped_packets: overflow.dropped_packets,
         }
     }
 }
@@ -162,7 +176,7 @@ impl<W: Write> Sink for RecordSink<W> {
         let records = model
             .select(&self.query)
             .into_iter()
-            .map(|row| Record::new(row, &timestamp, interval_ms, backend));
+            .map(|row| Record::new(row, &timestamp, interval_ms, backend, model.overflow()));
         encode(&mut self.buf, self.encoding, records)?;
         self.out.write_all(&self.buf)?;
         self.out.flush()
@@ -227,7 +241,11 @@ pub(crate) mod tests {
         let samples = [
             Sample { conns: vec![one(100), two(5)], ..Sample::default() },
             Sample { conns: vec![one(350), two(5)], ..Sample::default() },
-            Sample { conns: vec![one(350)], events: vec![close], ..Sample::default() },
+            Sample {
+                conns: vec![one(350)],
+                events: vec![close],
+                overflow: Overflow { lost_events: 2, ..Overflow::default() },
+            },
         ];
         let mut model = Model::new(Duration::ZERO, Retention::default());
         let mut sink = RecordSink::new(Vec::new(), encoding, Query::default(), header);
@@ -241,11 +259,11 @@ pub(crate) mod tests {
     #[test]
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
-timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe,rtt_us,rttvar_us,min_rtt_us,retrans,retrans_total,connect_us,connect_failed,resets_sent,resets_received
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry,,,,,,,,,
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry,120,30,95,1,1,1020400,false,0,1
-1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry,,,,,,,,,
-1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry,120,30,95,2,3,1020400,false,0,1
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe,rtt_us,rttvar_us,min_rtt_us,retrans,retrans_total,connect_us,connect_failed,resets_sent,resets_received,untracked_conns,lost_events,dropped_packets
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry,,,,,,,,,,0,0,0
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry,120,30,95,1,1,1020400,false,0,1,0,0,0
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry,,,,,,,,,,0,0,0
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry,120,30,95,2,3,1020400,false,0,1,0,2,0
 ";
         assert_eq!(write(Encoding::Csv, true), expected);
         let without_header = expected.split_once('\n').unwrap().1;
@@ -267,7 +285,8 @@ timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,re
                 "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed",
                 "probe": "fentry", "rtt_us": 120, "rttvar_us": 30, "min_rtt_us": 95, "retrans": 2,
                 "retrans_total": 3, "connect_us": 1020400, "connect_failed": false,
-                "resets_sent": 0, "resets_received": 1
+                "resets_sent": 0, "resets_received": 1, "untracked_conns": 0, "lost_events": 2,
+                "dropped_packets": 0
             })
         );
         assert_eq!(lines[2]["event"], serde_json::Value::Null);
