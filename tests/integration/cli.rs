@@ -11,11 +11,21 @@ fn tcptop() -> Command {
 
 #[test]
 fn bad_flags_are_a_usage_error() {
-    for args in [&["--interval", "0"][..], &["--sort", "nope"], &["-4", "-6"], &["--port", "x"]] {
+    let bad: [&[&str]; 7] = [
+        &["--interval", "0"],
+        &["--sort", "nope"],
+        &["-4", "-6"],
+        &["--port", "x"],
+        &["--port", "0"],
+        &["-p", "0"],
+        &["--cgroup", "../../../../etc"],
+    ];
+    for args in bad {
         let out = tcptop().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
 
