@@ -69,6 +69,8 @@ impl Os<CrosstermBackend<Stdout>> {
     /// The real system. Inside the tokio runtime: the signal handlers are installed here,
     /// before the probes load, so that a Ctrl-C during start-up still ends cleanly.
     pub fn real(args: &Args) -> Result<Self> {
+        #[cfg(target_os = "linux")]
+        crate::privilege::forbid_core_dumps()?;
         let args = args.clone();
         let open_collector: CollectorFactory = Box::new(move || {
             let collector = platform::open_collector(&args, &mut |note| {

@@ -209,12 +209,12 @@ fn handle_suspend() -> io::Result<()> {
                 restore_terminal();
                 // Stops here until SIGCONT.
                 let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
-            } else if std::mem::take(&mut suspended) || TERMINAL_TAKEN.load(Ordering::SeqCst) {
-                if take_terminal().is_ok() {
-                    RESUMED.store(true, Ordering::SeqCst);
-                    // A resize event wakes the loop, which draws.
-                    let _ = signal_hook::low_level::raise(SIGWINCH);
-                }
+            } else if (std::mem::take(&mut suspended) || TERMINAL_TAKEN.load(Ordering::SeqCst))
+                && take_terminal().is_ok()
+            {
+                RESUMED.store(true, Ordering::SeqCst);
+                // A resize event wakes the loop, which draws.
+                let _ = signal_hook::low_level::raise(SIGWINCH);
             }
         }
     })?;
