@@ -52,15 +52,15 @@ pub struct Args {
     pub events: bool,
 
     /// Only connections of this process id.
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
 
     /// Only connections with this local or remote port.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 
     /// Only connections of processes in this cgroup (a path below the cgroup v2 root).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_cgroup)]
     pub cgroup: Option<String>,
 
     /// Only IPv4 connections.
@@ -234,6 +234,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A cgroup path stays below the cgroup v2 root: `..` could name any directory.
+fn parse_cgroup(text: &str) -> Result<String, String> {
+    if text.split('/').any(|name| name == "..") {
+        return Err(format!("`{text}` climbs out with `..`: name a cgroup below the cgroup v2 root"));
+    }
+    Ok(text.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +272,10 @@ mod tests {
             &["--events", "--log", "out.csv"],
             &["--events", "-b"],
             &["--backend", "dtrace"],
+            &["-p", "0"],
+            &["--port", "0"],
+            &["--cgroup", "../../../../etc"],
+            &["--cgroup", "/system.slice/../.."],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

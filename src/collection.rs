@@ -161,10 +161,15 @@ impl Run<'_> {
                 if sent.is_err() || finishing {
                     return Ok(());
                 }
-                // A collection slower than the interval skips the ends it missed.
+                // A collection slower than the interval, or a stop (SIGSTOP), skips the ends
+                // it missed, and the next interval is a whole one from this one's end.
                 let after = self.clock.now();
-                while interval_end <= after {
-                    interval_end += interval;
+                interval_end += interval;
+                if interval_end <= after {
+                    interval_end = now + interval;
+                    while interval_end <= after {
+                        interval_end += interval;
+                    }
                 }
             }
             let next_collect = max_gap.map_or(interval_end, |gap| interval_end.min(collected_at + gap));

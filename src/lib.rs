@@ -17,6 +17,8 @@ pub mod model;
 pub mod os;
 pub mod platform;
 #[cfg(target_os = "linux")]
+pub mod privilege;
+#[cfg(target_os = "linux")]
 pub mod procfs;
 #[cfg(target_os = "linux")]
 pub mod sockdiag;

@@ -59,7 +59,7 @@ pub struct Os<B> {
     pub stdout: Box<dyn Write>,
     pub stdout_is_terminal: bool,
     pub hostname: String,
-    /// One item per SIGINT, SIGTERM or SIGHUP.
+    /// One item per SIGINT, SIGTERM, SIGHUP or SIGQUIT.
     pub stop_signals: LocalBoxStream<'static, ()>,
     /// Takes the terminal over for the live screen.
     pub open_terminal: Box<dyn FnOnce() -> io::Result<TerminalIo<B>>>,
@@ -69,6 +69,8 @@ impl Os<CrosstermBackend<Stdout>> {
     /// The real system. Inside the tokio runtime: the signal handlers are installed here,
     /// before the probes load, so that a Ctrl-C during start-up still ends cleanly.
     pub fn real(args: &Args) -> Result<Self> {
+        #[cfg(target_os = "linux")]
+        crate::privilege::forbid_core_dumps()?;
         let args = args.clone();
         let open_collector: CollectorFactory = Box::new(move || {
             let collector = platform::open_collector(&args, &mut |note| {
@@ -108,12 +110,14 @@ fn read_cmdline(_pid: u32) -> Option<String> {
     None
 }
 
-/// SIGINT, SIGTERM and SIGHUP as one stream.
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT as one stream: SIGQUIT too ends tcptop cleanly, with
+/// the terminal restored and no core file.
 fn stop_signals() -> io::Result<LocalBoxStream<'static, ()>> {
-    let mut signals = [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup()]
-        .into_iter()
-        .map(signal)
-        .collect::<io::Result<Vec<_>>>()?;
+    let mut signals =
+        [SignalKind::interrupt(), SignalKind::terminate(), SignalKind::hangup(), SignalKind::quit()]
+            .into_iter()
+            .map(signal)
+            .collect::<io::Result<Vec<_>>>()?;
     let any = stream::poll_fn(move |cx| {
         let arrived = signals.iter_mut().any(|signal| signal.poll_recv(cx).is_ready());
         if arrived {

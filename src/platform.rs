@@ -60,7 +60,9 @@ fn open_capture_instead(
 
 #[cfg(target_os = "linux")]
 fn open_sockdiag(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
-    Ok(Box::new(crate::sockdiag::SockDiagCollector::open(&args.filters(), note)?))
+    let collector = crate::sockdiag::SockDiagCollector::open(&args.filters(), note)?;
+    crate::privilege::drop_after_open(crate::privilege::TABLE_READS)?;
+    Ok(Box::new(collector))
 }
 
 /// On Linux, capture on every interface with `any`, and find processes in /proc.
@@ -70,7 +72,9 @@ fn open_capture(args: &Args) -> Result<Box<dyn Collector>> {
 
     let device = args.interface.clone().unwrap_or_else(|| "any".into());
     let processes: Option<Box<dyn ProcessLookup>> = Some(Box::new(ProcNetOwners::default()));
-    Ok(Box::new(CaptureCollector::open(CaptureConfig { device, filters: args.filters(), processes })?))
+    let collector = CaptureCollector::open(CaptureConfig { device, filters: args.filters(), processes })?;
+    crate::privilege::drop_after_open(crate::privilege::PROC_READS)?;
+    Ok(Box::new(collector))
 }
 
 #[cfg(target_os = "linux")]
@@ -82,7 +86,9 @@ fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collecto
         None => &Strategy::AUTO_ORDER,
         Some(hooks) => &[hooks],
     };
-    Ok(Box::new(EbpfCollector::open(strategies, &args.filters(), note)?))
+    let collector = EbpfCollector::open(strategies, &args.filters(), note)?;
+    crate::privilege::drop_after_open(crate::privilege::TABLE_READS)?;
+    Ok(Box::new(collector))
 }
 
 /// On macOS, PKTAP: every packet comes with the process that sent or received it.

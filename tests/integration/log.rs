@@ -368,3 +368,55 @@ impl Drop for Unmount<'_> {
         let _ = Command::new("umount").arg(self.0).status();
     }
 }
+
+/// The reproduction: in a UTS namespace of its own, a log to the hostname's sysctl
+/// would have made the CSV header the namespace's hostname.
+#[test]
+fn procfs_is_refused_and_the_hostname_stays() {
+    if !bpf_allowed() {
+        return;
+    }
+    let script =
+        format!("{} -b --log /proc/sys/kernel/hostname 0.01 1; echo; hostname", env!("CARGO_BIN_EXE_tcptop"));
+    let out = Command::new("unshare").args(["-u", "sh", "-c", &script]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "tcptop: cannot log to /proc/sys/kernel/hostname: it is on procfs, a kernel interface rather than a file system"
+    );
+    let hostname = gethostname::gethostname();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), hostname.to_string_lossy());
+}
+
+/// A disk that fills up mid-run: the one-line error names the log, and the log keeps every
+/// interval before, each whole.
+#[test]
+fn a_full_disk_names_the_log_and_leaves_only_whole_rows() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tcptop-test", dir.path().to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount");
+    let _unmount = Unmount(dir.path());
+    // All but two pages taken: a few intervals fit.
+    fs::write(dir.path().join("filler"), vec![0; 56 << 10]).unwrap();
+    let log = dir.path().join("full.csv");
+    let Some(mut child) = start(&["--log", log.to_str().unwrap(), "-b", "0.05"]) else {
+        return;
+    };
+    let flood = Flood::start();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    drop(flood);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().find(|line| line.starts_with("tcptop: ")).unwrap_or_default();
+    let expected = format!("tcptop: writing to {}: No space left on device (os error 28)", log.display());
+    assert!(line.starts_with(&expected), "{stderr}");
+    let rows = csv_rows(&fs::read_to_string(&log).unwrap());
+    assert!(!rows.is_empty(), "intervals were logged before the disk was full");
+}

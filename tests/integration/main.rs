@@ -12,6 +12,7 @@ mod cli;
 mod health;
 mod log;
 mod ns;
+mod privilege;
 mod prometheus;
 mod scale;
 mod sockdiag;

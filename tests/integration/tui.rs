@@ -14,12 +14,12 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 /// A tmux server of its own (so no user's tmux is touched) with one 120x40 window; the
 /// server goes away with the value.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(command: &str) -> Tmux {
+    pub(crate) fn start(command: &str) -> Tmux {
         let tmux = Tmux { socket: format!("tcptop-test-{}", std::process::id()) };
         tmux.run(&["-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40", command]);
         tmux
@@ -39,18 +39,18 @@ impl Tmux {
         self.run(&["capture-pane", "-p"])
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys"];
         args.extend(keys);
         self.run(&args);
     }
 
-    fn display(&self, format: &str) -> String {
+    pub(crate) fn display(&self, format: &str) -> String {
         self.run(&["display-message", "-p", format]).trim().to_string()
     }
 
     /// Polls the screen until `done` holds; fails with the last screen after `SETTLE`.
-    fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + SETTLE;
         loop {
             let screen = self.screen();

@@ -18,7 +18,9 @@ use anyhow::Result;
 use crossterm::cursor::Show;
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
 use crossterm::execute;
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use ratatui::backend::Backend;
 use ratatui::layout::Rect;
 use ratatui::Terminal;
@@ -104,6 +106,10 @@ where
 
     /// Draws `live`, or what the pause froze.
     pub fn draw(&mut self, live: &Model) -> Result<()> {
+        if TerminalSession::resumed() {
+            // The screen was cleared: forgetting the last frame draws every cell again.
+            self.terminal.swap_buffers();
+        }
         let size = self.terminal.size()?;
         self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height)).page();
         let (model, throughput, first_interval) = match &self.frozen {
@@ -123,27 +129,36 @@ where
 
 /// Whether the terminal is in the live screen's modes and needs restoring.
 static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
+/// Whether the terminal was taken over again after a stop, and must be drawn anew.
+static RESUMED: AtomicBool = AtomicBool::new(false);
 
 /// The terminal in raw mode on the alternate screen with mouse reporting; dropping it, or a
-/// panic (before its message prints), puts the terminal back.
+/// panic (before its message prints), puts the terminal back. Ctrl-Z and SIGTSTP suspend
+/// tcptop with the terminal given back; SIGCONT takes it over again.
 pub struct TerminalSession(());
 
 impl TerminalSession {
     pub fn enter() -> io::Result<TerminalSession> {
-        static HOOK: Once = Once::new();
-        HOOK.call_once(|| {
+        static HOOKS: Once = Once::new();
+        let mut suspend_handler = Ok(());
+        HOOKS.call_once(|| {
             let print = panic::take_hook();
             panic::set_hook(Box::new(move |info| {
                 restore_terminal();
                 print(info);
             }));
+            suspend_handler = handle_suspend();
         });
-        enable_raw_mode()?;
-        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
+        suspend_handler?;
         // From here on a failure drops the session, which restores what was done.
         let session = TerminalSession(());
-        execute!(io::stdout(), EnterAlternateScreen, EnableMouseCapture)?;
+        take_terminal()?;
         Ok(session)
+    }
+
+    /// Whether the terminal came back from a stop since last asked: what it shows is not ours.
+    fn resumed() -> bool {
+        RESUMED.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -153,6 +168,23 @@ impl Drop for TerminalSession {
     }
 }
 
+fn take_terminal() -> io::Result<()> {
+    enable_raw_mode()?;
+    TERMINAL_TAKEN.store(true, Ordering::SeqCst);
+    keep_job_control_keys()?;
+    execute!(io::stdout(), EnterAlternateScreen, Clear(ClearType::All), EnableMouseCapture)
+}
+
+/// Raw mode, but Ctrl-Z, Ctrl-C and Ctrl-\ still send their signals, which tcptop handles:
+/// a suspend, or a stop.
+fn keep_job_control_keys() -> io::Result<()> {
+    let stdin = io::stdin();
+    let mut modes = rustix::termios::tcgetattr(&stdin)?;
+    modes.local_modes |= rustix::termios::LocalModes::ISIG;
+    rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &modes)?;
+    Ok(())
+}
+
 /// Leaves the live screen's modes, once however many exit paths ask.
 fn restore_terminal() {
     if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
@@ -160,6 +192,33 @@ fn restore_terminal() {
         let _ = execute!(io::stdout(), DisableMouseCapture, LeaveAlternateScreen, Show);
         let _ = disable_raw_mode();
     }
+}
+
+/// A thread that, on SIGTSTP, gives the terminal back and stops tcptop as the signal would,
+/// and on SIGCONT (also after a SIGSTOP, whose shell may have drawn on the screen) takes the
+/// terminal over again and has the screen drawn anew.
+fn handle_suspend() -> io::Result<()> {
+    use signal_hook::consts::{SIGCONT, SIGTSTP, SIGWINCH};
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGTSTP, SIGCONT])?;
+    let mut suspended = false;
+    std::thread::Builder::new().name("tcptop-suspend".into()).spawn(move || {
+        for signal in signals.forever() {
+            if signal == SIGTSTP {
+                suspended = TERMINAL_TAKEN.load(Ordering::SeqCst);
+                restore_terminal();
+                // Stops here until SIGCONT.
+                let _ = signal_hook::low_level::emulate_default_handler(SIGTSTP);
+            } else if (std::mem::take(&mut suspended) || TERMINAL_TAKEN.load(Ordering::SeqCst))
+                && take_terminal().is_ok()
+            {
+                RESUMED.store(true, Ordering::SeqCst);
+                // A resize event wakes the loop, which draws.
+                let _ = signal_hook::low_level::raise(SIGWINCH);
+            }
+        }
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

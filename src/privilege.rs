@@ -1,0 +1,118 @@
+//! Least privilege on Linux: no core dumps of a process holding kernel handles and host-wide
+//! data, and, once the collector is open, every capability dropped in every thread but the
+//! few the collection thread needs for its table reads, with no_new_privs set.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustix::thread::{CapabilitySet, CapabilitySets};
+
+/// What reading the eBPF table or sock_diag in other network namespaces needs: entering them
+/// (setns: CAP_SYS_ADMIN), and naming the owners of sockets and namespaces of other users'
+/// processes in /proc (CAP_SYS_PTRACE for their fd and ns links, CAP_DAC_READ_SEARCH for
+/// their directories).
+pub const TABLE_READS: CapabilitySet =
+    CapabilitySet::SYS_ADMIN.union(CapabilitySet::SYS_PTRACE).union(CapabilitySet::DAC_READ_SEARCH);
+/// What the capture backend's attribution needs: /proc only. Its packets are parsed with none.
+pub const PROC_READS: CapabilitySet = CapabilitySet::SYS_PTRACE.union(CapabilitySet::DAC_READ_SEARCH);
+
+/// How long the other threads have to drop theirs.
+const BROADCAST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// No core file, and no ptrace by tcptop's own user: memory holds other users' connections.
+pub fn forbid_core_dumps() -> Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("turning core dumps off")
+}
+
+/// Keeps `keep` (as far as it holds them) in the calling thread, the collection thread, and
+/// drops every capability in all the others; sets no_new_privs everywhere, so that no
+/// program run later gains any.
+pub fn drop_after_open(keep: CapabilitySet) -> Result<()> {
+    let held = rustix::thread::capabilities(None)?.permitted;
+    drop_in_every_other_thread()?;
+    restrict_this_thread(keep & held).context("dropping capabilities")
+}
+
+fn restrict_this_thread(keep: CapabilitySet) -> io::Result<()> {
+    rustix::thread::set_no_new_privs(true)?;
+    let sets = CapabilitySets { effective: keep, permitted: keep, inheritable: CapabilitySet::empty() };
+    rustix::thread::set_capabilities(None, sets)?;
+    Ok(())
+}
+
+/// Threads that dropped their capabilities, and whether any could not.
+static DROPPED: AtomicUsize = AtomicUsize::new(0);
+static DROP_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Capabilities belong to threads: each thread is signalled to drop its own (as libpsx does),
+/// until no thread is left that has not.
+fn drop_in_every_other_thread() -> Result<()> {
+    let signal = libc::SIGRTMIN() + 1;
+    // SAFETY: the handler only makes two system calls and stores atomics.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_drop_signal as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = libc::SA_RESTART;
+        if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error()).context("installing the capability drop handler");
+        }
+    }
+    let me = rustix::thread::gettid().as_raw_nonzero().get();
+    let pid = std::process::id() as libc::pid_t;
+    let mut done = HashSet::from([me]);
+    let mut signalled = DROPPED.load(Ordering::SeqCst);
+    loop {
+        let others: Vec<libc::pid_t> = threads()?.into_iter().filter(|tid| !done.contains(tid)).collect();
+        if others.is_empty() {
+            break;
+        }
+        for tid in others {
+            // SAFETY: tgkill signals one thread of this process; one that ended is skipped.
+            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) } == 0 {
+                signalled += 1;
+            }
+            done.insert(tid);
+        }
+        let deadline = Instant::now() + BROADCAST_TIMEOUT;
+        while DROPPED.load(Ordering::SeqCst) < signalled {
+            if Instant::now() > deadline {
+                bail!("a thread did not drop its capabilities");
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    if DROP_FAILED.load(Ordering::SeqCst) {
+        bail!("a thread could not drop its capabilities");
+    }
+    Ok(())
+}
+
+extern "C" fn on_drop_signal(_: libc::c_int) {
+    if restrict_this_thread(CapabilitySet::empty()).is_err() {
+        DROP_FAILED.store(true, Ordering::SeqCst);
+    }
+    DROPPED.fetch_add(1, Ordering::SeqCst);
+}
+
+fn threads() -> Result<Vec<libc::pid_t>> {
+    let tasks = fs::read_dir("/proc/self/task").context("listing tcptop's threads")?;
+    Ok(tasks.flatten().filter_map(|task| task.file_name().to_str()?.parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CapEff values README documents for the collection thread.
+    #[test]
+    fn the_table_read_sets_are_the_documented_bits() {
+        assert_eq!(format!("{:016x}", TABLE_READS.bits()), "0000000000280004");
+        assert_eq!(format!("{:016x}", PROC_READS.bits()), "0000000000080004");
+    }
+}
