@@ -87,7 +87,12 @@ where
         let terminal = (os.open_terminal)()?;
         _session = terminal.session;
         sources.input = Some(terminal.input);
-        let header = Header { host: os.hostname, backend: backend.clone(), interval: args.interval() };
+        let header = Header {
+            host: os.hostname,
+            backend: backend.clone(),
+            interval: args.interval(),
+            filters: Header::describe(&args.filters()),
+        };
         let state = TuiState {
             sort_choice: args.sort.into(),
             reverse: args.reverse,

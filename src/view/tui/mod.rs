@@ -105,14 +105,14 @@ where
     /// Draws `live`, or what the pause froze.
     pub fn draw(&mut self, live: &Model) -> Result<()> {
         let size = self.terminal.size()?;
-        self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height)).page();
+        self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height), self.state.detail).page();
         let (model, throughput, first_interval) = match &self.frozen {
             Some(frozen) => (&frozen.model, &frozen.throughput, frozen.first_interval),
             None => (live, &self.throughput, self.intervals == 1),
         };
         let rows = Rows::build(model, &self.state);
         self.keys = rows.keys();
-        self.state.follow(&self.keys);
+        self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
         let screen = Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval };
         let state = &self.state;

@@ -19,6 +19,8 @@ const DETAIL_HEIGHT: u16 = 8;
 const HEADER_TEXT_WIDTH: usize = 64;
 /// Narrowest column for a byte count: "1023 KiB" and a sort mark.
 const BYTES_WIDTH: u16 = 9;
+/// Widest an address or name column grows before the room left over is shared out.
+const MAX_PREFERRED: u16 = 40;
 
 /// Where each part of the screen goes; parts that do not fit are empty.
 pub struct Areas {
@@ -29,9 +31,10 @@ pub struct Areas {
 }
 
 impl Areas {
-    pub fn new(area: Rect) -> Areas {
+    /// The parts of `area`, the detail pane only if `detail` asks for it.
+    pub fn new(area: Rect, detail: bool) -> Areas {
         let header = if area.height >= 8 { 2 } else { 0 };
-        let detail = if area.height >= 20 { DETAIL_HEIGHT } else { 0 };
+        let detail = if detail && area.height >= 20 { DETAIL_HEIGHT } else { 0 };
         let [header, table, detail, status] = Layout::vertical([
             Constraint::Length(header),
             Constraint::Min(0),
@@ -49,7 +52,7 @@ impl Areas {
 }
 
 pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
-    let areas = Areas::new(frame.area());
+    let areas = Areas::new(frame.area(), state.detail);
     header(state, screen, areas.header, frame);
     table(state, screen, areas.table, frame);
     detail(state, screen, areas.detail, frame);
@@ -76,6 +79,7 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 humantime::format_duration(h.interval)
             )
             .into(),
+            only(&h.filters).black().on_yellow(),
         ]),
         Line::from(vec![
             "RX ".into(),
@@ -89,7 +93,7 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     // At least as wide as usual, so that the sparkline stays put as the figures change.
     let text_width = lines.iter().map(Line::width).max().unwrap_or(0).max(HEADER_TEXT_WIDTH) as u16 + 2;
     let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
-    frame.render_widget(Paragraph::new(lines), text);
+    draw_lines(lines, text, frame);
     sparkline(screen.throughput, Color::Yellow, chart, frame);
 }
 
@@ -147,15 +151,15 @@ impl Column {
         }
     }
 
-    /// Width, or the least width for the columns that widen to their cells or take the room
-    /// left over.
-    fn width(self) -> u16 {
+    /// The least width the column is drawn at; text beyond it is cut with `…`.
+    fn min_width(self) -> u16 {
         match self {
             Column::Pid => 7,
-            Column::Comm => 15,
+            Column::Comm => 10,
             Column::Proto | Column::Conns => 5,
-            // "255.255.255.255:65535"
-            Column::Local | Column::Remote => 21,
+            // "…:51000": the port survives.
+            Column::Local => 8,
+            Column::Remote => 14,
             Column::State => 11,
             // "1023 ms" and a sort mark; "RETRANS" and one.
             Column::Rtt | Column::Retrans => 8,
@@ -165,13 +169,20 @@ impl Column {
         }
     }
 
-    fn fills(self) -> bool {
-        matches!(self, Column::Local | Column::Remote | Column::Processes)
+    /// The width the column grows to when there is room, given its widest cell on screen.
+    fn preferred_width(self, widest: u16) -> u16 {
+        match self {
+            Column::Comm => 15,
+            Column::Local | Column::Remote | Column::Host | Column::Processes => widest.min(MAX_PREFERRED),
+            column if column.is_bytes() => widest,
+            column => column.min_width(),
+        }
+        .max(self.min_width())
     }
 
-    /// Whether the column widens to its widest cell on screen (long raw counts, IPv6 hosts).
-    fn widens(self) -> bool {
-        self.is_bytes() || self == Column::Host
+    /// Whether the column takes the room left over.
+    fn fills(self) -> bool {
+        matches!(self, Column::Remote | Column::Processes)
     }
 
     fn right_aligned(self) -> bool {
@@ -210,24 +221,65 @@ fn sort_column(key: SortKey, grouping: Grouping) -> Option<Column> {
     })
 }
 
-/// The columns of a grouping in screen order, and in the order they are kept on a narrow
-/// screen.
-fn columns(grouping: Grouping) -> (&'static [Column], &'static [Column]) {
+/// The columns of a grouping: in screen order, and in the order they are given room on a
+/// narrow screen, the first `essential` of them before any other grows past its least width.
+struct Columns {
+    shown: &'static [Column],
+    kept: &'static [Column],
+    essential: usize,
+}
+
+fn columns(grouping: Grouping) -> Columns {
     use Column::*;
     match grouping {
-        Grouping::Connection => (
-            &[Pid, Comm, Proto, Local, Remote, State, Rtt, Retrans, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Comm, Remote, Pid, State, Local, RxTotal, TxTotal, Proto, Rtt, Retrans],
-        ),
-        Grouping::Process => (
-            &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Comm, Pid, Conns, RxTotal, TxTotal],
-        ),
-        Grouping::RemoteHost => (
-            &[Host, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
-        ),
+        Grouping::Connection => Columns {
+            shown: &[Pid, Comm, Proto, Local, Remote, State, Rtt, Retrans, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Comm, Remote, Pid, Local, Proto, State, RxTotal, TxTotal, Rtt, Retrans],
+            essential: 8,
+        },
+        Grouping::Process => Columns {
+            shown: &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Comm, Pid, Conns, RxTotal, TxTotal],
+            essential: 5,
+        },
+        Grouping::RemoteHost => Columns {
+            shown: &[Host, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
+            essential: 5,
+        },
     }
+}
+
+/// The width of each column in `kept` order (zero: left out) for a table `room` wide, one
+/// space between columns: the essential ones at their least width, then grown towards their
+/// preferred width, then the others while they fit, and what is left to the filling column.
+fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -> Vec<u16> {
+    let mut widths = vec![0; columns.kept.len()];
+    // The last column needs no space after it.
+    let mut room = room + 1;
+    for (i, &least) in min.iter().enumerate().take(columns.essential) {
+        if least + 1 > room {
+            return widths;
+        }
+        room -= least + 1;
+        widths[i] = least;
+    }
+    for i in 0..columns.essential {
+        let grow = (preferred[i] - widths[i]).min(room);
+        widths[i] += grow;
+        room -= grow;
+    }
+    for i in columns.essential..columns.kept.len() {
+        if preferred[i] + 1 > room {
+            break;
+        }
+        room -= preferred[i] + 1;
+        widths[i] = preferred[i];
+    }
+    if let Some(fill) = columns.kept.iter().position(|c| c.fills()).filter(|&i| widths[i] > 0) {
+        widths[fill] += room;
+    }
+    widths
 }
 
 fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
@@ -341,12 +393,13 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
-    let (shown, kept) = columns(state.grouping);
+    let columns = columns(state.grouping);
+    let shown = columns.shown;
     let len = screen.rows.len();
     let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
-    let style = |closed: bool, opened: bool| {
-        if closed {
-            Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM)
+    let style = |closed_for: Option<u32>, opened: bool| {
+        if let Some(intervals) = closed_for {
+            fade(intervals)
         } else if opened && !screen.first_interval {
             Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
         } else {
@@ -358,7 +411,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             .iter()
             .map(|row| {
                 let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes)).collect();
-                (cells, style(row.is_closed(), row.opened))
+                (cells, style(row.closed_for, row.opened))
             })
             .collect(),
         Rows::Groups(groups) => groups[visible.clone()]
@@ -366,57 +419,38 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             .map(|group| {
                 let cells =
                     shown.iter().map(|c| group_cell(group, screen.model, *c, state.raw_bytes)).collect();
-                (cells, style(group.closed, group.opened))
+                (cells, style(group.closed_for, group.opened))
             })
             .collect(),
     };
-    let widths: Vec<u16> = shown
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            let widest = lines.iter().map(|(cells, _)| cells[i].len() as u16).max().unwrap_or(0);
-            if column.widens() {
-                column.width().max(widest)
-            } else {
-                column.width()
-            }
-        })
-        .collect();
-    let width_of = |column: &Column| widths[shown.iter().position(|c| c == column).unwrap()];
-    // Each column takes its width and a space, but the last needs no space.
-    let mut room = area.width + 1;
-    let mut fitting = Vec::new();
-    for column in kept {
-        let needed = width_of(column) + 1;
-        if needed > room {
-            break;
-        }
-        room -= needed;
-        fitting.push(*column);
-    }
-    let chosen: Vec<usize> = (0..shown.len()).filter(|i| fitting.contains(&shown[*i])).collect();
+    let index_of = |column: &Column| shown.iter().position(|c| c == column).unwrap();
+    let widest = |column: &Column| {
+        let i = index_of(column);
+        lines.iter().map(|(cells, _)| text_width(&cells[i])).max().unwrap_or(0)
+    };
+    let min: Vec<u16> =
+        columns.kept.iter().map(|c| c.min_width().max(if c.is_bytes() { widest(c) } else { 0 })).collect();
+    let preferred: Vec<u16> = columns.kept.iter().map(|c| c.preferred_width(widest(c))).collect();
+    let kept_widths = column_widths(&columns, &min, &preferred, area.width);
+    let width_of = |i: usize| kept_widths[columns.kept.iter().position(|c| *c == shown[i]).unwrap()];
+    let chosen: Vec<usize> = (0..shown.len()).filter(|&i| width_of(i) > 0).collect();
 
     let sort = state.sort();
     let header = Row::new(chosen.iter().map(|&i| {
         let column = shown[i];
         if column.sorted_by(sort, state.grouping) {
             let title = format!("{}{}", column.title(), sort_arrow(state));
-            aligned(title, column).style(Style::new().fg(Color::Black).bg(Color::Cyan).bold())
+            aligned(cut(&title, width_of(i)), column).style(Style::new().fg(Color::Black).bg(Color::Cyan))
         } else {
-            aligned(column.title().to_string(), column)
+            aligned(cut(column.title(), width_of(i)), column)
         }
     }))
-    .style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD));
+    .style(Style::new().fg(Color::Black).bg(Color::Gray).bold());
     let rows = lines.iter().map(|(cells, style)| {
-        Row::new(chosen.iter().map(|&i| aligned(cells[i].clone(), shown[i]))).style(*style)
+        Row::new(chosen.iter().map(|&i| aligned(cut_cell(&cells[i], shown[i], width_of(i)), shown[i])))
+            .style(*style)
     });
-    let constraints = chosen.iter().map(|&i| {
-        if shown[i].fills() {
-            Constraint::Fill(widths[i])
-        } else {
-            Constraint::Length(widths[i])
-        }
-    });
+    let constraints = chosen.iter().map(|&i| Constraint::Length(width_of(i)));
     let table = Table::new(rows, constraints)
         .header(header)
         .column_spacing(1)
@@ -425,14 +459,96 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {
-        let message = if state.filter.is_empty() {
-            "no connections yet".to_string()
+        let mut message = if state.filter.is_empty() {
+            "no connections".to_string()
         } else {
             format!("no connection matches “{}”", state.filter)
         };
+        let filters = &screen.header.filters;
+        if !filters.is_empty() {
+            message += &format!(" with {}", filters.join(", "));
+        }
+        let hidden: Vec<&str> = [(state.hide_closed, "closed"), (state.hide_idle, "idle")]
+            .into_iter()
+            .filter_map(|(hidden, what)| hidden.then_some(what))
+            .collect();
+        if !hidden.is_empty() {
+            message += &format!(" ({} hidden)", hidden.join(" and "));
+        }
+        message += if screen.model.is_empty() && state.filter.is_empty() { " yet" } else { "" };
         let body = Rect { y: area.y + 1, height: area.height.saturating_sub(1), ..area };
         frame.render_widget(Paragraph::new(message).dark_gray().centered(), body);
     }
+}
+
+/// A closed row's style: grey, then darker, then dim, until it leaves the table.
+fn fade(closed_for: u32) -> Style {
+    match closed_for {
+        0 => Style::new().fg(Color::Gray),
+        1 => Style::new().fg(Color::DarkGray),
+        _ => Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM),
+    }
+}
+
+/// `text` cut to `width` columns, with `…` where it was cut; an address keeps its port.
+fn cut_cell(text: &str, column: Column, width: u16) -> String {
+    let address = matches!(column, Column::Local | Column::Remote);
+    match text.rsplit_once(':').filter(|_| address && text_width(text) > width) {
+        Some((host, port)) => {
+            let host_room = width.saturating_sub(text_width(port) + 1);
+            if host_room == 0 {
+                cut(text, width)
+            } else {
+                format!("{}:{port}", cut(host, host_room))
+            }
+        }
+        None => cut(text, width),
+    }
+}
+
+/// `text` cut to `width` columns, its last one `…` where it was cut.
+pub fn cut(text: &str, width: u16) -> String {
+    if text_width(text) <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1) as usize).collect();
+    if width == 0 {
+        kept
+    } else {
+        kept + "…"
+    }
+}
+
+/// Draws `lines` in `area`, each cut to its width with `…`.
+fn draw_lines(lines: Vec<Line<'static>>, area: Rect, frame: &mut Frame) {
+    let lines: Vec<Line> = lines.into_iter().map(|line| cut_line(line, area.width)).collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// `line` cut to `width` columns, its last one `…` where it was cut; styles are kept.
+fn cut_line(line: Line<'static>, width: u16) -> Line<'static> {
+    if line.width() <= width as usize {
+        return line;
+    }
+    let mut room = width;
+    let mut spans = Vec::new();
+    for span in line.spans {
+        let span_width = text_width(&span.content);
+        if span_width < room {
+            room -= span_width;
+            spans.push(span);
+            continue;
+        }
+        let kept: String = span.content.chars().take(room.saturating_sub(1) as usize).collect();
+        spans.push(Span::styled(kept + "…", span.style));
+        break;
+    }
+    Line { spans, ..line }
+}
+
+/// Terminal columns of `text` (what tcptop shows has no wide characters).
+fn text_width(text: &str) -> u16 {
+    text.chars().count().try_into().unwrap_or(u16::MAX)
 }
 
 fn aligned(text: String, column: Column) -> Line<'static> {
@@ -496,13 +612,13 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     frame.render_widget(block, area);
     let [text, charts] =
         Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).spacing(2).areas(inner);
-    frame.render_widget(Paragraph::new(lines), text);
+    draw_lines(lines, text, frame);
     let [rx_area, tx_area] = Layout::vertical([Constraint::Fill(1); 2]).areas(charts);
     for (flow, area, color) in [(rx, rx_area, Color::Green), (tx, tx_area, Color::Cyan)] {
         let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
         let text =
             format!("{} {} · {} total", flow.name, per_second(flow.rate, raw), amount(flow.total, raw));
-        frame.render_widget(Line::from(text).fg(color), label);
+        draw_lines(vec![Line::from(text).fg(color)], label, frame);
         sparkline(flow.history, color, chart, frame);
     }
 }
@@ -573,6 +689,14 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if !state.filter.is_empty() && !state.editing_filter {
         flags.push(format!(" filter: {} ", state.filter).black().on_yellow());
     }
+    if state.following {
+        flags.push(" following ".black().on_light_blue());
+    }
+    for (hidden, what) in [(state.hide_closed, " closed hidden "), (state.hide_idle, " idle hidden ")] {
+        if hidden {
+            flags.push(what.black().on_light_blue());
+        }
+    }
     if state.paused {
         flags.push(" PAUSED ".black().on_light_blue().bold());
     }
@@ -606,6 +730,10 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ("s", "sort"),
             ("r", "reverse"),
             ("g", "group"),
+            ("F", "follow"),
+            ("c", "closed"),
+            ("i", "idle"),
+            ("d", "detail"),
             ("space", "pause"),
         ];
         Line::from(
@@ -615,22 +743,25 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 .collect::<Vec<_>>(),
         )
     };
-    frame.render_widget(left_line, left);
-    frame.render_widget(flags, right);
+    draw_lines(vec![left_line], left, frame);
+    draw_lines(vec![flags], right, frame);
 }
 
-const HELP: [(&str, &str); 12] = [
-    ("Up Down j k", "move"),
+const HELP: &[(&str, &str)] = &[
+    ("Up Down j k", "move (the cursor keeps its row as rows re-sort)"),
     ("PgUp PgDn", "move a page"),
     ("Home End", "first, last row"),
+    ("F", "follow the selected row as it moves"),
     ("s >  S <", "next, previous sort column"),
     ("r", "reverse the sort"),
     ("/", "filter by comm, pid, address or port"),
     ("", "(Enter keeps it, Esc clears it)"),
     ("space", "pause the display (collection goes on)"),
     ("g", "group by connection, process, remote host"),
+    ("c i", "hide closed, idle rows"),
+    ("Enter d", "detail pane"),
     ("mouse wheel", "scroll"),
-    ("?", "this help"),
+    ("? F1", "this help"),
     ("q Ctrl-C", "quit"),
 ];
 
@@ -651,6 +782,15 @@ fn help(frame: &mut Frame) {
     frame.render_widget(Clear, area);
     let block = Block::bordered().title(" tcptop keys ".bold()).title_bottom(" any key closes ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// The command-line filters as the header shows them, or nothing.
+fn only(filters: &[String]) -> String {
+    if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" only {} ", filters.join(" · "))
+    }
 }
 
 fn sort_name(state: &TuiState) -> &'static str {

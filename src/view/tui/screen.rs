@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::collector::{Family, Filters};
 use crate::model::group::{group, Group, GroupKey, Grouping};
 use crate::model::{ConnRow, Model, Query};
 
@@ -15,6 +16,28 @@ pub struct Header {
     pub host: String,
     pub backend: String,
     pub interval: Duration,
+    /// The command line's filters, described ("port 443"): the collector sees nothing else.
+    pub filters: Vec<String>,
+}
+
+impl Header {
+    /// `filters` described for the header, as the flags name them.
+    pub fn describe(filters: &Filters) -> Vec<String> {
+        let family = filters.family.map(|family| match family {
+            Family::V4 => "IPv4".to_string(),
+            Family::V6 => "IPv6".to_string(),
+        });
+        [
+            filters.pid.map(|pid| format!("pid {pid}")),
+            filters.port.map(|port| format!("port {port}")),
+            filters.cgroup.as_ref().map(|cgroup| format!("cgroup {cgroup}")),
+            family,
+            filters.proto.map(|proto| proto.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// The table's rows, filtered and sorted: connections, or their sums per group.
@@ -25,15 +48,28 @@ pub enum Rows<'m> {
 }
 
 impl<'m> Rows<'m> {
-    /// The rows `state` asks for: every connection (idle ones too) matching the filter,
-    /// grouped and sorted.
+    /// The rows `state` asks for: the connections matching the filter (idle and closed ones
+    /// unless hidden), grouped and sorted, closed ones below the live ones.
     pub fn build(model: &'m Model, state: &TuiState) -> Rows<'m> {
-        let query =
-            Query { all: true, text: state.filter.clone(), sort: state.sort(), reverse: state.reverse };
-        let conns = model.select(&query);
+        let query = Query {
+            all: !state.hide_idle,
+            text: state.filter.clone(),
+            sort: state.sort(),
+            reverse: state.reverse,
+        };
+        let mut conns = model.select(&query);
+        if state.hide_closed {
+            conns.retain(|row| !row.is_closed());
+        }
+        // Stable: each part keeps the sort.
+        conns.sort_by_key(|row| row.is_closed());
         match state.grouping {
             Grouping::Connection => Rows::Conns(conns),
-            grouping => Rows::Groups(group(&conns, grouping, query.sort, query.reverse)),
+            grouping => {
+                let mut groups = group(&conns, grouping, query.sort, query.reverse);
+                groups.sort_by_key(Group::is_closed);
+                Rows::Groups(groups)
+            }
         }
     }
 

@@ -107,8 +107,17 @@ impl Harness {
     }
 
     fn with(width: u16, height: u16, state: TuiState) -> Harness {
-        let header =
-            Header { host: "testhost".into(), backend: "fentry".into(), interval: Duration::from_secs(1) };
+        Harness::with_header(width, height, state, Vec::new())
+    }
+
+    /// A screen of a tcptop started with these command-line filters (described).
+    fn with_header(width: u16, height: u16, state: TuiState, filters: Vec<String>) -> Harness {
+        let header = Header {
+            host: "testhost".into(),
+            backend: "fentry".into(),
+            interval: Duration::from_secs(1),
+            filters,
+        };
         Harness {
             samples: samples(),
             model: Model::new(Duration::ZERO, Retention::default()),
@@ -263,13 +272,59 @@ fn selection_moves_scrolls_and_drives_the_detail_pane() {
     h.key(KeyCode::End);
     insta::assert_snapshot!("selected_last", h.screen());
     h.key(KeyCode::Home);
-    h.typed("jjj");
+    h.typed("jj");
     assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(6)));
     insta::assert_snapshot!("selected_new_connection", h.screen());
-    // The selection stays on its connection when the order changes.
+    // The cursor keeps its place when the order changes, as in htop: the second row was
+    // sshd, it is curl by TX/s.
+    h.typed("kS");
+    assert_eq!((h.tui.state.sort(), h.tui.state.selected), (SortKey::Tx, 1));
+    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(1)));
+}
+
+#[test]
+fn f_follows_the_selected_connection_as_rows_re_sort() {
+    let mut h = Harness::started(120, 24);
+    h.typed("jF");
+    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(2)));
     h.typed("S");
-    assert_eq!((h.tui.state.sort(), h.tui.state.selected), (SortKey::Tx, 2));
-    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(6)));
+    assert_eq!((h.tui.state.selected, h.tui.state.selected_key.clone()), (0, Some(GroupKey::Connection(2))));
+    assert!(h.screen().contains("following"), "{}", h.screen());
+    // Home goes to the top and stays there: following ends.
+    h.key(KeyCode::Home);
+    h.typed("s");
+    assert_eq!((h.tui.state.selected, h.tui.state.following), (0, false));
+}
+
+#[test]
+fn closed_rows_go_below_live_ones_and_keys_hide_closed_and_idle_rows() {
+    let mut h = Harness::started(120, 24);
+    let table = |h: &Harness| -> Vec<String> {
+        h.screen().lines().skip(3).take_while(|l| l.starts_with("\"5")).map(String::from).collect()
+    };
+    assert!(table(&h).last().unwrap().contains("CLOSE"), "{:#?}", table(&h));
+    h.typed("c");
+    assert!(!h.screen().contains("CLOSE"));
+    assert_eq!(table(&h).len(), 5);
+    // postgres moved nothing in the last interval.
+    h.typed("i");
+    assert!(!h.screen().contains("postgres"));
+    assert_eq!(table(&h).len(), 4);
+    insta::assert_snapshot!(h.screen());
+    h.typed("ci");
+    assert_eq!(table(&h).len(), 6);
+}
+
+#[test]
+fn enter_and_d_toggle_the_detail_pane() {
+    let mut h = Harness::started(120, 24);
+    assert!(h.screen().contains(" connection ─"));
+    h.key(KeyCode::Enter);
+    assert!(!h.screen().contains(" connection ─"));
+    // The table takes the room.
+    assert_eq!(h.tui.state.page, 20);
+    h.typed("d");
+    assert!(h.screen().contains(" connection ─"));
 }
 
 #[test]
@@ -281,8 +336,23 @@ fn new_rows_are_highlighted_and_closed_ones_dimmed() {
     };
     let style_at = |y: u16| buffer[(0, y)].style();
     assert_eq!(style_at(row_of("wget")).fg, Some(Color::Green));
-    assert!(style_at(row_of("51002")).add_modifier.contains(Modifier::DIM));
+    assert_eq!(style_at(row_of("51002")).fg, Some(Color::Gray));
     assert_eq!(style_at(row_of("sshd")).fg, Some(Color::Reset));
+}
+
+#[test]
+fn closed_rows_fade_until_they_leave() {
+    let mut h = Harness::started(120, 24);
+    let style_of_closed = |h: &Harness| {
+        let y = h.screen().lines().position(|l| l.contains("51002"))? as u16;
+        Some(h.tui.terminal.backend().buffer()[(0, y)].style())
+    };
+    h.ticks(1);
+    assert_eq!(style_of_closed(&h).unwrap().fg, Some(Color::DarkGray));
+    h.ticks(1);
+    assert!(style_of_closed(&h).unwrap().add_modifier.contains(Modifier::DIM));
+    h.ticks(2);
+    assert_eq!(style_of_closed(&h), None);
 }
 
 #[test]
@@ -295,4 +365,23 @@ fn nothing_is_new_in_the_first_interval() {
     let buffer = h.tui.terminal.backend().buffer();
     let y = h.screen().lines().position(|l| l.contains("sshd")).unwrap() as u16;
     assert_eq!(buffer[(0, y)].style().fg, Some(Color::Reset));
+}
+
+#[test]
+fn command_line_filters_show_in_the_header_and_the_empty_table() {
+    let filters = vec!["port 7800".to_string(), "pid 42".to_string()];
+    let mut h = Harness::with_header(100, 24, TuiState::default(), filters);
+    h.samples.clear();
+    h.ticks(1);
+    let screen = h.screen();
+    assert!(screen.lines().next().unwrap().contains(" only port 7800 · pid 42 "), "{screen}");
+    assert!(screen.contains("no connections with port 7800, pid 42 yet"), "{screen}");
+}
+
+#[test]
+fn every_cut_shows_an_ellipsis_and_addresses_keep_their_port() {
+    for (width, height) in [(60, 20), (80, 24), (120, 35), (200, 50)] {
+        let h = Harness::started(width, height);
+        insta::assert_snapshot!(format!("size_{width}x{height}"), h.screen());
+    }
 }
