@@ -18,6 +18,7 @@ pub mod os;
 pub mod platform;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+pub mod resolve;
 #[cfg(target_os = "linux")]
 pub mod sockdiag;
 pub mod strategy;

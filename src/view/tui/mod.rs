@@ -25,8 +25,9 @@ use ratatui::Terminal;
 
 use crate::model::group::GroupKey;
 use crate::model::Model;
+use crate::resolve::{Names, Resolved, Services};
 use render::{render, Areas};
-use screen::{Header, Rows, Screen};
+use screen::{Header, Naming, Rows, Screen};
 use state::TuiState;
 
 /// How far back the header's throughput sparkline reaches.
@@ -52,6 +53,9 @@ pub struct Tui<B: Backend> {
     frozen: Option<Frozen>,
     /// The keys of the rows last drawn, which keys and the mouse act on.
     keys: Vec<GroupKey>,
+    /// Host names as the resolver answers; `None`: addresses only.
+    names: Option<Names>,
+    services: Services,
 }
 
 impl<B: Backend> Tui<B>
@@ -70,7 +74,22 @@ where
             intervals: 0,
             frozen: None,
             keys: Vec::new(),
+            names: None,
+            services: Services::default(),
         })
+    }
+
+    /// The screen with host names from `names` and service names from `services`, shown
+    /// while the state's `names` is on.
+    pub fn with_names(self, names: Names, services: Services) -> Tui<B> {
+        Tui { names: Some(names), services, ..self }
+    }
+
+    /// Takes in the resolver's answer; the next frame shows it.
+    pub fn resolved(&mut self, answer: Resolved) {
+        if let Some(names) = &mut self.names {
+            names.answered(answer);
+        }
     }
 
     /// Takes in the interval `model` just recorded.
@@ -114,7 +133,15 @@ where
         self.keys = rows.keys();
         self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
-        let screen = Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval };
+        let shown = self.state.offset..self.state.offset + self.state.page;
+        let naming = match &mut self.names {
+            Some(names) if self.state.names => {
+                Some(Naming { hosts: names.of(rows.addresses(shown)), services: &self.services })
+            }
+            _ => None,
+        };
+        let screen =
+            Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval, naming };
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
         Ok(())

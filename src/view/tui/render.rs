@@ -12,7 +12,7 @@ use ratatui::Frame;
 use crate::model::group::{Group, GroupKey, Grouping};
 use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey};
 
-use super::screen::{Rows, Screen};
+use super::screen::{address, host, Naming, Rows, Screen};
 use super::state::TuiState;
 
 const DETAIL_HEIGHT: u16 = 8;
@@ -282,14 +282,14 @@ fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -
     widths
 }
 
-fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
+fn conn_cell(row: &ConnRow, column: Column, raw: bool, naming: Option<&Naming>) -> String {
     let c = &row.conn;
     match column {
         Column::Pid => pid_text(c.pid),
         Column::Comm => or_dash(&c.comm),
         Column::Proto => c.proto.to_string(),
-        Column::Local => c.local.to_string(),
-        Column::Remote | Column::Host => c.remote.to_string(),
+        Column::Local => address(c.local, c.proto, naming),
+        Column::Remote | Column::Host => address(c.remote, c.proto, naming),
         Column::State => state_text(c),
         Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
         Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
@@ -302,11 +302,11 @@ fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
     }
 }
 
-fn group_cell(group: &Group, model: &Model, column: Column, raw: bool) -> String {
+fn group_cell(group: &Group, model: &Model, column: Column, raw: bool, naming: Option<&Naming>) -> String {
     match (column, &group.key) {
         (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
         (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
-        (Column::Host, GroupKey::RemoteHost(ip)) => ip.to_string(),
+        (Column::Host, GroupKey::RemoteHost(ip)) => host(*ip, naming),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
         (Column::RxRate, _) => bytes(group.rx_rate.round() as u64, raw),
@@ -395,6 +395,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     }
     let columns = columns(state.grouping);
     let shown = columns.shown;
+    let naming = screen.naming.as_ref();
     let len = screen.rows.len();
     let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
     let style = |closed_for: Option<u32>, opened: bool| {
@@ -410,15 +411,17 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         Rows::Conns(rows) => rows[visible.clone()]
             .iter()
             .map(|row| {
-                let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes)).collect();
+                let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes, naming)).collect();
                 (cells, style(row.closed_for, row.opened))
             })
             .collect(),
         Rows::Groups(groups) => groups[visible.clone()]
             .iter()
             .map(|group| {
-                let cells =
-                    shown.iter().map(|c| group_cell(group, screen.model, *c, state.raw_bytes)).collect();
+                let cells = shown
+                    .iter()
+                    .map(|c| group_cell(group, screen.model, *c, state.raw_bytes, naming))
+                    .collect();
                 (cells, style(group.closed_for, group.opened))
             })
             .collect(),
@@ -728,12 +731,10 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ("?", "help"),
             ("/", "filter"),
             ("s", "sort"),
-            ("r", "reverse"),
             ("g", "group"),
             ("F", "follow"),
-            ("c", "closed"),
-            ("i", "idle"),
             ("d", "detail"),
+            ("n", "names"),
             ("space", "pause"),
         ];
         Line::from(
@@ -760,6 +761,7 @@ const HELP: &[(&str, &str)] = &[
     ("g", "group by connection, process, remote host"),
     ("c i", "hide closed, idle rows"),
     ("Enter d", "detail pane"),
+    ("n", "host and service names, or numbers"),
     ("mouse wheel", "scroll"),
     ("? F1", "this help"),
     ("q Ctrl-C", "quit"),

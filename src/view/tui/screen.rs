@@ -1,12 +1,15 @@
 //! What one frame of the live screen shows: the table's rows for the state's filter, sort and
 //! grouping, and the figures around them. Built from the model; drawing only reads it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::collector::{Family, Filters};
 use crate::model::group::{group, Group, GroupKey, Grouping};
-use crate::model::{ConnRow, Model, Query};
+use crate::model::{ConnRow, Model, Proto, Query};
+use crate::resolve::Services;
 
 use super::state::TuiState;
 
@@ -92,6 +95,23 @@ impl<'m> Rows<'m> {
         }
     }
 
+    /// The addresses rows `range` show (clipped to the rows), in order, with repeats.
+    pub fn addresses(&self, range: Range<usize>) -> Vec<IpAddr> {
+        let range = range.start.min(self.len())..range.end.min(self.len());
+        match self {
+            Rows::Conns(rows) => {
+                rows[range].iter().flat_map(|r| [r.conn.local.ip(), r.conn.remote.ip()]).collect()
+            }
+            Rows::Groups(groups) => groups[range]
+                .iter()
+                .filter_map(|g| match g.key {
+                    GroupKey::RemoteHost(ip) => Some(ip),
+                    GroupKey::Connection(_) | GroupKey::Process { .. } => None,
+                })
+                .collect(),
+        }
+    }
+
     /// The process of row `index`, where the row has one.
     pub fn pid(&self, index: usize) -> Option<u32> {
         match self {
@@ -117,4 +137,36 @@ pub struct Screen<'a> {
     /// Whether the model has seen only its first sample, when every connection is new to it
     /// and "opened" says nothing.
     pub first_interval: bool,
+    /// Names for the addresses and ports on screen; `None`: numbers.
+    pub naming: Option<Naming<'a>>,
+}
+
+/// The names one frame shows: the hosts known for its addresses, the system's services.
+pub struct Naming<'a> {
+    pub hosts: HashMap<IpAddr, String>,
+    pub services: &'a Services,
+}
+
+/// `ip` by name where `naming` knows one (IPv6 in brackets when it is to take a port).
+pub fn host(ip: IpAddr, naming: Option<&Naming>) -> String {
+    match naming.and_then(|n| n.hosts.get(&ip)) {
+        Some(name) => name.clone(),
+        None => ip.to_string(),
+    }
+}
+
+/// `address` as host:port, each by name where `naming` knows one.
+pub fn address(address: SocketAddr, proto: Proto, naming: Option<&Naming>) -> String {
+    let Some(naming) = naming else {
+        return address.to_string();
+    };
+    let host = match (naming.hosts.get(&address.ip()), address.ip()) {
+        (Some(name), _) => name.clone(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        (None, IpAddr::V4(ip)) => ip.to_string(),
+    };
+    match naming.services.name(address.port(), proto) {
+        Some(service) => format!("{host}:{service}"),
+        None => format!("{host}:{}", address.port()),
+    }
 }

@@ -31,6 +31,7 @@ pub enum Action {
     ToggleClosed,
     ToggleIdle,
     ToggleDetail,
+    ToggleNames,
     ToggleHelp,
     Quit,
 }
@@ -50,6 +51,8 @@ pub struct TuiState {
     pub help: bool,
     /// Raw byte counts instead of KiB/MiB/GiB.
     pub raw_bytes: bool,
+    /// Host and service names instead of addresses and port numbers.
+    pub names: bool,
     /// Hides closed connections (and groups whose connections all closed).
     pub hide_closed: bool,
     /// Hides rows that moved no bytes and changed no state in the last interval.
@@ -81,6 +84,7 @@ impl Default for TuiState {
             paused: false,
             help: false,
             raw_bytes: false,
+            names: true,
             hide_closed: false,
             hide_idle: false,
             detail: true,
@@ -132,6 +136,7 @@ impl TuiState {
             Action::ToggleClosed => self.hide_closed = !self.hide_closed,
             Action::ToggleIdle => self.hide_idle = !self.hide_idle,
             Action::ToggleDetail => self.detail = !self.detail,
+            Action::ToggleNames => self.names = !self.names,
             Action::ToggleHelp => self.help = !self.help,
             Action::Quit => self.quit = true,
         }
@@ -295,21 +300,22 @@ mod tests {
     #[test]
     fn toggles_and_quit() {
         let mut s = TuiState::default();
-        assert!(s.detail);
+        assert!(s.detail && s.names);
         let toggles = [
             Action::TogglePause,
             Action::ToggleHelp,
             Action::ToggleClosed,
             Action::ToggleIdle,
             Action::ToggleDetail,
+            Action::ToggleNames,
         ];
         for action in toggles.into_iter().chain([Action::Quit]) {
             s.apply(action, &[]);
         }
-        assert!(s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && s.quit);
+        assert!(s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && !s.names && s.quit);
         for action in toggles {
             s.apply(action, &[]);
         }
-        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail);
+        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail && s.names);
     }
 }

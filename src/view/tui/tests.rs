@@ -8,12 +8,16 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::style::{Color, Modifier};
 
+use tokio::sync::mpsc::UnboundedReceiver;
+
 use super::screen::Header;
 use super::state::TuiState;
 use super::*;
 use crate::model::{
     Conn, ConnEvent, EventKind, Handshake, Overflow, Retention, Rtt, Sample, SortKey, TcpHealth, TcpState,
 };
+use crate::resolve::tests::{Silent, Table};
+use crate::resolve::{Lookup, Names, Resolved, Services};
 
 /// Pids above the kernel's limit (2^22), so that no /proc entry exists for them.
 const PID_BASE: u32 = 5_000_000;
@@ -384,4 +388,48 @@ fn every_cut_shows_an_ellipsis_and_addresses_keep_their_port() {
         let h = Harness::started(width, height);
         insta::assert_snapshot!(format!("size_{width}x{height}"), h.screen());
     }
+}
+
+/// A harness whose screen names addresses through `lookup` on a resolver thread, and
+/// services from a small services file.
+fn named(width: u16, height: u16, lookup: impl Lookup) -> (Harness, UnboundedReceiver<Resolved>) {
+    let h = Harness::new(width, height);
+    let (names, answers) = Names::start(lookup).unwrap();
+    let services = Services::parse("ssh 22/tcp\nhttp 80/tcp\nhttps 443/tcp\npostgresql 5432/tcp\n");
+    (Harness { tui: h.tui.with_names(names, services), ..h }, answers)
+}
+
+#[test]
+fn host_and_service_names_arrive_from_the_resolver_and_n_toggles_them() {
+    let hosts = vec![("93.184.216.34", "example.com"), ("10.0.0.5", "testhost"), ("::1", "localhost")];
+    let (mut h, mut answers) = named(120, 24, Table(hosts));
+    h.ticks(2);
+    // Service names at once, host names once answered.
+    assert!(h.screen().contains("93.184.216.34:https"), "{}", h.screen());
+    while h.tui.names.as_ref().unwrap().pending() > 0 {
+        h.tui.resolved(answers.blocking_recv().unwrap());
+    }
+    h.tui.draw(&h.model).unwrap();
+    insta::assert_snapshot!(h.screen());
+    h.typed("n");
+    assert!(h.screen().contains("93.184.216.34:443") && !h.screen().contains("example.com"));
+    h.typed("n");
+    assert!(h.screen().contains("example.com:https"));
+}
+
+#[test]
+fn a_resolver_that_never_answers_does_not_slow_a_frame() {
+    let (_never, silence) = std::sync::mpsc::channel();
+    let (mut h, _answers) = named(200, 50, Silent(silence));
+    h.ticks(2);
+    let slowest = (0..200)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            h.key(KeyCode::Down);
+            start.elapsed()
+        })
+        .max()
+        .unwrap();
+    assert!(slowest < Duration::from_millis(250), "{slowest:?}");
+    assert!(h.screen().contains("93.184.216.34:https"), "{}", h.screen());
 }
