@@ -92,7 +92,7 @@ fn row(screen: &str, local: SocketAddr, remote: SocketAddr) -> Option<Vec<String
     screen
         .lines()
         .map(|line| line.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .find(|cells| cells.len() == 10 && cells[2] == "TCP" && cells[3] == local && cells[4] == remote)
+        .find(|cells| cells.len() >= 10 && cells[2] == "TCP" && cells[3] == local && cells[4] == remote)
 }
 
 #[test]
@@ -120,14 +120,14 @@ fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
     });
     let client_addr = client.local_addr().unwrap();
     let pid = std::process::id().to_string();
-    // PID COMM PROTO LOCAL REMOTE STATE RX/s TX/s RX-TOTAL TX-TOTAL
+    // PID COMM PROTO LOCAL REMOTE STATE [RTT] RX/s TX/s RX-TOTAL TX-TOTAL
     let totals = |rx: usize, tx: usize| {
         let pid = pid.clone();
         move |cells: &Vec<String>| {
             cells[0] == pid
                 && cells[1] == TRAFFIC_COMM
-                && cells[8] == rx.to_string()
-                && cells[9] == tx.to_string()
+                && cells[cells.len() - 2] == rx.to_string()
+                && cells[cells.len() - 1] == tx.to_string()
         }
     };
     let client_row = totals(received, sent);

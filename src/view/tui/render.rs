@@ -154,7 +154,8 @@ impl Column {
     /// The least width the column is drawn at; text beyond it is cut with `…`.
     fn min_width(self) -> u16 {
         match self {
-            Column::Pid => 7,
+            // "PID" and a sort mark; as wide as the widest pid on screen.
+            Column::Pid => 4,
             Column::Comm => 10,
             Column::Proto | Column::Conns => 5,
             // "…:51000": the port survives.
@@ -172,7 +173,8 @@ impl Column {
     /// The width the column grows to when there is room, given its widest cell on screen.
     fn preferred_width(self, widest: u16) -> u16 {
         match self {
-            Column::Comm => 15,
+            // The kernel's comm is at most 15 characters.
+            Column::Comm => widest.min(15),
             Column::Local | Column::Remote | Column::Host | Column::Processes => widest.min(MAX_PREFERRED),
             column if column.is_bytes() => widest,
             column => column.min_width(),
@@ -183,6 +185,11 @@ impl Column {
     /// Whether the column takes the room left over.
     fn fills(self) -> bool {
         matches!(self, Column::Remote | Column::Processes)
+    }
+
+    /// Whether the column is never narrower than its widest cell on screen (pids, counts).
+    fn widens(self) -> bool {
+        self.is_bytes() || self == Column::Pid
     }
 
     fn right_aligned(self) -> bool {
@@ -432,8 +439,9 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         lines.iter().map(|(cells, _)| text_width(&cells[i])).max().unwrap_or(0)
     };
     let min: Vec<u16> =
-        columns.kept.iter().map(|c| c.min_width().max(if c.is_bytes() { widest(c) } else { 0 })).collect();
-    let preferred: Vec<u16> = columns.kept.iter().map(|c| c.preferred_width(widest(c))).collect();
+        columns.kept.iter().map(|c| c.min_width().max(if c.widens() { widest(c) } else { 0 })).collect();
+    let preferred: Vec<u16> =
+        columns.kept.iter().zip(&min).map(|(c, &least)| c.preferred_width(widest(c)).max(least)).collect();
     let kept_widths = column_widths(&columns, &min, &preferred, area.width);
     let width_of = |i: usize| kept_widths[columns.kept.iter().position(|c| *c == shown[i]).unwrap()];
     let chosen: Vec<usize> = (0..shown.len()).filter(|&i| width_of(i) > 0).collect();
@@ -484,13 +492,11 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     }
 }
 
-/// A closed row's style: grey, then darker, then dim, until it leaves the table.
+/// A closed row's style: greys of the 256-colour palette, each darker than the last (the
+/// 16-colour grey is many terminals' default text colour), until the row leaves the table.
 fn fade(closed_for: u32) -> Style {
-    match closed_for {
-        0 => Style::new().fg(Color::Gray),
-        1 => Style::new().fg(Color::DarkGray),
-        _ => Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM),
-    }
+    const GREYS: [u8; 3] = [248, 243, 239];
+    Style::new().fg(Color::Indexed(GREYS[(closed_for as usize).min(GREYS.len() - 1)]))
 }
 
 /// `text` cut to `width` columns, with `…` where it was cut; an address keeps its port.
