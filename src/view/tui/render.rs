@@ -83,9 +83,9 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         ]),
         Line::from(vec![
             "RX ".into(),
-            per_second(rx, state.raw_bytes).green().bold(),
+            per_second(rx, Units::of(state)).green().bold(),
             "  TX ".into(),
-            per_second(tx, state.raw_bytes).cyan().bold(),
+            per_second(tx, Units::of(state)).cyan().bold(),
             format!(" · by {} · sort {} {}", state.grouping.name(), sort_name(state), sort_arrow(state))
                 .into(),
         ]),
@@ -94,15 +94,20 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let text_width = lines.iter().map(Line::width).max().unwrap_or(0).max(HEADER_TEXT_WIDTH) as u16 + 2;
     let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
     draw_lines(lines, text, frame);
-    sparkline(screen.throughput, Color::Yellow, chart, frame);
+    let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
+    sparkline(screen.throughput, &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
 }
 
-/// A sparkline of `points` (oldest first), newest at the right; when there are more points than
-/// columns, each column shows the largest of its share.
-fn sparkline(points: &VecDeque<u64>, color: Color, area: Rect, frame: &mut Frame) {
+/// A sparkline of `points` (oldest first), newest at the right, scaled to their peak, which
+/// `peak` names at the top left; when there are more points than columns, each column shows
+/// the largest of its share.
+fn sparkline(points: &VecDeque<u64>, peak: &str, color: Color, area: Rect, frame: &mut Frame) {
+    let [scale, area] =
+        Layout::horizontal([Constraint::Length(text_width(peak) + 1), Constraint::Fill(1)]).areas(area);
     if area.is_empty() {
         return;
     }
+    frame.render_widget(Line::from(peak.to_string()).dark_gray(), scale);
     let per_bar = points.len().div_ceil(area.width as usize).max(1);
     let newest_first: Vec<u64> = points.iter().rev().copied().collect();
     let bars: Vec<u64> = newest_first.chunks(per_bar).map(|c| c.iter().copied().max().unwrap_or(0)).collect();
@@ -289,7 +294,8 @@ fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -
     widths
 }
 
-fn conn_cell(row: &ConnRow, column: Column, raw: bool, naming: Option<&Naming>) -> String {
+fn conn_cell(row: &ConnRow, column: Column, units: Units, naming: Option<&Naming>) -> String {
+    let raw = units.raw;
     let c = &row.conn;
     match column {
         Column::Pid => pid_text(c.pid),
@@ -300,8 +306,8 @@ fn conn_cell(row: &ConnRow, column: Column, raw: bool, naming: Option<&Naming>) 
         Column::State => state_text(c),
         Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
         Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
-        Column::RxRate => bytes(row.rx_rate.round() as u64, raw),
-        Column::TxRate => bytes(row.tx_rate.round() as u64, raw),
+        Column::RxRate => rate(row.rx_rate, units),
+        Column::TxRate => rate(row.tx_rate, units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
         Column::TxTotal => bytes(c.tx_bytes, raw),
         Column::Conns => "1".into(),
@@ -309,15 +315,16 @@ fn conn_cell(row: &ConnRow, column: Column, raw: bool, naming: Option<&Naming>) 
     }
 }
 
-fn group_cell(group: &Group, model: &Model, column: Column, raw: bool, naming: Option<&Naming>) -> String {
+fn group_cell(group: &Group, model: &Model, column: Column, units: Units, naming: Option<&Naming>) -> String {
+    let raw = units.raw;
     match (column, &group.key) {
         (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
         (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
         (Column::Host, GroupKey::RemoteHost(ip)) => host(*ip, naming),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
-        (Column::RxRate, _) => bytes(group.rx_rate.round() as u64, raw),
-        (Column::TxRate, _) => bytes(group.tx_rate.round() as u64, raw),
+        (Column::RxRate, _) => rate(group.rx_rate, units),
+        (Column::TxRate, _) => rate(group.tx_rate, units),
         (Column::RxTotal, _) => bytes(group.rx_total, raw),
         (Column::TxTotal, _) => bytes(group.tx_total, raw),
         _ => "-".into(),
@@ -418,7 +425,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         Rows::Conns(rows) => rows[visible.clone()]
             .iter()
             .map(|row| {
-                let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes, naming)).collect();
+                let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
                 (cells, style(row.closed_for, row.opened))
             })
             .collect(),
@@ -427,7 +434,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             .map(|group| {
                 let cells = shown
                     .iter()
-                    .map(|c| group_cell(group, screen.model, *c, state.raw_bytes, naming))
+                    .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
                     .collect();
                 (cells, style(group.closed_for, group.opened))
             })
@@ -572,7 +579,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
-    let raw = state.raw_bytes;
+    let units = Units::of(state);
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
     let (title, lines, rx, tx) = match screen.rows {
         Rows::Conns(rows) => {
@@ -625,10 +632,16 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let [rx_area, tx_area] = Layout::vertical([Constraint::Fill(1); 2]).areas(charts);
     for (flow, area, color) in [(rx, rx_area, Color::Green), (tx, tx_area, Color::Cyan)] {
         let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
-        let text =
-            format!("{} {} · {} total", flow.name, per_second(flow.rate, raw), amount(flow.total, raw));
+        let text = format!(
+            "{} {} · {} total",
+            flow.name,
+            per_second(flow.rate, units),
+            amount(flow.total, units.raw)
+        );
         draw_lines(vec![Line::from(text).fg(color)], label, frame);
-        sparkline(flow.history, color, chart, frame);
+        let peak =
+            flow.history.iter().max().copied().unwrap_or(0) as f64 / screen.header.interval.as_secs_f64();
+        sparkline(flow.history, &per_second(peak, units), color, chart, frame);
     }
 }
 
@@ -741,6 +754,7 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ("F", "follow"),
             ("d", "detail"),
             ("n", "names"),
+            ("b", "bits"),
             ("space", "pause"),
         ];
         Line::from(
@@ -768,6 +782,7 @@ const HELP: &[(&str, &str)] = &[
     ("c i", "hide closed, idle rows"),
     ("Enter d", "detail pane"),
     ("n", "host and service names, or numbers"),
+    ("b", "rates in bits or bytes"),
     ("mouse wheel", "scroll"),
     ("? F1", "this help"),
     ("q Ctrl-C", "quit"),
@@ -833,10 +848,16 @@ pub fn bytes(n: u64, raw: bool) -> String {
     if n < 1024 {
         return format!("{n} B");
     }
-    let mut value = n as f64 / 1024.0;
+    three_digits(n as f64, 1024.0, &UNITS)
+}
+
+/// `n` in the largest of `units` it reaches (the first is `step` ones, each next `step` of
+/// the last), with three significant digits.
+fn three_digits(n: f64, step: f64, units: &[&str]) -> String {
+    let mut value = n / step;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    while value >= step && unit + 1 < units.len() {
+        value /= step;
         unit += 1;
     }
     let decimals = if value < 10.0 {
@@ -846,7 +867,7 @@ pub fn bytes(n: u64, raw: bool) -> String {
     } else {
         0
     };
-    format!("{value:.decimals$} {}", UNITS[unit])
+    format!("{value:.decimals$} {}", units[unit])
 }
 
 /// `n` bytes with their unit.
@@ -858,8 +879,44 @@ fn amount(n: u64, raw: bool) -> String {
     }
 }
 
-fn per_second(rate: f64, raw: bool) -> String {
-    format!("{}/s", amount(rate.round() as u64, raw))
+/// How rates are shown: bytes (human or exact) or bits.
+#[derive(Clone, Copy, Debug)]
+struct Units {
+    raw: bool,
+    bits: bool,
+}
+
+impl Units {
+    fn of(state: &TuiState) -> Units {
+        Units { raw: state.raw_bytes, bits: state.bits }
+    }
+}
+
+/// A rate of `bytes_per_second` for a rate column (which says /s).
+fn rate(bytes_per_second: f64, units: Units) -> String {
+    if units.bits {
+        bits(bytes_per_second * 8.0)
+    } else {
+        bytes(bytes_per_second.round() as u64, units.raw)
+    }
+}
+
+fn per_second(bytes_per_second: f64, units: Units) -> String {
+    if units.bits {
+        format!("{}/s", bits(bytes_per_second * 8.0))
+    } else {
+        format!("{}/s", amount(bytes_per_second.round() as u64, units.raw))
+    }
+}
+
+/// `n` bits with three significant digits in bit, kbit, Mbit, Gbit or Tbit (SI, as links
+/// are rated).
+fn bits(n: f64) -> String {
+    const UNITS: [&str; 4] = ["kbit", "Mbit", "Gbit", "Tbit"];
+    if n < 1000.0 {
+        return format!("{n:.0} bit");
+    }
+    three_digits(n, 1000.0, &UNITS)
 }
 
 #[cfg(test)]
@@ -884,8 +941,21 @@ mod tests {
             assert_eq!(bytes(n, false), text, "{n}");
         }
         assert_eq!(bytes(1_048_575, true), "1048575");
-        assert_eq!(per_second(2047.6, false), "2.00 KiB/s");
-        assert_eq!(per_second(2047.6, true), "2048 B/s");
+        let units = |raw, bits| Units { raw, bits };
+        assert_eq!(per_second(2047.6, units(false, false)), "2.00 KiB/s");
+        assert_eq!(per_second(2047.6, units(true, false)), "2048 B/s");
+        assert_eq!(per_second(2047.6, units(false, true)), "16.4 kbit/s");
+        assert_eq!(rate(125_000_000.0, units(true, true)), "1.00 Gbit");
+        let cases = [
+            (0.0, "0 bit"),
+            (999.0, "999 bit"),
+            (1000.0, "1.00 kbit"),
+            (123_456.0, "123 kbit"),
+            (5e15, "5000 Tbit"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(bits(n), text, "{n}");
+        }
     }
 
     #[test]

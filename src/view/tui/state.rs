@@ -32,6 +32,7 @@ pub enum Action {
     ToggleIdle,
     ToggleDetail,
     ToggleNames,
+    ToggleBits,
     ToggleHelp,
     Quit,
 }
@@ -53,6 +54,8 @@ pub struct TuiState {
     pub raw_bytes: bool,
     /// Host and service names instead of addresses and port numbers.
     pub names: bool,
+    /// Rates in bits per second (SI), as links are rated, instead of bytes.
+    pub bits: bool,
     /// Hides closed connections (and groups whose connections all closed).
     pub hide_closed: bool,
     /// Hides rows that moved no bytes and changed no state in the last interval.
@@ -85,6 +88,7 @@ impl Default for TuiState {
             help: false,
             raw_bytes: false,
             names: true,
+            bits: false,
             hide_closed: false,
             hide_idle: false,
             detail: true,
@@ -137,6 +141,7 @@ impl TuiState {
             Action::ToggleIdle => self.hide_idle = !self.hide_idle,
             Action::ToggleDetail => self.detail = !self.detail,
             Action::ToggleNames => self.names = !self.names,
+            Action::ToggleBits => self.bits = !self.bits,
             Action::ToggleHelp => self.help = !self.help,
             Action::Quit => self.quit = true,
         }
@@ -308,14 +313,17 @@ mod tests {
             Action::ToggleIdle,
             Action::ToggleDetail,
             Action::ToggleNames,
+            Action::ToggleBits,
         ];
         for action in toggles.into_iter().chain([Action::Quit]) {
             s.apply(action, &[]);
         }
-        assert!(s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && !s.names && s.quit);
+        assert!(
+            s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && !s.names && s.bits && s.quit
+        );
         for action in toggles {
             s.apply(action, &[]);
         }
-        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail && s.names);
+        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail && s.names && !s.bits);
     }
 }

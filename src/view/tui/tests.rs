@@ -433,3 +433,15 @@ fn a_resolver_that_never_answers_does_not_slow_a_frame() {
     assert!(slowest < Duration::from_millis(250), "{slowest:?}");
     assert!(h.screen().contains("93.184.216.34:https"), "{}", h.screen());
 }
+
+#[test]
+fn b_shows_rates_in_bits_and_totals_stay_in_bytes() {
+    let mut h = Harness::started(120, 24);
+    h.typed("b");
+    let screen = h.screen();
+    // curl's 3 MiB in the last second.
+    assert!(screen.contains("25.2 Mbit ") && screen.contains("4.50 MiB"), "{screen}");
+    insta::assert_snapshot!(screen);
+    h.typed("b");
+    assert!(!h.screen().contains("Mbit"));
+}
