@@ -124,7 +124,8 @@ where
     /// Draws `live`, or what the pause froze.
     pub fn draw(&mut self, live: &Model) -> Result<()> {
         let size = self.terminal.size()?;
-        self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height), self.state.detail).page();
+        let area = Rect::new(0, 0, size.width, size.height);
+        self.state.page = Areas::new(area, self.state.detail).page();
         let (model, throughput, first_interval) = match &self.frozen {
             Some(frozen) => (&frozen.model, &frozen.throughput, frozen.first_interval),
             None => (live, &self.throughput, self.intervals == 1),
@@ -144,6 +145,8 @@ where
             Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval, naming };
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
+        self.state.headings = render::headings(&self.state, &screen, area);
+        self.state.table_top = Areas::new(area, self.state.detail).table.y + 1;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Draws one frame of the live screen from the state and the screen data; reads, never changes.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -185,6 +186,25 @@ impl Column {
             column => column.min_width(),
         }
         .max(self.min_width())
+    }
+
+    /// The sort this column's heading asks for in `grouping`, if any.
+    fn sort_key(self, grouping: Grouping) -> Option<SortKey> {
+        let key = match self {
+            Column::Pid => SortKey::Pid,
+            Column::Comm => SortKey::Comm,
+            Column::Local => SortKey::Local,
+            Column::Remote | Column::Host => SortKey::Remote,
+            Column::State => SortKey::State,
+            Column::Rtt => SortKey::Rtt,
+            Column::Retrans => SortKey::Retrans,
+            Column::RxRate => SortKey::Rx,
+            Column::TxRate => SortKey::Tx,
+            Column::RxTotal => SortKey::RxTotal,
+            Column::TxTotal => SortKey::TxTotal,
+            Column::Proto | Column::Conns | Column::Processes => return None,
+        };
+        grouping.sort_keys().contains(&key).then_some(key)
     }
 
     /// Whether the column takes the room left over.
@@ -403,77 +423,120 @@ fn or_dash(text: &str) -> String {
     }
 }
 
+/// The table of a frame: the cells of the rows on screen and the columns that fit.
+struct TablePlan {
+    /// Each row's cells, one per column of `shown`, and its style.
+    lines: Vec<(Vec<String>, Style)>,
+    shown: &'static [Column],
+    /// The columns drawn, as indices into `shown`, with their widths.
+    chosen: Vec<(usize, u16)>,
+}
+
+impl TablePlan {
+    fn new(state: &TuiState, screen: &Screen, area: Rect) -> TablePlan {
+        let columns = columns(state.grouping);
+        let shown = columns.shown;
+        let naming = screen.naming.as_ref();
+        let len = screen.rows.len();
+        let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
+        let style = |closed_for: Option<u32>, opened: bool| {
+            if let Some(intervals) = closed_for {
+                fade(intervals)
+            } else if opened && !screen.first_interval {
+                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            }
+        };
+        let lines: Vec<(Vec<String>, Style)> = match screen.rows {
+            Rows::Conns(rows) => rows[visible.clone()]
+                .iter()
+                .map(|row| {
+                    let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
+                    (cells, style(row.closed_for, row.opened))
+                })
+                .collect(),
+            Rows::Groups(groups) => groups[visible.clone()]
+                .iter()
+                .map(|group| {
+                    let cells = shown
+                        .iter()
+                        .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
+                        .collect();
+                    (cells, style(group.closed_for, group.opened))
+                })
+                .collect(),
+        };
+        let index_of = |column: &Column| shown.iter().position(|c| c == column).unwrap();
+        let widest = |column: &Column| {
+            let i = index_of(column);
+            lines.iter().map(|(cells, _)| text_width(&cells[i])).max().unwrap_or(0)
+        };
+        let min: Vec<u16> =
+            columns.kept.iter().map(|c| c.min_width().max(if c.widens() { widest(c) } else { 0 })).collect();
+        let preferred: Vec<u16> = columns
+            .kept
+            .iter()
+            .zip(&min)
+            .map(|(c, &least)| c.preferred_width(widest(c)).max(least))
+            .collect();
+        let kept_widths = column_widths(&columns, &min, &preferred, area.width);
+        let width_of = |i: usize| kept_widths[columns.kept.iter().position(|c| *c == shown[i]).unwrap()];
+        let chosen = (0..shown.len()).map(|i| (i, width_of(i))).filter(|&(_, width)| width > 0).collect();
+        TablePlan { lines, shown, chosen }
+    }
+
+    /// Where each sortable column's heading is, from the table's left edge.
+    fn headings(&self, grouping: Grouping) -> Vec<(Range<u16>, SortKey)> {
+        let mut x = 0;
+        let mut headings = Vec::new();
+        for &(i, width) in &self.chosen {
+            if let Some(key) = self.shown[i].sort_key(grouping) {
+                headings.push((x..x + width, key));
+            }
+            x += width + 1;
+        }
+        headings
+    }
+}
+
+/// Where the sortable headings of the table are on a screen of `area`, for clicks.
+pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16>, SortKey)> {
+    let table = Areas::new(area, state.detail).table;
+    let plan = TablePlan::new(state, screen, table);
+    plan.headings(state.grouping)
+        .into_iter()
+        .map(|(x, key)| (x.start + table.x..x.end + table.x, key))
+        .collect()
+}
+
 fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
-    let columns = columns(state.grouping);
-    let shown = columns.shown;
-    let naming = screen.naming.as_ref();
-    let len = screen.rows.len();
-    let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
-    let style = |closed_for: Option<u32>, opened: bool| {
-        if let Some(intervals) = closed_for {
-            fade(intervals)
-        } else if opened && !screen.first_interval {
-            Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
-        } else {
-            Style::new()
-        }
-    };
-    let lines: Vec<(Vec<String>, Style)> = match screen.rows {
-        Rows::Conns(rows) => rows[visible.clone()]
-            .iter()
-            .map(|row| {
-                let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
-                (cells, style(row.closed_for, row.opened))
-            })
-            .collect(),
-        Rows::Groups(groups) => groups[visible.clone()]
-            .iter()
-            .map(|group| {
-                let cells = shown
-                    .iter()
-                    .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
-                    .collect();
-                (cells, style(group.closed_for, group.opened))
-            })
-            .collect(),
-    };
-    let index_of = |column: &Column| shown.iter().position(|c| c == column).unwrap();
-    let widest = |column: &Column| {
-        let i = index_of(column);
-        lines.iter().map(|(cells, _)| text_width(&cells[i])).max().unwrap_or(0)
-    };
-    let min: Vec<u16> =
-        columns.kept.iter().map(|c| c.min_width().max(if c.widens() { widest(c) } else { 0 })).collect();
-    let preferred: Vec<u16> =
-        columns.kept.iter().zip(&min).map(|(c, &least)| c.preferred_width(widest(c)).max(least)).collect();
-    let kept_widths = column_widths(&columns, &min, &preferred, area.width);
-    let width_of = |i: usize| kept_widths[columns.kept.iter().position(|c| *c == shown[i]).unwrap()];
-    let chosen: Vec<usize> = (0..shown.len()).filter(|&i| width_of(i) > 0).collect();
-
+    let TablePlan { lines, shown, chosen } = TablePlan::new(state, screen, area);
     let sort = state.sort();
-    let header = Row::new(chosen.iter().map(|&i| {
+    let header = Row::new(chosen.iter().map(|&(i, width)| {
         let column = shown[i];
         if column.sorted_by(sort, state.grouping) {
             let title = format!("{}{}", column.title(), sort_arrow(state));
-            aligned(cut(&title, width_of(i)), column).style(Style::new().fg(Color::Black).bg(Color::Cyan))
+            aligned(cut(&title, width), column).style(Style::new().fg(Color::Black).bg(Color::Cyan))
         } else {
-            aligned(cut(column.title(), width_of(i)), column)
+            aligned(cut(column.title(), width), column)
         }
     }))
     .style(Style::new().fg(Color::Black).bg(Color::Gray).bold());
     let rows = lines.iter().map(|(cells, style)| {
-        Row::new(chosen.iter().map(|&i| aligned(cut_cell(&cells[i], shown[i], width_of(i)), shown[i])))
+        Row::new(chosen.iter().map(|&(i, width)| aligned(cut_cell(&cells[i], shown[i], width), shown[i])))
             .style(*style)
     });
-    let constraints = chosen.iter().map(|&i| Constraint::Length(width_of(i)));
+    let constraints = chosen.iter().map(|&(_, width)| Constraint::Length(width));
     let table = Table::new(rows, constraints)
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let selected = state.selected.checked_sub(visible.start).filter(|_| !screen.rows.is_empty());
+    let first = state.offset.min(screen.rows.len());
+    let selected = state.selected.checked_sub(first).filter(|_| !screen.rows.is_empty());
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {
@@ -783,7 +846,7 @@ const HELP: &[(&str, &str)] = &[
     ("Enter d", "detail pane"),
     ("n", "host and service names, or numbers"),
     ("b", "rates in bits or bytes"),
-    ("mouse wheel", "scroll"),
+    ("mouse", "wheel scrolls; click a row, or a heading to sort"),
     ("? F1", "this help"),
     ("q Ctrl-C", "quit"),
 ];

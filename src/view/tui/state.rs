@@ -2,6 +2,8 @@
 //! pause, help, what is hidden) and how each action changes it. No drawing, no terminal.
 
 use crate::model::group::{GroupKey, Grouping};
+use std::ops::Range;
+
 use crate::model::SortKey;
 
 /// Something the user asked for, whichever key or mouse gesture it came from.
@@ -13,6 +15,10 @@ pub enum Action {
     Page(isize),
     Top,
     Bottom,
+    /// Selects the row at this index of the view (a click).
+    Select(usize),
+    /// Sorts by this key, or reverses the sort if it is the one in effect (a heading click).
+    SortBy(SortKey),
     NextSort,
     PreviousSort,
     Reverse,
@@ -73,6 +79,10 @@ pub struct TuiState {
     pub offset: usize,
     /// How many table rows fit on the screen.
     pub page: usize,
+    /// The screen row of the table's first row, and the columns of its sortable headings
+    /// (just above), as last drawn: where clicks land.
+    pub table_top: u16,
+    pub headings: Vec<(Range<u16>, SortKey)>,
     pub quit: bool,
 }
 
@@ -97,6 +107,8 @@ impl Default for TuiState {
             following: false,
             offset: 0,
             page: 0,
+            table_top: 0,
+            headings: Vec::new(),
             quit: false,
         }
     }
@@ -121,6 +133,9 @@ impl TuiState {
             Action::Page(by) => self.move_to(self.selected as isize + by * page, rows),
             Action::Top => self.move_to(0, rows),
             Action::Bottom => self.move_to(rows.len() as isize - 1, rows),
+            Action::Select(index) => self.move_to(index as isize, rows),
+            Action::SortBy(key) if key == self.sort() => self.reverse = !self.reverse,
+            Action::SortBy(key) => (self.sort_choice, self.reverse) = (key, false),
             Action::NextSort => self.sort_choice = self.sort_step(1),
             Action::PreviousSort => self.sort_choice = self.sort_step(-1),
             Action::Reverse => self.reverse = !self.reverse,
@@ -286,6 +301,19 @@ mod tests {
         assert_eq!(s.sort(), SortKey::RxTotal);
         s.apply(Action::Reverse, &[]);
         assert!(s.reverse);
+    }
+
+    #[test]
+    fn a_click_selects_a_row_and_a_heading_sorts_then_reverses() {
+        let mut s = state(3);
+        s.apply(Action::Select(4), &rows(10));
+        assert_eq!((s.selected, s.offset), (4, 2));
+        s.apply(Action::SortBy(SortKey::Pid), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Pid, false));
+        s.apply(Action::SortBy(SortKey::Pid), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Pid, true));
+        s.apply(Action::SortBy(SortKey::Rx), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Rx, false));
     }
 
     #[test]
