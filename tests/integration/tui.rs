@@ -180,7 +180,7 @@ impl Drop for HostsEntry {
 }
 
 #[test]
-fn live_screen_names_hosts_from_etc_hosts_and_puts_closed_rows_below_live_ones() {
+fn live_screen_names_hosts_from_etc_hosts_puts_closed_rows_below_live_ones_and_sorts_on_a_click() {
     if !bpf_allowed() || selected_strategy_unsupported() {
         return;
     }
@@ -221,6 +221,11 @@ fn live_screen_names_hosts_from_etc_hosts_and_puts_closed_rows_below_live_ones()
             closed.len() == 2 && closed.iter().all(|&i| s.lines().nth(i).unwrap().contains("CLOSE"));
         closed_shown && live.len() == 2 && live.iter().max() < closed.iter().min()
     });
+
+    // A click on the COMM heading (an SGR mouse report, as a terminal sends it) sorts by it.
+    let comm = tmux.screen().lines().nth(2).unwrap().find("COMM").unwrap() + 1;
+    tmux.keys(&["-l", &format!("\x1b[<0;{comm};3M\x1b[<0;{comm};3m")]);
+    tmux.wait_for("the sort by COMM", |s| s.contains("sort COMM ▲") && s.contains("COMM▲"));
 
     // n: numbers instead of names.
     tmux.keys(&["n"]);
