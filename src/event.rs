@@ -1,6 +1,6 @@
 //! What the one event loop waits on, as one stream of `Event`s: the collection thread's
-//! output, terminal input and stop signals. A new source (an exporter's requests, a
-//! resolver's answers) is one more field, one more variant and one more arm.
+//! output, terminal input, stop signals and the resolver's answers. A new source (an
+//! exporter's requests) is one more field, one more variant and one more arm.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -33,7 +33,7 @@ pub struct Sources {
     pub input: Option<LocalBoxStream<'static, io::Result<crossterm::event::Event>>>,
     /// `None` once the stream ends.
     pub stop_signals: Option<LocalBoxStream<'static, ()>>,
-    /// `None` without a live screen, or with names off.
+    /// `None` without a live screen, and once the resolver thread is gone.
     pub resolved: Option<UnboundedReceiver<Resolved>>,
 }
 
