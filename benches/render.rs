@@ -39,7 +39,12 @@ fn main() {
     for round in 1..=3 {
         model.update(sample(round), Duration::from_secs(round));
     }
-    let header = Header { host: "bench".into(), backend: "fentry".into(), interval: Duration::from_secs(1) };
+    let header = Header {
+        host: "bench".into(),
+        backend: "fentry".into(),
+        interval: Duration::from_secs(1),
+        filters: Vec::new(),
+    };
     let mut tui = Tui::new(TestBackend::new(200, 60), header, TuiState::default()).unwrap();
     tui.interval(&model);
     let mut times: Vec<Duration> = (0..RUNS)

@@ -2,6 +2,7 @@
 //! the one event loop.
 
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::event::{Event, Sources};
 use crate::exporter::Exporter;
 use crate::model::{Model, Query, Retention};
 use crate::os::Os;
+use crate::resolve::{Names, Services, SystemLookup};
 use crate::view::batch::BatchTable;
 use crate::view::events::EventLines;
 use crate::view::log;
@@ -65,7 +67,7 @@ where
     let schedule = Schedule { interval: args.interval(), live_events: args.events };
     let collection =
         CollectionThread::spawn(os.open_collector, os.read_cmdline, Arc::clone(&os.clock), schedule, sender)?;
-    let mut sources = Sources { collected, input: None, stop_signals: Some(os.stop_signals) };
+    let mut sources = Sources { collected, input: None, stop_signals: Some(os.stop_signals), resolved: None };
     let Some(Started { backend, start, stopped }) = started(&mut sources).await? else {
         return Ok(());
     };
@@ -87,14 +89,23 @@ where
         let terminal = (os.open_terminal)()?;
         _session = terminal.session;
         sources.input = Some(terminal.input);
-        let header = Header { host: os.hostname, backend: backend.clone(), interval: args.interval() };
+        let header = Header {
+            host: os.hostname,
+            backend: backend.clone(),
+            interval: args.interval(),
+            filters: Header::describe(&args.filters()),
+        };
         let state = TuiState {
             sort_choice: args.sort.into(),
             reverse: args.reverse,
             raw_bytes: args.bytes,
+            names: !args.numeric,
             ..TuiState::default()
         };
-        screen = Some(Tui::new(terminal.backend, header, state)?);
+        let (names, answers) = Names::start(SystemLookup)?;
+        sources.resolved = Some(answers);
+        let services = Services::read(Path::new("/etc/services"));
+        screen = Some(Tui::new(terminal.backend, header, state)?.with_names(names, services));
     } else {
         sinks.extend(stdout_sink(args, os.stdout, os.stdout_is_terminal));
     }
@@ -129,7 +140,7 @@ async fn started(sources: &mut Sources) -> Result<Option<Started>> {
             Event::Stop => stopped = true,
             Event::CollectionEnded => bail!("the collection thread stopped"),
             // Nothing else comes before the start.
-            Event::Collected(_) | Event::Input(_) => {}
+            Event::Collected(_) | Event::Input(_) | Event::Resolved(_) => {}
         }
     }
 }
@@ -203,6 +214,11 @@ where
                             if tui.quit() {
                                 self.finish();
                             }
+                        }
+                    }
+                    Event::Resolved(answer) => {
+                        if let Some(tui) = &mut self.screen {
+                            tui.resolved(answer);
                         }
                     }
                     // A second stop does not wait for the last interval.

@@ -101,6 +101,11 @@ pub struct Args {
     #[arg(long)]
     pub bytes: bool,
 
+    /// Show addresses and ports as numbers on the live screen: no reverse DNS, no service
+    /// names from /etc/services (`n` toggles them).
+    #[arg(short, long)]
+    pub numeric: bool,
+
     /// How to hook the kernel: auto (the best this kernel allows: fentry, then kprobe, then
     /// tracepoint), fentry, kprobe or tracepoint.
     #[arg(long, value_name = "HOOKS", default_value = "auto", value_parser = parse_probe)]

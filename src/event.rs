@@ -1,6 +1,6 @@
 //! What the one event loop waits on, as one stream of `Event`s: the collection thread's
-//! output, terminal input and stop signals. A new source (an exporter's requests, a
-//! resolver's answers) is one more field, one more variant and one more arm.
+//! output, terminal input, stop signals and the resolver's answers. A new source (an
+//! exporter's requests) is one more field, one more variant and one more arm.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::collection::Collected;
+use crate::resolve::Resolved;
 
 #[derive(Debug)]
 pub enum Event {
@@ -22,6 +23,8 @@ pub enum Event {
     Input(crossterm::event::Event),
     /// Ctrl-C, SIGTERM or SIGHUP: finish the interval and leave.
     Stop,
+    /// The resolver thread's answer about an address (live screen only).
+    Resolved(Resolved),
 }
 
 pub struct Sources {
@@ -30,6 +33,8 @@ pub struct Sources {
     pub input: Option<LocalBoxStream<'static, io::Result<crossterm::event::Event>>>,
     /// `None` once the stream ends.
     pub stop_signals: Option<LocalBoxStream<'static, ()>>,
+    /// `None` without a live screen, and once the resolver thread is gone.
+    pub resolved: Option<UnboundedReceiver<Resolved>>,
 }
 
 impl Sources {
@@ -49,6 +54,10 @@ impl Sources {
                     Some(()) => return Event::Stop,
                     None => self.stop_signals = None,
                 },
+                answer = recv_of(&mut self.resolved), if self.resolved.is_some() => match answer {
+                    Some(answer) => return Event::Resolved(answer),
+                    None => self.resolved = None,
+                },
             }
         }
     }
@@ -63,6 +72,10 @@ impl Sources {
         })
         .await
     }
+}
+
+async fn recv_of<T>(receiver: &mut Option<UnboundedReceiver<T>>) -> Option<T> {
+    receiver.as_mut()?.recv().await
 }
 
 async fn next_of<T>(stream: &mut Option<LocalBoxStream<'static, T>>) -> Option<T> {
@@ -101,7 +114,8 @@ mod tests {
             }
         });
         let (_sender, collected) = tokio::sync::mpsc::unbounded_channel();
-        let mut sources = Sources { collected, input: Some(input.boxed_local()), stop_signals: None };
+        let mut sources =
+            Sources { collected, input: Some(input.boxed_local()), stop_signals: None, resolved: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let event = runtime.block_on(async {
             assert!(sources.ready().await.is_none());

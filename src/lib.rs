@@ -20,6 +20,7 @@ pub mod platform;
 pub mod privilege;
 #[cfg(target_os = "linux")]
 pub mod procfs;
+pub mod resolve;
 #[cfg(target_os = "linux")]
 pub mod sockdiag;
 pub mod strategy;

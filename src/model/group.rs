@@ -83,8 +83,8 @@ pub struct Group {
     pub tx_history: VecDeque<u64>,
     /// Whether every member first appeared in the last interval.
     pub opened: bool,
-    /// Whether every member is closed.
-    pub closed: bool,
+    /// Intervals since the last member closed, once every member is closed.
+    pub closed_for: Option<u32>,
 }
 
 impl Group {
@@ -101,11 +101,15 @@ impl Group {
             rx_history: VecDeque::new(),
             tx_history: VecDeque::new(),
             opened: true,
-            closed: true,
+            closed_for: None,
         }
     }
 
     fn add(&mut self, row: &ConnRow) {
+        self.closed_for = match self.members.is_empty() {
+            true => row.closed_for,
+            false => self.closed_for.zip(row.closed_for).map(|(a, b)| a.min(b)),
+        };
         self.members.push(row.conn.id);
         self.rx_bytes += row.rx_bytes;
         self.tx_bytes += row.tx_bytes;
@@ -116,7 +120,10 @@ impl Group {
         add_aligned(&mut self.rx_history, &row.rx_history);
         add_aligned(&mut self.tx_history, &row.tx_history);
         self.opened &= row.opened;
-        self.closed &= row.is_closed();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed_for.is_some()
     }
 
     fn compare(&self, other: &Group, key: SortKey) -> Ordering {
@@ -212,7 +219,7 @@ pub(crate) mod tests {
         assert_eq!(curl.members, [1, 2]);
         assert_eq!((curl.rx_bytes, curl.tx_bytes, curl.rx_total, curl.tx_total), (200, 0, 1300, 10));
         assert_eq!(curl.rx_history, [1100, 200]);
-        assert!(!curl.opened && !curl.closed);
+        assert!(!curl.opened && !curl.is_closed());
         let ssh = &groups[1];
         assert_eq!((ssh.members.as_slice(), ssh.rx_bytes), (&[3][..], 5));
         // A member that is one interval old adds only to the newest slot.
@@ -243,10 +250,10 @@ pub(crate) mod tests {
         let conns = [1, 3].map(|id| model.row(id).unwrap().conn.clone()).to_vec();
         model.update(Sample { conns, events, ..Sample::default() }, secs(3));
         let groups = group(&rows(&model), Grouping::RemoteHost, SortKey::Remote, false);
-        assert_eq!(groups.iter().map(|g| g.closed).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(groups.iter().map(|g| g.closed_for).collect::<Vec<_>>(), [None, Some(0)]);
         let groups = group(&rows(&model), Grouping::Process, SortKey::Pid, true);
         assert_eq!(
-            groups.iter().map(|g| (g.members.len(), g.closed)).collect::<Vec<_>>(),
+            groups.iter().map(|g| (g.members.len(), g.is_closed())).collect::<Vec<_>>(),
             [(1, false), (2, false)]
         );
     }

@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,24 @@ pub(crate) struct Tmux {
 
 impl Tmux {
     pub(crate) fn start(command: &str) -> Tmux {
-        let tmux = Tmux { socket: format!("tcptop-test-{}", std::process::id()) };
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, Ordering::Relaxed);
+        let tmux = Tmux { socket: format!("tcptop-test-{}-{n}", std::process::id()) };
         tmux.run(&["-f", "/dev/null", "new-session", "-d", "-x", "120", "-y", "40", command]);
+        tmux
+    }
+
+    /// tcptop with `flags` (and the test's probe, five frames a second), then `after` in
+    /// the shell, which outlives it; returns once the first frame is drawn, which is once
+    /// the probes are attached.
+    fn tcptop(flags: &str, after: &str) -> Tmux {
+        let command = format!(
+            "'{}' --probe {} --interval 0.2 {flags}; {after}; exec sleep 60",
+            env!("CARGO_BIN_EXE_tcptop"),
+            probe_flag(),
+        );
+        let tmux = Tmux::start(&command);
+        tmux.wait_for("the header", |s| s.contains("tcptop on"));
         tmux
     }
 
@@ -75,7 +92,7 @@ fn row(screen: &str, local: SocketAddr, remote: SocketAddr) -> Option<Vec<String
     screen
         .lines()
         .map(|line| line.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .find(|cells| cells.len() == 9 && cells[2] == local && cells[3] == remote)
+        .find(|cells| cells.len() >= 10 && cells[2] == "TCP" && cells[3] == local && cells[4] == remote)
 }
 
 #[test]
@@ -87,15 +104,10 @@ fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
     let server_addr = listener.local_addr().unwrap();
     // The shell outlives tcptop to show its exit status and the terminal modes it left (a
     // dead tmux pane reports no cursor).
-    let command = format!(
-        "'{}' --bytes --probe {} --interval 0.2 --port {}; echo tcptop-exit=$?; stty -a; echo shell-done; exec sleep 60",
-        env!("CARGO_BIN_EXE_tcptop"),
-        probe_flag(),
-        server_addr.port()
+    let tmux = Tmux::tcptop(
+        &format!("--bytes --numeric --port {}", server_addr.port()),
+        "echo tcptop-exit=$?; stty -a; echo shell-done",
     );
-    let tmux = Tmux::start(&command);
-    // The first frame is drawn once the probes are attached.
-    tmux.wait_for("the header", |s| s.contains("tcptop on"));
 
     let (sent, received) = (12_345, 678);
     let mut client = TcpStream::connect(server_addr).unwrap();
@@ -108,14 +120,14 @@ fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
     });
     let client_addr = client.local_addr().unwrap();
     let pid = std::process::id().to_string();
-    // PID COMM LOCAL REMOTE STATE RX/s TX/s RX-TOTAL TX-TOTAL
+    // PID COMM PROTO LOCAL REMOTE STATE [RTT] RX/s TX/s RX-TOTAL TX-TOTAL
     let totals = |rx: usize, tx: usize| {
         let pid = pid.clone();
         move |cells: &Vec<String>| {
             cells[0] == pid
                 && cells[1] == TRAFFIC_COMM
-                && cells[7] == rx.to_string()
-                && cells[8] == tx.to_string()
+                && cells[cells.len() - 2] == rx.to_string()
+                && cells[cells.len() - 1] == tx.to_string()
         }
     };
     let client_row = totals(received, sent);
@@ -144,4 +156,81 @@ fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
     // Back on the normal screen, cursor shown, line editing and echo on.
     assert_eq!(tmux.display("#{alternate_on} #{cursor_flag}"), "0 1");
     assert!(after.contains(" icanon ") && after.contains(" echo "), "{after}");
+}
+
+/// An /etc/hosts line of the test's own, removed (the file restored) when dropped.
+struct HostsEntry {
+    original: String,
+}
+
+impl HostsEntry {
+    const PATH: &str = "/etc/hosts";
+
+    fn add(line: &str) -> HostsEntry {
+        let original = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, format!("{original}{line}\n")).unwrap();
+        HostsEntry { original }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        std::fs::write(Self::PATH, &self.original).unwrap();
+    }
+}
+
+#[test]
+fn live_screen_names_hosts_from_etc_hosts_puts_closed_rows_below_live_ones_and_sorts_on_a_click() {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return;
+    }
+    let peer = "127.0.0.77";
+    let _hosts = HostsEntry::add(&format!("{peer} tcptop-test-peer.example"));
+    let listener = TcpListener::bind((peer, 0)).unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let tmux = Tmux::tcptop(&format!("--port {}", server_addr.port()), "true");
+    assert!(tmux.screen().contains(&format!("only port {}", server_addr.port())));
+
+    // Two connections; the first one closes once both moved bytes.
+    let connect = || {
+        let client = TcpStream::connect(server_addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    };
+    let (mut closing, closing_server) = connect();
+    let (mut live, mut live_server) = connect();
+    let closing_port = closing.local_addr().unwrap().port().to_string();
+    let live_port = live.local_addr().unwrap().port().to_string();
+    as_traffic(|| {
+        closing.write_all(b"bye").unwrap();
+        live.write_all(b"hello").unwrap();
+        live_server.read_exact(&mut [0; 5]).unwrap();
+    });
+    // The detail pane keeps the numbers.
+    tmux.wait_for("the peer's name from /etc/hosts", |s| s.contains("tcptop-test-peer.example:"));
+    drop((closing, closing_server));
+    // Both ends of the closed connection (one of them moved the most bytes) below both
+    // ends of the live one.
+    let rows_of = |screen: &str, port: &str| -> Vec<usize> {
+        let table = screen.lines().enumerate().filter(|(_, l)| l.contains(" TCP "));
+        table.filter(|(_, l)| l.contains(&format!(":{port} "))).map(|(i, _)| i).collect()
+    };
+    tmux.wait_for("the closed connection below the live one", |s| {
+        let (closed, live) = (rows_of(s, &closing_port), rows_of(s, &live_port));
+        let closed_shown =
+            closed.len() == 2 && closed.iter().all(|&i| s.lines().nth(i).unwrap().contains("CLOSE"));
+        closed_shown && live.len() == 2 && live.iter().max() < closed.iter().min()
+    });
+
+    // A click on the COMM heading (an SGR mouse report, as a terminal sends it) sorts by it.
+    let comm = tmux.screen().lines().nth(2).unwrap().find("COMM").unwrap() + 1;
+    tmux.keys(&["-l", &format!("\x1b[<0;{comm};3M\x1b[<0;{comm};3m")]);
+    tmux.wait_for("the sort by COMM", |s| s.contains("sort COMM ▲") && s.contains("COMM▲"));
+
+    // n: numbers instead of names.
+    tmux.keys(&["n"]);
+    tmux.wait_for("numeric addresses", |s| {
+        s.contains(&format!("{peer}:{}", server_addr.port())) && !s.contains("tcptop-test-peer")
+    });
+    tmux.keys(&["q"]);
 }

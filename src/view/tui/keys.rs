@@ -1,6 +1,6 @@
 //! Which action a key press or mouse gesture asks for, following htop and bottom habits.
 
-use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind};
+use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
 use super::state::{Action, TuiState};
 
@@ -14,10 +14,21 @@ pub fn action(input: &Event, state: &TuiState) -> Option<Action> {
         Event::Mouse(mouse) => match mouse.kind {
             MouseEventKind::ScrollDown => Some(Action::Move(WHEEL_ROWS)),
             MouseEventKind::ScrollUp => Some(Action::Move(-WHEEL_ROWS)),
+            MouseEventKind::Down(MouseButton::Left) => click(mouse.column, mouse.row, state),
             _ => None,
         },
         _ => None,
     }
+}
+
+/// A click on a heading sorts by it; one on a row selects it.
+fn click(x: u16, y: u16, state: &TuiState) -> Option<Action> {
+    if y + 1 == state.table_top {
+        let (_, key) = state.headings.iter().find(|(columns, _)| columns.contains(&x))?;
+        return Some(Action::SortBy(*key));
+    }
+    let row = y.checked_sub(state.table_top)? as usize;
+    (row < state.page).then_some(Action::Select(state.offset + row))
 }
 
 fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
@@ -52,6 +63,12 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
         KeyCode::Esc if !state.filter.is_empty() => Some(Action::FilterClear),
         KeyCode::Char(' ') => Some(Action::TogglePause),
         KeyCode::Char('g') => Some(Action::NextGrouping),
+        KeyCode::Char('F') => Some(Action::ToggleFollow),
+        KeyCode::Char('c') => Some(Action::ToggleClosed),
+        KeyCode::Char('i') => Some(Action::ToggleIdle),
+        KeyCode::Char('d') | KeyCode::Enter => Some(Action::ToggleDetail),
+        KeyCode::Char('n') => Some(Action::ToggleNames),
+        KeyCode::Char('b') => Some(Action::ToggleBits),
         KeyCode::Char('?') | KeyCode::F(1) => Some(Action::ToggleHelp),
         KeyCode::Char('q') => Some(Action::Quit),
         _ => None,
@@ -108,6 +125,13 @@ mod tests {
             (char('/'), Action::EditFilter),
             (char(' '), Action::TogglePause),
             (char('g'), Action::NextGrouping),
+            (char('F'), Action::ToggleFollow),
+            (char('c'), Action::ToggleClosed),
+            (char('i'), Action::ToggleIdle),
+            (char('d'), Action::ToggleDetail),
+            (key(KeyCode::Enter), Action::ToggleDetail),
+            (char('n'), Action::ToggleNames),
+            (char('b'), Action::ToggleBits),
             (char('?'), Action::ToggleHelp),
             (char('q'), Action::Quit),
             (ctrl_c(), Action::Quit),
@@ -154,6 +178,26 @@ mod tests {
         release.kind = KeyEventKind::Release;
         assert_eq!(action(&Event::Key(release), &s), None);
         assert_eq!(action(&Event::Resize(80, 24), &s), None);
+    }
+
+    #[test]
+    fn clicks_on_headings_sort_and_on_rows_select() {
+        let s = TuiState {
+            table_top: 3,
+            page: 10,
+            offset: 20,
+            headings: vec![(0..7, crate::model::SortKey::Pid), (8..15, crate::model::SortKey::Comm)],
+            ..TuiState::default()
+        };
+        let click = |column, row| {
+            let kind = MouseEventKind::Down(crossterm::event::MouseButton::Left);
+            action(&Event::Mouse(MouseEvent { kind, column, row, modifiers: KeyModifiers::NONE }), &s)
+        };
+        assert_eq!(click(9, 2), Some(Action::SortBy(crate::model::SortKey::Comm)));
+        assert_eq!(click(7, 2), None);
+        assert_eq!(click(40, 3), Some(Action::Select(20)));
+        assert_eq!(click(40, 12), Some(Action::Select(29)));
+        assert_eq!((click(40, 13), click(40, 1)), (None, None));
     }
 
     /// Key -> action -> state, end to end.

@@ -27,8 +27,9 @@ use ratatui::Terminal;
 
 use crate::model::group::GroupKey;
 use crate::model::Model;
+use crate::resolve::{Names, Resolved, Services};
 use render::{render, Areas};
-use screen::{Header, Rows, Screen};
+use screen::{Header, Naming, Rows, Screen};
 use state::TuiState;
 
 /// How far back the header's throughput sparkline reaches.
@@ -54,6 +55,9 @@ pub struct Tui<B: Backend> {
     frozen: Option<Frozen>,
     /// The keys of the rows last drawn, which keys and the mouse act on.
     keys: Vec<GroupKey>,
+    /// Host names as the resolver answers; `None`: addresses only.
+    names: Option<Names>,
+    services: Services,
 }
 
 impl<B: Backend> Tui<B>
@@ -72,7 +76,22 @@ where
             intervals: 0,
             frozen: None,
             keys: Vec::new(),
+            names: None,
+            services: Services::default(),
         })
+    }
+
+    /// The screen with host names from `names` and service names from `services`, shown
+    /// while the state's `names` is on.
+    pub fn with_names(self, names: Names, services: Services) -> Tui<B> {
+        Tui { names: Some(names), services, ..self }
+    }
+
+    /// Takes in the resolver's answer; the next frame shows it.
+    pub fn resolved(&mut self, answer: Resolved) {
+        if let Some(names) = &mut self.names {
+            names.answered(answer);
+        }
     }
 
     /// Takes in the interval `model` just recorded.
@@ -111,18 +130,29 @@ where
             self.terminal.swap_buffers();
         }
         let size = self.terminal.size()?;
-        self.state.page = Areas::new(Rect::new(0, 0, size.width, size.height)).page();
+        let area = Rect::new(0, 0, size.width, size.height);
+        self.state.page = Areas::new(area, self.state.detail).page();
         let (model, throughput, first_interval) = match &self.frozen {
             Some(frozen) => (&frozen.model, &frozen.throughput, frozen.first_interval),
             None => (live, &self.throughput, self.intervals == 1),
         };
         let rows = Rows::build(model, &self.state);
         self.keys = rows.keys();
-        self.state.follow(&self.keys);
+        self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
-        let screen = Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval };
+        let shown = self.state.offset..self.state.offset + self.state.page;
+        let naming = match &mut self.names {
+            Some(names) if self.state.names => {
+                Some(Naming { hosts: names.of(rows.addresses(shown)), services: &self.services })
+            }
+            _ => None,
+        };
+        let screen =
+            Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval, naming };
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
+        self.state.headings = render::headings(&self.state, &screen, area);
+        self.state.table_top = Areas::new(area, self.state.detail).table.y + 1;
         Ok(())
     }
 }

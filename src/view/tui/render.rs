@@ -1,6 +1,7 @@
 //! Draws one frame of the live screen from the state and the screen data; reads, never changes.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
@@ -12,13 +13,15 @@ use ratatui::Frame;
 use crate::model::group::{Group, GroupKey, Grouping};
 use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey};
 
-use super::screen::{Rows, Screen};
+use super::screen::{address, host, Naming, Rows, Screen};
 use super::state::TuiState;
 
 const DETAIL_HEIGHT: u16 = 8;
 const HEADER_TEXT_WIDTH: usize = 64;
 /// Narrowest column for a byte count: "1023 KiB" and a sort mark.
 const BYTES_WIDTH: u16 = 9;
+/// Widest an address or name column grows before the room left over is shared out.
+const MAX_PREFERRED: u16 = 40;
 
 /// Where each part of the screen goes; parts that do not fit are empty.
 pub struct Areas {
@@ -29,9 +32,10 @@ pub struct Areas {
 }
 
 impl Areas {
-    pub fn new(area: Rect) -> Areas {
+    /// The parts of `area`, the detail pane only if `detail` asks for it.
+    pub fn new(area: Rect, detail: bool) -> Areas {
         let header = if area.height >= 8 { 2 } else { 0 };
-        let detail = if area.height >= 20 { DETAIL_HEIGHT } else { 0 };
+        let detail = if detail && area.height >= 20 { DETAIL_HEIGHT } else { 0 };
         let [header, table, detail, status] = Layout::vertical([
             Constraint::Length(header),
             Constraint::Min(0),
@@ -49,7 +53,7 @@ impl Areas {
 }
 
 pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
-    let areas = Areas::new(frame.area());
+    let areas = Areas::new(frame.area(), state.detail);
     header(state, screen, areas.header, frame);
     table(state, screen, areas.table, frame);
     detail(state, screen, areas.detail, frame);
@@ -76,12 +80,13 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 humantime::format_duration(h.interval)
             )
             .into(),
+            only(&h.filters).black().on_yellow(),
         ]),
         Line::from(vec![
             "RX ".into(),
-            per_second(rx, state.raw_bytes).green().bold(),
+            per_second(rx, Units::of(state)).green().bold(),
             "  TX ".into(),
-            per_second(tx, state.raw_bytes).cyan().bold(),
+            per_second(tx, Units::of(state)).cyan().bold(),
             format!(" · by {} · sort {} {}", state.grouping.name(), sort_name(state), sort_arrow(state))
                 .into(),
         ]),
@@ -89,16 +94,21 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     // At least as wide as usual, so that the sparkline stays put as the figures change.
     let text_width = lines.iter().map(Line::width).max().unwrap_or(0).max(HEADER_TEXT_WIDTH) as u16 + 2;
     let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
-    frame.render_widget(Paragraph::new(lines), text);
-    sparkline(screen.throughput, Color::Yellow, chart, frame);
+    draw_lines(lines, text, frame);
+    let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
+    sparkline(screen.throughput, &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
 }
 
-/// A sparkline of `points` (oldest first), newest at the right; when there are more points than
-/// columns, each column shows the largest of its share.
-fn sparkline(points: &VecDeque<u64>, color: Color, area: Rect, frame: &mut Frame) {
+/// A sparkline of `points` (oldest first), newest at the right, scaled to their peak, which
+/// `peak` names at the top left; when there are more points than columns, each column shows
+/// the largest of its share.
+fn sparkline(points: &VecDeque<u64>, peak: &str, color: Color, area: Rect, frame: &mut Frame) {
+    let [scale, area] =
+        Layout::horizontal([Constraint::Length(text_width(peak) + 1), Constraint::Fill(1)]).areas(area);
     if area.is_empty() {
         return;
     }
+    frame.render_widget(Line::from(peak.to_string()).dark_gray(), scale);
     let per_bar = points.len().div_ceil(area.width as usize).max(1);
     let newest_first: Vec<u64> = points.iter().rev().copied().collect();
     let bars: Vec<u64> = newest_first.chunks(per_bar).map(|c| c.iter().copied().max().unwrap_or(0)).collect();
@@ -147,15 +157,16 @@ impl Column {
         }
     }
 
-    /// Width, or the least width for the columns that widen to their cells or take the room
-    /// left over.
-    fn width(self) -> u16 {
+    /// The least width the column is drawn at; text beyond it is cut with `…`.
+    fn min_width(self) -> u16 {
         match self {
-            Column::Pid => 7,
-            Column::Comm => 15,
+            // "PID" and a sort mark; as wide as the widest pid on screen.
+            Column::Pid => 4,
+            Column::Comm => 10,
             Column::Proto | Column::Conns => 5,
-            // "255.255.255.255:65535"
-            Column::Local | Column::Remote => 21,
+            // "…:51000": the port survives.
+            Column::Local => 8,
+            Column::Remote => 14,
             Column::State => 11,
             // "1023 ms" and a sort mark; "RETRANS" and one.
             Column::Rtt | Column::Retrans => 8,
@@ -165,13 +176,45 @@ impl Column {
         }
     }
 
-    fn fills(self) -> bool {
-        matches!(self, Column::Local | Column::Remote | Column::Processes)
+    /// The width the column grows to when there is room, given its widest cell on screen.
+    fn preferred_width(self, widest: u16) -> u16 {
+        match self {
+            // The kernel's comm is at most 15 characters.
+            Column::Comm => widest.min(15),
+            Column::Local | Column::Remote | Column::Host | Column::Processes => widest.min(MAX_PREFERRED),
+            column if column.is_bytes() => widest,
+            column => column.min_width(),
+        }
+        .max(self.min_width())
     }
 
-    /// Whether the column widens to its widest cell on screen (long raw counts, IPv6 hosts).
+    /// The sort this column's heading asks for in `grouping`, if any.
+    fn sort_key(self, grouping: Grouping) -> Option<SortKey> {
+        let key = match self {
+            Column::Pid => SortKey::Pid,
+            Column::Comm => SortKey::Comm,
+            Column::Local => SortKey::Local,
+            Column::Remote | Column::Host => SortKey::Remote,
+            Column::State => SortKey::State,
+            Column::Rtt => SortKey::Rtt,
+            Column::Retrans => SortKey::Retrans,
+            Column::RxRate => SortKey::Rx,
+            Column::TxRate => SortKey::Tx,
+            Column::RxTotal => SortKey::RxTotal,
+            Column::TxTotal => SortKey::TxTotal,
+            Column::Proto | Column::Conns | Column::Processes => return None,
+        };
+        grouping.sort_keys().contains(&key).then_some(key)
+    }
+
+    /// Whether the column takes the room left over.
+    fn fills(self) -> bool {
+        matches!(self, Column::Remote | Column::Processes)
+    }
+
+    /// Whether the column is never narrower than its widest cell on screen (pids, counts).
     fn widens(self) -> bool {
-        self.is_bytes() || self == Column::Host
+        self.is_bytes() || self == Column::Pid
     }
 
     fn right_aligned(self) -> bool {
@@ -210,39 +253,81 @@ fn sort_column(key: SortKey, grouping: Grouping) -> Option<Column> {
     })
 }
 
-/// The columns of a grouping in screen order, and in the order they are kept on a narrow
-/// screen.
-fn columns(grouping: Grouping) -> (&'static [Column], &'static [Column]) {
+/// The columns of a grouping: in screen order, and in the order they are given room on a
+/// narrow screen, the first `essential` of them before any other grows past its least width.
+struct Columns {
+    shown: &'static [Column],
+    kept: &'static [Column],
+    essential: usize,
+}
+
+fn columns(grouping: Grouping) -> Columns {
     use Column::*;
     match grouping {
-        Grouping::Connection => (
-            &[Pid, Comm, Proto, Local, Remote, State, Rtt, Retrans, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Comm, Remote, Pid, State, Local, RxTotal, TxTotal, Proto, Rtt, Retrans],
-        ),
-        Grouping::Process => (
-            &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Comm, Pid, Conns, RxTotal, TxTotal],
-        ),
-        Grouping::RemoteHost => (
-            &[Host, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
-            &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
-        ),
+        Grouping::Connection => Columns {
+            shown: &[Pid, Comm, Proto, Local, Remote, State, Rtt, Retrans, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Comm, Remote, Pid, Local, Proto, State, RxTotal, TxTotal, Rtt, Retrans],
+            essential: 8,
+        },
+        Grouping::Process => Columns {
+            shown: &[Pid, Comm, Conns, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Comm, Pid, Conns, RxTotal, TxTotal],
+            essential: 5,
+        },
+        Grouping::RemoteHost => Columns {
+            shown: &[Host, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
+            essential: 5,
+        },
     }
 }
 
-fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
+/// The width of each column in `kept` order (zero: left out) for a table `room` wide, one
+/// space between columns: the essential ones at their least width, then grown towards their
+/// preferred width, then the others while they fit, and what is left to the filling column.
+fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -> Vec<u16> {
+    let mut widths = vec![0; columns.kept.len()];
+    // The last column needs no space after it.
+    let mut room = room + 1;
+    for (i, &least) in min.iter().enumerate().take(columns.essential) {
+        if least + 1 > room {
+            return widths;
+        }
+        room -= least + 1;
+        widths[i] = least;
+    }
+    for i in 0..columns.essential {
+        let grow = (preferred[i] - widths[i]).min(room);
+        widths[i] += grow;
+        room -= grow;
+    }
+    for i in columns.essential..columns.kept.len() {
+        if preferred[i] + 1 > room {
+            break;
+        }
+        room -= preferred[i] + 1;
+        widths[i] = preferred[i];
+    }
+    if let Some(fill) = columns.kept.iter().position(|c| c.fills()).filter(|&i| widths[i] > 0) {
+        widths[fill] += room;
+    }
+    widths
+}
+
+fn conn_cell(row: &ConnRow, column: Column, units: Units, naming: Option<&Naming>) -> String {
+    let raw = units.raw;
     let c = &row.conn;
     match column {
         Column::Pid => pid_text(c.pid),
         Column::Comm => or_dash(&c.comm),
         Column::Proto => c.proto.to_string(),
-        Column::Local => c.local.to_string(),
-        Column::Remote | Column::Host => c.remote.to_string(),
+        Column::Local => address(c.local, c.proto, naming),
+        Column::Remote | Column::Host => address(c.remote, c.proto, naming),
         Column::State => state_text(c),
         Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
         Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
-        Column::RxRate => bytes(row.rx_rate.round() as u64, raw),
-        Column::TxRate => bytes(row.tx_rate.round() as u64, raw),
+        Column::RxRate => rate(row.rx_rate, units),
+        Column::TxRate => rate(row.tx_rate, units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
         Column::TxTotal => bytes(c.tx_bytes, raw),
         Column::Conns => "1".into(),
@@ -250,15 +335,16 @@ fn conn_cell(row: &ConnRow, column: Column, raw: bool) -> String {
     }
 }
 
-fn group_cell(group: &Group, model: &Model, column: Column, raw: bool) -> String {
+fn group_cell(group: &Group, model: &Model, column: Column, units: Units, naming: Option<&Naming>) -> String {
+    let raw = units.raw;
     match (column, &group.key) {
         (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
         (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
-        (Column::Host, GroupKey::RemoteHost(ip)) => ip.to_string(),
+        (Column::Host, GroupKey::RemoteHost(ip)) => host(*ip, naming),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
-        (Column::RxRate, _) => bytes(group.rx_rate.round() as u64, raw),
-        (Column::TxRate, _) => bytes(group.tx_rate.round() as u64, raw),
+        (Column::RxRate, _) => rate(group.rx_rate, units),
+        (Column::TxRate, _) => rate(group.tx_rate, units),
         (Column::RxTotal, _) => bytes(group.rx_total, raw),
         (Column::TxTotal, _) => bytes(group.tx_total, raw),
         _ => "-".into(),
@@ -337,102 +423,211 @@ fn or_dash(text: &str) -> String {
     }
 }
 
+/// The table of a frame: the cells of the rows on screen and the columns that fit.
+struct TablePlan {
+    /// Each row's cells, one per column of `shown`, and its style.
+    lines: Vec<(Vec<String>, Style)>,
+    shown: &'static [Column],
+    /// The columns drawn, as indices into `shown`, with their widths.
+    chosen: Vec<(usize, u16)>,
+}
+
+impl TablePlan {
+    fn new(state: &TuiState, screen: &Screen, area: Rect) -> TablePlan {
+        let columns = columns(state.grouping);
+        let shown = columns.shown;
+        let naming = screen.naming.as_ref();
+        let len = screen.rows.len();
+        let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
+        let style = |closed_for: Option<u32>, opened: bool| {
+            if let Some(intervals) = closed_for {
+                fade(intervals)
+            } else if opened && !screen.first_interval {
+                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            }
+        };
+        let lines: Vec<(Vec<String>, Style)> = match screen.rows {
+            Rows::Conns(rows) => rows[visible.clone()]
+                .iter()
+                .map(|row| {
+                    let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
+                    (cells, style(row.closed_for, row.opened))
+                })
+                .collect(),
+            Rows::Groups(groups) => groups[visible.clone()]
+                .iter()
+                .map(|group| {
+                    let cells = shown
+                        .iter()
+                        .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
+                        .collect();
+                    (cells, style(group.closed_for, group.opened))
+                })
+                .collect(),
+        };
+        let index_of = |column: &Column| shown.iter().position(|c| c == column).unwrap();
+        let widest = |column: &Column| {
+            let i = index_of(column);
+            lines.iter().map(|(cells, _)| text_width(&cells[i])).max().unwrap_or(0)
+        };
+        let min: Vec<u16> =
+            columns.kept.iter().map(|c| c.min_width().max(if c.widens() { widest(c) } else { 0 })).collect();
+        let preferred: Vec<u16> = columns
+            .kept
+            .iter()
+            .zip(&min)
+            .map(|(c, &least)| c.preferred_width(widest(c)).max(least))
+            .collect();
+        let kept_widths = column_widths(&columns, &min, &preferred, area.width);
+        let width_of = |i: usize| kept_widths[columns.kept.iter().position(|c| *c == shown[i]).unwrap()];
+        let chosen = (0..shown.len()).map(|i| (i, width_of(i))).filter(|&(_, width)| width > 0).collect();
+        TablePlan { lines, shown, chosen }
+    }
+
+    /// Where each sortable column's heading is, from the table's left edge.
+    fn headings(&self, grouping: Grouping) -> Vec<(Range<u16>, SortKey)> {
+        let mut x = 0;
+        let mut headings = Vec::new();
+        for &(i, width) in &self.chosen {
+            if let Some(key) = self.shown[i].sort_key(grouping) {
+                headings.push((x..x + width, key));
+            }
+            x += width + 1;
+        }
+        headings
+    }
+}
+
+/// Where the sortable headings of the table are on a screen of `area`, for clicks.
+pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16>, SortKey)> {
+    let table = Areas::new(area, state.detail).table;
+    let plan = TablePlan::new(state, screen, table);
+    plan.headings(state.grouping)
+        .into_iter()
+        .map(|(x, key)| (x.start + table.x..x.end + table.x, key))
+        .collect()
+}
+
 fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
-    let (shown, kept) = columns(state.grouping);
-    let len = screen.rows.len();
-    let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
-    let style = |closed: bool, opened: bool| {
-        if closed {
-            Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM)
-        } else if opened && !screen.first_interval {
-            Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
-        } else {
-            Style::new()
-        }
-    };
-    let lines: Vec<(Vec<String>, Style)> = match screen.rows {
-        Rows::Conns(rows) => rows[visible.clone()]
-            .iter()
-            .map(|row| {
-                let cells = shown.iter().map(|c| conn_cell(row, *c, state.raw_bytes)).collect();
-                (cells, style(row.is_closed(), row.opened))
-            })
-            .collect(),
-        Rows::Groups(groups) => groups[visible.clone()]
-            .iter()
-            .map(|group| {
-                let cells =
-                    shown.iter().map(|c| group_cell(group, screen.model, *c, state.raw_bytes)).collect();
-                (cells, style(group.closed, group.opened))
-            })
-            .collect(),
-    };
-    let widths: Vec<u16> = shown
-        .iter()
-        .enumerate()
-        .map(|(i, column)| {
-            let widest = lines.iter().map(|(cells, _)| cells[i].len() as u16).max().unwrap_or(0);
-            if column.widens() {
-                column.width().max(widest)
-            } else {
-                column.width()
-            }
-        })
-        .collect();
-    let width_of = |column: &Column| widths[shown.iter().position(|c| c == column).unwrap()];
-    // Each column takes its width and a space, but the last needs no space.
-    let mut room = area.width + 1;
-    let mut fitting = Vec::new();
-    for column in kept {
-        let needed = width_of(column) + 1;
-        if needed > room {
-            break;
-        }
-        room -= needed;
-        fitting.push(*column);
-    }
-    let chosen: Vec<usize> = (0..shown.len()).filter(|i| fitting.contains(&shown[*i])).collect();
-
+    let TablePlan { lines, shown, chosen } = TablePlan::new(state, screen, area);
     let sort = state.sort();
-    let header = Row::new(chosen.iter().map(|&i| {
+    let header = Row::new(chosen.iter().map(|&(i, width)| {
         let column = shown[i];
         if column.sorted_by(sort, state.grouping) {
             let title = format!("{}{}", column.title(), sort_arrow(state));
-            aligned(title, column).style(Style::new().fg(Color::Black).bg(Color::Cyan).bold())
+            aligned(cut(&title, width), column).style(Style::new().fg(Color::Black).bg(Color::Cyan))
         } else {
-            aligned(column.title().to_string(), column)
+            aligned(cut(column.title(), width), column)
         }
     }))
-    .style(Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD));
+    .style(Style::new().fg(Color::Black).bg(Color::Gray).bold());
     let rows = lines.iter().map(|(cells, style)| {
-        Row::new(chosen.iter().map(|&i| aligned(cells[i].clone(), shown[i]))).style(*style)
+        Row::new(chosen.iter().map(|&(i, width)| aligned(cut_cell(&cells[i], shown[i], width), shown[i])))
+            .style(*style)
     });
-    let constraints = chosen.iter().map(|&i| {
-        if shown[i].fills() {
-            Constraint::Fill(widths[i])
-        } else {
-            Constraint::Length(widths[i])
-        }
-    });
+    let constraints = chosen.iter().map(|&(_, width)| Constraint::Length(width));
     let table = Table::new(rows, constraints)
         .header(header)
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let selected = state.selected.checked_sub(visible.start).filter(|_| !screen.rows.is_empty());
+    let first = state.offset.min(screen.rows.len());
+    let selected = state.selected.checked_sub(first).filter(|_| !screen.rows.is_empty());
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {
-        let message = if state.filter.is_empty() {
-            "no connections yet".to_string()
+        let mut message = if state.filter.is_empty() {
+            "no connections".to_string()
         } else {
             format!("no connection matches “{}”", state.filter)
         };
+        let filters = &screen.header.filters;
+        if !filters.is_empty() {
+            message += &format!(" with {}", filters.join(", "));
+        }
+        let hidden: Vec<&str> = [(state.hide_closed, "closed"), (state.hide_idle, "idle")]
+            .into_iter()
+            .filter_map(|(hidden, what)| hidden.then_some(what))
+            .collect();
+        if !hidden.is_empty() {
+            message += &format!(" ({} hidden)", hidden.join(" and "));
+        }
+        message += if screen.model.is_empty() && state.filter.is_empty() { " yet" } else { "" };
         let body = Rect { y: area.y + 1, height: area.height.saturating_sub(1), ..area };
         frame.render_widget(Paragraph::new(message).dark_gray().centered(), body);
     }
+}
+
+/// A closed row's style: greys of the 256-colour palette, each darker than the last (the
+/// 16-colour grey is many terminals' default text colour), until the row leaves the table.
+fn fade(closed_for: u32) -> Style {
+    const GREYS: [u8; 3] = [248, 243, 239];
+    Style::new().fg(Color::Indexed(GREYS[(closed_for as usize).min(GREYS.len() - 1)]))
+}
+
+/// `text` cut to `width` columns, with `…` where it was cut; an address keeps its port.
+fn cut_cell(text: &str, column: Column, width: u16) -> String {
+    let address = matches!(column, Column::Local | Column::Remote);
+    match text.rsplit_once(':').filter(|_| address && text_width(text) > width) {
+        Some((host, port)) => {
+            let host_room = width.saturating_sub(text_width(port) + 1);
+            if host_room == 0 {
+                cut(text, width)
+            } else {
+                format!("{}:{port}", cut(host, host_room))
+            }
+        }
+        None => cut(text, width),
+    }
+}
+
+/// `text` cut to `width` columns, its last one `…` where it was cut.
+pub fn cut(text: &str, width: u16) -> String {
+    if text_width(text) <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1) as usize).collect();
+    if width == 0 {
+        kept
+    } else {
+        kept + "…"
+    }
+}
+
+/// Draws `lines` in `area`, each cut to its width with `…`.
+fn draw_lines(lines: Vec<Line<'static>>, area: Rect, frame: &mut Frame) {
+    let lines: Vec<Line> = lines.into_iter().map(|line| cut_line(line, area.width)).collect();
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// `line` cut to `width` columns, its last one `…` where it was cut; styles are kept.
+fn cut_line(line: Line<'static>, width: u16) -> Line<'static> {
+    if line.width() <= width as usize {
+        return line;
+    }
+    let mut room = width;
+    let mut spans = Vec::new();
+    for span in line.spans {
+        let span_width = text_width(&span.content);
+        if span_width < room {
+            room -= span_width;
+            spans.push(span);
+            continue;
+        }
+        let kept: String = span.content.chars().take(room.saturating_sub(1) as usize).collect();
+        spans.push(Span::styled(kept + "…", span.style));
+        break;
+    }
+    Line { spans, ..line }
+}
+
+/// Terminal columns of `text` (what tcptop shows has no wide characters).
+fn text_width(text: &str) -> u16 {
+    text.chars().count().try_into().unwrap_or(u16::MAX)
 }
 
 fn aligned(text: String, column: Column) -> Line<'static> {
@@ -447,7 +642,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
-    let raw = state.raw_bytes;
+    let units = Units::of(state);
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
     let (title, lines, rx, tx) = match screen.rows {
         Rows::Conns(rows) => {
@@ -496,14 +691,20 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     frame.render_widget(block, area);
     let [text, charts] =
         Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).spacing(2).areas(inner);
-    frame.render_widget(Paragraph::new(lines), text);
+    draw_lines(lines, text, frame);
     let [rx_area, tx_area] = Layout::vertical([Constraint::Fill(1); 2]).areas(charts);
     for (flow, area, color) in [(rx, rx_area, Color::Green), (tx, tx_area, Color::Cyan)] {
         let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
-        let text =
-            format!("{} {} · {} total", flow.name, per_second(flow.rate, raw), amount(flow.total, raw));
-        frame.render_widget(Line::from(text).fg(color), label);
-        sparkline(flow.history, color, chart, frame);
+        let text = format!(
+            "{} {} · {} total",
+            flow.name,
+            per_second(flow.rate, units),
+            amount(flow.total, units.raw)
+        );
+        draw_lines(vec![Line::from(text).fg(color)], label, frame);
+        let peak =
+            flow.history.iter().max().copied().unwrap_or(0) as f64 / screen.header.interval.as_secs_f64();
+        sparkline(flow.history, &per_second(peak, units), color, chart, frame);
     }
 }
 
@@ -573,6 +774,14 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if !state.filter.is_empty() && !state.editing_filter {
         flags.push(format!(" filter: {} ", state.filter).black().on_yellow());
     }
+    if state.following {
+        flags.push(" following ".black().on_light_blue());
+    }
+    for (hidden, what) in [(state.hide_closed, " closed hidden "), (state.hide_idle, " idle hidden ")] {
+        if hidden {
+            flags.push(what.black().on_light_blue());
+        }
+    }
     if state.paused {
         flags.push(" PAUSED ".black().on_light_blue().bold());
     }
@@ -604,8 +813,11 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ("?", "help"),
             ("/", "filter"),
             ("s", "sort"),
-            ("r", "reverse"),
             ("g", "group"),
+            ("F", "follow"),
+            ("d", "detail"),
+            ("n", "names"),
+            ("b", "bits"),
             ("space", "pause"),
         ];
         Line::from(
@@ -615,22 +827,27 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 .collect::<Vec<_>>(),
         )
     };
-    frame.render_widget(left_line, left);
-    frame.render_widget(flags, right);
+    draw_lines(vec![left_line], left, frame);
+    draw_lines(vec![flags], right, frame);
 }
 
-const HELP: [(&str, &str); 12] = [
-    ("Up Down j k", "move"),
+const HELP: &[(&str, &str)] = &[
+    ("Up Down j k", "move (the cursor keeps its row as rows re-sort)"),
     ("PgUp PgDn", "move a page"),
     ("Home End", "first, last row"),
+    ("F", "follow the selected row as it moves"),
     ("s >  S <", "next, previous sort column"),
     ("r", "reverse the sort"),
     ("/", "filter by comm, pid, address or port"),
     ("", "(Enter keeps it, Esc clears it)"),
     ("space", "pause the display (collection goes on)"),
     ("g", "group by connection, process, remote host"),
-    ("mouse wheel", "scroll"),
-    ("?", "this help"),
+    ("c i", "hide closed, idle rows"),
+    ("Enter d", "detail pane"),
+    ("n", "host and service names, or numbers"),
+    ("b", "rates in bits or bytes"),
+    ("mouse", "wheel scrolls; click a row, or a heading to sort"),
+    ("? F1", "this help"),
     ("q Ctrl-C", "quit"),
 ];
 
@@ -651,6 +868,15 @@ fn help(frame: &mut Frame) {
     frame.render_widget(Clear, area);
     let block = Block::bordered().title(" tcptop keys ".bold()).title_bottom(" any key closes ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// The command-line filters as the header shows them, or nothing.
+fn only(filters: &[String]) -> String {
+    if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" only {} ", filters.join(" · "))
+    }
 }
 
 fn sort_name(state: &TuiState) -> &'static str {
@@ -685,10 +911,16 @@ pub fn bytes(n: u64, raw: bool) -> String {
     if n < 1024 {
         return format!("{n} B");
     }
-    let mut value = n as f64 / 1024.0;
+    three_digits(n as f64, 1024.0, &UNITS)
+}
+
+/// `n` in the largest of `units` it reaches (the first is `step` ones, each next `step` of
+/// the last), with three significant digits.
+fn three_digits(n: f64, step: f64, units: &[&str]) -> String {
+    let mut value = n / step;
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    while value >= step && unit + 1 < units.len() {
+        value /= step;
         unit += 1;
     }
     let decimals = if value < 10.0 {
@@ -698,7 +930,7 @@ pub fn bytes(n: u64, raw: bool) -> String {
     } else {
         0
     };
-    format!("{value:.decimals$} {}", UNITS[unit])
+    format!("{value:.decimals$} {}", units[unit])
 }
 
 /// `n` bytes with their unit.
@@ -710,8 +942,44 @@ fn amount(n: u64, raw: bool) -> String {
     }
 }
 
-fn per_second(rate: f64, raw: bool) -> String {
-    format!("{}/s", amount(rate.round() as u64, raw))
+/// How rates are shown: bytes (human or exact) or bits.
+#[derive(Clone, Copy, Debug)]
+struct Units {
+    raw: bool,
+    bits: bool,
+}
+
+impl Units {
+    fn of(state: &TuiState) -> Units {
+        Units { raw: state.raw_bytes, bits: state.bits }
+    }
+}
+
+/// A rate of `bytes_per_second` for a rate column (which says /s).
+fn rate(bytes_per_second: f64, units: Units) -> String {
+    if units.bits {
+        bits(bytes_per_second * 8.0)
+    } else {
+        bytes(bytes_per_second.round() as u64, units.raw)
+    }
+}
+
+fn per_second(bytes_per_second: f64, units: Units) -> String {
+    if units.bits {
+        format!("{}/s", bits(bytes_per_second * 8.0))
+    } else {
+        format!("{}/s", amount(bytes_per_second.round() as u64, units.raw))
+    }
+}
+
+/// `n` bits with three significant digits in bit, kbit, Mbit, Gbit or Tbit (SI, as links
+/// are rated).
+fn bits(n: f64) -> String {
+    const UNITS: [&str; 4] = ["kbit", "Mbit", "Gbit", "Tbit"];
+    if n < 1000.0 {
+        return format!("{n:.0} bit");
+    }
+    three_digits(n, 1000.0, &UNITS)
 }
 
 #[cfg(test)]
@@ -736,8 +1004,21 @@ mod tests {
             assert_eq!(bytes(n, false), text, "{n}");
         }
         assert_eq!(bytes(1_048_575, true), "1048575");
-        assert_eq!(per_second(2047.6, false), "2.00 KiB/s");
-        assert_eq!(per_second(2047.6, true), "2048 B/s");
+        let units = |raw, bits| Units { raw, bits };
+        assert_eq!(per_second(2047.6, units(false, false)), "2.00 KiB/s");
+        assert_eq!(per_second(2047.6, units(true, false)), "2048 B/s");
+        assert_eq!(per_second(2047.6, units(false, true)), "16.4 kbit/s");
+        assert_eq!(rate(125_000_000.0, units(true, true)), "1.00 Gbit");
+        let cases = [
+            (0.0, "0 bit"),
+            (999.0, "999 bit"),
+            (1000.0, "1.00 kbit"),
+            (123_456.0, "123 kbit"),
+            (5e15, "5000 Tbit"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(bits(n), text, "{n}");
+        }
     }
 
     #[test]

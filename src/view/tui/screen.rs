@@ -1,11 +1,15 @@
 //! What one frame of the live screen shows: the table's rows for the state's filter, sort and
 //! grouping, and the figures around them. Built from the model; drawing only reads it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
 use std::time::Duration;
 
+use crate::collector::{Family, Filters};
 use crate::model::group::{group, Group, GroupKey, Grouping};
-use crate::model::{ConnRow, Model, Query};
+use crate::model::{ConnRow, Model, Proto, Query};
+use crate::resolve::Services;
 
 use super::state::TuiState;
 
@@ -15,6 +19,28 @@ pub struct Header {
     pub host: String,
     pub backend: String,
     pub interval: Duration,
+    /// The command line's filters, described ("port 443"): the collector sees nothing else.
+    pub filters: Vec<String>,
+}
+
+impl Header {
+    /// `filters` described for the header, as the flags name them.
+    pub fn describe(filters: &Filters) -> Vec<String> {
+        let family = filters.family.map(|family| match family {
+            Family::V4 => "IPv4".to_string(),
+            Family::V6 => "IPv6".to_string(),
+        });
+        [
+            filters.pid.map(|pid| format!("pid {pid}")),
+            filters.port.map(|port| format!("port {port}")),
+            filters.cgroup.as_ref().map(|cgroup| format!("cgroup {cgroup}")),
+            family,
+            filters.proto.map(|proto| proto.to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// The table's rows, filtered and sorted: connections, or their sums per group.
@@ -25,15 +51,28 @@ pub enum Rows<'m> {
 }
 
 impl<'m> Rows<'m> {
-    /// The rows `state` asks for: every connection (idle ones too) matching the filter,
-    /// grouped and sorted.
+    /// The rows `state` asks for: the connections matching the filter (idle and closed ones
+    /// unless hidden), grouped and sorted, closed ones below the live ones.
     pub fn build(model: &'m Model, state: &TuiState) -> Rows<'m> {
-        let query =
-            Query { all: true, text: state.filter.clone(), sort: state.sort(), reverse: state.reverse };
-        let conns = model.select(&query);
+        let query = Query {
+            all: !state.hide_idle,
+            text: state.filter.clone(),
+            sort: state.sort(),
+            reverse: state.reverse,
+        };
+        let mut conns = model.select(&query);
+        if state.hide_closed {
+            conns.retain(|row| !row.is_closed());
+        }
+        // Stable: each part keeps the sort.
+        conns.sort_by_key(|row| row.is_closed());
         match state.grouping {
             Grouping::Connection => Rows::Conns(conns),
-            grouping => Rows::Groups(group(&conns, grouping, query.sort, query.reverse)),
+            grouping => {
+                let mut groups = group(&conns, grouping, query.sort, query.reverse);
+                groups.sort_by_key(Group::is_closed);
+                Rows::Groups(groups)
+            }
         }
     }
 
@@ -53,6 +92,23 @@ impl<'m> Rows<'m> {
         match self {
             Rows::Conns(rows) => rows.iter().map(|r| GroupKey::Connection(r.conn.id)).collect(),
             Rows::Groups(groups) => groups.iter().map(|g| g.key.clone()).collect(),
+        }
+    }
+
+    /// The addresses rows `range` show (clipped to the rows), in order, with repeats.
+    pub fn addresses(&self, range: Range<usize>) -> Vec<IpAddr> {
+        let range = range.start.min(self.len())..range.end.min(self.len());
+        match self {
+            Rows::Conns(rows) => {
+                rows[range].iter().flat_map(|r| [r.conn.local.ip(), r.conn.remote.ip()]).collect()
+            }
+            Rows::Groups(groups) => groups[range]
+                .iter()
+                .filter_map(|g| match g.key {
+                    GroupKey::RemoteHost(ip) => Some(ip),
+                    GroupKey::Connection(_) | GroupKey::Process { .. } => None,
+                })
+                .collect(),
         }
     }
 
@@ -81,4 +137,36 @@ pub struct Screen<'a> {
     /// Whether the model has seen only its first sample, when every connection is new to it
     /// and "opened" says nothing.
     pub first_interval: bool,
+    /// Names for the addresses and ports on screen; `None`: numbers.
+    pub naming: Option<Naming<'a>>,
+}
+
+/// The names one frame shows: the hosts known for its addresses, the system's services.
+pub struct Naming<'a> {
+    pub hosts: HashMap<IpAddr, String>,
+    pub services: &'a Services,
+}
+
+/// `ip` by name where `naming` knows one (IPv6 in brackets when it is to take a port).
+pub fn host(ip: IpAddr, naming: Option<&Naming>) -> String {
+    match naming.and_then(|n| n.hosts.get(&ip)) {
+        Some(name) => name.clone(),
+        None => ip.to_string(),
+    }
+}
+
+/// `address` as host:port, each by name where `naming` knows one.
+pub fn address(address: SocketAddr, proto: Proto, naming: Option<&Naming>) -> String {
+    let Some(naming) = naming else {
+        return address.to_string();
+    };
+    let host = match (naming.hosts.get(&address.ip()), address.ip()) {
+        (Some(name), _) => name.clone(),
+        (None, IpAddr::V6(ip)) => format!("[{ip}]"),
+        (None, IpAddr::V4(ip)) => ip.to_string(),
+    };
+    match naming.services.name(address.port(), proto) {
+        Some(service) => format!("{host}:{service}"),
+        None => format!("{host}:{}", address.port()),
+    }
 }

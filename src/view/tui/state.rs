@@ -1,7 +1,9 @@
 //! What the live screen remembers between frames (selection, scroll, sort, filter, grouping,
-//! pause, help) and how each action changes it. No drawing, no terminal.
+//! pause, help, what is hidden) and how each action changes it. No drawing, no terminal.
 
 use crate::model::group::{GroupKey, Grouping};
+use std::ops::Range;
+
 use crate::model::SortKey;
 
 /// Something the user asked for, whichever key or mouse gesture it came from.
@@ -13,6 +15,10 @@ pub enum Action {
     Page(isize),
     Top,
     Bottom,
+    /// Selects the row at this index of the view (a click).
+    Select(usize),
+    /// Sorts by this key, or reverses the sort if it is the one in effect (a heading click).
+    SortBy(SortKey),
     NextSort,
     PreviousSort,
     Reverse,
@@ -26,11 +32,18 @@ pub enum Action {
     FilterClear,
     TogglePause,
     NextGrouping,
+    /// Starts or stops following the selected row as rows re-sort (htop's `F`).
+    ToggleFollow,
+    ToggleClosed,
+    ToggleIdle,
+    ToggleDetail,
+    ToggleNames,
+    ToggleBits,
     ToggleHelp,
     Quit,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TuiState {
     /// The chosen sort; a grouping it means nothing for sorts by total instead (see `sort`).
     pub sort_choice: SortKey,
@@ -45,15 +58,60 @@ pub struct TuiState {
     pub help: bool,
     /// Raw byte counts instead of KiB/MiB/GiB.
     pub raw_bytes: bool,
-    /// Index of the selected row in the current view.
+    /// Host and service names instead of addresses and port numbers.
+    pub names: bool,
+    /// Rates in bits per second (SI), as links are rated, instead of bytes.
+    pub bits: bool,
+    /// Hides closed connections (and groups whose connections all closed).
+    pub hide_closed: bool,
+    /// Hides rows that moved no bytes and changed no state in the last interval.
+    pub hide_idle: bool,
+    /// Whether the detail pane is shown (where the terminal is tall enough).
+    pub detail: bool,
+    /// Index of the selected row in the current view: the cursor keeps this position while
+    /// rows re-sort, as in htop, unless `following`.
     pub selected: usize,
-    /// The selected row's key, followed when rows move between frames.
+    /// The selected row's key.
     pub selected_key: Option<GroupKey>,
+    /// Whether the cursor follows `selected_key` as rows move between frames.
+    pub following: bool,
     /// Index of the first row shown.
     pub offset: usize,
     /// How many table rows fit on the screen.
     pub page: usize,
+    /// The screen row of the table's first row, and the columns of its sortable headings
+    /// (just above), as last drawn: where clicks land.
+    pub table_top: u16,
+    pub headings: Vec<(Range<u16>, SortKey)>,
     pub quit: bool,
+}
+
+impl Default for TuiState {
+    fn default() -> TuiState {
+        TuiState {
+            sort_choice: SortKey::default(),
+            reverse: false,
+            filter: String::new(),
+            editing_filter: false,
+            grouping: Grouping::default(),
+            paused: false,
+            help: false,
+            raw_bytes: false,
+            names: true,
+            bits: false,
+            hide_closed: false,
+            hide_idle: false,
+            detail: true,
+            selected: 0,
+            selected_key: None,
+            following: false,
+            offset: 0,
+            page: 0,
+            table_top: 0,
+            headings: Vec::new(),
+            quit: false,
+        }
+    }
 }
 
 impl TuiState {
@@ -71,10 +129,13 @@ impl TuiState {
     pub fn apply(&mut self, action: Action, rows: &[GroupKey]) {
         let page = self.page.max(1) as isize;
         match action {
-            Action::Move(by) => self.select(self.selected as isize + by, rows),
-            Action::Page(by) => self.select(self.selected as isize + by * page, rows),
-            Action::Top => self.select(0, rows),
-            Action::Bottom => self.select(rows.len() as isize - 1, rows),
+            Action::Move(by) => self.move_to(self.selected as isize + by, rows),
+            Action::Page(by) => self.move_to(self.selected as isize + by * page, rows),
+            Action::Top => self.move_to(0, rows),
+            Action::Bottom => self.move_to(rows.len() as isize - 1, rows),
+            Action::Select(index) => self.move_to(index as isize, rows),
+            Action::SortBy(key) if key == self.sort() => self.reverse = !self.reverse,
+            Action::SortBy(key) => (self.sort_choice, self.reverse) = (key, false),
             Action::NextSort => self.sort_choice = self.sort_step(1),
             Action::PreviousSort => self.sort_choice = self.sort_step(-1),
             Action::Reverse => self.reverse = !self.reverse,
@@ -90,6 +151,12 @@ impl TuiState {
             }
             Action::TogglePause => self.paused = !self.paused,
             Action::NextGrouping => self.grouping = self.grouping.next(),
+            Action::ToggleFollow => self.following = !self.following && self.selected_key.is_some(),
+            Action::ToggleClosed => self.hide_closed = !self.hide_closed,
+            Action::ToggleIdle => self.hide_idle = !self.hide_idle,
+            Action::ToggleDetail => self.detail = !self.detail,
+            Action::ToggleNames => self.names = !self.names,
+            Action::ToggleBits => self.bits = !self.bits,
             Action::ToggleHelp => self.help = !self.help,
             Action::Quit => self.quit = true,
         }
@@ -101,17 +168,28 @@ impl TuiState {
         keys[(at + by).rem_euclid(keys.len() as isize) as usize]
     }
 
+    /// Moves the cursor by hand, which stops following, as in htop.
+    fn move_to(&mut self, index: isize, rows: &[GroupKey]) {
+        self.following = false;
+        self.select(index, rows);
+    }
+
     fn select(&mut self, index: isize, rows: &[GroupKey]) {
         self.selected = index.clamp(0, rows.len().saturating_sub(1) as isize) as usize;
         self.selected_key = rows.get(self.selected).cloned();
         self.scroll_to_selection(rows.len());
     }
 
-    /// Finds the selected row again in a new frame's `rows`: by its key while it is there,
-    /// else by its position.
-    pub fn follow(&mut self, rows: &[GroupKey]) {
-        let index = self.selected_key.as_ref().and_then(|key| rows.iter().position(|k| k == key));
-        self.select(index.unwrap_or(self.selected) as isize, rows);
+    /// Places the cursor in a new frame's `rows`: at the same position, or on the followed
+    /// row while it is there (following ends when it leaves).
+    pub fn refresh(&mut self, rows: &[GroupKey]) {
+        let followed = self
+            .selected_key
+            .as_ref()
+            .filter(|_| self.following)
+            .and_then(|key| rows.iter().position(|k| k == key));
+        self.following = followed.is_some();
+        self.select(followed.unwrap_or(self.selected) as isize, rows);
     }
 
     /// Scrolls as little as keeps the selection on screen, and the screen full when it can be.
@@ -157,18 +235,47 @@ mod tests {
     }
 
     #[test]
-    fn selection_follows_its_row_and_falls_back_to_its_position() {
+    fn the_cursor_keeps_its_position_while_rows_re_sort() {
         let mut s = state(3);
         s.apply(Action::Move(2), &rows(5));
         let reordered: Vec<GroupKey> = [4, 2, 3, 1, 0].map(GroupKey::Connection).to_vec();
-        s.follow(&reordered);
-        assert_eq!((s.selected, s.selected_key.clone()), (1, Some(GroupKey::Connection(2))));
-        // The row left and the table shrank: the nearest position is kept.
-        s.apply(Action::Bottom, &reordered);
-        s.follow(&[GroupKey::Connection(7), GroupKey::Connection(8)]);
+        s.refresh(&reordered);
+        assert_eq!((s.selected, s.selected_key.clone()), (2, Some(GroupKey::Connection(3))));
+        // Home stays at the top whatever comes there.
+        s.apply(Action::Top, &reordered);
+        s.refresh(&rows(5));
+        assert_eq!((s.selected, s.selected_key.clone()), (0, Some(GroupKey::Connection(0))));
+        // The table shrank: the nearest position is kept.
+        s.apply(Action::Bottom, &rows(5));
+        s.refresh(&[GroupKey::Connection(7), GroupKey::Connection(8)]);
         assert_eq!((s.selected, s.offset, s.selected_key.clone()), (1, 0, Some(GroupKey::Connection(8))));
-        s.follow(&[]);
+        s.refresh(&[]);
         assert_eq!((s.selected, s.offset, s.selected_key.clone()), (0, 0, None));
+    }
+
+    #[test]
+    fn follow_keeps_the_selected_row_until_it_leaves_or_the_cursor_moves() {
+        let mut s = state(3);
+        s.apply(Action::Move(2), &rows(5));
+        s.apply(Action::ToggleFollow, &rows(5));
+        let reordered: Vec<GroupKey> = [4, 3, 1, 0, 2].map(GroupKey::Connection).to_vec();
+        s.refresh(&reordered);
+        assert_eq!((s.selected, s.offset, s.following), (4, 2, true));
+        // Moving by hand stops following: the cursor stays where it was moved to.
+        s.apply(Action::Move(-1), &reordered);
+        s.refresh(&rows(5));
+        assert_eq!(
+            (s.selected, s.selected_key.clone(), s.following),
+            (3, Some(GroupKey::Connection(3)), false)
+        );
+        // A followed row that leaves ends the following where it was.
+        s.apply(Action::ToggleFollow, &rows(5));
+        s.refresh(&rows(2));
+        assert_eq!((s.selected, s.following), (1, false));
+        // Nothing to follow in an empty table.
+        s.refresh(&[]);
+        s.apply(Action::ToggleFollow, &[]);
+        assert!(!s.following);
     }
 
     #[test]
@@ -197,6 +304,19 @@ mod tests {
     }
 
     #[test]
+    fn a_click_selects_a_row_and_a_heading_sorts_then_reverses() {
+        let mut s = state(3);
+        s.apply(Action::Select(4), &rows(10));
+        assert_eq!((s.selected, s.offset), (4, 2));
+        s.apply(Action::SortBy(SortKey::Pid), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Pid, false));
+        s.apply(Action::SortBy(SortKey::Pid), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Pid, true));
+        s.apply(Action::SortBy(SortKey::Rx), &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Rx, false));
+    }
+
+    #[test]
     fn filter_is_typed_kept_and_cleared() {
         let mut s = TuiState::default();
         s.apply(Action::EditFilter, &[]);
@@ -213,12 +333,25 @@ mod tests {
     #[test]
     fn toggles_and_quit() {
         let mut s = TuiState::default();
-        for action in [Action::TogglePause, Action::ToggleHelp, Action::Quit] {
+        assert!(s.detail && s.names);
+        let toggles = [
+            Action::TogglePause,
+            Action::ToggleHelp,
+            Action::ToggleClosed,
+            Action::ToggleIdle,
+            Action::ToggleDetail,
+            Action::ToggleNames,
+            Action::ToggleBits,
+        ];
+        for action in toggles.into_iter().chain([Action::Quit]) {
             s.apply(action, &[]);
         }
-        assert!(s.paused && s.help && s.quit);
-        s.apply(Action::TogglePause, &[]);
-        s.apply(Action::ToggleHelp, &[]);
-        assert!(!s.paused && !s.help);
+        assert!(
+            s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && !s.names && s.bits && s.quit
+        );
+        for action in toggles {
+            s.apply(action, &[]);
+        }
+        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail && s.names && !s.bits);
     }
 }
