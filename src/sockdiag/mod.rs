@@ -29,6 +29,9 @@ pub struct SockDiagCollector {
     filters: Filters,
     families: Vec<Family>,
     lost_events: u64,
+    /// `backend`: "sockdiag", then what it cannot see, as the eBPF plan names its degraded
+    /// parts ("sockdiag/unprivileged/no-destroy"), for the header, summary line and records.
+    name: String,
     /// Namespaces whose destroy messages were missed since the last `collect`.
     unheard: HashSet<u32>,
     started: Instant,
@@ -72,7 +75,15 @@ impl SockDiagCollector {
         if filters.proto.is_none() {
             note("sock_diag: TCP alone is counted (the kernel keeps no byte counts of UDP sockets)");
         }
-        if unsafe { libc::geteuid() } != 0 {
+        let mut name = String::from("sockdiag");
+        let unprivileged = unsafe { libc::geteuid() } != 0;
+        if unprivileged {
+            name.push_str("/unprivileged");
+        }
+        if own.destroyed.is_none() {
+            name.push_str("/no-destroy");
+        }
+        if unprivileged {
             note(
                 "sock_diag: not root: other users' processes are not named (their /proc/<pid>/fd is \
                  closed to you), and other network namespaces are not read",
@@ -89,6 +100,7 @@ impl SockDiagCollector {
             filters: filters.clone(),
             families,
             lost_events: 0,
+            name,
             unheard: HashSet::new(),
             started: Instant::now(),
         };
@@ -232,7 +244,7 @@ fn enter(namespace: &File) -> std::io::Result<()> {
 
 impl Collector for SockDiagCollector {
     fn backend(&self) -> &str {
-        "sockdiag"
+        &self.name
     }
 
     /// The closes the destroy group told of meanwhile, without a dump: the collection thread

@@ -301,6 +301,8 @@ fn an_unprivileged_run_counts_a_loopback_connection() {
         .find(|fields| fields.len() > 4 && fields[2] == l && fields[3] == r)
         .unwrap_or_else(|| panic!("no row for {l} -> {r} in:\n{out}"));
     assert_eq!((fields[0], &fields[5..7]), ("-", &["0", "1234"][..]), "RX_BYTES, TX_BYTES: {fields:?}");
+    // The summary line says what it cannot see.
+    assert!(out.lines().next().is_some_and(|l| l.contains(" probe=sockdiag/unprivileged ")), "{out}");
 }
 
 /// As nobody, `--backend auto` says in one line that eBPF cannot run and sock_diag stands in.
