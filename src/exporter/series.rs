@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use clap::ValueEnum;
 
+use crate::cache::BoundedCache;
 use crate::model::{ConnRow, Proto};
 
 /// A connection attribute that labels the series (`--prometheus-labels`).
@@ -101,11 +102,22 @@ pub struct Series {
     /// What the folded series had, and what their label sets did since.
     other: Option<Totals>,
     folded: u64,
+    /// Label sets folded into `other`, whose later traffic goes on counting there: a series
+    /// that came back would start again from 0 (a counter reset to Prometheus) while `other`
+    /// already holds its past. Bounded: one forgotten for a whole generation may come back.
+    folded_sets: BoundedCache<Vec<String>, ()>,
 }
 
 impl Series {
     pub fn new(labels: Vec<Label>, max_series: usize) -> Series {
-        Series { labels, max_series, totals: HashMap::new(), other: None, folded: 0 }
+        Series {
+            labels,
+            max_series,
+            totals: HashMap::new(),
+            other: None,
+            folded: 0,
+            folded_sets: BoundedCache::new(max_series.max(1)),
+        }
     }
 
     pub fn labels(&self) -> &[Label] {
@@ -118,8 +130,13 @@ impl Series {
         for row in rows {
             let done = Totals::of_interval(row);
             if done != Totals::default() {
-                let values = self.labels.iter().map(|label| label.value(row)).collect();
-                self.totals.entry(values).or_default().add(&done);
+                let values: Vec<String> = self.labels.iter().map(|label| label.value(row)).collect();
+                let series = if self.folded_sets.get(&values).is_some() {
+                    self.other.get_or_insert_with(Totals::default)
+                } else {
+                    self.totals.entry(values).or_default()
+                };
+                series.add(&done);
             }
         }
         self.fold();
@@ -140,6 +157,7 @@ impl Series {
         let other = self.other.get_or_insert_with(Totals::default);
         for values in smallest {
             other.add(&self.totals.remove(&values).expect("a listed series"));
+            self.folded_sets.insert(values, ());
         }
         self.folded += excess as u64;
     }
@@ -221,6 +239,24 @@ mod tests {
         let smallest_kept = series.iter().map(|(_, totals)| totals.bytes()).min().unwrap();
         let other = series.other().unwrap();
         assert!(other.bytes() > 0 && smallest_kept >= other.bytes() / 130, "{smallest_kept} vs {other:?}");
+    }
+
+    #[test]
+    fn a_folded_series_goes_on_counting_in_other_and_never_comes_back_from_zero() {
+        let conn =
+            |id, port, rx| test_conn(id, 7, "c", ("10.0.0.1:40000", &format!("192.0.2.1:{port}")), (rx, 0));
+        // Two series, room for one: the smaller (port 2) folds.
+        let models = model_after(vec![
+            Sample { conns: vec![conn(1, 1, 1_000), conn(2, 2, 10)], ..Sample::default() },
+            Sample { conns: vec![conn(1, 1, 1_000), conn(2, 2, 25)], ..Sample::default() },
+        ]);
+        let mut series = Series::new(vec![Label::RemotePort], 1);
+        series.add_interval(models[0].rows());
+        assert_eq!(series.other().map(|o| o.rx_bytes), Some(10));
+        series.add_interval(models[1].rows());
+        let kept: Vec<Vec<String>> = series.iter().map(|(values, _)| values.to_vec()).collect();
+        assert_eq!(kept, [vec!["1".to_string()]]);
+        assert_eq!((series.other().map(|o| o.rx_bytes), series.folded()), (Some(25), 1));
     }
 
     #[test]
