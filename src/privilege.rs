@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,8 +46,7 @@ fn restrict_this_thread(keep: CapabilitySet) -> io::Result<()> {
     Ok(())
 }
 
-/// Threads that dropped their capabilities, and whether any could not.
-static DROPPED: AtomicUsize = AtomicUsize::new(0);
+/// Whether a thread could not drop its capabilities.
 static DROP_FAILED: AtomicBool = AtomicBool::new(false);
 
 /// Capabilities belong to threads: each thread is signalled to drop its own (as libpsx does),
@@ -66,21 +65,20 @@ fn drop_in_every_other_thread() -> Result<()> {
     let me = rustix::thread::gettid().as_raw_nonzero().get();
     let pid = std::process::id() as libc::pid_t;
     let mut done = HashSet::from([me]);
-    let mut signalled = DROPPED.load(Ordering::SeqCst);
     loop {
         let others: Vec<libc::pid_t> = threads()?.into_iter().filter(|tid| !done.contains(tid)).collect();
         if others.is_empty() {
             break;
         }
-        for tid in others {
+        for &tid in &others {
             // SAFETY: tgkill signals one thread of this process; one that ended is skipped.
-            if unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) } == 0 {
-                signalled += 1;
-            }
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
             done.insert(tid);
         }
+        // Done when each signalled thread holds nothing, or has ended: the kernel's word, not
+        // a count of handlers run, which a thread ending in between would leave short.
         let deadline = Instant::now() + BROADCAST_TIMEOUT;
-        while DROPPED.load(Ordering::SeqCst) < signalled {
+        while !others.iter().all(|&tid| holds_nothing(tid)) {
             if Instant::now() > deadline {
                 bail!("a thread did not drop its capabilities");
             }
@@ -97,7 +95,20 @@ extern "C" fn on_drop_signal(_: libc::c_int) {
     if restrict_this_thread(CapabilitySet::empty()).is_err() {
         DROP_FAILED.store(true, Ordering::SeqCst);
     }
-    DROPPED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Whether thread `tid` of this process has no capability left in any set it could use, or
+/// is gone.
+fn holds_nothing(tid: libc::pid_t) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return true;
+    };
+    ["CapEff:", "CapPrm:"].iter().all(|field| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .is_some_and(|hex| u64::from_str_radix(hex.trim(), 16) == Ok(0))
+    })
 }
 
 fn threads() -> Result<Vec<libc::pid_t>> {
