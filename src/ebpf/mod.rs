@@ -368,9 +368,17 @@ impl EbpfCollector {
             }
         }
         for key in expired {
-            // A flow a datagram revived in the meantime is gone with it: the one way a flow
-            // can miss one, as in the kernel's expiry.
-            flows.delete(&key).ok();
+            // Looked up again right before: a flow that traffic revived since the batch read
+            // stays. One revived between this lookup and the delete is gone with its last
+            // datagrams: the one way a flow can miss some, as in the kernel's expiry.
+            let revived = flows.lookup(&key, MapFlags::ANY)?.is_some_and(|value| {
+                let mut flow = types::conn::default();
+                plain::copy_from_bytes(&mut flow, &value).is_ok()
+                    && u128::from(monotonic_ns().saturating_sub(flow.last_ns)) <= idle
+            });
+            if !revived {
+                flows.delete(&key).ok();
+            }
         }
         Ok(())
     }
