@@ -236,6 +236,7 @@ where
     fn record(&mut self, interval: Interval) -> Result<()> {
         self.model.update(interval.sample, interval.at);
         self.model.set_cmdlines(interval.cmdlines);
+        self.model.set_collection_time(interval.collect_took);
         for sink in &mut self.sinks {
             sink.interval(&self.model, &self.backend, interval.wall)?;
         }

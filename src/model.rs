@@ -158,6 +158,8 @@ pub struct Model {
     last_update: Duration,
     elapsed: Duration,
     overflow: Overflow,
+    /// How long the collector took to read and decode the last sample.
+    collection_time: Duration,
     /// The command lines of the processes in the table, where the collection side knew them.
     cmdlines: HashMap<u32, String>,
     /// Whether a sample was applied: the first one also lists connections older than tcptop.
@@ -173,6 +175,7 @@ impl Model {
             last_update: start,
             elapsed: Duration::ZERO,
             overflow: Overflow::default(),
+            collection_time: Duration::ZERO,
             cmdlines: HashMap::new(),
             updated: false,
         }
@@ -184,6 +187,17 @@ impl Model {
         self.cmdlines.extend(cmdlines);
         let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
         self.cmdlines.retain(|pid, _| pids.contains(pid));
+    }
+
+    /// Takes in how long the collection of the last sample took, as the collection side
+    /// measured it.
+    pub fn set_collection_time(&mut self, took: Duration) {
+        self.collection_time = took;
+    }
+
+    /// How long the collection of the last sample took.
+    pub fn collection_time(&self) -> Duration {
+        self.collection_time
     }
 
     /// The command line of `pid`, when known.
