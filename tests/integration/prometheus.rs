@@ -70,7 +70,7 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn promtool_accepts_a_scrape_taken_during_traffic() {
     let address = free_address();
-    let Some(mut tcptop) = start_tcptop(&["--prometheus", &address]) else { return };
+    let Some(mut tcptop) = start_tcptop(&["--prometheus", &address, &this_process()]) else { return };
     if !prometheus_installed() {
         return stop_tcptop(&mut tcptop);
     }
@@ -365,7 +365,10 @@ fn a_real_prometheus_server_evaluates_every_query_of_the_grafana_dashboard_and_e
 #[test]
 fn scrapers_that_never_read_do_not_delay_intervals() {
     let address = free_address();
-    let Some(mut tcptop) = start_tcptop(&["-b", "--prometheus", &address, "0.5", "8"]) else { return };
+    let Some(mut tcptop) = start_tcptop(&["-b", "--prometheus", &address, &this_process(), "0.5", "8"])
+    else {
+        return;
+    };
     let stdout = BufReader::new(tcptop.stdout.take().unwrap());
     let (arrived, arrivals) = mpsc::channel();
     let reader = thread::spawn(move || {
