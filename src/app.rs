@@ -100,6 +100,9 @@ where
             reverse: args.reverse,
             raw_bytes: args.bytes,
             names: !args.numeric,
+            no_color: os.no_color,
+            // The collector wrote it before it reported its start.
+            collector_notice: os.collector_notice.lock().unwrap_or_else(|e| e.into_inner()).take(),
             ..TuiState::default()
         };
         let (names, answers) = Names::start(SystemLookup)?;
