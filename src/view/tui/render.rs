@@ -941,22 +941,26 @@ pub(super) const HELP: &[(&str, &str)] = &[
 ];
 
 fn help(state: &TuiState, screen: &Screen, frame: &mut Frame) {
-    const WIDTH: u16 = 66;
+    /// Room for a fallback's reason in three lines.
+    const WIDTH: u16 = 76;
     let mut lines: Vec<Line> = HELP
         .iter()
         .map(|(keys, what)| Line::from(vec![format!("{keys:>12}  ").bold(), (*what).into()]))
         .collect();
-    lines.push(Line::default());
     lines.push(Line::from(vec![
         "  green".green().bold(),
         ": opened in the last interval · ".into(),
         "grey".dark_gray(),
         ": closed".into(),
     ]));
-    lines.push(Line::from(format!("  collector: {}", collector_label(&screen.header.backend))));
-    if let Some(notice) = &state.collector_notice {
-        let words = textwrap_words(notice, WIDTH as usize - 6);
-        lines.extend(words.into_iter().map(|line| Line::from(format!("  {line}")).yellow()));
+    let collector = format!("collector: {}", collector_label(&screen.header.backend));
+    match &state.collector_notice {
+        Some(notice) => lines.extend(
+            wrap(&format!("{collector} · {notice}"), WIDTH as usize - 4)
+                .into_iter()
+                .map(|line| Line::from(format!("  {line}")).yellow()),
+        ),
+        None => lines.push(Line::from(format!("  {collector}"))),
     }
     let height = lines.len() as u16 + 2;
     let area = frame.area().centered(Constraint::Max(WIDTH), Constraint::Max(height));
@@ -966,7 +970,7 @@ fn help(state: &TuiState, screen: &Screen, frame: &mut Frame) {
 }
 
 /// `text` in lines of at most `width` columns, broken between words.
-fn textwrap_words(text: &str, width: usize) -> Vec<String> {
+fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for word in text.split_whitespace() {
         match lines.last_mut() {
