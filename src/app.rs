@@ -159,7 +159,8 @@ fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option
         }
         None => Format::Text,
     };
-    let query = Query { all: args.all, filter: Default::default(), sort: args.sort.into(), reverse: args.reverse };
+    let query =
+        Query { all: args.all, filter: Default::default(), sort: args.sort.into(), reverse: args.reverse };
     let out = BufWriter::new(stdout);
     Some(match format {
         Format::Text => Box::new(BatchTable { out, query }),

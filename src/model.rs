@@ -10,11 +10,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-pub use filter::{Filter, FilterError};
 pub use conn::{
     Conn, ConnEvent, EventKind, Handshake, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
     DEFAULT_UDP_IDLE,
 };
+pub use filter::{Filter, FilterError};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +140,6 @@ impl ConnRow {
             None
         }
     }
-
 }
 
 /// The connection table.
@@ -540,8 +539,14 @@ mod tests {
             ids(&Query { all: true, sort: SortKey::Pid, reverse: true, ..Query::default() }),
             [3, 2, 1]
         );
-        assert_eq!(ids(&Query { all: true, filter: Filter::parse("PROC2").unwrap(), ..Query::default() }), [2]);
-        assert_eq!(ids(&Query { all: true, filter: Filter::parse("6003").unwrap(), ..Query::default() }), [3]);
+        assert_eq!(
+            ids(&Query { all: true, filter: Filter::parse("PROC2").unwrap(), ..Query::default() }),
+            [2]
+        );
+        assert_eq!(
+            ids(&Query { all: true, filter: Filter::parse("6003").unwrap(), ..Query::default() }),
+            [3]
+        );
     }
 
     #[test]

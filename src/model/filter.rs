@@ -51,8 +51,19 @@ impl fmt::Display for FilterError {
 /// The names a state filter may start: the kernel's, and the screen's FAILED.
 fn state_names() -> impl Iterator<Item = &'static str> {
     use TcpState::*;
-    let states =
-        [Established, SynSent, SynRecv, FinWait1, FinWait2, TimeWait, Close, CloseWait, LastAck, Listen, Closing];
+    let states = [
+        Established,
+        SynSent,
+        SynRecv,
+        FinWait1,
+        FinWait2,
+        TimeWait,
+        Close,
+        CloseWait,
+        LastAck,
+        Listen,
+        Closing,
+    ];
     states.into_iter().map(TcpState::name).chain(["FAILED"])
 }
 
@@ -117,11 +128,11 @@ impl Term {
         let c = &row.conn;
         let ends = [c.local, c.remote];
         let named = |needle: &str| {
-            ends.iter().any(|end| names.get(&end.ip()).is_some_and(|name| name.to_lowercase().contains(needle)))
+            ends.iter()
+                .any(|end| names.get(&end.ip()).is_some_and(|name| name.to_lowercase().contains(needle)))
         };
-        let address = |needle: &str, text: fn(&SocketAddr) -> String| {
-            ends.iter().any(|end| text(end).contains(needle))
-        };
+        let address =
+            |needle: &str, text: fn(&SocketAddr) -> String| ends.iter().any(|end| text(end).contains(needle));
         match self {
             Term::Port(port) => ends.iter().any(|end| end.port() == *port),
             Term::Pid(pid) => c.pid == Some(*pid),
@@ -130,10 +141,14 @@ impl Term {
             Term::Host(needle) => address(needle, |end| end.ip().to_string()) || named(needle),
             Term::Proto(proto) => c.proto == *proto,
             Term::Number(n, text) => {
-                c.pid == Some(*n) || ends.iter().any(|end| u32::from(end.port()) == *n) || c.comm.contains(text)
+                c.pid == Some(*n)
+                    || ends.iter().any(|end| u32::from(end.port()) == *n)
+                    || c.comm.contains(text)
             }
             Term::Word(needle) => {
-                c.comm.to_lowercase().contains(needle) || address(needle, SocketAddr::to_string) || named(needle)
+                c.comm.to_lowercase().contains(needle)
+                    || address(needle, SocketAddr::to_string)
+                    || named(needle)
             }
         }
     }
@@ -222,6 +237,8 @@ mod tests {
         assert_eq!(error("proto:sctp"), "proto:sctp: proto is tcp or udp");
         // An unknown key is a word (an IPv6 address has colons too).
         assert!(Filter::parse("fe80::1").is_ok());
-        assert!(!Filter::parse("port:1").unwrap().wants_names() && Filter::parse("host:x").unwrap().wants_names());
+        assert!(
+            !Filter::parse("port:1").unwrap().wants_names() && Filter::parse("host:x").unwrap().wants_names()
+        );
     }
 }

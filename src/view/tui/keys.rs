@@ -227,7 +227,8 @@ mod tests {
     fn the_help_names_every_key_that_does_something() {
         let named: Vec<&str> =
             super::super::render::HELP.iter().flat_map(|(keys, _)| keys.split_whitespace()).collect();
-        let mut codes: Vec<KeyCode> = (' '..='~').map(KeyCode::Char).chain((1..=12).map(KeyCode::F)).collect();
+        let mut codes: Vec<KeyCode> =
+            (' '..='~').map(KeyCode::Char).chain((1..=12).map(KeyCode::F)).collect();
         codes.extend([
             KeyCode::Up,
             KeyCode::Down,

@@ -138,7 +138,9 @@ where
         };
         let filter_names = match &mut self.names {
             // Only a filter that looks at names asks for those of rows off screen.
-            Some(names) if self.state.names && Filter::parse(&self.state.filter).is_ok_and(|f| f.wants_names()) => {
+            Some(names)
+                if self.state.names && Filter::parse(&self.state.filter).is_ok_and(|f| f.wants_names()) =>
+            {
                 names.of(model.rows().flat_map(|row| [row.conn.local.ip(), row.conn.remote.ip()]))
             }
             _ => HashMap::new(),
@@ -156,7 +158,8 @@ where
         };
         let screen =
             Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval, naming };
-        self.state.detail_scroll = self.state.detail_scroll.min(render::history_scroll_limit(&self.state, &screen));
+        self.state.detail_scroll =
+            self.state.detail_scroll.min(render::history_scroll_limit(&self.state, &screen));
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
         self.state.headings = render::headings(&self.state, &screen, area);

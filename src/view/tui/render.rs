@@ -11,8 +11,8 @@ use ratatui::widgets::RenderDirection;
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
-use crate::model::group::{Group, GroupKey, Grouping};
 use crate::model::filter::KEYS as FILTER_KEYS;
+use crate::model::group::{Group, GroupKey, Grouping};
 use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Filter, Model, Proto, SortKey};
 use crate::strategy::Strategy;
 

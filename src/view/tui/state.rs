@@ -182,7 +182,8 @@ impl TuiState {
             Action::OpenSortMenu => self.sort_menu = Some(self.sort_index()),
             Action::SortMenuMove(by) => {
                 let last = self.grouping.sort_keys().len().saturating_sub(1) as isize;
-                self.sort_menu = self.sort_menu.map(|at| (at as isize).saturating_add(by).clamp(0, last) as usize);
+                self.sort_menu =
+                    self.sort_menu.map(|at| (at as isize).saturating_add(by).clamp(0, last) as usize);
             }
             Action::SortMenuChoose => {
                 let key = self.sort_menu.take().and_then(|at| self.grouping.sort_keys().get(at).copied());

@@ -575,7 +575,8 @@ fn curl_again(rx: u64, rtt_us: u32, events: Vec<ConnEvent>) -> Sample {
 fn the_detail_pane_scrolls_its_history_and_charts_the_rtt_with_its_peak() {
     use TcpState::*;
     let mut h = Harness::started(120, 35);
-    let changes = [(Established, CloseWait), (CloseWait, LastAck), (LastAck, Established), (Established, FinWait1)];
+    let changes =
+        [(Established, CloseWait), (CloseWait, LastAck), (LastAck, Established), (Established, FinWait1)];
     let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (4_718_592, 1_600));
     let events: Vec<ConnEvent> = changes
         .iter()
