@@ -48,23 +48,10 @@ impl fmt::Display for FilterError {
     }
 }
 
-/// The names a state filter may start: the kernel's, and the screen's FAILED.
+/// The names a state filter may start: the kernel's (numbered from 1 to 12), and the
+/// screen's FAILED.
 fn state_names() -> impl Iterator<Item = &'static str> {
-    use TcpState::*;
-    let states = [
-        Established,
-        SynSent,
-        SynRecv,
-        FinWait1,
-        FinWait2,
-        TimeWait,
-        Close,
-        CloseWait,
-        LastAck,
-        Listen,
-        Closing,
-    ];
-    states.into_iter().map(TcpState::name).chain(["FAILED"])
+    (1..=12).map(|state| TcpState::from_kernel(state).name()).chain(["FAILED"])
 }
 
 impl Filter {

@@ -759,6 +759,7 @@ fn history_room(lines: usize) -> usize {
 pub fn history_scroll_limit(state: &TuiState, screen: &Screen) -> usize {
     let Rows::Conns(rows) = screen.rows else { return 0 };
     let Some(row) = rows.get(state.selected) else { return 0 };
+    // As `detail` draws them: addresses, pid, command line, container, and TCP's health.
     let figures = if row.conn.proto == Proto::Tcp { 5 } else { 4 };
     row.events.len().saturating_sub(history_room(figures).saturating_sub(1))
 }
