@@ -80,7 +80,7 @@ fn strip_colors(buffer: &mut Buffer) {
         if cell.bg != Color::Reset {
             modifier.insert(Modifier::REVERSED);
         }
-        if matches!(cell.fg, Color::DarkGray | Color::Indexed(_)) {
+        if cell.fg == Color::DarkGray {
             modifier.insert(Modifier::DIM);
         }
         cell.set_style(Style::reset().add_modifier(modifier));
@@ -588,11 +588,16 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     }
 }
 
-/// A closed row's style: greys of the 256-colour palette, each darker than the last (the
-/// 16-colour grey is many terminals' default text colour), until the row leaves the table.
+/// A closed row's style: the theme's dark grey (bright black), dimmed after its first
+/// interval, until the row leaves the table. The 16-colour palette follows a light or dark
+/// theme, where fixed greys of the 256-colour one would grow darker on a light background.
 fn fade(closed_for: u32) -> Style {
-    const GREYS: [u8; 3] = [248, 243, 239];
-    Style::new().fg(Color::Indexed(GREYS[(closed_for as usize).min(GREYS.len() - 1)]))
+    let style = Style::new().fg(Color::DarkGray);
+    if closed_for == 0 {
+        style
+    } else {
+        style.add_modifier(Modifier::DIM)
+    }
 }
 
 /// `text` cut to `width` columns, with `…` where it was cut; an address keeps its port.

@@ -340,7 +340,7 @@ fn new_rows_are_highlighted_and_closed_ones_dimmed() {
     };
     let style_at = |y: u16| buffer[(0, y)].style();
     assert_eq!(style_at(row_of("wget")).fg, Some(Color::Green));
-    assert_eq!(style_at(row_of("51002")).fg, Some(Color::Indexed(248)));
+    assert_eq!(style_at(row_of("51002")).fg, Some(Color::DarkGray));
     assert_eq!(style_at(row_of("sshd")).fg, Some(Color::Reset));
 }
 
@@ -351,10 +351,15 @@ fn closed_rows_fade_until_they_leave() {
         let y = h.screen().lines().position(|l| l.contains("51002"))? as u16;
         Some(h.tui.terminal.backend().buffer()[(0, y)].style())
     };
+    let faded = |h: &Harness| {
+        let style = style_of_closed(h).unwrap();
+        style.fg == Some(Color::DarkGray) && style.add_modifier.contains(Modifier::DIM)
+    };
+    assert!(!faded(&h));
     h.ticks(1);
-    assert_eq!(style_of_closed(&h).unwrap().fg, Some(Color::Indexed(243)));
+    assert!(faded(&h));
     h.ticks(1);
-    assert_eq!(style_of_closed(&h).unwrap().fg, Some(Color::Indexed(239)));
+    assert!(faded(&h));
     h.ticks(2);
     assert_eq!(style_of_closed(&h), None);
 }
@@ -653,4 +658,18 @@ fn the_help_fits_80_by_24() {
     h.typed("?");
     let screen = h.screen();
     assert!(screen.contains("any key closes") && screen.contains("Ctrl-C  quit"), "{screen}");
+}
+
+#[test]
+fn a_click_on_the_health_headings_sorts_by_them() {
+    let mut h = Harness::started(200, 50);
+    let click = |column| {
+        let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
+        Event::Mouse(crossterm::event::MouseEvent { kind, column, row: 2, modifiers: KeyModifiers::NONE })
+    };
+    for (title, key) in [("RETRANS", SortKey::Retrans), ("RTT", SortKey::Rtt)] {
+        let x = h.screen().lines().nth(2).unwrap().find(&format!(" {title}")).unwrap() as u16 + 1;
+        h.input(click(x));
+        assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (key, false), "{title}");
+    }
 }
