@@ -106,13 +106,28 @@ impl Os<CrosstermBackend<Stdout>> {
             stop_signals: stop_signals()?,
             open_terminal: Box::new(|| {
                 let session = TerminalSession::enter()?;
-                let input = crossterm::event::EventStream::new().boxed_local();
+                let input = terminal_input()?;
                 Ok(TerminalIo { backend: CrosstermBackend::new(io::stdout()), input, session: Some(session) })
             }),
             collector_notice,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
         })
     }
+}
+
+/// Terminal input, read on a thread of its own: once the terminal is gone (a closed ssh
+/// session, a killed tmux), crossterm's reader retries its read without end (crossterm
+/// issue 793), and it must not hold up the loop that hears the SIGHUP and ends tcptop.
+fn terminal_input() -> io::Result<LocalBoxStream<'static, io::Result<crossterm::event::Event>>> {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new().name("tcptop-input".into()).spawn(move || loop {
+        let event = crossterm::event::read();
+        let failed = event.is_err();
+        if sender.send(event).is_err() || failed {
+            return;
+        }
+    })?;
+    Ok(stream::poll_fn(move |cx| events.poll_recv(cx)).boxed_local())
 }
 
 #[cfg(target_os = "linux")]

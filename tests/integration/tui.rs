@@ -1,5 +1,6 @@
 //! The live screen end to end: the real binary in a tmux terminal, watching a loopback
-//! connection made here, driven by keys, and leaving the terminal as it found it. Needs root.
+//! connection made here, driven by keys, and leaving the terminal as it found it, or ending
+//! when the terminal goes. Needs root.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,8 @@ use crate::helpers::{as_traffic, bpf_allowed, probe_flag, selected_strategy_unsu
 
 /// How long the screen may take to show what a step expects.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long tcptop may take to end once its terminal is gone.
+const HANGUP_EXIT: Duration = Duration::from_secs(60);
 
 /// A tmux server of its own (so no user's tmux is touched) with one 120x40 window; the
 /// server goes away with the value.
@@ -216,7 +219,7 @@ fn live_screen_names_hosts_puts_closed_rows_below_live_ones_sorts_on_a_click_or_
     let _hosts = HostsEntry::add(&peer, &name);
     let listener = TcpListener::bind((&*peer, 0)).unwrap();
     let server_addr = listener.local_addr().unwrap();
-    let tmux = Tmux::tcptop(&format!("--port {}", server_addr.port()), "true");
+    let tmux = Tmux::tcptop(&format!("--port {}", server_addr.port()), "echo tcptop-exit=$?");
     assert!(tmux.screen().contains(&format!("only port {}", server_addr.port())));
 
     // Two connections; the first one closes once both moved bytes.
@@ -297,4 +300,37 @@ fn live_screen_names_hosts_puts_closed_rows_below_live_ones_sorts_on_a_click_or_
         rows.len() == 2 && rows.iter().all(|l| l.contains(&format!(":{live_port} ")) && !l.contains("CLOSE"))
     });
     tmux.keys(&["q"]);
+    tmux.wait_for("tcptop's exit", |s| s.contains("tcptop-exit=0"));
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+#[test]
+fn live_screen_ends_when_its_terminal_goes_away() {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return;
+    }
+    let tmux = Tmux::tcptop("--port 9", "true");
+    let shell: u32 = tmux.display("#{pane_pid}").parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let tcptop: u32 =
+        children.split_whitespace().next().expect("tcptop under the pane's shell").parse().unwrap();
+    // The terminal goes, as with a closed ssh session: SIGHUP, and reads that fail. tcptop
+    // then records its last interval, which a busy machine may take seconds to read (a
+    // tcptop stuck on the dead terminal would never end).
+    drop(tmux);
+    let deadline = Instant::now() + HANGUP_EXIT;
+    while running(tcptop) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let left = running(tcptop);
+    if left {
+        // Not left spinning on the machine.
+        unsafe { libc::kill(tcptop as i32, libc::SIGKILL) };
+    }
+    assert!(!left, "tcptop outlived its terminal by {HANGUP_EXIT:?}");
 }
