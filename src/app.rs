@@ -100,6 +100,9 @@ where
             reverse: args.reverse,
             raw_bytes: args.bytes,
             names: !args.numeric,
+            no_color: os.no_color,
+            // The collector wrote it before it reported its start.
+            collector_notice: os.collector_notice.lock().unwrap_or_else(|e| e.into_inner()).take(),
             ..TuiState::default()
         };
         let (names, answers) = Names::start(SystemLookup)?;
@@ -156,7 +159,8 @@ fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option
         }
         None => Format::Text,
     };
-    let query = Query { all: args.all, text: String::new(), sort: args.sort.into(), reverse: args.reverse };
+    let query =
+        Query { all: args.all, filter: Default::default(), sort: args.sort.into(), reverse: args.reverse };
     let out = BufWriter::new(stdout);
     Some(match format {
         Format::Text => Box::new(BatchTable { out, query }),
