@@ -97,7 +97,11 @@ impl Args {
 
     /// Connections held while `/metrics` is scraped (issue: 10,000 with the default labels).
     fn scrape_sockets(&self) -> usize {
-        if self.quick { 1_000 } else { 10_000 }
+        if self.quick {
+            1_000
+        } else {
+            10_000
+        }
     }
 }
 
@@ -164,7 +168,9 @@ impl Bench {
         Ok(match watcher {
             Watcher::Nothing => Watching::Nothing,
             Watcher::Floor(yardstick) => Watching::Floor(Floor::attach(&self.floor_object, *yardstick)?),
-            Watcher::Tcptop(flags) => Watching::Tcptop(Tcptop::start(&self.tcptop, &[flags, &["1"][..]].concat())?),
+            Watcher::Tcptop(flags) => {
+                Watching::Tcptop(Tcptop::start(&self.tcptop, &[flags, &["1"][..]].concat())?)
+            }
             Watcher::Peer(peer) => Watching::Peer(peers::Running::start(*peer)?),
         })
     }
@@ -195,9 +201,10 @@ impl Tcptop {
         let (summary, summaries) = mpsc::channel();
         thread::spawn(move || {
             // A summary line's second word is `probe=...`; rows never have one.
-            let summary_lines = BufReader::new(stdout).lines().map_while(Result::ok).filter(|line| {
-                line.split_whitespace().nth(1).is_some_and(|word| word.starts_with("probe="))
-            });
+            let summary_lines = BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter(|line| line.split_whitespace().nth(1).is_some_and(|word| word.starts_with("probe=")));
             for line in summary_lines {
                 // Once tcptop is stopped nobody listens: its output only needs draining.
                 let _ = summary.send(line);
@@ -205,13 +212,15 @@ impl Tcptop {
         });
         let Ok(first_line) = summaries.recv_timeout(FIRST_LINE_TIMEOUT) else {
             let _ = child.kill();
-            bail!("tcptop -b {} printed nothing in {} s ({})", args.join(" "), FIRST_LINE_TIMEOUT.as_secs(), child.wait()?);
+            bail!(
+                "tcptop -b {} printed nothing in {} s ({})",
+                args.join(" "),
+                FIRST_LINE_TIMEOUT.as_secs(),
+                child.wait()?
+            );
         };
-        let probe = first_line
-            .split_whitespace()
-            .find_map(|word| word.strip_prefix("probe="))
-            .unwrap_or("?")
-            .into();
+        let probe =
+            first_line.split_whitespace().find_map(|word| word.strip_prefix("probe=")).unwrap_or("?").into();
         let pid = child.id();
         Ok(Tcptop { child, pid, probe, first_line, summaries })
     }
@@ -1024,12 +1033,23 @@ fn print_million(million: &std::result::Result<Million, String>) {
     let row = vec![
         format!("{:.0} ms", millis(m.startup)),
         format!("{} ({})", if m.complete() { "yes" } else { "**no**" }, m.first_table),
-        format!("{} ({} of {} printed: {intervals} s)", if m.keeps_up() { "yes" } else { "**no**" }, m.intervals.len(), m.due),
+        format!(
+            "{} ({} of {} printed: {intervals} s)",
+            if m.keeps_up() { "yes" } else { "**no**" },
+            m.intervals.len(),
+            m.due
+        ),
         format!("{:.0} ms ({:.0}%)", millis(m.cpu_per_interval), 100.0 * m.cpu_per_interval.as_secs_f64()),
         format!("{:.0} MiB", m.rss as f64 / MIB),
     ];
     table(
-        &["start-up", "first table complete", "keeps up with 1 s", "tcptop CPU per interval", "tcptop peak RSS"],
+        &[
+            "start-up",
+            "first table complete",
+            "keeps up with 1 s",
+            "tcptop CPU per interval",
+            "tcptop peak RSS",
+        ],
         &[row],
     );
 }
@@ -1100,7 +1120,8 @@ fn print_targets(
         slow < 0.001,
     );
     let runs_of = |label: &str| watchers.iter().position(|w| w.label() == label).map(|i| &runs[i][..]);
-    if let (Some(capture), Some(nethogs)) = (runs_of("`tcptop -b --backend capture`"), runs_of(&Peer::Nethogs.label()))
+    if let (Some(capture), Some(nethogs)) =
+        (runs_of("`tcptop -b --backend capture`"), runs_of(&Peer::Nethogs.label()))
     {
         let (ours, theirs) = (median(ratios(capture, &runs[0])), median(ratios(nethogs, &runs[0])));
         check(
