@@ -8,6 +8,8 @@
 //! drift in the machine's speed falls on all of them alike; medians over the rounds.
 
 #[cfg(target_os = "linux")]
+mod child;
+#[cfg(target_os = "linux")]
 mod floor;
 #[cfg(target_os = "linux")]
 mod load;

@@ -84,9 +84,6 @@ impl Running {
     }
 
     pub fn stop(mut self) -> Result<()> {
-        // SAFETY: kill only sends a signal to our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        self.child.wait()?;
-        Ok(())
+        crate::child::terminate(&mut self.child, "a peer")
     }
 }

@@ -227,10 +227,7 @@ impl Tcptop {
 
     /// Ends it as Ctrl-C would.
     fn stop(mut self) -> Result<()> {
-        // SAFETY: kill only sends a signal to our own child, which has not been reaped yet.
-        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
-        self.child.wait()?;
-        Ok(())
+        crate::child::terminate(&mut self.child, "tcptop")
     }
 }
 
