@@ -3,6 +3,7 @@
 //! the capture, paused UDP flows, and agreement with the eBPF collector on the same
 //! traffic. Capturing needs root too.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
@@ -12,7 +13,7 @@ use tcptop::capture::procfs::ProcNetOwners;
 use tcptop::capture::{CaptureCollector, CaptureConfig};
 use tcptop::collector::{Collector, Conn, EventKind, Filters, TcpState};
 
-use crate::helpers::{as_traffic, bpf_allowed, open_collector, Ip, Pair};
+use crate::helpers::{as_traffic, bpf_allowed, open_collector, start_tcptop, stop_tcptop, Ip, Pair};
 
 /// How long the capture may take to deliver what was sent before a test fails.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -293,4 +294,156 @@ fn a_paused_udp_flow_counts_every_datagram() {
     let ends = (sender.local_addr().unwrap(), receiver.local_addr().unwrap());
     let counted: u64 = seen.latest.iter().filter(|c| (c.local, c.remote) == ends).map(|c| c.tx_bytes).sum();
     assert_eq!(counted, sent, "{:?}", seen.latest);
+}
+
+/// The flood's datagrams: 64 bytes of payload each, so that a packet the capture dropped
+/// stands for one datagram, 64 bytes each way.
+const FLOOD_DATAGRAM: u64 = 64;
+
+/// What one output of `tcptop --backend capture` said of the flood: the payload counted for
+/// the sending socket and for the receiving one (sums of their per-interval bytes), and the
+/// packets dropped (the largest, i.e. the last, cumulative count).
+#[derive(Debug, Default, PartialEq)]
+struct Counted {
+    tx: u64,
+    rx: u64,
+    dropped_packets: u64,
+}
+
+/// A sender's and a receiver's UDP sockets on lo, and a flood between them.
+struct Flood {
+    sender: UdpSocket,
+    receiver: UdpSocket,
+}
+
+impl Flood {
+    fn new() -> Flood {
+        // Bound, so that the datagrams reach a socket (which never reads them) rather than
+        // draw ICMP errors that fail the sender's next send.
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.connect(receiver.local_addr().unwrap()).unwrap();
+        Flood { sender, receiver }
+    }
+
+    /// Sends 400,000 datagrams from the one socket, two threads at once, as fast as they
+    /// can; returns the payload bytes sent.
+    fn send(&self) -> u64 {
+        let datagram = [0x42; FLOOD_DATAGRAM as usize];
+        let burst = || (0..200_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
+        let sent: u64 = thread::scope(|s| {
+            let threads: Vec<_> = (0..2).map(|_| s.spawn(burst)).collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        sent * FLOOD_DATAGRAM
+    }
+
+    /// Runs the binary on lo for the receiver's port with `args`, floods, and returns the
+    /// bytes sent and the binary's stdout.
+    fn through_binary(&self, args: &[&str]) -> (u64, String) {
+        let port = self.receiver.local_addr().unwrap().port().to_string();
+        let capture = ["--backend", "capture", "--interface", "lo", "--udp", "--udp-idle", "1", "--port", &port];
+        let mut child =
+            start_tcptop(&[&capture, args, &["0.5"]].concat()).expect("the capture runs wherever BPF tests do");
+        let sent = self.send();
+        // The flow closes after a second of silence, which writes its last record.
+        thread::sleep(Duration::from_secs(3));
+        stop_tcptop(&mut child);
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        (sent, out)
+    }
+
+    fn is_sender(&self, local: SocketAddr) -> bool {
+        local == self.sender.local_addr().unwrap()
+    }
+
+    fn is_receiver(&self, local: SocketAddr) -> bool {
+        local == self.receiver.local_addr().unwrap()
+    }
+
+    /// Adds one record's bytes and overflow to `counted`.
+    fn add(&self, counted: &mut Counted, local: SocketAddr, (rx, tx): (u64, u64), dropped: u64) {
+        if self.is_sender(local) {
+            counted.tx += tx;
+        } else if self.is_receiver(local) {
+            counted.rx += rx;
+        }
+        counted.dropped_packets = counted.dropped_packets.max(dropped);
+    }
+
+    /// Batch mode's text: each interval's summary line and rows.
+    fn from_batch(&self, out: &str) -> Counted {
+        let mut counted = Counted::default();
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let Some(dropped) = fields.iter().find_map(|f| f.strip_prefix("dropped_packets=")) {
+                counted.dropped_packets = counted.dropped_packets.max(dropped.parse().unwrap());
+            } else if let [_, _, local, _, _, rx, tx, ..] = fields[..] {
+                if let Ok(local) = local.parse() {
+                    self.add(&mut counted, local, (rx.parse().unwrap(), tx.parse().unwrap()), 0);
+                }
+            }
+        }
+        counted
+    }
+
+    /// Records as JSON lines or CSV rows (with the header), read as field -> value.
+    fn from_records(&self, records: impl Iterator<Item = HashMap<String, String>>) -> Counted {
+        let mut counted = Counted::default();
+        for record in records {
+            let number = |field: &str| record[field].parse::<u64>().unwrap_or(0);
+            let local = SocketAddr::new(record["local_addr"].parse().unwrap(), number("local_port") as u16);
+            self.add(&mut counted, local, (number("rx_bytes"), number("tx_bytes")), number("dropped_packets"));
+        }
+        counted
+    }
+
+    fn from_json(&self, out: &str) -> Counted {
+        let as_text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        self.from_records(out.lines().map(|line| {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            object.iter().map(|(key, value)| (key.clone(), as_text(value))).collect()
+        }))
+    }
+
+    fn from_csv(&self, out: &str) -> Counted {
+        let mut reader = csv::Reader::from_reader(out.as_bytes());
+        self.from_records(reader.deserialize().map(Result::unwrap))
+    }
+}
+
+/// Every output tells the whole flood: the bytes counted plus 64 for each dropped packet
+/// (a datagram seen by neither end) equal the bytes sent, for the sender and the receiver.
+#[test]
+fn a_udp_flood_is_counted_exactly_or_dropped_visibly_in_every_output() {
+    if !bpf_allowed() {
+        return;
+    }
+    let log = tempfile::tempdir().unwrap();
+    let log_path = log.path().join("flood.csv");
+    let log_arg = log_path.to_str().unwrap();
+    type Parse = fn(&Flood, &str) -> Counted;
+    let outputs: [(&str, &[&str], Parse); 3] = [
+        ("batch", &["-b"], Flood::from_batch),
+        ("json", &["--format", "json"], Flood::from_json),
+        ("csv", &["--format", "csv"], Flood::from_csv),
+    ];
+    for (name, args, parse) in outputs {
+        let flood = Flood::new();
+        let log_args = [args, &["--log", log_arg]].concat();
+        let (sent, out) = flood.through_binary(if name == "batch" { &log_args } else { args });
+        let mut reports = vec![(name, parse(&flood, &out))];
+        if name == "batch" {
+            reports.push(("--log", flood.from_csv(&std::fs::read_to_string(&log_path).unwrap())));
+        }
+        for (output, counted) in reports {
+            eprintln!("{output}: sent {sent} B, {counted:?}");
+            let lost = counted.dropped_packets * FLOOD_DATAGRAM;
+            assert_eq!((counted.tx + lost, counted.rx + lost), (sent, sent), "{output}: {counted:?}");
+        }
+    }
 }
