@@ -342,9 +342,10 @@ impl Flood {
     /// bytes sent and the binary's stdout.
     fn through_binary(&self, args: &[&str]) -> (u64, String) {
         let port = self.receiver.local_addr().unwrap().port().to_string();
-        let capture = ["--backend", "capture", "--interface", "lo", "--udp", "--udp-idle", "1", "--port", &port];
-        let mut child =
-            start_tcptop(&[&capture, args, &["0.5"]].concat()).expect("the capture runs wherever BPF tests do");
+        let capture =
+            ["--backend", "capture", "--interface", "lo", "--udp", "--udp-idle", "1", "--port", &port];
+        let mut child = start_tcptop(&[&capture, args, &["0.5"]].concat())
+            .expect("the capture runs wherever BPF tests do");
         let sent = self.send();
         // The flow closes after a second of silence, which writes its last record.
         thread::sleep(Duration::from_secs(3));
@@ -394,7 +395,12 @@ impl Flood {
         for record in records {
             let number = |field: &str| record[field].parse::<u64>().unwrap_or(0);
             let local = SocketAddr::new(record["local_addr"].parse().unwrap(), number("local_port") as u16);
-            self.add(&mut counted, local, (number("rx_bytes"), number("tx_bytes")), number("dropped_packets"));
+            self.add(
+                &mut counted,
+                local,
+                (number("rx_bytes"), number("tx_bytes")),
+                number("dropped_packets"),
+            );
         }
         counted
     }
