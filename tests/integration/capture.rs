@@ -170,16 +170,26 @@ fn agrees_with_ebpf_on_the_same_traffic() {
     }
 }
 
+const SYN: u8 = 0x02;
+const PSH_ACK: u8 = 0x18;
+const ACK: u8 = 0x10;
+
 /// Sends a TCP segment with a wrong checksum from a raw socket: the kernel drops it, so no
-/// socket ever acknowledges it.
+/// socket ever acknowledges it (nor answers it with a reset).
 fn forge(from: SocketAddr, to: SocketAddr, seq: u32, payload: &[u8]) {
+    forge_segment(from, to, (seq, 0), PSH_ACK, payload);
+}
+
+/// `forge` with its acknowledgement number and flags.
+fn forge_segment(from: SocketAddr, to: SocketAddr, (seq, ack): (u32, u32), flags: u8, payload: &[u8]) {
     let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
     let mut segment = vec![0u8; 20];
     segment[0..2].copy_from_slice(&from.port().to_be_bytes());
     segment[2..4].copy_from_slice(&to.port().to_be_bytes());
     segment[4..8].copy_from_slice(&seq.to_be_bytes());
+    segment[8..12].copy_from_slice(&ack.to_be_bytes());
     segment[12] = 5 << 4;
-    segment[13] = 0x18; // PSH | ACK
+    segment[13] = flags;
     segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
     segment[16..18].copy_from_slice(&0xdeadu16.to_be_bytes());
     segment.extend_from_slice(payload);
@@ -226,6 +236,99 @@ fn forged_segments_make_no_row_and_do_not_hide_a_real_connection() {
     let real = [pair.client_ends(), pair.server_ends()];
     let strays: Vec<&Conn> = seen.latest.iter().filter(|c| !real.contains(&(c.local, c.remote))).collect();
     assert!(strays.is_empty(), "forged rows: {strays:?}");
+}
+
+/// Both directions forged, a handshake and acknowledged data each way, for ports no socket
+/// has: before, a row with bytes until the socket list's next check; now never a row, and
+/// counted among the untracked connections.
+#[test]
+fn a_conversation_forged_both_ways_never_shows_and_is_counted() {
+    if !bpf_allowed() {
+        return;
+    }
+    let unused = |ip| Pair::listen(ip).local_addr().unwrap(); // bound, then free again
+    let (client, server) = (unused(Ip::V4), unused(Ip::V4));
+    let mut seen = Seen::new(open_capture_with(Filters { port: Some(server.port()), ..Filters::default() }));
+    forge_segment(client, server, (100, 0), SYN, b"");
+    forge_segment(server, client, (900, 101), SYN | ACK, b"");
+    forge_segment(client, server, (101, 901), ACK, b"");
+    forge_segment(client, server, (101, 901), PSH_ACK, b"forged request");
+    forge_segment(server, client, (901, 115), PSH_ACK, b"forged answer");
+    forge_segment(client, server, (115, 914), ACK, b"");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut untracked = 0;
+    while untracked < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        let sample = seen.collector.collect().unwrap();
+        untracked = sample.overflow.untracked_conns;
+        let rows: Vec<Conn> =
+            sample.conns.into_iter().chain(sample.events.into_iter().map(|e| e.conn)).collect();
+        assert!(rows.is_empty(), "forged rows: {rows:?}");
+    }
+    assert_eq!(untracked, 2, "both forged ends are counted");
+}
+
+/// A connect to a closed port (a SYN answered by a reset) is a row in state FAILED with one
+/// reset received, as the eBPF collector reports it.
+#[test]
+fn a_refused_connect_is_a_failed_row_with_one_reset_received() {
+    if !bpf_allowed() {
+        return;
+    }
+    let closed = Pair::listen(Ip::V4).local_addr().unwrap(); // bound, then closed again
+    let mut seen = Seen::new(open_capture_with(Filters { port: Some(closed.port()), ..Filters::default() }));
+    let refused = TcpStream::connect(closed).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let deadline = Instant::now() + SETTLE;
+    while seen.closed.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        seen.poll();
+    }
+    assert_eq!(seen.latest.len(), 1, "only the connecting end is a row: {:?}", seen.latest);
+    let conn = &seen.latest[0];
+    let health = conn.health.unwrap();
+    assert_eq!((conn.remote, conn.state_label()), (closed, Some("FAILED")));
+    assert_eq!((health.resets_received, health.resets_sent, health.estimated), (Some(1), Some(0), true));
+    assert!(health.connect.is_some_and(|c| c.failed) && seen.closed.contains(&conn.id));
+}
+
+/// RTT estimated from data-to-ACK times and retransmits from sequence ranges seen twice,
+/// marked estimated: on lo nothing is lost, so no retransmits, as the kernel counts.
+#[test]
+fn rtt_and_retransmits_are_estimated_from_the_packets() {
+    if !bpf_allowed() {
+        return;
+    }
+    let (listener, mut seen) = listening();
+    let mut pair = Pair::connect_to(&listener);
+    exchange(&mut pair, 50_000, 2_000);
+    let conn = seen.settled(pair.client_ends(), 50_000, 2_000);
+    let health = conn.health.expect("a TCP connection's health");
+    let rtt = health.rtt.expect("an RTT sample from the handshake and the data");
+    eprintln!("estimated: {health:?}");
+    assert!(health.estimated && rtt.min_us <= rtt.smoothed_us, "{health:?}");
+    let kernel_retrans = tcp_total_retrans(&pair.client);
+    assert_eq!(health.retrans, Some(u64::from(kernel_retrans)));
+    assert!(health.connect.is_some_and(|c| !c.failed), "the handshake was seen: {health:?}");
+}
+
+/// The kernel's count of a socket's retransmitted segments (TCP_INFO's tcpi_total_retrans).
+fn tcp_total_retrans(stream: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ok = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        assert_eq!(ok, 0, "getsockopt(TCP_INFO)");
+        info.tcpi_total_retrans
+    }
 }
 
 #[test]
@@ -326,11 +429,11 @@ impl Flood {
         Flood { sender, receiver }
     }
 
-    /// Sends 400,000 datagrams from the one socket, two threads at once, as fast as they
+    /// Sends 200,000 datagrams from the one socket, two threads at once, as fast as they
     /// can; returns the payload bytes sent.
     fn send(&self) -> u64 {
         let datagram = [0x42; FLOOD_DATAGRAM as usize];
-        let burst = || (0..200_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
+        let burst = || (0..100_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
         let sent: u64 = thread::scope(|s| {
             let threads: Vec<_> = (0..2).map(|_| s.spawn(burst)).collect();
             threads.into_iter().map(|t| t.join().unwrap()).sum()
@@ -338,12 +441,12 @@ impl Flood {
         sent * FLOOD_DATAGRAM
     }
 
-    /// Runs the binary on lo for the receiver's port with `args`, floods, and returns the
-    /// bytes sent and the binary's stdout.
+    /// Runs the binary on Linux's default device (`any`) for the receiver's port with `args`,
+    /// floods, and returns the bytes sent and the binary's stdout.
     fn through_binary(&self, args: &[&str]) -> (u64, String) {
         let port = self.receiver.local_addr().unwrap().port().to_string();
         let capture =
-            ["--backend", "capture", "--interface", "lo", "--udp", "--udp-idle", "1", "--port", &port];
+            ["--backend", "capture", "--interface", "any", "--udp", "--udp-idle", "1", "--port", &port];
         let mut child = start_tcptop(&[&capture, args, &["0.5"]].concat())
             .expect("the capture runs wherever BPF tests do");
         let sent = self.send();
