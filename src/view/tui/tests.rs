@@ -35,6 +35,7 @@ fn with_health(conn: Conn, rtt_us: Option<u32>, retrans: u64, connect_ms: Option
         connect: connect_ms.map(|ms| Handshake { took: Duration::from_millis(ms), failed: false }),
         resets_sent: Some(0),
         resets_received: Some(0),
+        estimated: false,
     };
     Conn { health: Some(health), ..conn }
 }
