@@ -389,6 +389,7 @@ mod tests {
             connect: Some(connected),
             resets_sent: Some(0),
             resets_received: Some(resets_received),
+            estimated: false,
         };
         let refused = Handshake { took: Duration::from_micros(50), failed: true };
         let failed = TcpHealth { connect: Some(refused), resets_received: Some(1), ..health(0, 0, None) };

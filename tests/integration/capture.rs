@@ -452,9 +452,7 @@ impl Flood {
         let sent = self.send();
         // The flow closes after a second of silence, which writes its last record.
         thread::sleep(Duration::from_secs(3));
-        stop_tcptop(&mut child);
-        let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let out = stop_tcptop(&mut child);
         (sent, out)
     }
 

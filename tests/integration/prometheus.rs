@@ -72,7 +72,8 @@ fn promtool_accepts_a_scrape_taken_during_traffic() {
     let address = free_address();
     let Some(mut tcptop) = start_tcptop(&["--prometheus", &address, &this_process()]) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let mut pair = Pair::connect(Ip::V4);
     as_traffic(|| {
@@ -189,7 +190,8 @@ fn a_real_prometheus_server_stores_the_exact_bytes_by_label_also_of_a_closed_con
     let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
     let Some(mut tcptop) = start_tcptop(&labels) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let prometheus = PrometheusServer::start(&address);
     let series = |metric: &str, direction: &str, remote_port: u16| {
@@ -236,7 +238,8 @@ fn a_real_prometheus_server_stores_the_reset_and_the_failure_of_a_refused_connec
     let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
     let Some(mut tcptop) = start_tcptop(&labels) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let prometheus = PrometheusServer::start(&address);
     let series = |metric: &str, remote_port: u16, direction: &str| {
@@ -274,7 +277,8 @@ fn a_real_prometheus_server_stores_the_retransmit_and_the_long_handshake_of_a_lo
     let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
     let Some(mut tcptop) = start_tcptop(&labels) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let prometheus = PrometheusServer::start(&address);
     // numgen counts from 0: only the first SYN is dropped, on input (see health.rs).
@@ -344,7 +348,8 @@ fn a_real_prometheus_server_evaluates_every_query_of_the_grafana_dashboard_and_e
     let address = free_address();
     let Some(mut tcptop) = start_tcptop(&["--prometheus", &address, &this_process()]) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let prometheus = PrometheusServer::start(&address);
     let _kept = known_traffic(10_000);

@@ -54,6 +54,7 @@ fn scrapes_see_exact_totals_by_label_and_a_closed_connection_keeps_its_bytes() {
         connect: None,
         resets_sent: Some(0),
         resets_received: Some(resets_received),
+        estimated: false,
     };
     let curl = |rx, resets_received| Conn { health: Some(health(resets_received)), ..curl(rx) };
     let closed = ConnEvent { at: Duration::from_millis(1500), kind: EventKind::Closed, conn: curl(350, 1) };
