@@ -5,8 +5,9 @@
 
 mod bytes;
 mod netlink;
+mod track;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -14,17 +15,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::collector::{
-    Collector, Conn, ConnEvent, EventKind, Family, Filters, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
-};
+use crate::collector::{Collector, Conn, ConnEvent, Family, Filters, Overflow, Proto, Sample};
 use crate::procfs::{self, SocketOwners};
 use netlink::{DestroyedLost, DiagSocket, TcpSocket};
+use track::Tracker;
+
+/// What the kernel may queue for the destroy group between two reads: some 50,000 closes as
+/// root; for anyone else net.core.rmem_max caps it (212,992 bytes by default: some 200).
+const DESTROY_QUEUE: usize = 64 << 20;
 
 /// The sock_diag collector.
 pub struct SockDiagCollector {
     namespaces: Vec<Namespace>,
-    /// Every connection reported and not closed yet, by socket cookie.
-    tracked: HashMap<u64, Tracked>,
+    connections: Tracker,
     owners: SocketOwners,
     filters: Filters,
     families: Vec<Family>,
@@ -32,8 +35,12 @@ pub struct SockDiagCollector {
     /// `backend`: "sockdiag", then what it cannot see, as the eBPF plan names its degraded
     /// parts ("sockdiag/unprivileged/no-destroy"), for the header, summary line and records.
     name: String,
+    /// Bytes each destroy group socket may queue.
+    destroy_queue: usize,
     /// Namespaces whose destroy messages were missed since the last `collect`.
     unheard: HashSet<u32>,
+    /// Those of them whose queue overflowed (the others have no destroy group).
+    overflowed: HashSet<u32>,
     started: Instant,
 }
 
@@ -45,26 +52,25 @@ struct Namespace {
     destroyed: Option<DiagSocket>,
 }
 
-struct Tracked {
-    netns: u32,
-    /// The application's totals when tcptop first saw the connection, if it predates tcptop.
-    baseline: (u64, u64),
-    /// As last reported.
-    conn: Conn,
-}
-
 impl SockDiagCollector {
     /// Opens sock_diag in this network namespace and in every other one this process may enter.
     /// `note` hears what it cannot see, and why.
     pub fn open(filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
+        SockDiagCollector::with_destroy_queue(filters, note, DESTROY_QUEUE)
+    }
+
+    /// `open`, with a destroy group queue of `bytes` in each namespace (the kernel doubles
+    /// it, and sets a floor): a small one shows what a full queue loses.
+    pub fn with_destroy_queue(filters: &Filters, note: &mut dyn FnMut(&str), bytes: usize) -> Result<Self> {
         if filters.proto == Some(Proto::Udp) {
             bail!("sock_diag has no byte counts for UDP: --udp needs eBPF or packet capture");
         }
         if filters.cgroup.is_some() {
             bail!("sock_diag does not tell a socket's cgroup: --cgroup needs eBPF");
         }
-        let own = Namespace::open(fs::metadata("/proc/self/ns/net").map_or(0, |meta| meta.ino() as u32))
-            .context("opening a NETLINK_SOCK_DIAG socket")?;
+        let own =
+            Namespace::open(fs::metadata("/proc/self/ns/net").map_or(0, |meta| meta.ino() as u32), bytes)
+                .context("opening a NETLINK_SOCK_DIAG socket")?;
         if own.destroyed.is_none() {
             note(
                 "sock_diag: the kernel refused tcptop its destroy group: a connection that closes \
@@ -95,28 +101,29 @@ impl SockDiagCollector {
         };
         let mut collector = SockDiagCollector {
             namespaces: vec![own],
-            tracked: HashMap::new(),
+            connections: Tracker::default(),
             owners: SocketOwners::default(),
             filters: filters.clone(),
             families,
             lost_events: 0,
             name,
+            destroy_queue: bytes,
             unheard: HashSet::new(),
+            overflowed: HashSet::new(),
             started: Instant::now(),
         };
         collector.enter_new_namespaces()?;
         // What the first read finds predates tcptop: it counts from here.
-        let sockets = collector.dump_all()?;
-        for (netns, socket) in sockets {
-            let baseline = (socket.counters.written(false), socket.counters.read(false));
-            let conn = collector.conn_from(&socket, netns, baseline, false);
-            collector.tracked.insert(socket.cookie, Tracked { netns, baseline, conn });
+        for (netns, socket) in collector.dump_all()? {
+            collector.connections.baseline(netns, &socket);
         }
         Ok(collector)
     }
 
     /// Opens sockets in each network namespace in use that has none yet, and closes those of
-    /// namespaces no longer in use. A namespace it may not enter (no CAP_SYS_ADMIN) is left out.
+    /// namespaces no longer in use once none of their connections is tracked (a namespace
+    /// that a scan missed for a moment keeps its connections' baselines). A namespace it may
+    /// not enter (no CAP_SYS_ADMIN) is left out.
     fn enter_new_namespaces(&mut self) -> Result<()> {
         let own = File::open("/proc/thread-self/ns/net").context("opening tcptop's network namespace")?;
         let mut in_use = HashSet::from([self.namespaces[0].inode]);
@@ -128,11 +135,12 @@ impl SockDiagCollector {
             if self.namespaces.iter().any(|ns| ns.inode == inode) || enter(&file).is_err() {
                 continue;
             }
-            let opened = Namespace::open(inode);
+            let opened = Namespace::open(inode, self.destroy_queue);
             enter(&own).context("returning to tcptop's network namespace")?;
             self.namespaces.extend(opened.ok());
         }
-        self.namespaces.retain(|ns| in_use.contains(&ns.inode));
+        let connections = &self.connections;
+        self.namespaces.retain(|ns| in_use.contains(&ns.inode) || connections.holds(ns.inode));
         Ok(())
     }
 
@@ -149,87 +157,50 @@ impl SockDiagCollector {
         Ok(all)
     }
 
-    /// The connection `socket` is, with totals since `baseline`, inside the --port filter.
-    fn conn_from(&self, socket: &TcpSocket, netns: u32, baseline: (u64, u64), destroyed: bool) -> Conn {
-        let c = &socket.counters;
-        Conn {
-            id: socket.cookie,
-            pid: None,
-            comm: String::new(),
-            proto: Proto::Tcp,
-            local: socket.local,
-            remote: socket.remote,
-            state: Some(TcpState::from_kernel(c.state)),
-            tx_bytes: c.written(destroyed).saturating_sub(baseline.0),
-            rx_bytes: c.read(destroyed).saturating_sub(baseline.1),
-            netns: Some(netns),
-            cgroup: None,
-            // What tcp_info holds; resets and the handshake are not in it.
-            health: Some(TcpHealth {
-                rtt: (c.rtt_us != 0).then_some(Rtt {
-                    smoothed_us: c.rtt_us,
-                    variation_us: c.rttvar_us,
-                    min_us: c.min_rtt_us,
-                }),
-                retrans: Some(c.total_retrans.into()),
-                connect: None,
-                resets_sent: None,
-                resets_received: None,
-                estimated: false,
-            }),
-        }
-    }
-
+    /// Inside the --port and --pid filters.
     fn wanted(&self, conn: &Conn) -> bool {
         let port = self.filters.port;
         port.is_none_or(|port| conn.local.port() == port || conn.remote.port() == port)
             && self.filters.pid.is_none_or(|pid| conn.pid == Some(pid))
     }
 
-    /// The Closed events of destroyed sockets, and whether each namespace missed some.
-    fn read_destroyed(&mut self, events: &mut Vec<ConnEvent>) -> Result<HashSet<u32>> {
-        let mut lost_in = HashSet::new();
+    /// The events of destroyed sockets; notes the namespaces that missed some (the kernel
+    /// found their queue full, or refused the group) in `unheard`.
+    fn read_destroyed(&mut self, events: &mut Vec<ConnEvent>) -> Result<()> {
         let mut destroyed = Vec::new();
         for ns in &mut self.namespaces {
             let Some(listener) = &mut ns.destroyed else {
-                lost_in.insert(ns.inode);
+                self.unheard.insert(ns.inode);
                 continue;
             };
             let mut sockets = Vec::new();
             match listener.destroyed(&mut sockets) {
                 Ok(()) => {}
                 Err(DestroyedLost::Overflow) => {
-                    self.lost_events += 1;
-                    lost_in.insert(ns.inode);
+                    self.unheard.insert(ns.inode);
+                    self.overflowed.insert(ns.inode);
                 }
                 Err(DestroyedLost::Unreadable(e)) => return Err(e),
             }
             destroyed.extend(sockets.into_iter().map(|socket| (ns.inode, socket)));
         }
         let at = self.started.elapsed();
+        let mut all = Vec::new();
         for (netns, socket) in destroyed {
-            let tracked = self.tracked.remove(&socket.cookie);
-            let baseline = tracked.as_ref().map_or((0, 0), |t| t.baseline);
-            let mut conn = self.conn_from(&socket, netns, baseline, true);
-            if let Some(last) = tracked {
-                (conn.pid, conn.comm) = (last.conn.pid, last.conn.comm);
-            }
-            // Listeners and sockets that never connected are destroyed too.
-            if conn.remote.port() != 0 && self.wanted(&conn) {
-                events.push(ConnEvent { at, kind: EventKind::Closed, conn });
-            }
+            self.connections.destroyed(netns, &socket, at, &mut all);
         }
-        Ok(lost_in)
+        events.extend(all.into_iter().filter(|event| self.wanted(&event.conn)));
+        Ok(())
     }
 }
 
 impl Namespace {
     /// Sockets of the calling thread's network namespace, whose inode is `inode`.
-    fn open(inode: u32) -> std::io::Result<Namespace> {
+    fn open(inode: u32, destroy_queue: usize) -> std::io::Result<Namespace> {
         Ok(Namespace {
             inode,
             dumps: DiagSocket::open()?,
-            destroyed: DiagSocket::open_destroy_listener().ok(),
+            destroyed: DiagSocket::open_destroy_listener(destroy_queue).ok(),
         })
     }
 }
@@ -253,8 +224,7 @@ impl Collector for SockDiagCollector {
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
         std::thread::sleep(timeout);
         let mut events = Vec::new();
-        let unheard = self.read_destroyed(&mut events)?;
-        self.unheard.extend(unheard);
+        self.read_destroyed(&mut events)?;
         Ok(events)
     }
 
@@ -262,45 +232,37 @@ impl Collector for SockDiagCollector {
         // Destroyed sockets first: one destroyed after this point is still in the dump, and
         // its close arrives with the next sample.
         let mut events = Vec::new();
-        let mut unheard = self.read_destroyed(&mut events)?;
-        unheard.extend(self.unheard.drain());
+        self.read_destroyed(&mut events)?;
+        let unheard = std::mem::take(&mut self.unheard);
+        // What the last sweep closed unheard had its destroy message read by now, if any came.
+        self.connections.forget_unheard();
         self.enter_new_namespaces()?;
         let sockets = self.dump_all()?;
-        self.owners.lookup(sockets.iter().map(|(_, s)| u64::from(s.inode)).filter(|&ino| ino != 0));
-        let mut present = HashSet::new();
+        // Owners for the connections not named yet: a /proc scan only if one is new.
+        let unnamed: Vec<u64> = sockets
+            .iter()
+            .filter(|(_, s)| s.inode != 0 && !self.connections.has_owner(s.cookie))
+            .map(|(_, s)| u64::from(s.inode))
+            .collect();
+        let mut owners = self.owners.lookup(unnamed.iter().copied()).into_iter();
+        let at = self.started.elapsed();
+        let mut all = Vec::new();
+        let mut present = HashSet::with_capacity(sockets.len());
         for (netns, socket) in &sockets {
             present.insert(socket.cookie);
-            let baseline = self.tracked.get(&socket.cookie).map_or((0, 0), |t| t.baseline);
-            let mut conn = self.conn_from(socket, *netns, baseline, false);
-            let owner = self.owners.lookup([u64::from(socket.inode)]).pop().flatten();
-            let known = self.tracked.get(&socket.cookie).map(|t| (t.conn.pid, t.conn.comm.clone()));
-            match (owner, known) {
-                (Some(owner), _) => (conn.pid, conn.comm) = (Some(owner.pid), owner.comm),
-                (None, Some(known)) => (conn.pid, conn.comm) = known,
-                (None, None) => {}
-            }
-            self.tracked.insert(socket.cookie, Tracked { netns: *netns, baseline, conn });
+            let unnamed = socket.inode != 0 && !self.connections.has_owner(socket.cookie);
+            let owner = if unnamed { owners.next().flatten() } else { None };
+            all.extend(self.connections.dumped(*netns, socket, owner, at));
         }
-        // A connection gone from the dump but not destroyed (TIME_WAIT, or closed while its
-        // file is still open) keeps its last totals until its destroy message; where none can
-        // come, its close is now.
-        let namespaces: HashSet<u32> = self.namespaces.iter().map(|ns| ns.inode).collect();
-        let at = self.started.elapsed();
-        let gone: Vec<u64> = self
-            .tracked
-            .iter()
-            .filter(|(cookie, t)| {
-                !present.contains(cookie) && (unheard.contains(&t.netns) || !namespaces.contains(&t.netns))
-            })
-            .map(|(&cookie, _)| cookie)
-            .collect();
-        for cookie in gone {
-            let conn = self.tracked.remove(&cookie).expect("listed").conn;
-            if self.wanted(&conn) {
-                events.push(ConnEvent { at, kind: EventKind::Closed, conn });
-            }
+        let read = self.namespaces.iter().map(|ns| ns.inode).collect();
+        // Each connection closed with the totals of its last read lost its destroy message;
+        // a namespace whose queue overflowed lost one at least.
+        let closed_in = self.connections.sweep(&present, &read, &unheard, at, &mut all);
+        for netns in self.overflowed.drain() {
+            self.lost_events += closed_in.iter().filter(|&&closed| closed == netns).count().max(1) as u64;
         }
-        let conns = self.tracked.values().map(|t| t.conn.clone()).filter(|conn| self.wanted(conn)).collect();
+        events.extend(all.into_iter().filter(|event| self.wanted(&event.conn)));
+        let conns = self.connections.conns().filter(|conn| self.wanted(conn)).cloned().collect();
         let overflow = Overflow { lost_events: self.lost_events, ..Overflow::default() };
         Ok(Sample { conns, events, overflow })
     }

@@ -21,9 +21,6 @@ const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
 const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
 /// A netlink dump sends at most 32 KiB at a time (netlink_dump); room for more is harmless.
 const RECEIVE_BUFFER: usize = 64 << 10;
-/// What the kernel may queue for the destroy group between two reads: some 50,000 closes as
-/// root; for anyone else net.core.rmem_max caps it (212,992 bytes by default: some 200).
-const DESTROY_QUEUE: libc::c_int = 64 << 20;
 
 /// A TCP socket as one sock_diag message gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +51,8 @@ impl DiagSocket {
     /// A socket of the calling thread's network namespace that hears of every TCP socket the
     /// kernel destroys there. Any user may join the group (the kernel's sock_diag socket is
     /// made with NL_CFG_F_NONROOT_RECV, diag_net_init); only its queue size needs privilege.
-    pub fn open_destroy_listener() -> io::Result<DiagSocket> {
+    /// The kernel may queue `queue` bytes of messages for it.
+    pub fn open_destroy_listener(queue: usize) -> io::Result<DiagSocket> {
         let listener = DiagSocket::open()?;
         for group in [SKNLGRP_INET_TCP_DESTROY, SKNLGRP_INET6_TCP_DESTROY] {
             listener.socket.add_membership(group)?;
@@ -62,8 +60,9 @@ impl DiagSocket {
         listener.socket.set_non_blocking(true)?;
         let fd = listener.socket.as_raw_fd();
         // SO_RCVBUFFORCE passes net.core.rmem_max, with CAP_NET_ADMIN.
-        if set_int_option(fd, libc::SO_RCVBUFFORCE, DESTROY_QUEUE).is_err() {
-            set_int_option(fd, libc::SO_RCVBUF, DESTROY_QUEUE)?;
+        let queue = libc::c_int::try_from(queue).unwrap_or(libc::c_int::MAX);
+        if set_int_option(fd, libc::SO_RCVBUFFORCE, queue).is_err() {
+            set_int_option(fd, libc::SO_RCVBUF, queue)?;
         }
         Ok(listener)
     }
@@ -98,17 +97,21 @@ impl DiagSocket {
         }
     }
 
-    /// The sockets destroyed since the last call, oldest first. Err(ENOBUFS) when the kernel
-    /// had to drop some: the queue was full.
+    /// The sockets destroyed since the last call, oldest first: all those queued, and then
+    /// Err(Overflow) if the kernel had to drop some (ENOBUFS: the queue was full).
     pub fn destroyed(&mut self, into: &mut Vec<TcpSocket>) -> Result<(), DestroyedLost> {
+        let mut overflowed = false;
         loop {
             match self.socket.recv(&mut &mut self.buffer[..], 0) {
                 Ok(received) => {
                     for_each_message(&self.buffer[..received], |socket| into.push(socket))
                         .map_err(DestroyedLost::Unreadable)?;
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && overflowed => {
+                    return Err(DestroyedLost::Overflow)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Err(DestroyedLost::Overflow),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => overflowed = true,
                 Err(e) => {
                     return Err(DestroyedLost::Unreadable(anyhow!(e).context("reading destroyed sockets")))
                 }

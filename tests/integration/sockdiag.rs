@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::thread;
 
-use tcptop::collector::{Conn, Filters};
+use tcptop::collector::{Collector, Conn, EventKind, Filters};
 use tcptop::sockdiag::SockDiagCollector;
 
 use crate::helpers::{as_traffic, bpf_allowed, open_collector, Ip, Pair, Watch};
@@ -360,4 +360,71 @@ fn agrees_with_the_ebpf_collector_byte_for_byte() {
             assert!(e.is_some() && e == d, "{local} -> {remote}: eBPF {e:?}, sock_diag {d:?}");
         }
     }
+}
+
+/// State changes between two reads are events, as the eBPF collector sends them: the first
+/// read of a new connection, a change a later read sees, and the last one at the destroy.
+#[test]
+fn state_changes_seen_between_reads_are_events() {
+    let Some(mut watch) = open_sockdiag() else { return };
+    let mut pair = Pair::connect(Ip::V4);
+    let server = expect_totals(&mut watch, pair.server_ends(), 0, 0, Some(this_process()));
+    pair.client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(pair.server.read(&mut [0; 1]).unwrap(), 0, "end of file");
+    let state = |old: &str, new: &str| (old.to_string(), new.to_string());
+    let half_closed = [state("CLOSE", "ESTABLISHED"), state("ESTABLISHED", "CLOSE_WAIT")];
+    assert!(watch.until(|w| w.transitions(server.id) == half_closed), "{:?}", watch.transitions(server.id));
+    drop(pair);
+    assert!(watch.until(|w| w.is_closed(server.id)), "the server end closes");
+    assert_eq!(watch.transitions(server.id).last(), Some(&state("CLOSE_WAIT", "CLOSE")));
+}
+
+/// More closes at once than the destroy group's queue holds: the kernel drops messages
+/// (ENOBUFS). Each loss is counted, and every connection still closes, with its final totals
+/// where its message came and the same totals of its last read where it was lost.
+#[test]
+fn a_full_destroy_queue_counts_its_losses_and_loses_no_close() {
+    if !bpf_allowed() {
+        return;
+    }
+    // The smallest queue the kernel allows: a few messages.
+    let mut collector = SockDiagCollector::with_destroy_queue(&Filters::default(), &mut |_| {}, 1).unwrap();
+    let mut pairs: Vec<Pair> = (0..64).map(|_| Pair::connect(Ip::V4)).collect();
+    let mut expected = HashMap::new();
+    for pair in &mut pairs {
+        send(&mut pair.client, &mut pair.server, 10, 10);
+        send(&mut pair.server, &mut pair.client, 20, 20);
+        expected.insert(pair.client_ends(), (10, 20));
+        expected.insert(pair.server_ends(), (20, 10));
+    }
+    let sample = collector.collect().unwrap();
+    let ids: HashMap<u64, (u64, u64)> = sample
+        .conns
+        .iter()
+        .filter_map(|conn| Some((conn.id, *expected.get(&(conn.local, conn.remote))?)))
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "every end is read");
+    assert!(sample
+        .conns
+        .iter()
+        .filter(|c| ids.contains_key(&c.id))
+        .all(|c| ids[&c.id] == (c.tx_bytes, c.rx_bytes)));
+    drop(pairs);
+    let (mut closed, mut lost_events) = (HashMap::new(), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while closed.len() < ids.len() && std::time::Instant::now() < deadline {
+        thread::sleep(std::time::Duration::from_millis(50));
+        let sample = collector.collect().unwrap();
+        lost_events = sample.overflow.lost_events;
+        for event in
+            sample.events.iter().filter(|e| e.kind == EventKind::Closed && ids.contains_key(&e.conn.id))
+        {
+            assert!(
+                closed.insert(event.conn.id, (event.conn.tx_bytes, event.conn.rx_bytes)).is_none(),
+                "closed once"
+            );
+        }
+    }
+    assert_eq!(closed, ids, "every end closes once, with its totals");
+    assert!(lost_events > 0, "the lost destroy messages are counted");
 }
