@@ -33,7 +33,9 @@ fn write_assets() -> Result<PathBuf> {
     let mut command = tcptop::cli::Args::command();
     let page = dir.join("tcptop.1");
     let mut file = File::create(&page).with_context(|| format!("creating {}", page.display()))?;
-    clap_mangen::Man::new(command.clone()).render(&mut file).with_context(|| format!("writing {}", page.display()))?;
+    clap_mangen::Man::new(command.clone())
+        .render(&mut file)
+        .with_context(|| format!("writing {}", page.display()))?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut command, "tcptop", &dir)
             .with_context(|| format!("writing the {shell} completions in {}", dir.display()))?;

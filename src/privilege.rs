@@ -1,8 +1,10 @@
-//! Least privilege on Linux: no core dumps of a process holding kernel handles and host-wide
-//! data, and, once the collector is open, every capability dropped in every thread but the
-//! few the collection thread needs for its table reads, with no_new_privs set.
+//! Least privilege on Linux: what a backend lacks, named; no core dumps of a process holding
+//! kernel handles and host-wide data; and, once the collector is open, every capability
+//! dropped in every thread but the few the collection thread needs for its table reads, with
+//! no_new_privs set.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,85 @@ pub const TABLE_READS: CapabilitySet =
     CapabilitySet::SYS_ADMIN.union(CapabilitySet::SYS_PTRACE).union(CapabilitySet::DAC_READ_SEARCH);
 /// What the capture backend's attribution needs: /proc only. Its packets are parsed with none.
 pub const PROC_READS: CapabilitySet = CapabilitySet::SYS_PTRACE.union(CapabilitySet::DAC_READ_SEARCH);
+
+/// What a backend needs of the kernel: capabilities of the initial user namespace, the
+/// kernel counting no others for BPF, perf events or the host's packets.
+pub struct Need {
+    /// What for, as an error begins: "loading the eBPF probes".
+    pub doing: &'static str,
+    pub all_of: CapabilitySet,
+    /// Stands in for `all_of` (CAP_SYS_ADMIN for the BPF ones, before Linux 5.8 the only way).
+    pub or_instead: CapabilitySet,
+}
+
+pub const EBPF: Need = Need {
+    doing: "loading the eBPF probes",
+    all_of: CapabilitySet::BPF.union(CapabilitySet::PERFMON),
+    or_instead: CapabilitySet::SYS_ADMIN,
+};
+pub const CAPTURE: Need =
+    Need { doing: "capturing packets", all_of: CapabilitySet::NET_RAW, or_instead: CapabilitySet::empty() };
+
+/// A backend cannot run for want of a privilege, which the message names.
+#[derive(Debug)]
+pub struct Missing(String);
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Missing {}
+
+impl Need {
+    /// What this process lacks for the job, from its effective capabilities and its user
+    /// namespace; Ok when nothing visible is missing.
+    pub fn check(&self) -> Result<(), Missing> {
+        let effective =
+            rustix::thread::capabilities(None).map_or(CapabilitySet::empty(), |sets| sets.effective);
+        let uid_map = fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        match self.lacking(effective, &uid_map) {
+            Some(why) => Err(Missing(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn lacking(&self, effective: CapabilitySet, uid_map: &str) -> Option<String> {
+        let needs = capability_names(self.all_of, " and ");
+        let needs = match self.or_instead.is_empty() {
+            true => needs,
+            false => format!("{needs} (or {})", capability_names(self.or_instead, " and ")),
+        };
+        // The initial user namespace maps every id onto itself; `unshare -r` makes another.
+        let initial = uid_map.trim().is_empty() || uid_map.split_whitespace().eq(["0", "0", "4294967295"]);
+        if !initial {
+            let map = uid_map.split_whitespace().collect::<Vec<_>>().join(" ");
+            return Some(format!(
+                "{} needs {needs} in the host's user namespace, and tcptop runs in another (uid_map \
+                 `{map}`), whose capabilities do not count: run it as root outside (`--backend \
+                 sockdiag` reads what it may in here)",
+                self.doing
+            ));
+        }
+        if !self.or_instead.is_empty() && effective.contains(self.or_instead) {
+            return None;
+        }
+        let lacks = self.all_of - effective;
+        (!lacks.is_empty()).then(|| {
+            format!(
+                "{} needs {needs}, and this process lacks {}: run it as `sudo tcptop`, or give the \
+                 binary the capabilities (README, \"Security\")",
+                self.doing,
+                capability_names(lacks, " and ")
+            )
+        })
+    }
+}
+
+fn capability_names(set: CapabilitySet, separator: &str) -> String {
+    set.iter_names().map(|(name, _)| format!("CAP_{name}")).collect::<Vec<_>>().join(separator)
+}
 
 /// How long the other threads have to drop theirs.
 const BROADCAST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -119,6 +200,29 @@ fn threads() -> Result<Vec<libc::pid_t>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOST: &str = "         0          0 4294967295\n";
+
+    #[test]
+    fn what_is_missing_is_named() {
+        let all = CapabilitySet::all();
+        assert_eq!(EBPF.lacking(all, HOST), None);
+        assert_eq!(EBPF.lacking(CapabilitySet::SYS_ADMIN, HOST), None);
+        assert_eq!(EBPF.lacking(EBPF.all_of, ""), None);
+        let lacks = EBPF.lacking(CapabilitySet::BPF, HOST).unwrap();
+        assert!(lacks.starts_with("loading the eBPF probes needs CAP_PERFMON and CAP_BPF (or CAP_SYS_ADMIN), and this process lacks CAP_PERFMON:"), "{lacks}");
+        let lacks = CAPTURE.lacking(CapabilitySet::empty(), HOST).unwrap();
+        assert!(
+            lacks.starts_with("capturing packets needs CAP_NET_RAW, and this process lacks CAP_NET_RAW:"),
+            "{lacks}"
+        );
+        let namespaced = CAPTURE.lacking(all, "0 1000 1\n").unwrap();
+        assert!(
+            namespaced
+                .contains("in the host's user namespace, and tcptop runs in another (uid_map `0 1000 1`)"),
+            "{namespaced}"
+        );
+    }
 
     /// The CapEff values README documents for the collection thread.
     #[test]

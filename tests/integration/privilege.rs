@@ -1,11 +1,12 @@
 //! Least privilege while tcptop runs: what /proc says of its threads' capabilities once the
-//! collector is open, for each backend. Needs root.
+//! collector is open, for each backend, and the errors that name a missing privilege. Needs root.
 
 use std::fs;
+use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use crate::helpers::{start_tcptop, stop_tcptop};
+use crate::helpers::{bpf_allowed, start_tcptop, stop_tcptop};
 
 /// CapEff of each of `pid`'s threads, by thread name.
 fn effective_by_thread(pid: u32) -> Vec<(String, String)> {
@@ -47,4 +48,57 @@ fn capabilities_are_dropped_once_the_collector_is_open() {
         }
         stop_tcptop(&mut child);
     }
+}
+
+/// tcptop under `wrapper` (a command that takes away a privilege, then runs the rest).
+fn run_under(wrapper: &[&str], args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(env!("CARGO_BIN_EXE_tcptop"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A backend that cannot run says in one line what is missing: the capabilities root's exec
+/// did not get (setpriv took them from the bounding set), or the host's user namespace
+/// (`unshare -r` gives every capability, of a namespace the kernel does not count for BPF
+/// or the host's packets). `--backend auto` runs there all the same, on sock_diag.
+#[test]
+fn a_missing_privilege_is_named() {
+    if !bpf_allowed() {
+        return;
+    }
+    let without_bpf: &[&str] = &["setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin"];
+    let without_net_raw: &[&str] = &["setpriv", "--bounding-set=-net_raw"];
+    let user_namespace: &[&str] = &["unshare", "--map-root-user"];
+    for (wrapper, backend, says) in [
+        (without_bpf, "ebpf", "and this process lacks CAP_PERFMON and CAP_BPF:"),
+        (
+            without_net_raw,
+            "capture",
+            "capturing packets needs CAP_NET_RAW, and this process lacks CAP_NET_RAW:",
+        ),
+        (
+            user_namespace,
+            "ebpf",
+            "in the host's user namespace, and tcptop runs in another (uid_map `0 0 1`)",
+        ),
+        (user_namespace, "capture", "capturing packets needs CAP_NET_RAW in the host's user namespace"),
+    ] {
+        let (status, stdout, stderr) = run_under(wrapper, &["--backend", backend, "-b", "0.1", "1"]);
+        assert_eq!(status, Some(1), "{wrapper:?} {backend}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{wrapper:?} {backend}: {stderr}");
+        assert!(stderr.starts_with("tcptop: ") && stderr.contains(says), "{wrapper:?} {backend}: {stderr}");
+        assert!(stdout.is_empty(), "{wrapper:?} {backend}: {stdout}");
+    }
+    let (status, stdout, stderr) = run_under(user_namespace, &["-b", "--port", "9", "0.1", "1"]);
+    assert_eq!(status, Some(0), "{stderr}");
+    assert!(stderr.contains("runs in another (uid_map `0 0 1`)"), "{stderr}");
+    assert!(stdout.contains(" probe=sockdiag"), "{stdout}");
 }
