@@ -76,7 +76,7 @@ fn open_capture(args: &Args) -> Result<Box<dyn Collector>> {
         true => crate::privilege::CAPTURE.check().err().map_or(error, anyhow::Error::from),
         false => error,
     })?;
-    crate::privilege::drop_after_open(crate::privilege::PROC_READS)?;
+    crate::privilege::drop_and_sandbox(crate::privilege::PROC_READS)?;
     Ok(Box::new(collector))
 }
 

@@ -2,15 +2,18 @@
 //! collector is open, for each backend, and the errors that name a missing privilege. Needs root.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use crate::helpers::{bpf_allowed, start_tcptop, stop_tcptop};
 
-/// CapEff of each of `pid`'s threads, by thread name.
-fn effective_by_thread(pid: u32) -> Vec<(String, String)> {
-    let mut threads: Vec<(String, String)> = fs::read_dir(format!("/proc/{pid}/task"))
+/// CapEff and the seccomp mode of each of `pid`'s threads, by thread name.
+fn effective_by_thread(pid: u32) -> Vec<(String, String, String)> {
+    let mut threads: Vec<(String, String, String)> = fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
         .map(|task| {
@@ -18,7 +21,7 @@ fn effective_by_thread(pid: u32) -> Vec<(String, String)> {
             let field = |name: &str| {
                 status.lines().find_map(|line| line.strip_prefix(name)).unwrap().trim().to_string()
             };
-            (field("Name:"), field("CapEff:"))
+            (field("Name:"), field("CapEff:"), field("Seccomp:"))
         })
         .collect();
     threads.sort();
@@ -28,7 +31,7 @@ fn effective_by_thread(pid: u32) -> Vec<(String, String)> {
 
 /// As README's "Security" section documents: the collection thread keeps CAP_SYS_ADMIN,
 /// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (capture: the last two), every other thread none,
-/// and no_new_privs is set.
+/// and no_new_privs is set; in capture mode every thread has the seccomp filter (mode 2).
 #[test]
 fn capabilities_are_dropped_once_the_collector_is_open() {
     for (backend, collection) in
@@ -42,9 +45,10 @@ fn capabilities_are_dropped_once_the_collector_is_open() {
         let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         assert!(status.contains("\nCapEff:\t0000000000000000\n"), "{backend}: {status}");
         assert!(status.contains("\nNoNewPrivs:\t1\n"), "{backend}: {status}");
-        for (name, effective) in effective_by_thread(child.id()) {
+        for (name, effective, seccomp) in effective_by_thread(child.id()) {
             let expected = if name == "tcptop-collect" { collection } else { "0000000000000000" };
             assert_eq!(effective, expected, "{backend}: thread {name}");
+            assert_eq!(seccomp, if backend == "capture" { "2" } else { "0" }, "{backend}: thread {name}");
         }
         stop_tcptop(&mut child);
     }
@@ -76,7 +80,10 @@ fn a_missing_privilege_is_named() {
     }
     let without_bpf: &[&str] = &["setpriv", "--bounding-set=-bpf,-perfmon,-sys_admin"];
     let without_net_raw: &[&str] = &["setpriv", "--bounding-set=-net_raw"];
+    // The host's network namespace for capture, whose packets that user namespace may not
+    // see; a new one for the rest, where sock_diag has only what is in it to read.
     let user_namespace: &[&str] = &["unshare", "--map-root-user"];
+    let own_namespaces: &[&str] = &["unshare", "--map-root-user", "--net"];
     for (wrapper, backend, says) in [
         (without_bpf, "ebpf", "and this process lacks CAP_PERFMON and CAP_BPF:"),
         (
@@ -85,7 +92,7 @@ fn a_missing_privilege_is_named() {
             "capturing packets needs CAP_NET_RAW, and this process lacks CAP_NET_RAW:",
         ),
         (
-            user_namespace,
+            own_namespaces,
             "ebpf",
             "in the host's user namespace, and tcptop runs in another (uid_map `0 0 1`)",
         ),
@@ -97,8 +104,42 @@ fn a_missing_privilege_is_named() {
         assert!(stderr.starts_with("tcptop: ") && stderr.contains(says), "{wrapper:?} {backend}: {stderr}");
         assert!(stdout.is_empty(), "{wrapper:?} {backend}: {stdout}");
     }
-    let (status, stdout, stderr) = run_under(user_namespace, &["-b", "--port", "9", "0.1", "1"]);
+    let (status, stdout, stderr) = run_under(own_namespaces, &["-b", "0.1", "1"]);
     assert_eq!(status, Some(0), "{stderr}");
     assert!(stderr.contains("runs in another (uid_map `0 0 1`)"), "{stderr}");
     assert!(stdout.contains(" probe=sockdiag"), "{stdout}");
+}
+
+/// Capture mode under its sandbox (seccomp, Landlock but in the collection thread) still
+/// counts a connection and names its process from /proc.
+#[test]
+fn capture_still_names_processes_in_its_sandbox() {
+    if !bpf_allowed() {
+        return;
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    let done = AtomicBool::new(false);
+    let out = thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut buffer = [0; 100];
+            while !done.load(Ordering::SeqCst) {
+                client.write_all(&buffer).unwrap();
+                server.read_exact(&mut buffer).unwrap();
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let out = Command::new(env!("CARGO_BIN_EXE_tcptop"))
+            .args(["--backend", "capture", "-b", "--port", &port, "0.5", "3"])
+            .output()
+            .unwrap();
+        done.store(true, Ordering::SeqCst);
+        out
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours = format!("{} ", std::process::id());
+    assert!(stdout.lines().any(|row| row.starts_with(&ours) && row.contains(&port)), "{stdout}");
 }
