@@ -28,20 +28,21 @@ pub const PROC_READS: CapabilitySet = CapabilitySet::SYS_PTRACE.union(Capability
 /// What a backend needs of the kernel: capabilities of the initial user namespace, the
 /// kernel counting no others for BPF, perf events or the host's packets.
 pub struct Need {
-    /// What for, as an error begins: "loading the eBPF probes".
+    /// What for, as the error says it: "to load its eBPF probes".
     pub doing: &'static str,
     pub all_of: CapabilitySet,
-    /// Stands in for `all_of` (CAP_SYS_ADMIN for the BPF ones, before Linux 5.8 the only way).
+    /// Stands in for `all_of` (CAP_SYS_ADMIN for the BPF ones, before Linux 5.8 the only way;
+    /// the error says "root" for it).
     pub or_instead: CapabilitySet,
 }
 
 pub const EBPF: Need = Need {
-    doing: "loading the eBPF probes",
+    doing: "to load its eBPF probes",
     all_of: CapabilitySet::BPF.union(CapabilitySet::PERFMON),
     or_instead: CapabilitySet::SYS_ADMIN,
 };
 pub const CAPTURE: Need =
-    Need { doing: "capturing packets", all_of: CapabilitySet::NET_RAW, or_instead: CapabilitySet::empty() };
+    Need { doing: "to capture packets", all_of: CapabilitySet::NET_RAW, or_instead: CapabilitySet::empty() };
 
 /// A backend cannot run for want of a privilege, which the message names.
 #[derive(Debug)]
@@ -69,20 +70,15 @@ impl Need {
     }
 
     fn lacking(&self, effective: CapabilitySet, uid_map: &str) -> Option<String> {
-        let needs = capability_names(self.all_of, " and ");
-        let needs = match self.or_instead.is_empty() {
-            true => needs,
-            false => format!("{needs} (or {})", capability_names(self.or_instead, " and ")),
-        };
+        let (needs, doing) = (capability_names(self.all_of), self.doing);
         // The initial user namespace maps every id onto itself; `unshare -r` makes another.
         let initial = uid_map.trim().is_empty() || uid_map.split_whitespace().eq(["0", "0", "4294967295"]);
         if !initial {
             let map = uid_map.split_whitespace().collect::<Vec<_>>().join(" ");
             return Some(format!(
-                "{} needs {needs} in the host's user namespace, and tcptop runs in another (uid_map \
-                 `{map}`), whose capabilities do not count: run it as root outside (`--backend \
-                 sockdiag` reads what it may in here)",
-                self.doing
+                "needs root, or {needs}, in the host's user namespace {doing}, and tcptop runs in \
+                 another (uid_map `{map}`), whose capabilities do not count: run it as root outside \
+                 (`--backend sockdiag` reads what it may in here)"
             ));
         }
         if !self.or_instead.is_empty() && effective.contains(self.or_instead) {
@@ -91,17 +87,16 @@ impl Need {
         let lacks = self.all_of - effective;
         (!lacks.is_empty()).then(|| {
             format!(
-                "{} needs {needs}, and this process lacks {}: run it as `sudo tcptop`, or give the \
-                 binary the capabilities (README, \"Security\")",
-                self.doing,
-                capability_names(lacks, " and ")
+                "needs root, or {needs}, {doing}, and this process lacks {}: run it as `sudo \
+                 tcptop`, or give the binary the capabilities (README, \"Security\")",
+                capability_names(lacks)
             )
         })
     }
 }
 
-fn capability_names(set: CapabilitySet, separator: &str) -> String {
-    set.iter_names().map(|(name, _)| format!("CAP_{name}")).collect::<Vec<_>>().join(separator)
+fn capability_names(set: CapabilitySet) -> String {
+    set.iter_names().map(|(name, _)| format!("CAP_{name}")).collect::<Vec<_>>().join(" and ")
 }
 
 /// How long the other threads have to drop theirs.
@@ -319,18 +314,16 @@ mod tests {
         assert_eq!(EBPF.lacking(CapabilitySet::SYS_ADMIN, HOST), None);
         assert_eq!(EBPF.lacking(EBPF.all_of, ""), None);
         let lacks = EBPF.lacking(CapabilitySet::BPF, HOST).unwrap();
-        assert!(lacks.starts_with("loading the eBPF probes needs CAP_PERFMON and CAP_BPF (or CAP_SYS_ADMIN), and this process lacks CAP_PERFMON:"), "{lacks}");
+        let expected = "needs root, or CAP_PERFMON and CAP_BPF, to load its eBPF probes, and this process \
+                        lacks CAP_PERFMON:";
+        assert!(lacks.starts_with(expected), "{lacks}");
         let lacks = CAPTURE.lacking(CapabilitySet::empty(), HOST).unwrap();
-        assert!(
-            lacks.starts_with("capturing packets needs CAP_NET_RAW, and this process lacks CAP_NET_RAW:"),
-            "{lacks}"
-        );
+        let expected = "needs root, or CAP_NET_RAW, to capture packets, and this process lacks CAP_NET_RAW:";
+        assert!(lacks.starts_with(expected), "{lacks}");
         let namespaced = CAPTURE.lacking(all, "0 1000 1\n").unwrap();
-        assert!(
-            namespaced
-                .contains("in the host's user namespace, and tcptop runs in another (uid_map `0 1000 1`)"),
-            "{namespaced}"
-        );
+        let expected = "needs root, or CAP_NET_RAW, in the host's user namespace to capture packets, and \
+                        tcptop runs in another (uid_map `0 1000 1`)";
+        assert!(namespaced.starts_with(expected), "{namespaced}");
     }
 
     /// The CapEff values README documents for the collection thread.

@@ -85,18 +85,18 @@ fn a_missing_privilege_is_named() {
     let user_namespace: &[&str] = &["unshare", "--map-root-user"];
     let own_namespaces: &[&str] = &["unshare", "--map-root-user", "--net"];
     for (wrapper, backend, says) in [
-        (without_bpf, "ebpf", "and this process lacks CAP_PERFMON and CAP_BPF:"),
+        (without_bpf, "ebpf", "to load its eBPF probes, and this process lacks CAP_PERFMON and CAP_BPF:"),
         (
             without_net_raw,
             "capture",
-            "capturing packets needs CAP_NET_RAW, and this process lacks CAP_NET_RAW:",
+            "needs root, or CAP_NET_RAW, to capture packets, and this process lacks CAP_NET_RAW:",
         ),
         (
             own_namespaces,
             "ebpf",
-            "in the host's user namespace, and tcptop runs in another (uid_map `0 0 1`)",
+            "in the host's user namespace to load its eBPF probes, and tcptop runs in another (uid_map `0 0 1`)",
         ),
-        (user_namespace, "capture", "capturing packets needs CAP_NET_RAW in the host's user namespace"),
+        (user_namespace, "capture", "needs root, or CAP_NET_RAW, in the host's user namespace to capture packets"),
     ] {
         let (status, stdout, stderr) = run_under(wrapper, &["--backend", backend, "-b", "0.1", "1"]);
         assert_eq!(status, Some(1), "{wrapper:?} {backend}: {stderr}");
