@@ -48,16 +48,14 @@ fn open_capture_instead(
     sockdiag_error: anyhow::Error,
     fallback: &mut dyn FnMut(&str),
 ) -> Result<Box<dyn Collector>> {
-    use crate::capture::NeedsRoot;
-
     let ebpf_error = anyhow::anyhow!("{ebpf_error:#}; sock_diag cannot stand in: {sockdiag_error:#}");
     match open_capture(args) {
         Ok(capture) => {
             fallback(&format!("eBPF cannot run here ({ebpf_error:#}); counting captured packets instead"));
             Ok(capture)
         }
-        // Without root neither can run, and the eBPF error says so already.
-        Err(capture_error) if capture_error.is::<NeedsRoot>() => Err(ebpf_error),
+        // Without privileges neither can run, and the eBPF error says what is missing already.
+        Err(capture_error) if capture_error.is::<crate::privilege::Missing>() => Err(ebpf_error),
         Err(capture_error) => {
             Err(anyhow::anyhow!("{ebpf_error:#}; packet capture cannot stand in either: {capture_error:#}"))
         }
@@ -74,12 +72,17 @@ fn open_sockdiag(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Coll
 /// On Linux, capture on every interface with `any`, and find processes in /proc.
 #[cfg(target_os = "linux")]
 fn open_capture(args: &Args) -> Result<Box<dyn Collector>> {
-    use crate::capture::{procfs::ProcNetOwners, ProcessLookup};
+    use crate::capture::{procfs::ProcNetOwners, NeedsRoot, ProcessLookup};
 
     let device = args.interface.clone().unwrap_or_else(|| "any".into());
     let processes: Option<Box<dyn ProcessLookup>> = Some(Box::new(ProcNetOwners::default()));
-    let collector = CaptureCollector::open(CaptureConfig { device, filters: args.filters(), processes })?;
-    crate::privilege::drop_after_open(crate::privilege::PROC_READS)?;
+    let config = CaptureConfig { device, filters: args.filters(), processes };
+    // Refused: say which capability (or user namespace) is missing, when that is visible.
+    let collector = CaptureCollector::open(config).map_err(|error| match error.is::<NeedsRoot>() {
+        true => crate::privilege::CAPTURE.check().err().map_or(error, anyhow::Error::from),
+        false => error,
+    })?;
+    crate::privilege::drop_and_sandbox(crate::privilege::PROC_READS)?;
     Ok(Box::new(collector))
 }
 

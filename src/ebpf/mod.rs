@@ -9,7 +9,7 @@ mod table;
 pub use plan::{Feature, Plan, Refusals, Strategy};
 
 use std::cell::RefCell;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -90,12 +90,7 @@ impl From<anyhow::Error> for Attempt {
 /// Checks what the kernel side needs before anything is loaded, so that each missing piece
 /// gets its own one-line explanation.
 pub fn preflight() -> Result<()> {
-    if !has_bpf_capabilities(&fs::read_to_string("/proc/self/status").unwrap_or_default()) {
-        bail!(
-            "needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its eBPF \
-             probes: run it as `sudo tcptop`"
-        );
-    }
+    crate::privilege::EBPF.check()?;
     if !Path::new(VMLINUX_BTF).exists() {
         bail!(
             "this kernel has no BTF ({VMLINUX_BTF} is missing): tcptop's eBPF probes need a \
@@ -103,22 +98,6 @@ pub fn preflight() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, in the effective set of a /proc status file.
-fn has_bpf_capabilities(status: &str) -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let Some(effective) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-    else {
-        return false;
-    };
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
 }
 
 impl EbpfCollector {
@@ -641,15 +620,6 @@ fn health_from(info: &types::conn_info, resets_counted: bool) -> TcpHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capabilities_need_sys_admin_or_bpf_with_perfmon() {
-        assert!(has_bpf_capabilities("Name:\ttcptop\nCapEff:\t000001ffffffffff\n"));
-        assert!(has_bpf_capabilities("CapEff:\t000000c000000000\n"));
-        assert!(!has_bpf_capabilities("CapEff:\t0000008000000000\n"));
-        assert!(!has_bpf_capabilities("CapEff:\t0000000000000000\n"));
-        assert!(!has_bpf_capabilities(""));
-    }
 
     #[test]
     fn ipv4_mapped_addresses_are_shown_as_ipv4() {
