@@ -301,6 +301,6 @@ impl Collector for SockDiagCollector {
         }
         let conns = self.tracked.values().map(|t| t.conn.clone()).filter(|conn| self.wanted(conn)).collect();
         let overflow = Overflow { lost_events: self.lost_events, ..Overflow::default() };
-        Ok(Sample { conns, events, overflow })
+        Ok(Sample { conns, events, overflow, unchanged: None })
     }
 }
