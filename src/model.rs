@@ -5,6 +5,7 @@ pub mod conn;
 pub mod group;
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ pub struct ConnRow {
     /// Intervals in a row that ended with no bytes moved: once the whole history is such
     /// intervals, an update that leaves the row out changes nothing in it.
     quiet_intervals: u32,
+    /// The pid this row counts for in `Model::pids`.
+    counted_pid: Option<u32>,
 }
 
 impl ConnRow {
@@ -84,6 +87,7 @@ impl ConnRow {
             opened: true,
             closed_for: None,
             quiet_intervals: 0,
+            counted_pid: None,
         }
     }
 
@@ -200,6 +204,9 @@ pub struct Model {
     busy: HashSet<u64>,
     /// The sum of the rows' rates (settled rows have none).
     total_rates: (f64, f64),
+    /// Rows per pid, which `set_cmdlines` keeps the command lines of without a pass over
+    /// every row.
+    pids: HashMap<u32, usize>,
     retention: Retention,
     last_update: Duration,
     elapsed: Duration,
@@ -217,6 +224,7 @@ impl Model {
             rows: HashMap::new(),
             busy: HashSet::new(),
             total_rates: (0.0, 0.0),
+            pids: HashMap::new(),
             retention,
             last_update: start,
             elapsed: Duration::ZERO,
@@ -230,8 +238,7 @@ impl Model {
     /// longer in the table are forgotten.
     pub fn set_cmdlines(&mut self, cmdlines: HashMap<u32, String>) {
         self.cmdlines.extend(cmdlines);
-        let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
-        self.cmdlines.retain(|pid, _| pids.contains(pid));
+        self.cmdlines.retain(|pid, _| self.pids.contains_key(pid));
     }
 
     /// The command line of `pid`, when known.
@@ -249,7 +256,9 @@ impl Model {
         for id in mem::take(&mut self.busy) {
             let Some(row) = self.rows.get_mut(&id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {
+                let counted = row.counted_pid;
                 self.rows.remove(&id);
+                count_pid(&mut self.pids, counted, None);
                 continue;
             }
             row.start_interval();
@@ -308,6 +317,8 @@ impl Model {
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
             row.end_interval(secs, history, now);
+            // A row's pid changes only where it is visited, as here.
+            count_pid(&mut self.pids, mem::replace(&mut row.counted_pid, row.conn.pid), row.conn.pid);
             // A UDP flow has no close: it is over once idle for long enough. A row its
             // collector still reports stays, or it would come back with its totals counted
             // again.
@@ -315,6 +326,7 @@ impl Model {
                 && !reported.contains(&id)
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
+                count_pid(&mut self.pids, row.conn.pid, None);
                 self.rows.remove(&id);
                 continue;
             }
@@ -377,6 +389,24 @@ impl Model {
 fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
     rows.entry(conn.id)
         .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, health: None, ..conn.clone() }, now))
+}
+
+/// Moves one row's count from pid `from` to `to` (either may be none).
+fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>) {
+    if from == to {
+        return;
+    }
+    if let Some(pid) = from {
+        if let Entry::Occupied(mut rows) = pids.entry(pid) {
+            *rows.get_mut() -= 1;
+            if *rows.get() == 0 {
+                rows.remove();
+            }
+        }
+    }
+    if let Some(pid) = to {
+        *pids.entry(pid).or_default() += 1;
+    }
 }
 
 fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
@@ -768,6 +798,7 @@ mod tests {
             };
             assert_eq!(sorted(&whole), sorted(&changes), "step {step}");
             assert_eq!(whole.total_rates(), changes.total_rates(), "step {step}");
+            assert_eq!(whole.pids, changes.pids, "step {step}");
             for all in [false, true] {
                 let ids = |model: &Model| {
                     model
