@@ -59,7 +59,7 @@ struct conn_event {
 
 /* What the last row a table read reported for a TCP connection said of the fields that
  * change while it lives, so that a read of changes leaves out exactly the rows that would
- * repeat it. The tuple changes only with the state, which is here. */
+ * repeat it. The tuple and the handshake time change only with the state, which is here. */
 struct conn_mark {
 	__u64 tx_bytes;
 	__u64 rx_bytes;
