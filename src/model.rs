@@ -6,7 +6,7 @@ pub mod group;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,6 +67,10 @@ pub struct ConnRow {
     quiet_intervals: u32,
     /// The pid this row counts for in `Model::pids`.
     counted_pid: Option<u32>,
+    /// The numbers of the updates that last visited the row and whose sample listed it:
+    /// marks on the row, not sets of ids, so that an active row costs no extra hashing.
+    visited_in: u64,
+    listed_in: u64,
 }
 
 impl ConnRow {
@@ -88,6 +92,8 @@ impl ConnRow {
             closed_for: None,
             quiet_intervals: 0,
             counted_pid: None,
+            visited_in: 0,
+            listed_in: 0,
         }
     }
 
@@ -114,6 +120,14 @@ impl ConnRow {
             self.quiet_intervals = 0;
         } else {
             self.quiet_intervals = self.quiet_intervals.saturating_add(1);
+        }
+    }
+
+    /// Puts the row on `visits` of update `update`, once.
+    fn visit(&mut self, id: u64, update: u64, visits: &mut Vec<u64>) {
+        if self.visited_in != update {
+            self.visited_in = update;
+            visits.push(id);
         }
     }
 
@@ -201,7 +215,9 @@ pub struct Model {
     rows: HashMap<u64, ConnRow>,
     /// The rows the next update visits: every row but the settled ones (`is_settled`), so
     /// that on a host of many idle connections an update costs what the active ones do.
-    busy: HashSet<u64>,
+    busy: Vec<u64>,
+    /// Updates applied so far.
+    updates: u64,
     /// The sum of the rows' rates (settled rows have none).
     total_rates: (f64, f64),
     /// Rows per pid, which `set_cmdlines` keeps the command lines of without a pass over
@@ -222,7 +238,8 @@ impl Model {
     pub fn new(start: Duration, retention: Retention) -> Model {
         Model {
             rows: HashMap::new(),
-            busy: HashSet::new(),
+            busy: Vec::new(),
+            updates: 0,
             total_rates: (0.0, 0.0),
             pids: HashMap::new(),
             retention,
@@ -252,7 +269,9 @@ impl Model {
     pub fn update(&mut self, sample: Sample, now: Duration) {
         let keep = self.retention.closed_intervals;
         let complete = sample.is_complete();
-        let mut visit = HashSet::with_capacity(self.busy.len() + sample.conns.len());
+        self.updates += 1;
+        let update = self.updates;
+        let mut visits = Vec::with_capacity(self.busy.len() + sample.conns.len());
         for id in mem::take(&mut self.busy) {
             let Some(row) = self.rows.get_mut(&id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {
@@ -262,11 +281,11 @@ impl Model {
                 continue;
             }
             row.start_interval();
-            visit.insert(id);
+            row.visit(id, update, &mut visits);
         }
         for event in sample.events {
-            visit.insert(event.conn.id);
             let row = row_for(&mut self.rows, &event.conn, now);
+            row.visit(event.conn.id, update, &mut visits);
             let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
             if closed_before {
@@ -282,11 +301,10 @@ impl Model {
             }
             row.events.push(event);
         }
-        let mut reported = HashSet::with_capacity(sample.conns.len());
         for conn in sample.conns {
-            reported.insert(conn.id);
-            visit.insert(conn.id);
             let row = row_for(&mut self.rows, &conn, now);
+            row.listed_in = update;
+            row.visit(conn.id, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
                 row.absorb(conn);
@@ -297,9 +315,9 @@ impl Model {
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.
             for (id, row) in &mut self.rows {
-                if row.conn.proto == Proto::Tcp && !row.is_closed() && !reported.contains(id) {
+                if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
                     row.close();
-                    visit.insert(*id);
+                    row.visit(*id, update, &mut visits);
                 }
             }
         }
@@ -311,7 +329,7 @@ impl Model {
         self.updated = true;
         let idle = self.retention.udp_idle;
         self.total_rates = (0.0, 0.0);
-        for id in visit {
+        for id in visits {
             let row = self.rows.get_mut(&id).expect("visited rows are in the table");
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
@@ -323,7 +341,7 @@ impl Model {
             // collector still reports stays, or it would come back with its totals counted
             // again.
             let timed_out = row.conn.proto == Proto::Udp
-                && !reported.contains(&id)
+                && row.listed_in != update
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
                 count_pid(&mut self.pids, row.conn.pid, None);
@@ -333,7 +351,7 @@ impl Model {
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
             if !row.is_settled(history) {
-                self.busy.insert(id);
+                self.busy.push(id);
             }
         }
         self.overflow = sample.overflow;
@@ -790,9 +808,11 @@ mod tests {
                 secs(step),
             );
             let sorted = |model: &Model| {
-                // Left alone, a settled row stops counting its quiet intervals.
-                let mut rows: Vec<ConnRow> =
-                    model.rows().map(|row| ConnRow { quiet_intervals: 0, ..row.clone() }).collect();
+                // Left alone, a settled row stops counting its quiet intervals and its visits.
+                let mut rows: Vec<ConnRow> = model
+                    .rows()
+                    .map(|row| ConnRow { quiet_intervals: 0, visited_in: 0, listed_in: 0, ..row.clone() })
+                    .collect();
                 rows.sort_by_key(|row| row.conn.id);
                 rows
             };
