@@ -342,7 +342,7 @@ impl Collector for CaptureCollector {
         self.attribute();
         self.assembler.expire(now);
         let (conns, events) = self.assembler.sample();
-        Ok(Sample { conns, events, overflow: self.overflow() })
+        Ok(Sample { conns, events, overflow: self.overflow(), unchanged: None })
     }
 
     /// Assembles packets as they arrive, so that the queue drains as fast as it fills.

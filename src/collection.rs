@@ -3,7 +3,7 @@
 //! collector needs, and hands the event loop one merged sample per display interval, with
 //! the command lines of its processes. The screen never waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::mem;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::cache::BoundedCache;
 use crate::collector::Collector;
-use crate::model::{ConnEvent, Sample};
+use crate::model::{Conn, ConnEvent, Sample};
 use crate::os::{Clock, CmdlineReader, CollectorFactory};
 
 /// How late a request to finish is noticed while the collector waits for events.
@@ -135,7 +135,8 @@ impl Run<'_> {
         let interval = self.schedule.interval;
         let mut interval_end = start + interval;
         let mut collected_at = start;
-        let mut pending = Sample::default();
+        // Until the interval's table is read, nothing is known to have changed.
+        let mut pending = Sample::nothing_changed();
         loop {
             let finishing = match self.finish_requests.try_recv() {
                 Ok(()) => true,
@@ -150,7 +151,7 @@ impl Run<'_> {
                 collect_took = self.clock.now().saturating_sub(now);
                 collected_at = now;
                 self.send_live(&sample.events);
-                pending = merge(mem::take(&mut pending), sample);
+                pending = merge(mem::replace(&mut pending, Sample::nothing_changed()), sample);
             } else if max_gap.is_some_and(|gap| now >= collected_at + gap) {
                 let events = self.collector.refresh()?;
                 collected_at = now;
@@ -158,7 +159,7 @@ impl Run<'_> {
                 pending.events.extend(events);
             }
             if interval_over {
-                let sample = mem::take(&mut pending);
+                let sample = mem::replace(&mut pending, Sample::nothing_changed());
                 let cmdlines = self.cmdlines.of(&sample);
                 let wall = self.clock.wall();
                 let ended = Interval { sample, cmdlines, at: now, wall, collect_took };
@@ -193,13 +194,23 @@ impl Run<'_> {
     }
 }
 
-/// Two readings of one display interval as one: the events of both in order, the table and
-/// the overflow counters of the later (the table lists every live connection; the counters
-/// are cumulative).
+/// Two readings of one display interval as one: the events of both in order, the overflow
+/// counters of the later (they are cumulative), and the table as of the later: the later's if
+/// complete, else the earlier's rows updated by the later's changes (complete if the earlier
+/// was).
 pub fn merge(earlier: Sample, later: Sample) -> Sample {
+    let complete = later.is_complete();
     let mut events = earlier.events;
     events.extend(later.events);
-    Sample { events, ..later }
+    if complete {
+        return Sample { events, ..later };
+    }
+    let changed: HashSet<u64> = later.conns.iter().map(|conn| conn.id).collect();
+    let mut conns: Vec<Conn> = earlier.conns.into_iter().filter(|conn| !changed.contains(&conn.id)).collect();
+    // What the later left out as unchanged, less the earlier's rows that now list it.
+    let unchanged = earlier.unchanged.and(later.unchanged).map(|n| n.saturating_sub(conns.len() as u64));
+    conns.extend(later.conns);
+    Sample { conns, events, overflow: later.overflow, unchanged }
 }
 
 /// The command lines of the processes in each sample, each read once while it is seen.

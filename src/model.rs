@@ -6,7 +6,9 @@ pub mod filter;
 pub mod group;
 
 use std::cmp::Reverse;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::mem;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -65,6 +67,15 @@ pub struct ConnRow {
     pub opened: bool,
     /// Updates since the close, if closed (0: it closed in the last interval).
     pub closed_for: Option<u32>,
+    /// Intervals in a row that ended with no bytes moved: once the whole history is such
+    /// intervals, an update that leaves the row out changes nothing in it.
+    quiet_intervals: u32,
+    /// The pid this row counts for in `Model::pids`.
+    counted_pid: Option<u32>,
+    /// The numbers of the updates that last visited the row and whose sample listed it:
+    /// marks on the row, not sets of ids, so that an active row costs no extra hashing.
+    visited_in: u64,
+    listed_in: u64,
 }
 
 impl ConnRow {
@@ -85,7 +96,59 @@ impl ConnRow {
             last_traffic: now,
             opened: true,
             closed_for: None,
+            quiet_intervals: 0,
+            counted_pid: None,
+            visited_in: 0,
+            listed_in: 0,
         }
+    }
+
+    /// What happened in the interval before is over: its counts start again from zero.
+    fn start_interval(&mut self) {
+        self.rx_bytes = 0;
+        self.tx_bytes = 0;
+        self.retrans = 0;
+        self.new_events = 0;
+        self.opened = false;
+        if let Some(n) = self.closed_for.as_mut() {
+            *n += 1;
+        }
+    }
+
+    /// Ends the interval of `secs` seconds at `now`: rates, history, the last traffic.
+    fn end_interval(&mut self, secs: f64, history: usize, now: Duration) {
+        (self.rx_rate, self.tx_rate) =
+            if secs > 0.0 { (self.rx_bytes as f64 / secs, self.tx_bytes as f64 / secs) } else { (0.0, 0.0) };
+        push_bounded(&mut self.rx_history, self.rx_bytes, history);
+        push_bounded(&mut self.tx_history, self.tx_bytes, history);
+        let rtt = self.conn.health.and_then(|h| h.rtt).map(|rtt| u64::from(rtt.smoothed_us));
+        if rtt.is_some() || !self.rtt_history.is_empty() {
+            push_bounded(&mut self.rtt_history, rtt.unwrap_or(0), history);
+        }
+        if self.rx_bytes > 0 || self.tx_bytes > 0 {
+            self.last_traffic = now;
+            self.quiet_intervals = 0;
+        } else {
+            self.quiet_intervals = self.quiet_intervals.saturating_add(1);
+        }
+    }
+
+    /// Puts the row on `visits` of update `update`, once.
+    fn visit(&mut self, id: u64, update: u64, visits: &mut Vec<u64>) {
+        if self.visited_in != update {
+            self.visited_in = update;
+            visits.push(id);
+        }
+    }
+
+    /// Whether updates may leave the row alone until a sample or an event names it: an open
+    /// TCP connection with nothing in its last interval and only zeros in its history (a UDP
+    /// flow times out, a closed row leaves).
+    fn is_settled(&self, history: usize) -> bool {
+        self.conn.proto == Proto::Tcp
+            && !self.is_closed()
+            && !self.is_active()
+            && self.quiet_intervals as usize >= history.max(1)
     }
 
     /// Takes newer totals, crediting the growth to the current interval. The health figures
@@ -147,6 +210,16 @@ impl ConnRow {
 #[derive(Clone, Debug)]
 pub struct Model {
     rows: HashMap<u64, ConnRow>,
+    /// The rows the next update visits: every row but the settled ones (`is_settled`), so
+    /// that on a host of many idle connections an update costs what the active ones do.
+    busy: Vec<u64>,
+    /// Updates applied so far.
+    updates: u64,
+    /// The sum of the rows' rates (settled rows have none).
+    total_rates: (f64, f64),
+    /// Rows per pid, which `set_cmdlines` keeps the command lines of without a pass over
+    /// every row.
+    pids: HashMap<u32, usize>,
     retention: Retention,
     last_update: Duration,
     elapsed: Duration,
@@ -164,6 +237,10 @@ impl Model {
     pub fn new(start: Duration, retention: Retention) -> Model {
         Model {
             rows: HashMap::new(),
+            busy: Vec::new(),
+            updates: 0,
+            total_rates: (0.0, 0.0),
+            pids: HashMap::new(),
             retention,
             last_update: start,
             elapsed: Duration::ZERO,
@@ -178,8 +255,7 @@ impl Model {
     /// longer in the table are forgotten.
     pub fn set_cmdlines(&mut self, cmdlines: HashMap<u32, String>) {
         self.cmdlines.extend(cmdlines);
-        let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
-        self.cmdlines.retain(|pid, _| pids.contains(pid));
+        self.cmdlines.retain(|pid, _| self.pids.contains_key(pid));
     }
 
     /// Takes in how long the collection of the last sample took, as the collection side
@@ -198,27 +274,29 @@ impl Model {
         self.cmdlines.get(&pid).map(String::as_str)
     }
 
-    /// Applies a sample taken at `now`, which ends the current interval.
+    /// Applies a sample taken at `now`, which ends the current interval. It visits the rows
+    /// the last update left busy and those the sample names (all rows only for a complete
+    /// sample's closes): a settled row keeps its totals and its zero rates untouched.
     pub fn update(&mut self, sample: Sample, now: Duration) {
-        // Two passes over every row, one before the sample and one after it: a host may have
-        // tens of thousands of rows.
         let keep = self.retention.closed_intervals;
-        self.rows.retain(|_, row| {
+        let complete = sample.is_complete();
+        self.updates += 1;
+        let update = self.updates;
+        let mut visits = Vec::with_capacity(self.busy.len() + sample.conns.len());
+        for id in mem::take(&mut self.busy) {
+            let Some(row) = self.rows.get_mut(&id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {
-                return false;
+                let counted = row.counted_pid;
+                self.rows.remove(&id);
+                count_pid(&mut self.pids, counted, None);
+                continue;
             }
-            row.rx_bytes = 0;
-            row.tx_bytes = 0;
-            row.retrans = 0;
-            row.new_events = 0;
-            row.opened = false;
-            if let Some(n) = row.closed_for.as_mut() {
-                *n += 1;
-            }
-            true
-        });
+            row.start_interval();
+            row.visit(id, update, &mut visits);
+        }
         for event in sample.events {
             let row = row_for(&mut self.rows, &event.conn, now);
+            row.visit(event.conn.id, update, &mut visits);
             let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
             if closed_before {
@@ -234,13 +312,24 @@ impl Model {
             }
             row.events.push(event);
         }
-        let mut reported = HashSet::with_capacity(sample.conns.len());
         for conn in sample.conns {
-            reported.insert(conn.id);
             let row = row_for(&mut self.rows, &conn, now);
+            row.listed_in = update;
+            row.visit(conn.id, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
                 row.absorb(conn);
+            }
+        }
+        if complete {
+            // The collector's table is the truth: a TCP connection it no longer lists is
+            // over, even when its close event was lost or comes later. A partial sample
+            // leaves out the idle ones.
+            for (id, row) in &mut self.rows {
+                if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
+                    row.close();
+                    row.visit(*id, update, &mut visits);
+                }
             }
         }
         self.elapsed = now.saturating_sub(self.last_update);
@@ -250,36 +339,32 @@ impl Model {
         let first = !self.updated;
         self.updated = true;
         let idle = self.retention.udp_idle;
-        self.rows.retain(|id, row| {
-            // The collector's table is the truth: a TCP connection it no longer lists is
-            // over, even when its close event was lost or comes later.
-            if row.conn.proto == Proto::Tcp && !row.is_closed() && !reported.contains(id) {
-                row.close();
-            }
+        self.total_rates = (0.0, 0.0);
+        for id in visits {
+            let row = self.rows.get_mut(&id).expect("visited rows are in the table");
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
-            (row.rx_rate, row.tx_rate) = if secs > 0.0 {
-                (row.rx_bytes as f64 / secs, row.tx_bytes as f64 / secs)
-            } else {
-                (0.0, 0.0)
-            };
-            push_bounded(&mut row.rx_history, row.rx_bytes, history);
-            push_bounded(&mut row.tx_history, row.tx_bytes, history);
-            let rtt = row.conn.health.and_then(|h| h.rtt).map(|rtt| u64::from(rtt.smoothed_us));
-            if rtt.is_some() || !row.rtt_history.is_empty() {
-                push_bounded(&mut row.rtt_history, rtt.unwrap_or(0), history);
-            }
-            if row.rx_bytes > 0 || row.tx_bytes > 0 {
-                row.last_traffic = now;
-            }
+            row.end_interval(secs, history, now);
+            // A row's pid changes only where it is visited, as here.
+            count_pid(&mut self.pids, mem::replace(&mut row.counted_pid, row.conn.pid), row.conn.pid);
             // A UDP flow has no close: it is over once idle for long enough. A row its
             // collector still reports stays, or it would come back with its totals counted
             // again.
-            row.conn.proto != Proto::Udp
-                || reported.contains(id)
-                || now.saturating_sub(row.last_traffic) < idle
-        });
+            let timed_out = row.conn.proto == Proto::Udp
+                && row.listed_in != update
+                && now.saturating_sub(row.last_traffic) >= idle;
+            if timed_out {
+                count_pid(&mut self.pids, row.conn.pid, None);
+                self.rows.remove(&id);
+                continue;
+            }
+            self.total_rates.0 += row.rx_rate;
+            self.total_rates.1 += row.tx_rate;
+            if !row.is_settled(history) {
+                self.busy.push(id);
+            }
+        }
         self.overflow = sample.overflow;
     }
 
@@ -312,7 +397,7 @@ impl Model {
 
     /// Total (rx, tx) bytes per second over the last interval.
     pub fn total_rates(&self) -> (f64, f64) {
-        self.rows.values().fold((0.0, 0.0), |(rx, tx), r| (rx + r.rx_rate, tx + r.tx_rate))
+        self.total_rates
     }
 
     /// The rows a view shows: filtered, then sorted.
@@ -322,12 +407,13 @@ impl Model {
 
     /// `select`, with the host names known for the addresses for the filter to match.
     pub fn select_named(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
-        let mut rows: Vec<&ConnRow> = self
-            .rows
-            .values()
-            .filter(|r| query.all || r.is_active())
-            .filter(|r| query.filter.matches(r, names))
-            .collect();
+        // Active rows are busy ones: without idle rows, only those are looked at.
+        let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
+            Box::new(self.rows.values())
+        } else {
+            Box::new(self.busy.iter().map(|id| &self.rows[id]).filter(|r| r.is_active()))
+        };
+        let mut rows: Vec<&ConnRow> = candidates.filter(|r| query.filter.matches(r, names)).collect();
         sort_rows(&mut rows, query.sort, query.reverse);
         rows
     }
@@ -337,6 +423,24 @@ impl Model {
 fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
     rows.entry(conn.id)
         .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, health: None, ..conn.clone() }, now))
+}
+
+/// Moves one row's count from pid `from` to `to` (either may be none).
+fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>) {
+    if from == to {
+        return;
+    }
+    if let Some(pid) = from {
+        if let Entry::Occupied(mut rows) = pids.entry(pid) {
+            *rows.get_mut() -= 1;
+            if *rows.get() == 0 {
+                rows.remove();
+            }
+        }
+    }
+    if let Some(pid) = to {
+        *pids.entry(pid).or_default() += 1;
+    }
 }
 
 fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
@@ -677,6 +781,82 @@ mod tests {
         };
         assert_eq!(ids(SortKey::Rtt), [1, 3, 2]);
         assert_eq!(ids(SortKey::Retrans), [3, 1, 2]);
+    }
+
+    fn partial(conns: Vec<Conn>, unchanged: u64) -> Sample {
+        Sample { conns, unchanged: Some(unchanged), ..Sample::default() }
+    }
+
+    #[test]
+    fn a_partial_sample_leaves_the_connections_it_omits_idle_not_closed() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live(vec![conn(1, 100, 0), conn(2, 50, 5)]), secs(1));
+        model.update(partial(vec![conn(1, 150, 0)], 1), secs(2));
+        let idle = model.row(2).unwrap();
+        assert_eq!((idle.closed_for, idle.rx_bytes, idle.rx_rate, idle.conn.rx_bytes), (None, 0, 0.0, 50));
+        assert_eq!(idle.rx_history, [50, 0]);
+        assert_eq!(model.total_rates(), (50.0, 0.0));
+        // The next complete sample is the truth again.
+        model.update(live(vec![conn(1, 150, 0)]), secs(3));
+        assert_eq!(model.row(2).unwrap().event_label(), Some("closed"));
+    }
+
+    /// The same connections, fed to one model as complete samples and to another as samples
+    /// of what changed: every row must read the same after every update.
+    #[test]
+    fn partial_samples_give_the_rows_complete_ones_give() {
+        let retention = Retention { history: 3, closed_intervals: 1, ..Retention::default() };
+        let (mut whole, mut changes) = (Model::new(secs(0), retention), Model::new(secs(0), retention));
+        let mut totals: Vec<(u64, u64)> = vec![(0, 0); 6];
+        let mut reported: Vec<Option<(u64, u64)>> = vec![None; 6];
+        for step in 1..=12u64 {
+            // Connection i moves bytes in the steps i divides; 5 closes at step 7.
+            for (i, total) in totals.iter_mut().enumerate().skip(1) {
+                if step % i as u64 == 0 {
+                    total.0 += 10 * i as u64;
+                }
+            }
+            let open = |i: &usize| *i > 0 && (*i != 5 || step < 7);
+            let all: Vec<Conn> =
+                (0..6).filter(open).map(|i| conn(i as u64, totals[i].0, totals[i].1)).collect();
+            let changed: Vec<Conn> = all
+                .iter()
+                .filter(|c| reported[c.id as usize] != Some((c.rx_bytes, c.tx_bytes)))
+                .cloned()
+                .collect();
+            for c in &changed {
+                reported[c.id as usize] = Some((c.rx_bytes, c.tx_bytes));
+            }
+            let closes = if step == 7 { vec![closed(conn(5, totals[5].0, 0), step)] } else { vec![] };
+            let unchanged = (all.len() - changed.len()) as u64;
+            whole.update(Sample { conns: all, events: closes.clone(), ..Sample::default() }, secs(step));
+            changes.update(
+                Sample { conns: changed, events: closes, unchanged: Some(unchanged), ..Sample::default() },
+                secs(step),
+            );
+            let sorted = |model: &Model| {
+                // Left alone, a settled row stops counting its quiet intervals and its visits.
+                let mut rows: Vec<ConnRow> = model
+                    .rows()
+                    .map(|row| ConnRow { quiet_intervals: 0, visited_in: 0, listed_in: 0, ..row.clone() })
+                    .collect();
+                rows.sort_by_key(|row| row.conn.id);
+                rows
+            };
+            assert_eq!(sorted(&whole), sorted(&changes), "step {step}");
+            assert_eq!(whole.total_rates(), changes.total_rates(), "step {step}");
+            assert_eq!(whole.pids, changes.pids, "step {step}");
+            for all in [false, true] {
+                let ids = |model: &Model| {
+                    model
+                        .select(&Query { all, ..Query::default() })
+                        .iter()
+                        .map(|r| r.conn.id)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(ids(&whole), ids(&changes), "step {step}");
+            }
+        }
     }
 
     #[test]

@@ -181,7 +181,12 @@ struct {
 	__type(value, struct conn_info);
 } table SEC(".maps");
 
+/* Each read of the table, as user space sets it up before the read (one reader at a time:
+ * tcptop's). */
 __u32 table_rows = 0;	/* rows of the current read, in `table` or beyond its end */
+__u32 table_unchanged = 0;	/* TCP connections a read of changes left out */
+bool sample_only = false;	/* sample every connection, report none (a read between two interval ends) */
+bool changes_only = false;	/* report only TCP connections that changed since the last reported row */
 
 /* Whether --tcp / --udp let this protocol through. */
 static __always_inline bool counts(__u8 proto)
@@ -1154,28 +1159,76 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 
 /* ---- reading the table ---------------------------------------------------- */
 
+/* Whether `row` says what the connection's last reported row said. */
+static __always_inline bool repeats_mark(const struct conn_mark *m, const struct conn_info *row)
+{
+	const __u64 *comm = (const __u64 *)row->comm;
+
+	return m->reported && m->tx_bytes == row->tx_bytes && m->rx_bytes == row->rx_bytes &&
+	       m->cgroup_id == row->cgroup_id && m->comm[0] == comm[0] && m->comm[1] == comm[1] &&
+	       m->pid == row->pid && m->retrans == row->retrans && m->srtt_us == row->srtt_us &&
+	       m->rttvar_us == row->rttvar_us && m->min_rtt_us == row->min_rtt_us &&
+	       m->resets_sent == row->resets_sent && m->resets_received == row->resets_received &&
+	       m->state == row->state && m->health_read == row->health_read &&
+	       m->rtt_known == row->rtt_known;
+}
+
+static __always_inline void set_mark(struct conn_mark *m, const struct conn_info *row)
+{
+	const __u64 *comm = (const __u64 *)row->comm;
+
+	m->tx_bytes = row->tx_bytes;
+	m->rx_bytes = row->rx_bytes;
+	m->cgroup_id = row->cgroup_id;
+	m->comm[0] = comm[0];
+	m->comm[1] = comm[1];
+	m->pid = row->pid;
+	m->retrans = row->retrans;
+	m->srtt_us = row->srtt_us;
+	m->rttvar_us = row->rttvar_us;
+	m->min_rtt_us = row->min_rtt_us;
+	m->resets_sent = row->resets_sent;
+	m->resets_received = row->resets_received;
+	m->state = row->state;
+	m->health_read = row->health_read;
+	m->rtt_known = row->rtt_known;
+	m->reported = 1;
+}
+
 /* Puts a connection's row where user space reads it. Rows go into `table`, which user
  * space maps into its memory, so that a read() of the iterator writes nothing and walks
  * the whole map at once: a read() that returns data ends at 32 KiB, and the next one
  * walks the socket-storage map from its bucket's start again (it has one bucket per
  * CPU), which made a read of many connections quadratic. Rows beyond the table's end,
- * if the host has grown that much, come through the iterator's output instead. */
-static __always_inline void report(struct seq_file *seq, struct conn *c)
+ * if the host has grown that much, come through the iterator's output instead.
+ *
+ * `marked` (TCP): the row is compared with, and then becomes, the connection's mark, so
+ * that a read of changes leaves out the connections that did not change, and counts them.
+ * The mark is taken from the very copy reported: what hooks on other CPUs change after the
+ * copy differs from the mark, so the next read reports it. */
+static __always_inline void report(struct seq_file *seq, struct conn *c, bool marked)
 {
-	struct conn_info *slot;
-	__u32 row;
+	struct conn_info row, *slot;
+	__u32 at;
 
 	/* The next call names the owner for the next interval. */
 	c->attributed = 0;
 	if (!reportable(c))
 		return;
-	/* One reader at a time: tcptop's, which zeroes table_rows before each read. */
-	row = table_rows++;
-	slot = bpf_map_lookup_elem(&table, &row);
+	row = c->info;
+	if (marked && changes_only && repeats_mark(&c->mark, &row)) {
+		table_unchanged++;
+		return;
+	}
+	at = table_rows++;
+	slot = bpf_map_lookup_elem(&table, &at);
 	if (slot)
-		*slot = c->info;
-	else
-		bpf_seq_write(seq, &c->info, sizeof(c->info));
+		*slot = row;
+	else if (bpf_seq_write(seq, &row, sizeof(row)))
+		/* The iterator shows this connection again in its next read(): no mark yet. */
+		return;
+	if (marked)
+		set_mark(&c->mark, &row);
 }
 
 /* A sample at each read of the table, so that bytes moved by a path no hook sees
@@ -1184,7 +1237,8 @@ static __always_inline void dump(struct seq_file *seq, struct conn *c, struct so
 {
 	read_health(c, sk);
 	sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
-	report(seq, c);
+	if (!sample_only)
+		report(seq, c, true);
 }
 
 SEC("iter/bpf_sk_storage_map")
@@ -1233,7 +1287,7 @@ int dump_udp_flows(struct bpf_iter__bpf_map_elem *ctx)
 
 	if (!key || !c)
 		return 0;
-	report(ctx->meta->seq, c);
+	report(ctx->meta->seq, c, false);
 	if (bpf_ktime_get_ns() - c->last_ns > udp_idle_ns) {
 		struct udp_flow_key expired = *key;	/* the helper wants a writable key */
 

@@ -57,6 +57,27 @@ struct conn_event {
 	__u8 pad[5];
 };
 
+/* What the last row a table read reported for a TCP connection said of the fields that
+ * change while it lives, so that a read of changes leaves out exactly the rows that would
+ * repeat it. The tuple and the handshake time change only with the state, which is here. */
+struct conn_mark {
+	__u64 tx_bytes;
+	__u64 rx_bytes;
+	__u64 cgroup_id;
+	__u64 comm[TCPTOP_COMM_LEN / 8];
+	__u32 pid;
+	__u32 retrans;
+	__u32 srtt_us;
+	__u32 rttvar_us;
+	__u32 min_rtt_us;
+	__u32 resets_sent;
+	__u32 resets_received;
+	__u8 state;
+	__u8 health_read;
+	__u8 rtt_known;
+	__u8 reported;		/* a row was reported: the fields above say what it said */
+};
+
 /* What the kernel keeps per connection (and per UDP flow). User space reads it from the
  * UDP flow map when no map iterator may read it in the kernel. The fields every send and
  * read looks at come first, with the id at the start of info, so that a hook touches one
@@ -74,6 +95,7 @@ struct conn {
 	__u32 pad;
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
 	__u64 handshake_ns;	/* TCP: bpf_ktime_get_ns() at SYN_SENT or SYN_RECV */
+	struct conn_mark mark;	/* TCP: as of the last row reported */
 };
 
 /* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4

@@ -19,7 +19,7 @@ fn closed(id: u64, at_ms: u64) -> ConnEvent {
 }
 
 fn reading(events: Vec<ConnEvent>, conns: Vec<crate::model::Conn>, lost_events: u64) -> Sample {
-    Sample { conns, events, overflow: Overflow { lost_events, ..Overflow::default() } }
+    Sample { conns, events, overflow: Overflow { lost_events, ..Overflow::default() }, unchanged: None }
 }
 
 fn spawn(
@@ -42,6 +42,23 @@ fn merging_keeps_every_event_in_order_and_the_newest_table_and_counters() {
         reading(vec![closed(1, 1), closed(2, 2), closed(3, 3)], vec![conn(4, 9)], 2)
     );
     assert_eq!(merge(Sample::default(), reading(vec![], vec![conn(4, 9)], 0)).conns, [conn(4, 9)]);
+}
+
+#[test]
+fn merging_a_partial_sample_updates_the_earlier_table() {
+    let changes = |conns, unchanged| Sample { unchanged: Some(unchanged), ..reading(vec![], conns, 0) };
+    let complete = reading(vec![], vec![conn(3, 10), conn(4, 5)], 0);
+    // A complete table updated by changes is complete.
+    assert_eq!(
+        merge(complete, changes(vec![conn(4, 9)], 1)),
+        reading(vec![], vec![conn(3, 10), conn(4, 9)], 0)
+    );
+    // Changes on changes: what the later left out, but the earlier listed, is no longer left out.
+    let merged = merge(changes(vec![conn(3, 10)], 5), changes(vec![conn(4, 9)], 6));
+    assert_eq!((merged.conns, merged.unchanged), (vec![conn(3, 10), conn(4, 9)], Some(5)));
+    // Before any read nothing changed: the later's changes stay changes.
+    let merged = merge(Sample::nothing_changed(), changes(vec![conn(4, 9)], 2));
+    assert_eq!((merged.conns, merged.unchanged), (vec![conn(4, 9)], Some(2)));
 }
 
 #[test]

@@ -47,6 +47,10 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const DISABLE_ENV: &str = "TCPTOP_DISABLE";
 /// How long the table may go unread (see `max_collect_gap`).
 const MAX_COLLECT_GAP: Duration = Duration::from_millis(500);
+/// Every this many samples one lists every connection, not only those that changed: the
+/// model closes a TCP connection a complete sample leaves out, which catches one whose close
+/// event was lost in a way no counter saw.
+const FULL_READ_EVERY: u32 = 60;
 
 /// The eBPF collector. Dropping it detaches every program.
 pub struct EbpfCollector {
@@ -71,6 +75,21 @@ pub struct EbpfCollector {
     cgroup_id: u64,
     owners: SocketOwners,
     cgroups: CgroupPaths,
+    /// Samples since the last complete one; `None` before the first.
+    since_full_read: Option<u32>,
+    /// `lost_events` as of the last complete sample.
+    lost_at_full_read: u64,
+}
+
+/// What a read of the TCP table reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// None: it only samples, in the kernel.
+    None,
+    /// Every connection.
+    All,
+    /// Only the connections that changed since the last read that reported rows.
+    Changed,
 }
 
 /// How one try of a plan ended, when it did not load and attach.
@@ -278,6 +297,8 @@ impl EbpfCollector {
             cgroup_id,
             owners: SocketOwners::default(),
             cgroups: CgroupPaths::default(),
+            since_full_read: None,
+            lost_at_full_read: 0,
         })
     }
 
@@ -311,11 +332,18 @@ impl EbpfCollector {
         }
     }
 
-    /// Runs the TCP table read: every connection sampled, its row in `table` or, beyond its
-    /// end, in `dump_buf`, and `table_rows` counting them.
-    fn read_tcp_table(&mut self) -> Result<()> {
-        // SAFETY: a write of memory-mapped .bss, which is always valid.
-        unsafe { std::ptr::write_volatile(&mut self.globals().table_rows, 0) };
+    /// Runs the TCP table read: every connection sampled, the rows `reported` in `table` or,
+    /// beyond its end, in `dump_buf`, `table_rows` counting them and `table_unchanged` the
+    /// connections a read of changes left out.
+    fn read_tcp_table(&mut self, reported: Rows) -> Result<()> {
+        let globals = self.globals();
+        // SAFETY: writes of memory-mapped .bss, which is always valid.
+        unsafe {
+            std::ptr::write_volatile(&mut globals.table_rows, 0);
+            std::ptr::write_volatile(&mut globals.table_unchanged, 0);
+            std::ptr::write_volatile(&mut globals.sample_only, reported == Rows::None);
+            std::ptr::write_volatile(&mut globals.changes_only, reported == Rows::Changed);
+        }
         self.dump_buf.clear();
         if let Some(dump) = &self.tcp_dump {
             match self.plan.table {
@@ -489,16 +517,29 @@ impl Collector for EbpfCollector {
     /// The TCP table read alone, which samples every connection in the kernel: no rows are
     /// decoded, no owners looked up, and the events stay in the ring for `wait_events`.
     fn refresh(&mut self) -> Result<Vec<ConnEvent>> {
-        self.read_tcp_table()?;
+        self.read_tcp_table(Rows::None)?;
         Ok(Vec::new())
     }
 
+    /// Lists only the TCP connections that changed since the last sample (`Sample::unchanged`
+    /// counts the others), but for every `FULL_READ_EVERY`-th sample, the first, and one after
+    /// lost events, which list them all.
     fn collect(&mut self) -> Result<Sample> {
         // Events first: a connection closed after this point is still in the dump, and the
         // model keeps its totals until its close event arrives in the next sample.
         self.ring.consume().context("reading connection events")?;
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
-        self.read_tcp_table()?;
+        let lost = self.overflow().lost_events;
+        let full = match self.since_full_read {
+            None => true,
+            Some(since) => since + 1 >= FULL_READ_EVERY || lost != self.lost_at_full_read,
+        };
+        if full {
+            (self.since_full_read, self.lost_at_full_read) = (Some(0), lost);
+        } else {
+            self.since_full_read = self.since_full_read.map(|since| since + 1);
+        }
+        self.read_tcp_table(if full { Rows::All } else { Rows::Changed })?;
         if let Some(dump) = &self.udp_dump {
             read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
         }
@@ -507,7 +548,11 @@ impl Collector for EbpfCollector {
             self.read_udp_flows(&mut udp_rows).context("reading the UDP flows")?;
         }
         // SAFETY: a read of memory-mapped .bss, which is always valid.
-        let rows = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
+        let (rows, unchanged) = unsafe {
+            let globals = self.globals();
+            (std::ptr::read_volatile(&globals.table_rows), std::ptr::read_volatile(&globals.table_unchanged))
+        };
+        let rows = rows as usize;
         let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
             let mut info = types::conn_info::default();
             plain::copy_from_bytes(&mut info, record).expect("records are whole");
@@ -517,7 +562,8 @@ impl Collector for EbpfCollector {
         self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = infos.iter().map(|info| self.conn_from(info)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();
-        Ok(Sample { conns, events, overflow: self.overflow() })
+        let unchanged = (!full).then_some(u64::from(unchanged));
+        Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
     }
 
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {

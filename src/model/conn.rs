@@ -14,13 +14,30 @@ pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
     /// Every live connection, with totals counted since tcptop first saw it: the model takes
-    /// a TCP connection missing here for closed, whether or not its close event came.
+    /// a TCP connection missing here for closed, whether or not its close event came. In a
+    /// partial sample (`unchanged` is `Some`), only the TCP connections that changed since the
+    /// previous sample (and every UDP flow): one missing is idle, not closed.
     pub conns: Vec<Conn>,
     /// Lifecycle events since the previous sample, oldest first. A `Closed` event carries the
     /// connection's final totals; the connection is absent from `conns` from then on.
     pub events: Vec<ConnEvent>,
     /// Cumulative counts of what could not be recorded.
     pub overflow: Overflow,
+    /// `None` for a complete sample; for a partial one, how many live TCP connections it
+    /// leaves out as unchanged.
+    pub unchanged: Option<u64>,
+}
+
+impl Sample {
+    /// A partial sample in which nothing changed: where no table was read yet.
+    pub fn nothing_changed() -> Sample {
+        Sample { unchanged: Some(0), ..Sample::default() }
+    }
+
+    /// Whether `conns` lists every live connection.
+    pub fn is_complete(&self) -> bool {
+        self.unchanged.is_none()
+    }
 }
 
 /// What a collector had to drop; shown to the user, never hidden.

@@ -264,6 +264,6 @@ impl Collector for SockDiagCollector {
         events.extend(all.into_iter().filter(|event| self.wanted(&event.conn)));
         let conns = self.connections.conns().filter(|conn| self.wanted(conn)).cloned().collect();
         let overflow = Overflow { lost_events: self.lost_events, ..Overflow::default() };
-        Ok(Sample { conns, events, overflow })
+        Ok(Sample { conns, events, overflow, unchanged: None })
     }
 }

@@ -250,6 +250,7 @@ pub(crate) mod tests {
                 conns: vec![one(350)],
                 events: vec![close],
                 overflow: Overflow { lost_events: 2, ..Overflow::default() },
+                ..Sample::default()
             },
         ];
         let mut model = Model::new(Duration::ZERO, Retention::default());

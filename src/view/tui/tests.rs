@@ -93,7 +93,7 @@ fn samples() -> VecDeque<Sample> {
             event(100_400, EventKind::State { old: SynSent, new: Established }, wget),
             event(100_900, EventKind::Closed, curl2(52_000, 500)),
         ],
-        overflow: Overflow::default(),
+        ..Sample::default()
     };
     VecDeque::from([first, second])
 }
