@@ -9,6 +9,7 @@ mod table;
 pub use plan::{Feature, Plan, Refusals, Strategy};
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::mem::MaybeUninit;
@@ -26,7 +27,7 @@ use crate::collector::{
     Collector, Conn, ConnEvent, EventKind, Family, Filters, Handshake, Overflow, Proto, Rtt, Sample,
     TcpHealth, TcpState,
 };
-use crate::procfs::{self, CgroupPaths, SocketOwners};
+use crate::procfs::{self, CgroupPaths, Owner, SocketOwners};
 use plan::{counted, TableRead, UdpRead};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
 use table::TableView;
@@ -559,9 +560,9 @@ impl Collector for EbpfCollector {
             info
         });
         let infos: Vec<types::conn_info> = self.table.rows(rows).chain(overflowed).chain(udp_rows).collect();
-        self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
-        let conns = infos.iter().map(|info| self.conn_from(info)).collect();
-        let events = raw_events.iter().map(|raw| self.event_from(raw)).collect();
+        let owners = self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
+        let conns = infos.iter().map(|info| self.conn_from(info, &owners)).collect();
+        let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
         let unchanged = (!full).then_some(u64::from(unchanged));
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
     }
@@ -573,13 +574,13 @@ impl Collector for EbpfCollector {
             result => result.context("waiting for connection events")?,
         }
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
-        self.find_owners(raw_events.iter().map(|raw| &raw.info));
-        Ok(raw_events.iter().map(|raw| self.event_from(raw)).collect())
+        let owners = self.find_owners(raw_events.iter().map(|raw| &raw.info));
+        Ok(raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect())
     }
 }
 
 impl EbpfCollector {
-    fn event_from(&mut self, raw: &types::conn_event) -> ConnEvent {
+    fn event_from(&mut self, raw: &types::conn_event, owners: &HashMap<u64, Owner>) -> ConnEvent {
         let kind = if raw.kind == CONN_EVENT_CLOSED {
             EventKind::Closed
         } else {
@@ -588,25 +589,30 @@ impl EbpfCollector {
                 new: TcpState::from_kernel(raw.new_state),
             }
         };
-        ConnEvent { at: Duration::from_nanos(raw.timestamp_ns), kind, conn: self.conn_from(&raw.info) }
+        ConnEvent {
+            at: Duration::from_nanos(raw.timestamp_ns),
+            kind,
+            conn: self.conn_from(&raw.info, owners),
+        }
     }
 
-    /// Scans /proc once for the owners of all the sockets among `infos` that have none yet
-    /// (those that predate tcptop), rather than once per socket.
-    fn find_owners<'a>(&mut self, infos: impl Iterator<Item = &'a types::conn_info> + Clone) {
-        self.owners
-            .lookup(infos.filter(|info| info.pid == 0 && info.sock_ino != 0).map(|info| info.sock_ino));
+    /// The owners of the sockets among `infos` the kernel side could not name (those that
+    /// predate tcptop), from at most one /proc scan for them all, never one per socket.
+    fn find_owners<'a>(&mut self, infos: impl Iterator<Item = &'a types::conn_info>) -> HashMap<u64, Owner> {
+        let inodes: Vec<u64> =
+            infos.filter(|info| info.pid == 0 && info.sock_ino != 0).map(|info| info.sock_ino).collect();
+        let owners = self.owners.lookup(inodes.iter().copied());
+        inodes.into_iter().zip(owners).filter_map(|(ino, owner)| Some((ino, owner?))).collect()
     }
 
     /// The kernel's record, with what /proc and the cgroup tree add: the owner of a socket
     /// that predates tcptop, and the cgroup path.
-    fn conn_from(&mut self, info: &types::conn_info) -> Conn {
+    /// `owners`: what `find_owners` found for this read.
+    fn conn_from(&mut self, info: &types::conn_info, owners: &HashMap<u64, Owner>) -> Conn {
         let mut conn = conn_from(info, self.plan.resets);
-        if conn.pid.is_none() && info.sock_ino != 0 {
-            if let Some(owner) = self.owners.lookup([info.sock_ino]).pop().flatten() {
-                conn.pid = Some(owner.pid);
-                conn.comm = owner.comm;
-            }
+        if let Some(owner) = owners.get(&info.sock_ino).filter(|_| conn.pid.is_none()) {
+            conn.pid = Some(owner.pid);
+            conn.comm = owner.comm.clone();
         }
         if info.cgroup_id != 0 {
             conn.cgroup = self.cgroups.lookup(info.cgroup_id);
