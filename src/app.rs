@@ -156,7 +156,7 @@ fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option
         }
         None => Format::Text,
     };
-    let query = Query { all: args.all, text: String::new(), sort: args.sort.into(), reverse: args.reverse };
+    let query = Query { all: args.all, sort: args.sort.into(), reverse: args.reverse, ..Query::default() };
     let out = BufWriter::new(stdout);
     Some(match format {
         Format::Text => Box::new(BatchTable { out, query }),

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use ratatui::Frame;
 
 use crate::model::group::{Group, GroupKey, Grouping};
-use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey};
+use crate::model::{Averaging, Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey, Window};
 
 use super::screen::{address, host, Naming, Rows, Screen};
 use super::state::TuiState;
@@ -26,6 +26,8 @@ const MAX_PREFERRED: u16 = 40;
 /// Where each part of the screen goes; parts that do not fit are empty.
 pub struct Areas {
     pub header: Rect,
+    /// The views' tab bar.
+    pub tabs: Rect,
     pub table: Rect,
     pub detail: Rect,
     pub status: Rect,
@@ -35,15 +37,17 @@ impl Areas {
     /// The parts of `area`, the detail pane only if `detail` asks for it.
     pub fn new(area: Rect, detail: bool) -> Areas {
         let header = if area.height >= 8 { 2 } else { 0 };
+        let tabs = if area.height >= 12 { 1 } else { 0 };
         let detail = if detail && area.height >= 20 { DETAIL_HEIGHT } else { 0 };
-        let [header, table, detail, status] = Layout::vertical([
+        let [header, tabs, table, detail, status] = Layout::vertical([
             Constraint::Length(header),
+            Constraint::Length(tabs),
             Constraint::Min(0),
             Constraint::Length(detail),
             Constraint::Length(1),
         ])
         .areas(area);
-        Areas { header, table, detail, status }
+        Areas { header, tabs, table, detail, status }
     }
 
     /// Table rows that fit under the column headings.
@@ -55,6 +59,7 @@ impl Areas {
 pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     let areas = Areas::new(frame.area(), state.detail);
     header(state, screen, areas.header, frame);
+    tabs(state, areas.tabs, frame);
     table(state, screen, areas.table, frame);
     detail(state, screen, areas.detail, frame);
     status(state, screen, areas.status, frame);
@@ -69,7 +74,7 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     }
     let h = screen.header;
     let live = screen.model.rows().filter(|r| !r.is_closed()).count();
-    let (rx, tx) = screen.model.total_rates();
+    let (rx, tx) = screen.model.total_rates_over(screen.model.window(state.averaging));
     let lines = vec![
         Line::from(vec![
             "tcptop".bold(),
@@ -87,8 +92,14 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             per_second(rx, Units::of(state)).green().bold(),
             "  TX ".into(),
             per_second(tx, Units::of(state)).cyan().bold(),
-            format!(" · by {} · sort {} {}", state.grouping.name(), sort_name(state), sort_arrow(state))
-                .into(),
+            format!(
+                " · by {} · avg {} · sort {} {}",
+                state.grouping.name(),
+                averaging_name(state.averaging, h.interval),
+                sort_name(state),
+                sort_arrow(state)
+            )
+            .into(),
         ]),
     ];
     // At least as wide as usual, so that the sparkline stays put as the figures change.
@@ -97,6 +108,44 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     draw_lines(lines, text, frame);
     let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
     sparkline(screen.throughput, &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
+}
+
+/// What the rate columns average over, as the header says it ("1s", "10s", "40s").
+fn averaging_name(averaging: Averaging, interval: std::time::Duration) -> String {
+    humantime::format_duration(averaging.span().unwrap_or(interval)).to_string()
+}
+
+/// The views as tabs, each with the key that shows it, the current one marked; then the keys
+/// that cycle them, where there is room.
+fn tabs(state: &TuiState, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let mut spans = Vec::new();
+    for (i, grouping) in Grouping::ALL.into_iter().enumerate() {
+        let key = Span::from(format!(" {} ", i + 1)).bold();
+        let name = Span::from(format!("{} ", tab_name(grouping)));
+        if grouping == state.grouping {
+            spans.extend([key.black().on_cyan(), name.black().on_cyan().bold()]);
+        } else {
+            spans.extend([key.cyan(), name]);
+        }
+    }
+    let hint = [" g".bold(), " Tab".bold(), " next view".dark_gray()];
+    if Line::from(spans.clone()).width() + Line::from(hint.to_vec()).width() <= area.width as usize {
+        spans.extend(hint);
+    }
+    draw_lines(vec![Line::from(spans)], area, frame);
+}
+
+/// A view's name on its tab.
+fn tab_name(grouping: Grouping) -> &'static str {
+    match grouping {
+        Grouping::Connection => "Connections",
+        Grouping::Process => "Processes",
+        Grouping::RemoteHost => "Remote hosts",
+        Grouping::Container => "Containers",
+    }
 }
 
 /// A sparkline of `points` (oldest first), newest at the right, scaled to their peak, which
@@ -134,6 +183,7 @@ enum Column {
     Conns,
     Host,
     Processes,
+    Container,
 }
 
 impl Column {
@@ -154,6 +204,7 @@ impl Column {
             Column::Conns => "CONNS",
             Column::Host => "REMOTE HOST",
             Column::Processes => "PROCESSES",
+            Column::Container => "CONTAINER",
         }
     }
 
@@ -173,6 +224,8 @@ impl Column {
             Column::RxRate | Column::TxRate | Column::RxTotal | Column::TxTotal => BYTES_WIDTH,
             Column::Host => 11,
             Column::Processes => 15,
+            // A container's short id.
+            Column::Container => 12,
         }
     }
 
@@ -181,7 +234,9 @@ impl Column {
         match self {
             // The kernel's comm is at most 15 characters.
             Column::Comm => widest.min(15),
-            Column::Local | Column::Remote | Column::Host | Column::Processes => widest.min(MAX_PREFERRED),
+            Column::Local | Column::Remote | Column::Host | Column::Processes | Column::Container => {
+                widest.min(MAX_PREFERRED)
+            }
             column if column.is_bytes() => widest,
             column => column.min_width(),
         }
@@ -202,7 +257,7 @@ impl Column {
             Column::TxRate => SortKey::Tx,
             Column::RxTotal => SortKey::RxTotal,
             Column::TxTotal => SortKey::TxTotal,
-            Column::Proto | Column::Conns | Column::Processes => return None,
+            Column::Proto | Column::Conns | Column::Processes | Column::Container => return None,
         };
         grouping.sort_keys().contains(&key).then_some(key)
     }
@@ -279,6 +334,11 @@ fn columns(grouping: Grouping) -> Columns {
             kept: &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
             essential: 5,
         },
+        Grouping::Container => Columns {
+            shown: &[Container, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Container, Conns, Processes, RxTotal, TxTotal],
+            essential: 5,
+        },
     }
 }
 
@@ -314,37 +374,54 @@ fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -
     widths
 }
 
-fn conn_cell(row: &ConnRow, column: Column, units: Units, naming: Option<&Naming>) -> String {
+/// What the frame's cells need besides the row: units, names, the averaging window.
+#[derive(Clone, Copy)]
+struct Cells<'a> {
+    units: Units,
+    naming: Option<&'a Naming<'a>>,
+    window: Window,
+}
+
+/// A cell of connection `row`, with `peer`'s process too where the other end is folded in.
+fn conn_cell(row: &ConnRow, peer: Option<&ConnRow>, column: Column, cells: Cells) -> String {
+    let Cells { units, naming, window } = cells;
     let raw = units.raw;
     let c = &row.conn;
+    let both = |of: &dyn Fn(&Conn) -> String| match peer {
+        Some(peer) => format!("{}↔{}", of(c), of(&peer.conn)),
+        None => of(c),
+    };
     match column {
-        Column::Pid => pid_text(c.pid),
-        Column::Comm => or_dash(&c.comm),
+        Column::Pid => both(&|c| pid_text(c.pid)),
+        Column::Comm => both(&|c| or_dash(&c.comm)),
         Column::Proto => c.proto.to_string(),
         Column::Local => address(c.local, c.proto, naming),
         Column::Remote | Column::Host => address(c.remote, c.proto, naming),
         Column::State => state_text(c),
         Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
         Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
-        Column::RxRate => rate(row.rx_rate, units),
-        Column::TxRate => rate(row.tx_rate, units),
+        Column::RxRate => rate(window.rate(&row.rx_history), units),
+        Column::TxRate => rate(window.rate(&row.tx_history), units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
         Column::TxTotal => bytes(c.tx_bytes, raw),
         Column::Conns => "1".into(),
         Column::Processes => or_dash(&c.comm),
+        Column::Container => c.container().unwrap_or_else(|| "-".into()),
     }
 }
 
-fn group_cell(group: &Group, model: &Model, column: Column, units: Units, naming: Option<&Naming>) -> String {
+fn group_cell(group: &Group, model: &Model, column: Column, cells: Cells) -> String {
+    let Cells { units, naming, window } = cells;
     let raw = units.raw;
     match (column, &group.key) {
         (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
         (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
         (Column::Host, GroupKey::RemoteHost(ip)) => host(*ip, naming),
+        (Column::Container, GroupKey::Container(name)) => name.clone().unwrap_or_else(|| "-".into()),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
-        (Column::RxRate, _) => rate(group.rx_rate, units),
-        (Column::TxRate, _) => rate(group.tx_rate, units),
+        (Column::RxRate, _) => rate(window.rate(&group.rx_history), units),
+        (Column::TxRate, _) => rate(window.rate(&group.tx_history), units),
         (Column::RxTotal, _) => bytes(group.rx_total, raw),
         (Column::TxTotal, _) => bytes(group.tx_total, raw),
         _ => "-".into(),
@@ -436,7 +513,11 @@ impl TablePlan {
     fn new(state: &TuiState, screen: &Screen, area: Rect) -> TablePlan {
         let columns = columns(state.grouping);
         let shown = columns.shown;
-        let naming = screen.naming.as_ref();
+        let cells = Cells {
+            units: Units::of(state),
+            naming: screen.naming.as_ref(),
+            window: screen.model.window(state.averaging),
+        };
         let len = screen.rows.len();
         let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
         let style = |closed_for: Option<u32>, opened: bool| {
@@ -449,21 +530,19 @@ impl TablePlan {
             }
         };
         let lines: Vec<(Vec<String>, Style)> = match screen.rows {
-            Rows::Conns(rows) => rows[visible.clone()]
+            Rows::Conns(rows, peers) => rows[visible.clone()]
                 .iter()
                 .map(|row| {
-                    let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
-                    (cells, style(row.closed_for, row.opened))
+                    let peer = peers.get(&row.conn.id).copied();
+                    let line = shown.iter().map(|c| conn_cell(row, peer, *c, cells)).collect();
+                    (line, style(row.closed_for, row.opened))
                 })
                 .collect(),
             Rows::Groups(groups) => groups[visible.clone()]
                 .iter()
                 .map(|group| {
-                    let cells = shown
-                        .iter()
-                        .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
-                        .collect();
-                    (cells, style(group.closed_for, group.opened))
+                    let line = shown.iter().map(|c| group_cell(group, screen.model, *c, cells)).collect();
+                    (line, style(group.closed_for, group.opened))
                 })
                 .collect(),
         };
@@ -643,9 +722,10 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         return;
     }
     let units = Units::of(state);
+    let window = screen.model.window(state.averaging);
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
     let (title, lines, rx, tx) = match screen.rows {
-        Rows::Conns(rows) => {
+        Rows::Conns(rows, _) => {
             let Some(row) = rows.get(state.selected) else {
                 return empty_detail(area, frame);
             };
@@ -669,8 +749,8 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ];
             lines.extend(health.map(|(_, figures)| Line::from(figures)));
             lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
-            let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
-            let tx = Flow { name: "TX", history: &row.tx_history, rate: row.tx_rate, total: c.tx_bytes };
+            let rx = Flow { name: "RX", history: &row.rx_history, total: c.rx_bytes };
+            let tx = Flow { name: "TX", history: &row.tx_history, total: c.tx_bytes };
             (" connection ".to_string(), lines, rx, tx)
         }
         Rows::Groups(groups) => {
@@ -679,10 +759,8 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             };
             let (title, mut lines) = group_detail(group, screen.model, cmdline());
             lines.insert(0, Line::from(format!("{} connections", group.members.len())));
-            let rx =
-                Flow { name: "RX", history: &group.rx_history, rate: group.rx_rate, total: group.rx_total };
-            let tx =
-                Flow { name: "TX", history: &group.tx_history, rate: group.tx_rate, total: group.tx_total };
+            let rx = Flow { name: "RX", history: &group.rx_history, total: group.rx_total };
+            let tx = Flow { name: "TX", history: &group.tx_history, total: group.tx_total };
             (title, lines, rx, tx)
         }
     };
@@ -698,7 +776,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         let text = format!(
             "{} {} · {} total",
             flow.name,
-            per_second(flow.rate, units),
+            per_second(window.rate(flow.history), units),
             amount(flow.total, units.raw)
         );
         draw_lines(vec![Line::from(text).fg(color)], label, frame);
@@ -729,6 +807,14 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
             ];
             (format!(" {ip} "), lines)
         }
+        GroupKey::Container(name) => {
+            let hosts = distinct(members().map(|c| c.remote.ip().to_string()));
+            let lines = vec![
+                Line::from(format!("processes: {}", processes(group, model).join(", "))),
+                Line::from(format!("remote hosts: {}", hosts.join(", "))),
+            ];
+            (format!(" container {} ", name.as_deref().unwrap_or("unknown")), lines)
+        }
         GroupKey::Connection(_) => (" connection ".to_string(), Vec::new()),
     }
 }
@@ -737,7 +823,6 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
 struct Flow<'a> {
     name: &'static str,
     history: &'a VecDeque<u64>,
-    rate: f64,
     total: u64,
 }
 
@@ -777,7 +862,12 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if state.following {
         flags.push(" following ".black().on_light_blue());
     }
-    for (hidden, what) in [(state.hide_closed, " closed hidden "), (state.hide_idle, " idle hidden ")] {
+    let shown = [
+        (state.hide_closed, " closed hidden "),
+        (state.hide_idle, " idle hidden "),
+        (state.fold_pairs && state.grouping == Grouping::Connection, " local pairs folded "),
+    ];
+    for (hidden, what) in shown {
         if hidden {
             flags.push(what.black().on_light_blue());
         }
@@ -841,7 +931,10 @@ const HELP: &[(&str, &str)] = &[
     ("/", "filter by comm, pid, address or port"),
     ("", "(Enter keeps it, Esc clears it)"),
     ("space", "pause the display (collection goes on)"),
-    ("g", "group by connection, process, remote host"),
+    ("1 2 3 4", "views: connection, process, remote host, container"),
+    ("g Tab", "next view"),
+    ("a", "rates over one interval, 10 s, 40 s"),
+    ("L", "both ends of a local connection in one row"),
     ("c i", "hide closed, idle rows"),
     ("Enter d", "detail pane"),
     ("n", "host and service names, or numbers"),

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::collector::{Family, Filters};
-use crate::model::group::{group, Group, GroupKey, Grouping};
+use crate::model::group::{fold_pairs, group, Group, GroupKey, Grouping, Peers};
 use crate::model::{ConnRow, Model, Proto, Query};
 use crate::resolve::Services;
 
@@ -43,22 +43,25 @@ impl Header {
     }
 }
 
-/// The table's rows, filtered and sorted: connections, or their sums per group.
+/// The table's rows, filtered and sorted: connections (with the other ends of those folded
+/// into them), or their sums per group.
 #[derive(Debug)]
 pub enum Rows<'m> {
-    Conns(Vec<&'m ConnRow>),
+    Conns(Vec<&'m ConnRow>, Peers<'m>),
     Groups(Vec<Group>),
 }
 
 impl<'m> Rows<'m> {
     /// The rows `state` asks for: the connections matching the filter (idle and closed ones
-    /// unless hidden), grouped and sorted, closed ones below the live ones.
+    /// unless hidden), grouped and sorted (by bytes over the averaging window), closed ones
+    /// below the live ones, the two ends of a connection within the host in one if asked.
     pub fn build(model: &'m Model, state: &TuiState) -> Rows<'m> {
         let query = Query {
             all: !state.hide_idle,
             text: state.filter.clone(),
             sort: state.sort(),
             reverse: state.reverse,
+            rate_intervals: model.window(state.averaging).intervals,
         };
         let mut conns = model.select(&query);
         if state.hide_closed {
@@ -67,9 +70,13 @@ impl<'m> Rows<'m> {
         // Stable: each part keeps the sort.
         conns.sort_by_key(|row| row.is_closed());
         match state.grouping {
-            Grouping::Connection => Rows::Conns(conns),
+            Grouping::Connection if state.fold_pairs => {
+                let (conns, peers) = fold_pairs(conns);
+                Rows::Conns(conns, peers)
+            }
+            Grouping::Connection => Rows::Conns(conns, Peers::new()),
             grouping => {
-                let mut groups = group(&conns, grouping, query.sort, query.reverse);
+                let mut groups = group(&conns, grouping, query.sort, query.reverse, query.rate_intervals);
                 groups.sort_by_key(Group::is_closed);
                 Rows::Groups(groups)
             }
@@ -78,7 +85,7 @@ impl<'m> Rows<'m> {
 
     pub fn len(&self) -> usize {
         match self {
-            Rows::Conns(rows) => rows.len(),
+            Rows::Conns(rows, _) => rows.len(),
             Rows::Groups(groups) => groups.len(),
         }
     }
@@ -90,7 +97,7 @@ impl<'m> Rows<'m> {
     /// What identifies each row across frames, in order.
     pub fn keys(&self) -> Vec<GroupKey> {
         match self {
-            Rows::Conns(rows) => rows.iter().map(|r| GroupKey::Connection(r.conn.id)).collect(),
+            Rows::Conns(rows, _) => rows.iter().map(|r| GroupKey::Connection(r.conn.id)).collect(),
             Rows::Groups(groups) => groups.iter().map(|g| g.key.clone()).collect(),
         }
     }
@@ -99,14 +106,14 @@ impl<'m> Rows<'m> {
     pub fn addresses(&self, range: Range<usize>) -> Vec<IpAddr> {
         let range = range.start.min(self.len())..range.end.min(self.len());
         match self {
-            Rows::Conns(rows) => {
+            Rows::Conns(rows, _) => {
                 rows[range].iter().flat_map(|r| [r.conn.local.ip(), r.conn.remote.ip()]).collect()
             }
             Rows::Groups(groups) => groups[range]
                 .iter()
                 .filter_map(|g| match g.key {
                     GroupKey::RemoteHost(ip) => Some(ip),
-                    GroupKey::Connection(_) | GroupKey::Process { .. } => None,
+                    GroupKey::Connection(_) | GroupKey::Process { .. } | GroupKey::Container(_) => None,
                 })
                 .collect(),
         }
@@ -115,10 +122,10 @@ impl<'m> Rows<'m> {
     /// The process of row `index`, where the row has one.
     pub fn pid(&self, index: usize) -> Option<u32> {
         match self {
-            Rows::Conns(rows) => rows.get(index)?.conn.pid,
+            Rows::Conns(rows, _) => rows.get(index)?.conn.pid,
             Rows::Groups(groups) => match &groups.get(index)?.key {
                 GroupKey::Process { pid, .. } => *pid,
-                GroupKey::Connection(_) | GroupKey::RemoteHost(_) => None,
+                GroupKey::Connection(_) | GroupKey::RemoteHost(_) | GroupKey::Container(_) => None,
             },
         }
     }

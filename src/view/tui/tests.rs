@@ -39,24 +39,38 @@ fn with_health(conn: Conn, rtt_us: Option<u32>, retrans: u64, connect_ms: Option
     Conn { health: Some(health), ..conn }
 }
 
+/// A Docker container's cgroup.
+const DOCKER: &str =
+    "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
+
+fn in_cgroup(conn: Conn, path: &str) -> Conn {
+    Conn { cgroup: Some(path.into()), ..conn }
+}
+
 fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
     ConnEvent { at: Duration::from_millis(at_ms), kind, conn }
 }
 
 /// Two intervals of a small machine: curl downloading over two connections (one closes in
-/// the second interval), an ssh session, an idle database connection, a python client that
-/// finishes its handshake, and wget starting in the second interval.
+/// the second interval) in a container, an ssh session, an idle database connection, a python
+/// client that finishes its handshake (its cgroup unknown), and wget starting in the second
+/// interval in a login session.
 fn samples() -> VecDeque<Sample> {
     use TcpState::*;
     let curl1 = |rx, tx, retrans| {
         let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, tx));
-        with_health(curl, Some(18_240), retrans, None)
+        with_health(in_cgroup(curl, DOCKER), Some(18_240), retrans, None)
     };
-    let curl2 = |rx, tx| conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx));
+    let curl2 =
+        |rx, tx| in_cgroup(conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx)), DOCKER);
     let sshd = |rx, tx| {
-        with_health(conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx)), Some(850), 0, None)
+        let sshd = conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx));
+        with_health(in_cgroup(sshd, "/system.slice/ssh.service"), Some(850), 0, None)
     };
-    let postgres = conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800));
+    let postgres = in_cgroup(
+        conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800)),
+        "/system.slice/postgresql.service",
+    );
     // Its first SYN was lost: one retransmit, a handshake of a second.
     let python = |state, rx, tx| {
         let python = Conn {
@@ -68,7 +82,10 @@ fn samples() -> VecDeque<Sample> {
             _ => with_health(python, Some(2_100), 1, Some(1_020)),
         }
     };
-    let wget = conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150));
+    let wget = in_cgroup(
+        conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150)),
+        "/user.slice/user-1000.slice/session-2.scope",
+    );
     let first = Sample {
         conns: vec![
             curl1(1_572_864, 800, 2),
@@ -221,8 +238,79 @@ fn each_grouping() {
     insta::assert_snapshot!("group_process", h.screen());
     h.typed("g");
     insta::assert_snapshot!("group_remote_host", h.screen());
+    h.key(KeyCode::Tab);
+    insta::assert_snapshot!("group_container", h.screen());
     h.typed("g");
     assert_eq!(h.screen(), Harness::started(120, 24).screen());
+}
+
+#[test]
+fn digits_choose_the_views_tabs_at_each_size() {
+    for (width, height) in [(60, 20), (200, 50)] {
+        let mut h = Harness::started(width, height);
+        for (digit, view) in [('2', "process"), ('3', "remote_host"), ('4', "container")] {
+            h.typed(&digit.to_string());
+            insta::assert_snapshot!(format!("view_{view}_{width}x{height}"), h.screen());
+            // The current view's tab is marked, from its key on.
+            let tabs = h.screen().lines().nth(2).unwrap().to_string();
+            let x = tabs.find(&format!(" {digit} ")).unwrap() as u16;
+            let buffer = h.tui.terminal.backend().buffer();
+            assert_eq!((buffer[(x, 2)].bg, buffer[(x + 6, 2)].bg), (Color::Cyan, Color::Cyan), "{tabs}");
+            assert_eq!(buffer[(0, 2)].bg, Color::Reset);
+        }
+        h.typed("1");
+        assert_eq!(h.screen(), Harness::started(width, height).screen());
+    }
+}
+
+#[test]
+fn a_averages_the_rate_columns_over_10_and_40_seconds() {
+    let mut h = Harness::new(120, 35);
+    h.ticks(2);
+    // curl read 1.5 MiB, then 3 MiB: 2.25 MiB/s over the two seconds there are.
+    assert!(h.screen().contains("3.00 MiB") && h.screen().contains("avg 1s"), "{}", h.screen());
+    h.typed("a");
+    insta::assert_snapshot!(h.screen());
+    let screen = h.screen();
+    assert!(screen.contains("2.25 MiB") && screen.contains("avg 10s"), "{screen}");
+    h.typed("a");
+    assert!(h.screen().contains("avg 40s"));
+    h.typed("a");
+    assert_eq!(h.screen(), Harness::started(120, 35).screen());
+}
+
+/// A loopback connection seen from both ends, and another local process's connection out.
+fn loopback_pair() -> VecDeque<Sample> {
+    let ends = |rx, tx| {
+        vec![
+            conn(10, 2000, "redis-cli", ("127.0.0.1:45678", "127.0.0.1:6379"), (rx, tx)),
+            conn(11, 2001, "redis-server", ("127.0.0.1:6379", "127.0.0.1:45678"), (tx, rx)),
+            conn(12, 2001, "redis-server", ("10.0.0.5:6379", "10.0.0.8:51234"), (10, 10)),
+        ]
+    };
+    VecDeque::from([
+        Sample { conns: ends(1_000, 100), ..Sample::default() },
+        Sample { conns: ends(60_000, 2_000), ..Sample::default() },
+    ])
+}
+
+#[test]
+fn l_folds_both_ends_of_a_local_connection_into_one_row() {
+    for (width, height) in [(80, 24), (120, 35)] {
+        let mut h = Harness::new(width, height);
+        h.samples = loopback_pair();
+        h.ticks(2);
+        assert!(
+            h.screen().contains("redis-cli")
+                && h.screen().lines().filter(|l| l.contains("6379")).count() >= 3
+        );
+        h.typed("L");
+        insta::assert_snapshot!(format!("folded_{width}x{height}"), h.screen());
+        assert_eq!(h.tui.keys.len(), 2);
+        assert!(h.screen().contains("local pairs folded"));
+        h.typed("L");
+        assert_eq!(h.tui.keys.len(), 3);
+    }
 }
 
 #[test]
@@ -304,7 +392,8 @@ fn f_follows_the_selected_connection_as_rows_re_sort() {
 fn closed_rows_go_below_live_ones_and_keys_hide_closed_and_idle_rows() {
     let mut h = Harness::started(120, 24);
     let table = |h: &Harness| -> Vec<String> {
-        h.screen().lines().skip(3).take_while(|l| l.starts_with("\"5")).map(String::from).collect()
+        let top = h.tui.state.table_top as usize;
+        h.screen().lines().skip(top).take_while(|l| l.starts_with("\"5")).map(String::from).collect()
     };
     assert!(table(&h).last().unwrap().contains("CLOSE"), "{:#?}", table(&h));
     h.typed("c");
@@ -325,8 +414,8 @@ fn enter_and_d_toggle_the_detail_pane() {
     assert!(h.screen().contains(" connection ─"));
     h.key(KeyCode::Enter);
     assert!(!h.screen().contains(" connection ─"));
-    // The table takes the room.
-    assert_eq!(h.tui.state.page, 20);
+    // The table takes the room: all but the header, tabs, headings and status line.
+    assert_eq!(h.tui.state.page, 19);
     h.typed("d");
     assert!(h.screen().contains(" connection ─"));
 }
@@ -455,18 +544,22 @@ fn a_click_on_a_heading_sorts_by_it_and_one_on_a_row_selects_it() {
         let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
         Event::Mouse(crossterm::event::MouseEvent { kind, column, row, modifiers: KeyModifiers::NONE })
     };
-    let heading = |h: &Harness, title: &str| h.screen().lines().nth(2).unwrap().find(title).unwrap() as u16;
+    // The headings are on the line above the table's first row.
+    let top = h.tui.state.table_top;
+    let heading = |h: &Harness, title: &str| {
+        h.screen().lines().nth(top as usize - 1).unwrap().find(title).unwrap() as u16
+    };
     // The quoted line starts one character early.
     let comm = heading(&h, "COMM") - 1;
-    h.input(click(comm, 2));
+    h.input(click(comm, top - 1));
     assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (SortKey::Comm, false));
-    h.input(click(comm, 2));
+    h.input(click(comm, top - 1));
     assert!(h.tui.state.reverse);
     let tx = heading(&h, "TX/s") - 1;
-    h.input(click(tx, 2));
+    h.input(click(tx, top - 1));
     assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (SortKey::Tx, false));
     // The fourth row by TX/s: python3.
-    h.input(click(50, 6));
+    h.input(click(50, top + 3));
     assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(5)));
     assert!(h.screen().contains("pid 5001300 · python3"));
 }
