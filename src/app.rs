@@ -100,6 +100,7 @@ where
             reverse: args.reverse,
             raw_bytes: args.bytes,
             names: !args.numeric,
+            fold_pairs: args.fold_loopback,
             ..TuiState::default()
         };
         let (names, answers) = Names::start(SystemLookup)?;

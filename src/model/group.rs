@@ -205,25 +205,30 @@ pub fn group(
 pub type Peers<'m> = HashMap<u64, &'m ConnRow>;
 
 /// `rows` with the two ends of each connection within the host (one end's local address the
-/// other's remote one and back, same protocol and network namespace) folded into the one that
-/// comes first, which keeps its place; the other is taken out and kept in the `Peers`.
+/// other's remote one and back, same protocol and network namespace) folded into one row where
+/// the first of them was: the end whose local port is the higher (the client's, as ephemeral
+/// ports go) stays in `rows`, the other goes into the `Peers`.
 pub fn fold_pairs<'m>(rows: Vec<&'m ConnRow>) -> (Vec<&'m ConnRow>, Peers<'m>) {
     type Ends = (Proto, Option<u32>, SocketAddr, SocketAddr);
     let ends = |row: &ConnRow| -> Ends { (row.conn.proto, row.conn.netns, row.conn.local, row.conn.remote) };
     let at: HashMap<Ends, usize> = rows.iter().enumerate().map(|(i, row)| (ends(row), i)).collect();
     let mut folded = vec![false; rows.len()];
+    let mut kept = Vec::with_capacity(rows.len());
     let mut peers = Peers::new();
-    for (i, row) in rows.iter().enumerate() {
+    for (i, &row) in rows.iter().enumerate() {
         if folded[i] {
             continue;
         }
         let (proto, netns, local, remote) = ends(row);
-        if let Some(&j) = at.get(&(proto, netns, remote, local)).filter(|&&j| j != i && !folded[j]) {
-            folded[j] = true;
-            peers.insert(row.conn.id, rows[j]);
-        }
+        let Some(&j) = at.get(&(proto, netns, remote, local)).filter(|&&j| j != i && !folded[j]) else {
+            kept.push(row);
+            continue;
+        };
+        folded[j] = true;
+        let (shown, other) = if remote.port() > local.port() { (rows[j], row) } else { (row, rows[j]) };
+        kept.push(shown);
+        peers.insert(shown.conn.id, other);
     }
-    let kept = rows.into_iter().zip(folded).filter_map(|(row, folded)| (!folded).then_some(row)).collect();
     (kept, peers)
 }
 
@@ -395,9 +400,10 @@ pub(crate) mod tests {
         let ids = |rows: &[&ConnRow]| rows.iter().map(|r| r.conn.id).collect::<Vec<_>>();
         let mut rows = rows(&model);
         rows.reverse();
+        // The pair takes the place of its first end, and shows the client's (port 40000).
         let (kept, peers) = fold_pairs(rows.clone());
-        assert_eq!(ids(&kept), [6, 5, 4, 3, 2]);
-        assert_eq!(peers.iter().map(|(id, peer)| (*id, peer.conn.id)).collect::<Vec<_>>(), [(2, 1)]);
+        assert_eq!(ids(&kept), [6, 5, 4, 3, 1]);
+        assert_eq!(peers.iter().map(|(id, peer)| (*id, peer.conn.id)).collect::<Vec<_>>(), [(1, 2)]);
         rows.reverse();
         let (kept, peers) = fold_pairs(rows);
         assert_eq!((ids(&kept), peers[&1].conn.comm.as_str()), (vec![1, 3, 4, 5, 6], "server"));
