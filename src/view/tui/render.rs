@@ -22,6 +22,8 @@ const HEADER_TEXT_WIDTH: usize = 64;
 const BYTES_WIDTH: u16 = 9;
 /// Widest an address or name column grows before the room left over is shared out.
 const MAX_PREFERRED: u16 = 40;
+/// The least width at which the process view has the remote hosts beside it, as bandwhich.
+const SIDE_BY_SIDE_WIDTH: u16 = 200;
 
 /// Where each part of the screen goes; parts that do not fit are empty.
 pub struct Areas {
@@ -60,7 +62,11 @@ pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     let areas = Areas::new(frame.area(), state.detail);
     header(state, screen, areas.header, frame);
     tabs(state, areas.tabs, frame);
-    table(state, screen, areas.table, frame);
+    let (main, side) = split(screen, areas.table);
+    table(state, screen, main, true, frame);
+    if let (Some(beside), Some(beside_state)) = (screen.beside, beside(state, frame.area())) {
+        table(&beside_state, beside, side, false, frame);
+    }
     detail(state, screen, areas.detail, frame);
     status(state, screen, areas.status, frame);
     if state.help {
@@ -579,9 +585,28 @@ impl TablePlan {
     }
 }
 
+/// The state of the table shown beside the process view on a screen of `area` as wide as
+/// `SIDE_BY_SIDE_WIDTH`: the remote hosts, sorted alike, from the top, no cursor.
+pub fn beside(state: &TuiState, area: Rect) -> Option<TuiState> {
+    (state.grouping == Grouping::Process && area.width >= SIDE_BY_SIDE_WIDTH).then(|| TuiState {
+        grouping: Grouping::RemoteHost,
+        offset: 0,
+        ..state.clone()
+    })
+}
+
+/// The table's area, and the one beside it (empty where none is shown).
+fn split(screen: &Screen, area: Rect) -> (Rect, Rect) {
+    if screen.beside.is_none() {
+        return (area, Rect { width: 0, ..area });
+    }
+    let [main, side] = Layout::horizontal([Constraint::Fill(1); 2]).spacing(2).areas(area);
+    (main, side)
+}
+
 /// Where the sortable headings of the table are on a screen of `area`, for clicks.
 pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16>, SortKey)> {
-    let table = Areas::new(area, state.detail).table;
+    let (table, _) = split(screen, Areas::new(area, state.detail).table);
     let plan = TablePlan::new(state, screen, table);
     plan.headings(state.grouping)
         .into_iter()
@@ -589,7 +614,8 @@ pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16
         .collect()
 }
 
-fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+/// The table of `screen`'s rows in `area`, the selected row marked if `cursor`.
+fn table(state: &TuiState, screen: &Screen, area: Rect, cursor: bool, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
@@ -615,7 +641,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let first = state.offset.min(screen.rows.len());
-    let selected = state.selected.checked_sub(first).filter(|_| !screen.rows.is_empty());
+    let selected = state.selected.checked_sub(first).filter(|_| cursor && !screen.rows.is_empty());
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {

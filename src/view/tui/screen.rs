@@ -146,6 +146,8 @@ pub struct Screen<'a> {
     pub first_interval: bool,
     /// Names for the addresses and ports on screen; `None`: numbers.
     pub naming: Option<Naming<'a>>,
+    /// The table shown beside this one on a wide screen (`render::beside`), if any.
+    pub beside: Option<&'a Screen<'a>>,
 }
 
 /// The names one frame shows: the hosts known for its addresses, the system's services.

@@ -264,6 +264,33 @@ fn digits_choose_the_views_tabs_at_each_size() {
 }
 
 #[test]
+fn the_process_view_has_the_remote_hosts_beside_it_from_200_columns() {
+    let mut narrow = Harness::started(199, 50);
+    narrow.typed("2");
+    assert!(!narrow.screen().contains("REMOTE HOST"));
+    let mut h = Harness::started(200, 50);
+    h.typed("2");
+    let top = h.tui.state.table_top;
+    let headings = h.screen().lines().nth(top as usize - 1).unwrap().to_string();
+    let (comm, host) = (headings.find("COMM").unwrap(), headings.find("REMOTE HOST").unwrap());
+    assert!(comm < 100 && host > 100, "{headings}");
+    // The cursor is in the process table only.
+    let buffer = h.tui.terminal.backend().buffer();
+    let reversed = |x: u16| buffer[(x, top)].modifier.contains(ratatui::style::Modifier::REVERSED);
+    assert!(reversed(0) && !reversed(host as u16), "{}", h.screen());
+    // A click on a heading of the process table sorts it; the remote hosts sort alike.
+    let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
+    let click = crossterm::event::MouseEvent {
+        kind,
+        column: comm as u16 - 1,
+        row: top - 1,
+        modifiers: KeyModifiers::NONE,
+    };
+    h.input(Event::Mouse(click));
+    assert_eq!(h.tui.state.sort(), SortKey::Comm);
+}
+
+#[test]
 fn a_averages_the_rate_columns_over_10_and_40_seconds() {
     let mut h = Harness::new(120, 35);
     h.ticks(2);
