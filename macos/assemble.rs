@@ -1,7 +1,8 @@
 //! Connection assembly from decoded packets, in user space and without I/O: which end is
 //! local, payload bytes per direction counted once the other side acknowledged them, TCP
-//! state from SYN/FIN/RST, the kernel's socket list where there is one, and the lifecycle
-//! events the model expects. Time is passed in.
+//! state from SYN/FIN/RST, health estimated from sequence numbers and timing, the kernel's
+//! socket list where there is one, and the lifecycle events the model expects. Time is
+//! passed in.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +10,9 @@ use std::time::Duration;
 
 use super::decode::{Direction, Packet, TcpHeader};
 use super::table::{FlowTable, Limits};
-use crate::collector::{Conn, ConnEvent, EventKind, Family, Filters, Proto, TcpState};
+use crate::collector::{
+    Conn, ConnEvent, EventKind, Family, Filters, Handshake, Proto, Rtt, TcpHealth, TcpState,
+};
 
 /// As many connections as the eBPF collector's table holds; no remote address and no local
 /// port may take more than half of it, and a quarter as many wait for confirmation.
@@ -33,6 +36,10 @@ const FINAL_ACK_WAIT: Duration = Duration::from_secs(1);
 /// Lookups of a connection's process before it is left unknown: the first may come before
 /// the server accept()ed the socket.
 const MAX_LOOKUPS: u8 = 3;
+/// How long a connection the packets confirmed may wait for the kernel's socket list to
+/// show it, where there is one: its close may still be in the capture's queue when a list
+/// read misses it.
+const LIST_CONFIRM_WAIT: Duration = Duration::from_secs(1);
 
 /// A connection as one local socket sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,6 +72,8 @@ struct Stream {
     fin: Option<u32>,
     /// The SYN answered the other side's (a SYN-ACK): acknowledging it ends a handshake.
     answers_syn: bool,
+    /// The segment timed for an RTT sample: where it ends, and when it crossed the wire.
+    timed: Option<(u32, Duration)>,
 }
 
 /// What one acknowledgement covered of a stream.
@@ -74,12 +83,20 @@ struct Covered {
     /// It acknowledged payload, a FIN or a SYN-ACK: the connection is real, not one
     /// side's forgery nor a half-open SYN.
     confirms: bool,
+    /// From the timed segment to this acknowledgement: a round trip, seen from this
+    /// stream's sender.
+    round_trip: Option<Duration>,
 }
 
 impl Stream {
-    /// Notes the sequence numbers a segment of this side takes.
-    fn send(&mut self, tcp: &TcpHeader, payload: u32) {
+    /// Notes the sequence numbers a segment of this side takes, seen at `wire`; true for a
+    /// retransmission: a segment taking sequence numbers this side was seen to use before
+    /// (but a keep-alive, which repeats the last acknowledged byte on purpose).
+    fn send(&mut self, tcp: &TcpHeader, payload: u32, wire: Duration) -> bool {
         let (syn, fin) = (tcp.has(TcpHeader::SYN), tcp.has(TcpHeader::FIN));
+        let keepalive = !syn && !fin && payload <= 1 && self.acked == Some(tcp.seq.wrapping_add(1));
+        let takes_numbers = payload > 0 || syn || fin;
+        let repeated = takes_numbers && !keepalive && self.end.is_some_and(|highest| ahead(highest, tcp.seq));
         if syn {
             self.syn = Some(tcp.seq);
             self.answers_syn = tcp.has(TcpHeader::ACK);
@@ -90,13 +107,20 @@ impl Stream {
             self.fin = Some(data_end);
         }
         let end = data_end.wrapping_add(u32::from(fin));
+        // Karn's rule: an acknowledgement after a retransmission may answer either copy.
+        if repeated {
+            self.timed = None;
+        } else if takes_numbers && self.timed.is_none() {
+            self.timed = Some((end, wire));
+        }
         if self.end.is_none_or(|highest| ahead(end, highest)) {
             self.end = Some(end);
         }
+        repeated
     }
 
-    /// Takes the other side's acknowledgement number.
-    fn acknowledge(&mut self, ack: u32) -> Covered {
+    /// Takes the other side's acknowledgement number, seen at `wire`.
+    fn acknowledge(&mut self, ack: u32, wire: Duration) -> Covered {
         let Some(acked) = self.acked else {
             // Met mid-stream: the count starts where the other side's receipt stood.
             self.acked = Some(ack);
@@ -111,7 +135,18 @@ impl Stream {
         let covers = |at: Option<u32>| at.is_some_and(|at| at.wrapping_sub(acked) < upto.wrapping_sub(acked));
         let (syn, fin) = (covers(self.syn), covers(self.fin));
         let payload = upto.wrapping_sub(acked) - u32::from(syn) - u32::from(fin);
-        Covered { payload: u64::from(payload), confirms: payload > 0 || fin || (syn && self.answers_syn) }
+        let round_trip = match self.timed {
+            Some((end, sent)) if !ahead(end, upto) => {
+                self.timed = None;
+                Some(wire.saturating_sub(sent))
+            }
+            _ => None,
+        };
+        Covered {
+            payload: u64::from(payload),
+            confirms: payload > 0 || fin || (syn && self.answers_syn),
+            round_trip,
+        }
     }
 
     fn fin_acknowledged(&self) -> bool {
@@ -128,9 +163,13 @@ struct Flow {
     closed_at: Option<Duration>,
     /// Since when the kernel's socket list has been without it.
     unlisted_since: Option<Duration>,
+    /// Since when a flow the packets confirmed waits for the kernel's socket list to show it.
+    awaits_list_since: Option<Duration>,
     /// The events of a flow not confirmed yet, handed on when it is.
     held: Vec<ConnEvent>,
     lookups: u8,
+    /// When its handshake began (its first SYN sent or received), on the wire's clock.
+    handshake_from: Option<Duration>,
 }
 
 impl Flow {
@@ -142,6 +181,63 @@ impl Flow {
             Some(TcpState::TimeWait) => self.received.fin_acknowledged(),
             _ => false,
         }
+    }
+
+    /// Estimates health from one segment this connection's `direction` end saw: a reset,
+    /// a retransmission, a round trip of this end's own data, a state change.
+    fn note_health(&mut self, segment: Segment, change: Option<(TcpState, TcpState)>, wire: Duration) {
+        let Some(health) = self.conn.health.as_mut() else { return };
+        let add = |count: &mut Option<u32>| *count = Some(count.unwrap_or(0) + 1);
+        if segment.reset {
+            add(match segment.direction {
+                Direction::Out => &mut health.resets_sent,
+                Direction::In => &mut health.resets_received,
+            });
+        }
+        if segment.retransmitted && segment.direction == Direction::Out {
+            health.retrans = Some(health.retrans.unwrap_or(0) + 1);
+        }
+        if let (Some(round_trip), Direction::In) = (segment.round_trip, segment.direction) {
+            health.rtt = Some(smoothed(health.rtt, round_trip));
+        }
+        use TcpState::*;
+        match change {
+            Some((Close, SynSent | SynRecv)) => self.handshake_from = Some(wire),
+            Some((SynSent | SynRecv, new @ (Established | Close))) => {
+                if let Some(from) = self.handshake_from.take() {
+                    let failed = new == Close;
+                    health.connect = Some(Handshake { took: wire.saturating_sub(from), failed });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What one segment told of a connection's health, seen from one end.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    direction: Direction,
+    reset: bool,
+    /// This end sent it before.
+    retransmitted: bool,
+    /// It acknowledged the segment being timed: one round trip.
+    round_trip: Option<Duration>,
+}
+
+/// RTT smoothed as RFC 6298 (and the kernel) does: the mean deviation first, from the old
+/// mean, then the mean; the minimum is the connection's.
+fn smoothed(rtt: Option<Rtt>, sample: Duration) -> Rtt {
+    let sample = u32::try_from(sample.as_micros()).unwrap_or(u32::MAX);
+    let Some(old) = rtt else {
+        return Rtt { smoothed_us: sample, variation_us: sample / 2, min_us: sample };
+    };
+    let weigh =
+        |old: u32, weight: u64, new: u32| ((u64::from(old) * weight + u64::from(new)) / (weight + 1)) as u32;
+    Rtt {
+        variation_us: weigh(old.variation_us, 3, old.smoothed_us.abs_diff(sample)),
+        smoothed_us: weigh(old.smoothed_us, 7, sample),
+        min_us: old.min_us.min(sample),
     }
 }
 
@@ -157,6 +253,11 @@ pub struct Assembler {
     /// Established sockets the kernel listed, the packets had not shown, at the last check:
     /// still listed at the next, they are adopted.
     listed_unknown: HashSet<Endpoints>,
+    /// There is a socket list (`verify_with_socket_list`): a connection counts once it shows
+    /// there, so that packets forged in both directions make none.
+    list_confirms: bool,
+    /// Connections the packets confirmed that the socket list never showed.
+    never_listed: u64,
 }
 
 impl Assembler {
@@ -169,7 +270,24 @@ impl Assembler {
             events: Vec::new(),
             next_id: 1,
             listed_unknown: HashSet::new(),
+            list_confirms: false,
+            never_listed: 0,
         }
+    }
+
+    /// From now on a new TCP connection waits for the kernel's socket list (`verify`,
+    /// `reconcile`) to show it before it is shown or its bytes are: packets forged in both
+    /// directions, a handshake and acknowledged data included, never are. A refused connect
+    /// is shown at once (its socket is gone when the reset arrives; it carries no bytes).
+    pub fn verify_with_socket_list(&mut self) {
+        self.list_confirms = true;
+    }
+
+    /// Whether a connection waits for the socket list.
+    pub fn awaits_socket_list(&self) -> bool {
+        self.table
+            .pending_keys()
+            .any(|key| self.table.get(key).is_some_and(|f| f.awaits_list_since.is_some()))
     }
 
     pub fn set_local_addresses(&mut self, local: HashSet<IpAddr>) {
@@ -180,13 +298,15 @@ impl Assembler {
         ip.is_loopback() || self.local.contains(&ip)
     }
 
-    /// Flows refused or pushed out of the table for want of room.
+    /// Flows refused or pushed out of the table for want of room, and connections the
+    /// socket list never showed.
     pub fn untracked(&self) -> u64 {
-        self.table.refused()
+        self.table.refused() + self.never_listed
     }
 
-    /// Counts one packet seen at `now`.
-    pub fn packet(&mut self, packet: &Packet, now: Duration) {
+    /// Counts one packet handed on at `now`, which crossed the wire at `wire` (the
+    /// capture's timestamp, for the health estimates: only differences matter).
+    pub fn packet(&mut self, packet: &Packet, now: Duration, wire: Duration) {
         if !self.wanted(packet.proto, packet.src, packet.dst) {
             return;
         }
@@ -204,12 +324,18 @@ impl Assembler {
             (false, false, None) => return, // forwarded or bridged: no local socket
         };
         for (endpoints, direction) in sides.into_iter().flatten() {
-            self.count(endpoints, direction, packet, now);
+            self.count(endpoints, direction, packet, (now, wire));
         }
     }
 
     /// Counts `packet` for the socket at the `direction` end of it.
-    fn count(&mut self, endpoints: Endpoints, direction: Direction, packet: &Packet, now: Duration) {
+    fn count(
+        &mut self,
+        endpoints: Endpoints,
+        direction: Direction,
+        packet: &Packet,
+        (now, wire): (Duration, Duration),
+    ) {
         let Some(flow) = self.flow(endpoints, packet, now) else { return };
         flow.last_seen = now;
         if flow.conn.pid.is_none() {
@@ -230,18 +356,29 @@ impl Assembler {
             Direction::Out => (&mut flow.sent, &mut flow.received, &mut flow.conn.rx_bytes),
             Direction::In => (&mut flow.received, &mut flow.sent, &mut flow.conn.tx_bytes),
         };
-        own.send(tcp, packet.payload);
+        let retransmitted = own.send(tcp, packet.payload, wire);
+        let reset = tcp.has(TcpHeader::RST);
         // A reset's acknowledgement number answers whatever provoked it, forged or not.
-        let covered = if tcp.has(TcpHeader::ACK) && !tcp.has(TcpHeader::RST) {
-            other.acknowledge(tcp.ack)
+        let covered = if tcp.has(TcpHeader::ACK) && !reset {
+            other.acknowledge(tcp.ack, wire)
         } else {
             Covered::default()
         };
         *acknowledged_total += covered.payload;
+        // A reset acknowledging this end's SYN refuses its connect: a connection that failed.
+        let answers_syn = flow.sent.syn.is_some_and(|syn| tcp.ack == syn.wrapping_add(1));
         let change = track_state(flow, direction, tcp);
+        let refused = direction == Direction::In
+            && tcp.has(TcpHeader::ACK)
+            && answers_syn
+            && change == Some((TcpState::SynSent, TcpState::Close));
+        let segment = Segment { direction, reset, retransmitted, round_trip: covered.round_trip };
+        flow.note_health(segment, change, wire);
         let over = flow.is_over();
-        if covered.confirms {
+        if refused {
             self.confirm(endpoints);
+        } else if covered.confirms {
+            self.confirmed_by_packets(endpoints, now);
         }
         if let Some((old, new)) = change {
             self.push_event(endpoints, EventKind::State { old, new }, now);
@@ -303,7 +440,14 @@ impl Assembler {
             rx_bytes: 0,
             netns: None,
             cgroup: None,
-            health: None,
+            // What the packets show of a TCP connection, from when they showed it.
+            health: (endpoints.proto == Proto::Tcp).then_some(TcpHealth {
+                retrans: Some(0),
+                resets_sent: Some(0),
+                resets_received: Some(0),
+                estimated: true,
+                ..TcpHealth::default()
+            }),
         };
         self.next_id += 1;
         Flow {
@@ -313,8 +457,21 @@ impl Assembler {
             last_seen: now,
             closed_at: None,
             unlisted_since: None,
+            awaits_list_since: None,
             held: Vec::new(),
             lookups: 0,
+            handshake_from: None,
+        }
+    }
+
+    /// The packets showed a pending flow real: a connection at once, or once the socket
+    /// list shows it too.
+    fn confirmed_by_packets(&mut self, endpoints: Endpoints, now: Duration) {
+        if !self.list_confirms {
+            self.confirm(endpoints);
+        } else if !self.table.is_confirmed(&endpoints) {
+            let flow = self.table.get_mut(&endpoints).expect("a flow just counted");
+            flow.awaits_list_since.get_or_insert(now);
         }
     }
 
@@ -339,13 +496,15 @@ impl Assembler {
         }
     }
 
-    /// Ends a connection; one never confirmed is forgotten without a trace.
+    /// Ends a connection; one never confirmed is forgotten without a trace, but one that
+    /// waits for the socket list keeps its close for when the list shows it.
     fn close(&mut self, endpoints: Endpoints, now: Duration) {
-        if !self.table.is_confirmed(&endpoints) {
+        let confirmed = self.table.is_confirmed(&endpoints);
+        let flow = self.table.get_mut(&endpoints).expect("closing a known flow");
+        if !confirmed && flow.awaits_list_since.is_none() {
             self.table.remove(&endpoints);
             return;
         }
-        let flow = self.table.get_mut(&endpoints).expect("closing a known flow");
         flow.closed_at = Some(now);
         self.push_event(endpoints, EventKind::Closed, now);
     }
@@ -377,10 +536,43 @@ impl Assembler {
         }
     }
 
+    /// Checks the flows that wait for confirmation against the kernel's socket list: one it
+    /// lists is real, and so is one whose other end it lists, where both ends are local (a
+    /// loopback connection whose one end is already gone, while the other waits in
+    /// TIME_WAIT). One the packets confirmed but the list does not show is forgotten and
+    /// counted once it closed, or once it waited too long: forged, or gone before the list
+    /// was read.
+    pub fn verify(&mut self, listed: &ListedSockets, now: Duration) {
+        let mut real = Vec::new();
+        let mut unlisted = Vec::new();
+        for key in self.table.pending_keys() {
+            let local_peer = self.is_local(key.remote.ip());
+            if listed.contains_key(&(key.local, key.remote))
+                || (local_peer && listed.contains_key(&(key.remote, key.local)))
+            {
+                real.push(*key);
+                continue;
+            }
+            let flow = self.table.get(key).expect("a pending key");
+            let waited_enough =
+                flow.awaits_list_since.is_some_and(|since| now.saturating_sub(since) >= LIST_CONFIRM_WAIT);
+            if flow.awaits_list_since.is_some() && (flow.closed_at.is_some() || waited_enough) {
+                unlisted.push(*key);
+            }
+        }
+        for key in real {
+            self.confirm(key);
+        }
+        for key in unlisted {
+            self.table.remove(&key);
+            self.never_listed += 1;
+        }
+    }
+
     /// Checks the TCP flows against the kernel's socket list, the truth where there is one:
-    /// a connection it stopped listing closes with its totals; a pending flow it lists is
-    /// real; an established socket the packets did not show (idle, or older than tcptop)
-    /// is adopted when two checks in a row list it.
+    /// a connection it stopped listing closes with its totals; pending flows are verified;
+    /// an established socket the packets did not show (idle, or older than tcptop) is
+    /// adopted when two checks in a row list it.
     pub fn reconcile(&mut self, listed: &ListedSockets, now: Duration) {
         let is_listed = |key: &Endpoints| listed.contains_key(&(key.local, key.remote));
         let mut gone = Vec::new();
@@ -398,10 +590,7 @@ impl Assembler {
         for key in gone {
             self.close(key, now);
         }
-        let real: Vec<Endpoints> = self.table.pending_keys().filter(|key| is_listed(key)).copied().collect();
-        for key in real {
-            self.confirm(key);
-        }
+        self.verify(listed, now);
         let unknown: HashSet<Endpoints> = listed
             .iter()
             .filter(|(_, state)| **state == TcpState::Established)
@@ -563,7 +752,8 @@ mod tests {
 
     fn feed(asm: &mut Assembler, packets: &[Packet]) {
         for (i, p) in packets.iter().enumerate() {
-            asm.packet(p, Duration::from_millis(i as u64));
+            let at = Duration::from_millis(i as u64);
+            asm.packet(p, at, at);
         }
     }
 
@@ -765,6 +955,131 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connect_is_a_failed_connection_with_one_reset_received() {
+        let (client, closed_port) = ("127.0.0.1:5000", "127.0.0.1:9");
+        for listed in [false, true] {
+            let mut asm = assembler();
+            if listed {
+                asm.verify_with_socket_list(); // the reset came after the socket was gone
+            }
+            asm.packet(&tcp(client, closed_port, 100, 0, SYN, 0), Duration::ZERO, Duration::ZERO);
+            let answer = tcp(closed_port, client, 0, 101, RST | ACK, 0);
+            asm.packet(&answer, Duration::from_millis(1), Duration::from_micros(40));
+            let (conns, events) = asm.sample();
+            assert!(conns.is_empty());
+            assert_eq!(steps(&events), ["CLOSE>SYN_SENT", "SYN_SENT>CLOSE", "closed"], "only the client's");
+            let conn = &events[2].conn;
+            assert_eq!((conn.local, conn.state_label()), (client.parse().unwrap(), Some("FAILED")));
+            let health = conn.health.unwrap();
+            let failed = Handshake { took: Duration::from_micros(40), failed: true };
+            assert_eq!(
+                (health.connect, health.resets_received, health.resets_sent, health.estimated),
+                (Some(failed), Some(1), Some(0), true)
+            );
+        }
+    }
+
+    #[test]
+    fn rtt_from_data_to_ack_and_retransmits_from_ranges_seen_twice() {
+        let mut asm = assembler();
+        let at = |ms: u64| Duration::from_millis(ms);
+        for (ms, packet) in [
+            (0, tcp(ME, PEER, 100, 0, SYN, 0)),
+            (10, tcp(PEER, ME, 900, 101, SYN | ACK, 0)), // the handshake's round trip: 10 ms
+            (10, tcp(ME, PEER, 101, 901, ACK, 0)),
+            (20, tcp(ME, PEER, 101, 901, ACK, 1000)),
+            (26, tcp(PEER, ME, 901, 1101, ACK, 0)), // 6 ms
+            (30, tcp(ME, PEER, 1101, 901, ACK, 500)),
+            (230, tcp(ME, PEER, 1101, 901, ACK, 500)), // retransmitted
+            (240, tcp(PEER, ME, 901, 1601, ACK, 0)),   // answers either copy: no sample
+            (250, tcp(PEER, ME, 901, 1601, ACK, 30)),
+            (250, tcp(PEER, ME, 901, 1601, ACK, 30)), // the peer's retransmission, not ours
+            (260, tcp(ME, PEER, 1600, 931, ACK, 1)),  // a keep-alive
+        ] {
+            asm.packet(&packet, at(ms), at(ms));
+        }
+        let (conn, _) = only_conn(&mut asm);
+        let health = conn.health.unwrap();
+        // RFC 6298: 10 ms, then 6 ms: variation (3 * 5000 + 4000) / 4, mean (7 * 10000 + 6000) / 8.
+        let rtt = Rtt { smoothed_us: 9500, variation_us: 4750, min_us: 6000 };
+        assert_eq!((health.rtt, health.retrans, health.estimated), (Some(rtt), Some(1), true));
+        assert_eq!(health.connect, Some(Handshake { took: at(10), failed: false }));
+        assert_eq!((conn.tx_bytes, conn.rx_bytes), (1500, 30));
+    }
+
+    #[test]
+    fn health_a_capture_cannot_see_is_unknown_not_zero() {
+        let mut asm = assembler();
+        // Met mid-stream, nothing of its own acknowledged yet, no handshake.
+        feed(&mut asm, &[tcp(PEER, ME, 5000, 77, ACK, 100), tcp(ME, PEER, 77, 5100, ACK, 0)]);
+        feed(&mut asm, &[tcp(PEER, ME, 5100, 77, ACK, 40), tcp(ME, PEER, 77, 5140, ACK, 0)]);
+        let health = only_conn(&mut asm).0.health.unwrap();
+        assert_eq!((health.rtt, health.connect), (None, None));
+        let mut asm = assembler();
+        feed(&mut asm, &[datagram(ME, "9.9.9.9:53", 40)]);
+        assert_eq!(only_conn(&mut asm).0.health, None, "UDP");
+    }
+
+    /// A handshake, data each way and its acknowledgements: all a forger sending both
+    /// directions can make up.
+    fn conversation(client: &str, server: &str) -> Vec<Packet> {
+        let mut packets = handshake(client, server).to_vec();
+        packets.extend([
+            tcp(client, server, 101, 901, ACK, 50),
+            tcp(server, client, 901, 151, ACK, 70),
+            tcp(client, server, 151, 971, ACK, 0),
+        ]);
+        packets
+    }
+
+    #[test]
+    fn with_a_socket_list_a_connection_counts_once_listed_and_forgeries_never() {
+        let (forger, victim) = ("127.0.0.1:40001", "127.0.0.1:40002");
+        let (client, server) = ("127.0.0.1:5000", "127.0.0.1:80");
+        let mut asm = assembler();
+        asm.verify_with_socket_list();
+        feed(&mut asm, &conversation(forger, victim));
+        feed(&mut asm, &conversation(client, server));
+        assert_eq!(asm.sample(), (vec![], vec![]), "nothing before the list shows it");
+        assert!(asm.awaits_socket_list());
+        let listed: ListedSockets =
+            [((client.parse().unwrap(), server.parse().unwrap()), TcpState::Established)].into();
+        asm.verify(&listed, Duration::from_millis(100));
+        let (conns, _) = asm.sample();
+        let shown: HashSet<(String, u64, u64)> =
+            conns.iter().map(|c| (c.local.to_string(), c.tx_bytes, c.rx_bytes)).collect();
+        assert_eq!(shown, HashSet::from([(client.into(), 50, 70), (server.into(), 70, 50)]), "its peer too");
+        asm.verify(&listed, LIST_CONFIRM_WAIT + Duration::from_millis(10));
+        assert!(!asm.awaits_socket_list());
+        assert_eq!((asm.sample().0.len(), asm.untracked()), (2, 2), "both forged ends counted, never shown");
+    }
+
+    #[test]
+    fn a_short_connection_counts_when_one_end_is_listed_in_time_wait() {
+        let (client, server) = ("127.0.0.1:5000", "127.0.0.1:80");
+        let mut asm = assembler();
+        asm.verify_with_socket_list();
+        let mut packets = conversation(client, server);
+        packets.extend([
+            tcp(server, client, 971, 151, ACK | FIN, 0), // the server closes first
+            tcp(client, server, 151, 972, ACK | FIN, 0),
+            tcp(server, client, 972, 152, ACK, 0),
+        ]);
+        feed(&mut asm, &packets);
+        let listed: ListedSockets =
+            [((server.parse().unwrap(), client.parse().unwrap()), TcpState::TimeWait)].into();
+        asm.verify(&listed, Duration::from_millis(100));
+        let (conns, events) = asm.sample();
+        let closed: HashSet<(String, u64, u64)> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Closed)
+            .map(|e| (e.conn.local.to_string(), e.conn.tx_bytes, e.conn.rx_bytes))
+            .collect();
+        assert_eq!(closed, HashSet::from([(client.into(), 50, 70), (server.into(), 70, 50)]));
+        assert_eq!((conns.len(), asm.untracked()), (0, 0));
+    }
+
+    #[test]
     fn a_connection_older_than_tcptop_counts_from_the_first_acknowledgement_seen() {
         let mut asm = assembler();
         feed(
@@ -788,15 +1103,15 @@ mod tests {
             tcp(&src.to_string(), ME, n, 0, ACK, 1)
         };
         for n in 0..LIMITS.pending as u32 * 2 {
-            asm.packet(&forged(n), Duration::ZERO);
+            asm.packet(&forged(n), Duration::ZERO, Duration::ZERO);
         }
         let [syn, syn_ack, ack] = handshake(ME, PEER);
-        asm.packet(&syn, Duration::ZERO);
+        asm.packet(&syn, Duration::ZERO, Duration::ZERO);
         for n in 0..LIMITS.pending as u32 / 2 {
-            asm.packet(&forged(n + 1_000_000), Duration::ZERO);
+            asm.packet(&forged(n + 1_000_000), Duration::ZERO, Duration::ZERO);
         }
-        asm.packet(&syn_ack, Duration::ZERO);
-        asm.packet(&ack, Duration::ZERO);
+        asm.packet(&syn_ack, Duration::ZERO, Duration::ZERO);
+        asm.packet(&ack, Duration::ZERO, Duration::ZERO);
         let (conn, _) = only_conn(&mut asm);
         assert_eq!(conn.remote, PEER.parse().unwrap());
         assert_eq!(asm.untracked(), LIMITS.pending as u64 * 3 / 2 + 1, "what was pushed out is counted");
@@ -808,7 +1123,7 @@ mod tests {
         for port in 0..=LIMITS.per_remote as u32 {
             let src = SocketAddr::from(([9, 9, 9, 9], (port % 60_000) as u16));
             let dst = SocketAddr::from(([10, 0, 0, 1], 1000 + (port / 60_000) as u16));
-            asm.packet(&datagram(&src.to_string(), &dst.to_string(), 1), Duration::ZERO);
+            asm.packet(&datagram(&src.to_string(), &dst.to_string(), 1), Duration::ZERO, Duration::ZERO);
         }
         assert_eq!(asm.untracked(), 1);
         feed(&mut asm, &[datagram(ME, "9.9.9.8:53", 40)]);
@@ -834,8 +1149,8 @@ mod tests {
         let resumed = Filters::default().udp_idle + Duration::from_secs(1);
         asm.expire(resumed);
         let (_, events) = asm.sample();
-        asm.packet(&datagram(ME, "9.9.9.9:53", 60), resumed);
-        asm.packet(&datagram("9.9.9.9:53", ME, 7), resumed);
+        asm.packet(&datagram(ME, "9.9.9.9:53", 60), resumed, resumed);
+        asm.packet(&datagram("9.9.9.9:53", ME, 7), resumed, resumed);
         let (conn, _) = only_conn(&mut asm);
         assert_ne!(conn.id, events[0].conn.id);
         assert_eq!((events[0].conn.tx_bytes, conn.tx_bytes, conn.rx_bytes), (40, 60, 7));

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use pcap::{Activated, Capture, Device, Linktype};
 
-use crate::collector::{Collector, ConnEvent, Filters, Overflow, Sample};
+use crate::collector::{Collector, ConnEvent, Filters, Overflow, Proto, Sample};
 use assemble::{Assembler, Endpoints, ListedSockets};
 use decode::{decode, LinkType, Packet};
 
@@ -38,6 +38,9 @@ const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
 const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often the table is checked against the kernel's socket list, where there is one.
 const LIST_EVERY: Duration = Duration::from_secs(1);
+/// How often, at most, the socket list is read for new connections that wait for it: a
+/// bounded cost however many connections open, and soon enough that most are still there.
+const VERIFY_EVERY: Duration = Duration::from_millis(100);
 
 /// What the kernel says of sockets where the packets do not: the processes behind
 /// connections whose packets did not name one, and which TCP connections still exist.
@@ -49,6 +52,11 @@ pub trait ProcessLookup {
     /// list them.
     fn tcp_sockets(&mut self) -> Option<ListedSockets> {
         None
+    }
+
+    /// Whether `tcp_sockets` lists them: then a new connection counts once listed.
+    fn lists_sockets(&self) -> bool {
+        false
     }
 }
 
@@ -72,10 +80,12 @@ struct Shared {
     failure: Mutex<Option<String>>,
 }
 
-/// A decoded packet and when it was read, counted from the collector's start.
+/// A decoded packet, when it was read, counted from the collector's start, and when it
+/// crossed the interface (libpcap's timestamp, since the epoch).
 struct Captured {
     packet: Packet,
     at: Duration,
+    wire: Duration,
 }
 
 /// The capture collector. Dropping it stops the capture thread.
@@ -89,6 +99,7 @@ pub struct CaptureCollector {
     start: Instant,
     addresses_read_at: Duration,
     listed_at: Option<Duration>,
+    verified_at: Option<Duration>,
 }
 
 impl CaptureCollector {
@@ -104,16 +115,20 @@ impl CaptureCollector {
         if capture.list_datalinks().is_ok_and(|links| links.contains(&Linktype::LINUX_SLL2)) {
             capture.set_datalink(Linktype::LINUX_SLL2).context("choosing the Linux cooked v2 link type")?;
         }
-        // A port filter runs in the kernel too, so that other traffic cannot crowd it out.
-        if let Some(port) = config.filters.port {
-            capture.filter(&format!("port {port}"), true).context("setting the capture filter")?;
-        }
         let datalink = capture.get_datalink();
+        if let Some(program) = kernel_filter(&config.filters, datalink)? {
+            capture
+                .filter(&program, true)
+                .with_context(|| format!("setting the capture filter {program}"))?;
+        }
         let link = LinkType::from_dlt(datalink.0).ok_or_else(|| {
             let name = datalink.get_name().unwrap_or_else(|_| datalink.0.to_string());
             anyhow!("capturing on {device}: tcptop cannot decode its link type {name}")
         })?;
-        let assembler = Assembler::new(local_addresses()?, config.filters);
+        let mut assembler = Assembler::new(local_addresses()?, config.filters);
+        if config.processes.as_ref().is_some_and(|p| p.lists_sockets()) {
+            assembler.verify_with_socket_list();
+        }
         let start = Instant::now();
         let shared = Arc::new(Shared::default());
         let (sender, queue) = mpsc::sync_channel(QUEUE_PACKETS);
@@ -133,18 +148,27 @@ impl CaptureCollector {
             start,
             addresses_read_at: Duration::ZERO,
             listed_at: None,
+            verified_at: None,
         })
     }
 
-    /// Checks the table against the kernel's socket list, once per `LIST_EVERY`.
+    /// Checks the table against the kernel's socket list, once per `LIST_EVERY`, and new
+    /// connections that wait for it at most once per `VERIFY_EVERY`.
     fn reconcile(&mut self, now: Duration) {
         let Some(processes) = self.processes.as_mut() else { return };
-        if self.listed_at.is_some_and(|at| now.saturating_sub(at) < LIST_EVERY) {
+        let due = |at: Option<Duration>, every| at.is_none_or(|at| now.saturating_sub(at) >= every);
+        let whole = due(self.listed_at, LIST_EVERY);
+        if !whole && !(self.assembler.awaits_socket_list() && due(self.verified_at, VERIFY_EVERY)) {
             return;
         }
-        self.listed_at = Some(now);
-        if let Some(listed) = processes.tcp_sockets() {
-            self.assembler.reconcile(&listed, now);
+        self.verified_at = Some(now);
+        if whole {
+            self.listed_at = Some(now);
+        }
+        match processes.tcp_sockets() {
+            Some(listed) if whole => self.assembler.reconcile(&listed, now),
+            Some(listed) => self.assembler.verify(&listed, now),
+            None => {}
         }
     }
 
@@ -173,6 +197,41 @@ impl CaptureCollector {
                 + count(&shared.undecodable),
         }
     }
+}
+
+/// What the kernel should hand the capture, as a libpcap filter, if not everything:
+/// - the port and protocol asked for, so that other traffic can neither crowd them out
+///   nor count among the dropped packets;
+/// - on Linux's `any` device, only the copy of each loopback packet that arrives: the kernel
+///   offers it twice (as sent, then as received) and libpcap skips the first, but only
+///   after both took room in its ring, where a flood would drop either and count it. (On
+///   `lo` itself the test cannot be made: libpcap also runs a new filter in user space,
+///   over the packets already in its ring, and there the direction of an Ethernet frame is
+///   unknown; in the cooked header of `any` it is a field.)
+fn kernel_filter(filters: &Filters, datalink: Linktype) -> Result<Option<String>> {
+    let mut clauses = Vec::new();
+    if let Some(port) = filters.port {
+        clauses.push(match filters.proto {
+            Some(Proto::Tcp) => format!("tcp port {port}"),
+            Some(Proto::Udp) => format!("udp port {port}"),
+            None => format!("port {port}"),
+        });
+    }
+    if datalink == Linktype::LINUX_SLL2 {
+        let devices = Device::list().context("listing the network interfaces")?;
+        let loopbacks = devices.iter().filter(|d| d.flags.is_loopback());
+        let indexes = loopbacks.filter_map(|d| interface_index(&d.name));
+        clauses.extend(indexes.map(|index| format!("not (outbound and ifindex {index})")));
+    }
+    Ok((!clauses.is_empty()).then(|| clauses.join(" and ")))
+}
+
+/// The kernel's index of a network interface, `None` for one it does not know.
+fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// This host's addresses, which tell the local end of a packet from the remote one.
@@ -204,6 +263,13 @@ fn explain_open_failure(device: &str, error: pcap::Error) -> anyhow::Error {
     }
 }
 
+/// A libpcap timestamp as time since the epoch (before it, as the epoch: only differences
+/// matter).
+fn wire_time(ts: &libc::timeval) -> Duration {
+    let micros = i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_usec);
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
 /// The capture thread: reads, decodes and queues packets until told to stop. It never
 /// waits for the collector: a full queue drops the packet and counts it.
 fn read_packets<T: Activated + ?Sized>(
@@ -217,7 +283,11 @@ fn read_packets<T: Activated + ?Sized>(
     while !shared.stop.load(Ordering::Relaxed) {
         match capture.next_packet() {
             Ok(frame) => match decode(link, frame.data, frame.header.len) {
-                Ok(Some(packet)) => match queue.try_send(Captured { packet, at: start.elapsed() }) {
+                Ok(Some(packet)) => match queue.try_send(Captured {
+                    packet,
+                    at: start.elapsed(),
+                    wire: wire_time(&frame.header.ts),
+                }) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         shared.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +333,7 @@ impl Collector for CaptureCollector {
         // Everything captured so far, however much: what is captured meanwhile waits for the
         // next call, so that a flood cannot keep this loop from returning.
         for captured in self.queue.try_iter() {
-            self.assembler.packet(&captured.packet, captured.at);
+            self.assembler.packet(&captured.packet, captured.at, captured.wire);
             if captured.at >= now {
                 break;
             }
@@ -280,7 +350,7 @@ impl Collector for CaptureCollector {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.queue.recv_timeout(left) {
-                Ok(captured) => self.assembler.packet(&captured.packet, captured.at),
+                Ok(captured) => self.assembler.packet(&captured.packet, captured.at, captured.wire),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }

@@ -44,6 +44,10 @@ impl ProcessLookup for ProcNetOwners {
             socket_rows(Proto::Tcp).map(|row| ((row.local, row.remote), TcpState::from_kernel(row.state)));
         Some(listed.filter(|(_, state)| *state != TcpState::Listen).collect())
     }
+
+    fn lists_sockets(&self) -> bool {
+        true
+    }
 }
 
 /// The inode of the socket behind `conn`: the connected socket, or one bound to the local

@@ -101,6 +101,9 @@ where
             raw_bytes: args.bytes,
             names: !args.numeric,
             fold_pairs: args.fold_loopback,
+            no_color: os.no_color,
+            // The collector wrote it before it reported its start.
+            collector_notice: os.collector_notice.lock().unwrap_or_else(|e| e.into_inner()).take(),
             ..TuiState::default()
         };
         let (names, answers) = Names::start(SystemLookup)?;
@@ -237,6 +240,7 @@ where
     fn record(&mut self, interval: Interval) -> Result<()> {
         self.model.update(interval.sample, interval.at);
         self.model.set_cmdlines(interval.cmdlines);
+        self.model.set_collection_time(interval.collect_took);
         for sink in &mut self.sinks {
             sink.interval(&self.model, &self.backend, interval.wall)?;
         }

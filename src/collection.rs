@@ -45,6 +45,8 @@ pub struct Interval {
     /// When it ended, on the clock's monotonic time and on the wall.
     pub at: Duration,
     pub wall: SystemTime,
+    /// How long the table read and decode that ended it took, on the clock.
+    pub collect_took: Duration,
 }
 
 /// When the thread reports.
@@ -142,8 +144,10 @@ impl Run<'_> {
             };
             let now = self.clock.now();
             let interval_over = finishing || now >= interval_end;
+            let mut collect_took = Duration::ZERO;
             if interval_over {
                 let sample = self.collector.collect()?;
+                collect_took = self.clock.now().saturating_sub(now);
                 collected_at = now;
                 self.send_live(&sample.events);
                 pending = merge(mem::take(&mut pending), sample);
@@ -157,7 +161,8 @@ impl Run<'_> {
                 let sample = mem::take(&mut pending);
                 let cmdlines = self.cmdlines.of(&sample);
                 let wall = self.clock.wall();
-                let sent = self.out.send(Collected::Interval(Interval { sample, cmdlines, at: now, wall }));
+                let ended = Interval { sample, cmdlines, at: now, wall, collect_took };
+                let sent = self.out.send(Collected::Interval(ended));
                 if sent.is_err() || finishing {
                     return Ok(());
                 }

@@ -2,17 +2,19 @@
 //! rates and totals, and sorts and filters it. No I/O, no platform code; time is an argument.
 
 pub mod conn;
+pub mod filter;
 pub mod group;
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 pub use conn::{
     Conn, ConnEvent, EventKind, Handshake, Overflow, Proto, Rtt, Sample, TcpHealth, TcpState,
     DEFAULT_UDP_IDLE,
 };
+pub use filter::{Filter, FilterError};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +50,9 @@ pub struct ConnRow {
     /// Per-interval bytes, oldest first, at most `Retention::history` long.
     pub rx_history: VecDeque<u64>,
     pub tx_history: VecDeque<u64>,
+    /// Per-interval smoothed RTT in µs (0: unknown), oldest first, as long as the byte
+    /// histories once the connection's RTT was first known.
+    pub rtt_history: VecDeque<u64>,
     /// Lifecycle events of this connection, oldest first (state changes, then the close).
     pub events: Vec<ConnEvent>,
     /// How many of `events` happened in the last interval.
@@ -73,6 +78,7 @@ impl ConnRow {
             retrans: 0,
             rx_history: VecDeque::new(),
             tx_history: VecDeque::new(),
+            rtt_history: VecDeque::new(),
             events: Vec::new(),
             new_events: 0,
             first_seen: now,
@@ -134,19 +140,6 @@ impl ConnRow {
             None
         }
     }
-
-    /// Case-insensitive match of comm, pid, addresses or ports against `needle`.
-    pub fn matches(&self, needle: &str) -> bool {
-        if needle.is_empty() {
-            return true;
-        }
-        let needle = needle.to_lowercase();
-        let c = &self.conn;
-        c.comm.to_lowercase().contains(&needle)
-            || c.pid.is_some_and(|pid| pid.to_string().contains(&needle))
-            || c.local.to_string().contains(&needle)
-            || c.remote.to_string().contains(&needle)
-    }
 }
 
 /// The connection table.
@@ -158,6 +151,8 @@ pub struct Model {
     last_update: Duration,
     elapsed: Duration,
     overflow: Overflow,
+    /// How long the collector took to read and decode the last sample.
+    collection_time: Duration,
     /// The command lines of the processes in the table, where the collection side knew them.
     cmdlines: HashMap<u32, String>,
     /// Whether a sample was applied: the first one also lists connections older than tcptop.
@@ -175,6 +170,7 @@ impl Model {
             last_update: start,
             elapsed: Duration::ZERO,
             overflow: Overflow::default(),
+            collection_time: Duration::ZERO,
             cmdlines: HashMap::new(),
             updated: false,
             intervals: VecDeque::new(),
@@ -187,6 +183,17 @@ impl Model {
         self.cmdlines.extend(cmdlines);
         let pids: HashSet<u32> = self.rows.values().filter_map(|row| row.conn.pid).collect();
         self.cmdlines.retain(|pid, _| pids.contains(pid));
+    }
+
+    /// Takes in how long the collection of the last sample took, as the collection side
+    /// measured it.
+    pub fn set_collection_time(&mut self, took: Duration) {
+        self.collection_time = took;
+    }
+
+    /// How long the collection of the last sample took.
+    pub fn collection_time(&self) -> Duration {
+        self.collection_time
     }
 
     /// The command line of `pid`, when known.
@@ -266,6 +273,10 @@ impl Model {
             };
             push_bounded(&mut row.rx_history, row.rx_bytes, history);
             push_bounded(&mut row.tx_history, row.tx_bytes, history);
+            let rtt = row.conn.health.and_then(|h| h.rtt).map(|rtt| u64::from(rtt.smoothed_us));
+            if rtt.is_some() || !row.rtt_history.is_empty() {
+                push_bounded(&mut row.rtt_history, rtt.unwrap_or(0), history);
+            }
             if row.rx_bytes > 0 || row.tx_bytes > 0 {
                 row.last_traffic = now;
             }
@@ -313,11 +324,16 @@ impl Model {
 
     /// The rows a view shows: filtered, then sorted.
     pub fn select(&self, query: &Query) -> Vec<&ConnRow> {
+        self.select_named(query, &HashMap::new())
+    }
+
+    /// `select`, with the host names known for the addresses for the filter to match.
+    pub fn select_named(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
         let mut rows: Vec<&ConnRow> = self
             .rows
             .values()
             .filter(|r| query.all || r.is_active())
-            .filter(|r| r.matches(&query.text))
+            .filter(|r| query.filter.matches(r, names))
             .collect();
         sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
         rows
@@ -422,8 +438,8 @@ fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
 pub struct Query {
     /// Include connections with no traffic or event in the last interval.
     pub all: bool,
-    /// Substring to match (see `ConnRow::matches`); empty matches everything.
-    pub text: String,
+    /// What the rows must match; the default matches everything.
+    pub filter: Filter,
     pub sort: SortKey,
     /// Reverse the natural order of `sort`.
     pub reverse: bool,
@@ -450,7 +466,7 @@ pub enum SortKey {
     State,
     /// Smoothed RTT.
     Rtt,
-    /// Retransmits in the last interval.
+    /// Retransmits in the last interval, then in total: the least healthy first.
     Retrans,
 }
 
@@ -488,7 +504,10 @@ impl SortKey {
             SortKey::Rtt => {
                 SortValue::Largest(Reverse(c.health.and_then(|h| h.rtt).map(|r| u64::from(r.smoothed_us))))
             }
-            SortKey::Retrans => SortValue::Largest(Reverse(row.retransmits())),
+            SortKey::Retrans => {
+                let total = c.health.and_then(|h| h.retrans).unwrap_or(0);
+                SortValue::LargestPair(Reverse(row.retransmits().map(|now| (now, total))))
+            }
             SortKey::Pid => SortValue::Pid(c.pid),
             SortKey::Comm => SortValue::Text(&c.comm),
             SortKey::Local => SortValue::Address(c.local),
@@ -505,6 +524,8 @@ impl SortKey {
 enum SortValue<'a> {
     /// Largest first, unknown (`None`) last.
     Largest(Reverse<Option<u64>>),
+    /// Largest first by the first figure, then the second; unknown last.
+    LargestPair(Reverse<Option<(u64, u64)>>),
     Pid(Option<u32>),
     Text(&'a str),
     Address(SocketAddr),
@@ -627,8 +648,14 @@ mod tests {
             ids(&Query { all: true, sort: SortKey::Pid, reverse: true, ..Query::default() }),
             [3, 2, 1]
         );
-        assert_eq!(ids(&Query { all: true, text: "PROC2".into(), ..Query::default() }), [2]);
-        assert_eq!(ids(&Query { all: true, text: "6003".into(), ..Query::default() }), [3]);
+        assert_eq!(
+            ids(&Query { all: true, filter: Filter::parse("PROC2").unwrap(), ..Query::default() }),
+            [2]
+        );
+        assert_eq!(
+            ids(&Query { all: true, filter: Filter::parse("6003").unwrap(), ..Query::default() }),
+            [3]
+        );
     }
 
     #[test]
@@ -788,6 +815,39 @@ mod tests {
             (a, a.next(), a.next().next(), a.next().next().next()),
             (Averaging::Interval, Averaging::TenSeconds, Averaging::FortySeconds, Averaging::Interval)
         );
+    }
+
+    #[test]
+    fn retransmits_sort_by_the_last_interval_then_the_total() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let health = |retrans: [u64; 3]| {
+            vec![
+                with_retrans(conn(1, 1, 0), retrans[0], 10),
+                conn(2, 1, 0),
+                with_retrans(conn(3, 1, 0), retrans[1], 10),
+                with_retrans(conn(4, 1, 0), retrans[2], 10),
+            ]
+        };
+        model.update(live(health([1, 4, 0])), secs(1));
+        model.update(live(health([1, 4, 2])), secs(2));
+        let query = Query { all: true, sort: SortKey::Retrans, ..Query::default() };
+        let ids: Vec<u64> = model.select(&query).iter().map(|r| r.conn.id).collect();
+        assert_eq!(ids, [4, 3, 1, 2]);
+    }
+
+    #[test]
+    fn rtt_history_starts_once_known_and_is_bounded_like_the_bytes() {
+        let mut model = Model::new(secs(0), Retention { history: 3, ..Retention::default() });
+        model.update(live(vec![conn(1, 0, 0), conn(2, 0, 0)]), secs(1));
+        for (at, rtt) in [(2, Some(500)), (3, None), (4, Some(700)), (5, Some(900))] {
+            let c = match rtt {
+                Some(us) => with_retrans(conn(1, 0, 0), 0, us),
+                None => conn(1, 0, 0),
+            };
+            model.update(live(vec![c, conn(2, 0, 0)]), secs(at));
+        }
+        assert_eq!(model.row(1).unwrap().rtt_history, [0, 700, 900]);
+        assert!(model.row(2).unwrap().rtt_history.is_empty());
     }
 
     #[test]

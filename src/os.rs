@@ -3,7 +3,7 @@
 //! clock, standard output, the terminal and the stop signals.
 
 use std::io::{self, IsTerminal, Stdout, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -63,6 +63,11 @@ pub struct Os<B> {
     pub stop_signals: LocalBoxStream<'static, ()>,
     /// Takes the terminal over for the live screen.
     pub open_terminal: Box<dyn FnOnce() -> io::Result<TerminalIo<B>>>,
+    /// Why the collector is not the preferred one, if it is not: set by `open_collector`
+    /// before the collection thread reports its start.
+    pub collector_notice: Arc<Mutex<Option<String>>>,
+    /// Whether `NO_COLOR` asks for no colours (set and not empty, as no-color.org says).
+    pub no_color: bool,
 }
 
 impl Os<CrosstermBackend<Stdout>> {
@@ -72,12 +77,20 @@ impl Os<CrosstermBackend<Stdout>> {
         #[cfg(target_os = "linux")]
         crate::privilege::forbid_core_dumps()?;
         let args = args.clone();
+        let collector_notice = Arc::new(Mutex::new(None));
+        let notice = Arc::clone(&collector_notice);
         let open_collector: CollectorFactory = Box::new(move || {
-            let collector = platform::open_collector(&args, &mut |note| {
+            let mut note = |note: &str| {
                 if args.verbose {
                     eprintln!("tcptop: {note}");
                 }
-            })?;
+            };
+            let mut fallback = |why: &str| {
+                // Also on stderr: the live screen may never open, or end before it is read.
+                eprintln!("tcptop: {why}");
+                *notice.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+            };
+            let collector = platform::open_collector(&args, &mut note, &mut fallback)?;
             if args.verbose {
                 eprintln!("tcptop: using the {} probe strategy", collector.backend());
             }
@@ -93,11 +106,28 @@ impl Os<CrosstermBackend<Stdout>> {
             stop_signals: stop_signals()?,
             open_terminal: Box::new(|| {
                 let session = TerminalSession::enter()?;
-                let input = crossterm::event::EventStream::new().boxed_local();
+                let input = terminal_input()?;
                 Ok(TerminalIo { backend: CrosstermBackend::new(io::stdout()), input, session: Some(session) })
             }),
+            collector_notice,
+            no_color: std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty()),
         })
     }
+}
+
+/// Terminal input, read on a thread of its own: once the terminal is gone (a closed ssh
+/// session, a killed tmux), crossterm's reader retries its read without end (crossterm
+/// issue 793), and it must not hold up the loop that hears the SIGHUP and ends tcptop.
+fn terminal_input() -> io::Result<LocalBoxStream<'static, io::Result<crossterm::event::Event>>> {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new().name("tcptop-input".into()).spawn(move || loop {
+        let event = crossterm::event::read();
+        let failed = event.is_err();
+        if sender.send(event).is_err() || failed {
+            return;
+        }
+    })?;
+    Ok(stream::poll_fn(move |cx| events.poll_recv(cx)).boxed_local())
 }
 
 #[cfg(target_os = "linux")]

@@ -9,9 +9,14 @@ use crate::cli::Args;
 use crate::cli::Backend;
 use crate::collector::Collector;
 
-/// Opens the collector `args` ask for. `note` hears what a verbose run should explain.
+/// Opens the collector `args` ask for. `note` hears what a verbose run should explain,
+/// `fallback` why the collector is not the one `--backend auto` prefers, where it is not.
 #[cfg(target_os = "linux")]
-pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+pub fn open_collector(
+    args: &Args,
+    note: &mut dyn FnMut(&str),
+    fallback: &mut dyn FnMut(&str),
+) -> Result<Box<dyn Collector>> {
     match args.backend {
         Backend::Ebpf if args.interface.is_some() => {
             anyhow::bail!("--interface chooses a capture device: it goes with --backend capture, not ebpf")
@@ -24,13 +29,13 @@ pub fn open_collector(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn
         Backend::Auto if args.probe.is_some() => open_ebpf(args, note),
         Backend::Auto => open_ebpf(args, note).or_else(|ebpf_error| match open_sockdiag(args, note) {
             Ok(sockdiag) => {
-                eprintln!(
-                    "tcptop: eBPF cannot run here ({ebpf_error:#}); reading the kernel's TCP counters \
-                     through sock_diag instead (TCP only)"
-                );
+                fallback(&format!(
+                    "eBPF cannot run here ({ebpf_error:#}); reading the kernel's TCP counters through \
+                     sock_diag instead (TCP only)"
+                ));
                 Ok(sockdiag)
             }
-            Err(sockdiag_error) => open_capture_instead(args, ebpf_error, sockdiag_error),
+            Err(sockdiag_error) => open_capture_instead(args, ebpf_error, sockdiag_error, fallback),
         }),
     }
 }
@@ -41,13 +46,14 @@ fn open_capture_instead(
     args: &Args,
     ebpf_error: anyhow::Error,
     sockdiag_error: anyhow::Error,
+    fallback: &mut dyn FnMut(&str),
 ) -> Result<Box<dyn Collector>> {
     use crate::capture::NeedsRoot;
 
     let ebpf_error = anyhow::anyhow!("{ebpf_error:#}; sock_diag cannot stand in: {sockdiag_error:#}");
     match open_capture(args) {
         Ok(capture) => {
-            eprintln!("tcptop: eBPF cannot run here ({ebpf_error:#}); counting captured packets instead");
+            fallback(&format!("eBPF cannot run here ({ebpf_error:#}); counting captured packets instead"));
             Ok(capture)
         }
         // Without root neither can run, and the eBPF error says so already.
@@ -93,7 +99,11 @@ fn open_ebpf(args: &Args, note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collecto
 
 /// On macOS, PKTAP: every packet comes with the process that sent or received it.
 #[cfg(target_os = "macos")]
-pub fn open_collector(args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+pub fn open_collector(
+    args: &Args,
+    _note: &mut dyn FnMut(&str),
+    _fallback: &mut dyn FnMut(&str),
+) -> Result<Box<dyn Collector>> {
     if matches!(args.backend, Backend::Ebpf | Backend::Sockdiag) {
         anyhow::bail!(
             "eBPF and sock_diag are Linux's: on macOS tcptop counts captured packets (--backend capture)"
@@ -108,6 +118,10 @@ pub fn open_collector(args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dy
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-pub fn open_collector(_args: &Args, _note: &mut dyn FnMut(&str)) -> Result<Box<dyn Collector>> {
+pub fn open_collector(
+    _args: &Args,
+    _note: &mut dyn FnMut(&str),
+    _fallback: &mut dyn FnMut(&str),
+) -> Result<Box<dyn Collector>> {
     anyhow::bail!("tcptop has no collector for this platform yet")
 }

@@ -47,18 +47,27 @@ impl SocketOwners {
         SocketOwners { known: BoundedCache::new(generation), scan }
     }
 
-    /// The owner of each of `inodes`, scanning /proc once if any of them is new. A socket
-    /// no process holds any more stays unknown.
-    pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64> + Clone) -> Vec<Option<Owner>> {
-        if inodes.clone().into_iter().any(|ino| self.known.get(&ino).is_none()) {
-            let found = (self.scan)();
-            for ino in inodes.clone() {
-                if self.known.get(&ino).is_none() {
-                    self.known.insert(ino, found.get(&ino).cloned());
+    /// The owner of each of `inodes`, scanning /proc at most once for those never seen. A
+    /// socket no process holds any more stays unknown. Answers come from the scan itself, so
+    /// a batch larger than the cache is still answered whole: callers ask once per table
+    /// read, never once per row, or a host with more sockets than the cache holds would
+    /// rescan /proc for each row.
+    pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64>) -> Vec<Option<Owner>> {
+        let mut scanned: Option<HashMap<u64, Owner>> = None;
+        let mut owners = Vec::new();
+        for ino in inodes {
+            let owner = match self.known.get(&ino) {
+                Some(owner) => owner.clone(),
+                None => {
+                    let found = scanned.get_or_insert_with(&mut self.scan);
+                    let owner = found.get(&ino).cloned();
+                    self.known.insert(ino, owner.clone());
+                    owner
                 }
-            }
+            };
+            owners.push(owner);
         }
-        inodes.into_iter().map(|ino| self.known.get(&ino).cloned().flatten()).collect()
+        owners
     }
 }
 
@@ -250,6 +259,26 @@ mod tests {
             assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
             assert!(owners.known.len() <= 2 * 4_096, "{} entries", owners.known.len());
         }
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_cache_is_answered_whole_from_one_scan() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let scans = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&scans);
+        let owner = Owner { pid: 7, comm: "server".into() };
+        let held: HashMap<u64, Owner> = (0..10_000).map(|ino| (ino, owner.clone())).collect();
+        let mut owners = SocketOwners::new(
+            1_000,
+            Box::new(move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                held.clone()
+            }),
+        );
+        let found = owners.lookup(0..10_000);
+        assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
+        assert_eq!(scans.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -243,6 +243,8 @@ pub fn os(
             let backend = RecordingBackend { inner: TestBackend::new(120, 24), frames: frame_sender };
             Ok(TerminalIo { backend, input: receiver_stream(key_presses), session: None })
         }),
+        collector_notice: Arc::default(),
+        no_color: false,
     };
     (os, Io { stdout: written, frames, keys, stop_signals, taken: Vec::new() })
 }

@@ -4,6 +4,7 @@
 use std::env;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ const CHUNK: usize = 128 * 1024;
 /// Sockets one process holds: under the usual hard limit on open files (which only
 /// CAP_SYS_RESOURCE may raise) and, at two sockets per connection to one listening port,
 /// well inside the ephemeral port range.
-const SOCKETS_PER_PROCESS: usize = 16_000;
+pub const SOCKETS_PER_PROCESS: usize = 16_000;
 
 /// One thread's running counts, published after every call. Alone on its cache line so that
 /// threads do not slow each other down.
@@ -110,6 +111,42 @@ impl Workload {
         )
     }
 
+    /// `conns` threads ending connections with resets, over and over, for the health hooks:
+    /// each round a connect to a closed port (refused: a reset sent by the kernel and received
+    /// by the client), then a connection closed with a zero linger (a reset sent on an
+    /// established socket and received by its peer). Units are rounds; calls are connects.
+    pub fn resets(conns: usize) -> io::Result<Workload> {
+        let listener = Arc::new(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?);
+        // Closed again at once: nothing listens there.
+        let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workload = Workload { stop: Arc::clone(&stop), counters: Vec::new(), threads: Vec::new() };
+        for _ in 0..conns {
+            let counter = Arc::<Counter>::default();
+            workload.counters.push(Arc::clone(&counter));
+            let (listener, stop) = (Arc::clone(&listener), Arc::clone(&stop));
+            workload.threads.push(thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match TcpStream::connect(closed) {
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                        Err(e) => return Err(e),
+                        Ok(_) => return Err(io::Error::other(format!("something listens on {closed}"))),
+                    }
+                    // Every thread connects before it accepts, so an accept never waits for long
+                    // (the connection it takes may be another thread's).
+                    let client = TcpStream::connect(listener.local_addr()?)?;
+                    let (server, _) = listener.accept()?;
+                    reset_on_close(&client)?;
+                    drop(client);
+                    drop(server);
+                    counter.add(2, 1);
+                }
+                Ok(())
+            }));
+        }
+        Ok(workload)
+    }
+
     /// Connects `conns` pairs on loopback and runs `client` and `server` on a thread each.
     /// The client sees `stop`; the server runs until the client closes its end.
     fn start(
@@ -163,6 +200,25 @@ fn read_message(stream: &mut TcpStream, message: &mut [u8]) -> io::Result<u64> {
     Ok(calls)
 }
 
+/// A zero linger: closing the socket sends a reset instead of a FIN.
+fn reset_on_close(stream: &TcpStream) -> io::Result<()> {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt reads `linger`, of the size passed, on a descriptor `stream` owns.
+    let done = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A connected pair on loopback: (client end, server end).
 fn connect(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream)> {
     let client = TcpStream::connect(listener.local_addr()?)?;
@@ -172,31 +228,36 @@ fn connect(listener: &TcpListener) -> io::Result<(TcpStream, TcpStream)> {
     Ok((client, server))
 }
 
-/// Many quiet connections held open, each sending one `MESSAGE` each way once a second, so
-/// that every socket shows up in every interval.
+/// Many quiet connections held open, `active` of them (rotating) sending one `MESSAGE` each
+/// way once a second, so that a known number of sockets shows up in every interval.
 pub struct Held {
     stop: Arc<AtomicBool>,
     traffic: JoinHandle<io::Result<()>>,
 }
 
 impl Held {
-    /// Opens `sockets` sockets: both ends of `sockets / 2` loopback connections. tcptop lists
-    /// each end as a connection of its own, as it would on two hosts.
-    fn open(sockets: usize) -> io::Result<Held> {
+    /// Opens `sockets` sockets on `address`: both ends of `sockets / 2` loopback connections.
+    /// tcptop lists each end as a connection of its own, as it would on two hosts. Each second
+    /// the next `active_pairs` connections (all of them, at most) exchange a message.
+    fn open(sockets: usize, address: Ipv4Addr, active_pairs: usize) -> io::Result<Held> {
         raise_fd_limit(sockets as u64 + 64)?;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let listener = TcpListener::bind((address, 0))?;
         let mut pairs = (0..sockets / 2).map(|_| connect(&listener)).collect::<io::Result<Vec<_>>>()?;
+        let active_pairs = active_pairs.min(pairs.len());
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let traffic = thread::spawn(move || {
             let mut message = [0u8; MESSAGE];
-            let mut next = Instant::now();
+            let (mut next, mut first) = (Instant::now(), 0);
             while !stopped.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    for (client, server) in &mut pairs {
+                    for i in first..first + active_pairs {
+                        let len = pairs.len();
+                        let (client, server) = &mut pairs[i % len];
                         client.write_all(&message)?;
                         read_message(server, &mut message)?;
                     }
+                    first = (first + active_pairs) % pairs.len().max(1);
                     next += Duration::from_secs(1);
                 }
                 thread::sleep(Duration::from_millis(20));
@@ -214,34 +275,48 @@ impl Held {
 }
 
 /// Sockets held by helper processes (this benchmark run again with `--hold`), so that none
-/// needs more open files than its limit allows.
+/// needs more open files than its limit allows. Each holder listens on an address of its own
+/// (127.0.N.1), so that no destination needs more ephemeral ports than there are.
 pub struct Holders(Vec<Child>);
 
 impl Holders {
-    /// Returns once all `sockets` are open and their traffic runs.
-    pub fn open(sockets: usize) -> io::Result<Holders> {
+    /// Returns once all `sockets` are open and their traffic runs: `active` sockets each
+    /// second, or all of them with `None`.
+    pub fn open(sockets: usize, active: Option<usize>) -> io::Result<Holders> {
         let mut holders = Holders(Vec::new());
-        for first in (0..sockets).step_by(SOCKETS_PER_PROCESS) {
+        // Started all at once and awaited after, so that they connect in parallel.
+        for (index, first) in (0..sockets).step_by(SOCKETS_PER_PROCESS).enumerate() {
             let count = SOCKETS_PER_PROCESS.min(sockets - first);
-            let mut child = Command::new(env::current_exe()?)
+            let address = u8::try_from(index + 1)
+                .map(|n| Ipv4Addr::new(127, 0, n, 1))
+                .map_err(|_| io::Error::other(format!("{sockets} sockets need more than 254 holders")))?;
+            // This holder's share of the active sockets, in whole connections (two sockets each).
+            let active_pairs = active.map_or(count, |active| (active * count).div_ceil(sockets)).div_ceil(2);
+            let child = Command::new(env::current_exe()?)
                 .args(["--hold", &count.to_string()])
+                .args(["--hold-address", &address.to_string()])
+                .args(["--hold-active-pairs", &active_pairs.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()?;
+            holders.0.push(child);
+        }
+        for child in &mut holders.0 {
             let mut ready = String::new();
             BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut ready)?;
             if ready.trim() != HOLDING {
                 return Err(io::Error::other(format!("a socket holder failed ({})", child.wait()?)));
             }
-            holders.0.push(child);
         }
         Ok(holders)
     }
 
     /// Closes every socket and waits for the holders to exit.
-    pub fn close(self) -> io::Result<()> {
-        for mut child in self.0 {
+    pub fn close(mut self) -> io::Result<()> {
+        for child in &mut self.0 {
             drop(child.stdin.take());
+        }
+        for child in &mut self.0 {
             child.wait()?;
         }
         Ok(())
@@ -251,10 +326,10 @@ impl Holders {
 /// What a holder prints once its sockets are open.
 const HOLDING: &str = "holding";
 
-/// A holder's work (`--hold`): opens `sockets` sockets, says so on stdout, and keeps them
-/// busy until stdin closes.
-pub fn hold(sockets: usize) -> io::Result<()> {
-    let held = Held::open(sockets)?;
+/// A holder's work (`--hold`): opens `sockets` sockets on `address`, says so on stdout, and
+/// keeps `active_pairs` connections a second busy until stdin closes.
+pub fn hold(sockets: usize, address: Ipv4Addr, active_pairs: usize) -> io::Result<()> {
+    let held = Held::open(sockets, address, active_pairs)?;
     println!("{HOLDING}");
     io::copy(&mut io::stdin(), &mut io::sink())?;
     held.close()

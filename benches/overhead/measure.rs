@@ -21,11 +21,21 @@ pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     Ok(Duration::from_nanos(total))
 }
 
+/// Memory the kernel could give out now without swapping (MemAvailable), in bytes.
+pub fn memory_available() -> io::Result<u64> {
+    kib_field("/proc/meminfo", "MemAvailable:")
+}
+
 /// Peak resident memory of `pid`, in bytes (VmHWM).
 pub fn peak_rss(pid: u32) -> io::Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(first_number);
-    Ok(kib.unwrap_or_else(|| Err(invalid("no VmHWM in /proc/<pid>/status")))? * 1024)
+    kib_field(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// A `NAME: N kB` line of a /proc file, in bytes.
+fn kib_field(path: &str, name: &str) -> io::Result<u64> {
+    let text = fs::read_to_string(path)?;
+    let kib = text.lines().find_map(|l| l.strip_prefix(name)).map(first_number);
+    Ok(kib.unwrap_or_else(|| Err(invalid(&format!("no {name} in {path}"))))? * 1024)
 }
 
 /// Time all CPUs together spent not idle since boot (user, nice, system, irq, softirq, steal).
@@ -75,6 +85,46 @@ fn tracing_programs() -> impl Iterator<Item = ProgramInfo> {
 /// while its statistics are on (`BpfStats`).
 pub fn bpf_run_time() -> Duration {
     Duration::from_nanos(tracing_programs().map(|p| p.run_time_ns).sum())
+}
+
+/// One BPF program's runs as the kernel counts them (only while `BpfStats` lives).
+#[derive(Clone, Debug)]
+pub struct ProgramRuns {
+    pub id: u32,
+    /// The kernel keeps 15 characters of a program's name.
+    pub name: String,
+    pub ty: ProgramType,
+    pub runs: u64,
+    pub run_time: Duration,
+}
+
+/// The BPF programs `pid` holds, with their run counts and times so far.
+pub fn program_runs(pid: u32) -> io::Result<Vec<ProgramRuns>> {
+    let ids = programs_of(pid)?;
+    Ok(ProgInfoIter::default()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| ProgramRuns {
+            id: p.id,
+            name: p.name.to_string_lossy().into_owned(),
+            ty: p.ty,
+            runs: p.run_cnt,
+            run_time: Duration::from_nanos(p.run_time_ns),
+        })
+        .collect())
+}
+
+/// What each program of `after` ran since `before` (programs loaded in between count whole).
+pub fn runs_since(after: Vec<ProgramRuns>, before: &[ProgramRuns]) -> Vec<ProgramRuns> {
+    after
+        .into_iter()
+        .map(|mut program| {
+            if let Some(earlier) = before.iter().find(|b| b.id == program.id) {
+                program.runs -= earlier.runs;
+                program.run_time = program.run_time.saturating_sub(earlier.run_time);
+            }
+            program
+        })
+        .collect()
 }
 
 /// While this lives, the kernel times every BPF program run (BPF_ENABLE_STATS), which

@@ -27,8 +27,8 @@ fuzz_target!(|input: &[u8]| {
     let wire_len = frame.len() as u32 + u32::from(selector >> 3) * 1021;
     if let Ok(Some(packet)) = decode(link, frame, wire_len) {
         let mut assembler = Assembler::new(HashSet::new(), Filters::default());
-        assembler.packet(&packet, Duration::ZERO);
-        assembler.packet(&packet, Duration::from_secs(1));
+        assembler.packet(&packet, Duration::ZERO, Duration::ZERO);
+        assembler.packet(&packet, Duration::from_secs(1), Duration::from_secs(1));
         assembler.sample();
     }
 });

@@ -156,7 +156,7 @@ fn the_screen_answers_a_key_within_one_frame_while_a_slow_collection_runs() {
         assert_eq!(collections.recv().await, Some(Duration::from_secs(2)));
         // The second read is under way and held.
         io.key('g');
-        let grouped = io.frame_with("by process").await;
+        let grouped = io.frame_with("CONNS").await;
         assert!(grouped.contains("1 connection"), "still the first interval: {grouped}");
         io.key('q');
         drop(go);
@@ -206,3 +206,28 @@ fn a_second_stop_leaves_without_waiting_for_a_slow_last_interval() {
 }
 
 mod prometheus;
+
+#[test]
+fn why_the_collector_fell_back_shows_in_the_status_line() {
+    let clock = Arc::new(FakeClock::default());
+    let collector = Scripted::new(Arc::clone(&clock), samples(&[100, 200]));
+    let (mut os, io) = os(collector, clock, true, |_| None);
+    // As platform::open_collector reports a fallback, on the collection thread.
+    let notice = Arc::clone(&os.collector_notice);
+    let open = std::mem::replace(&mut os.open_collector, Box::new(|| unreachable!()));
+    os.open_collector = Box::new(move || {
+        *notice.lock().unwrap() = Some("eBPF cannot run here (test)".into());
+        open()
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let user = |mut io: Io| async move {
+        let frame = io.frame_with("curl").await;
+        let status = frame.lines().last().unwrap();
+        assert!(status.contains(" scripted: eBPF cannot run here (test) "), "{frame}");
+        io.key('q');
+        io
+    };
+    let args = args(&[]);
+    let (result, _io) = runtime.block_on(async { tokio::join!(run(&args, os), user(io)) });
+    result.unwrap();
+}

@@ -23,7 +23,7 @@ fn reading(events: Vec<ConnEvent>, conns: Vec<crate::model::Conn>, lost_events: 
 }
 
 fn spawn(
-    collector: Scripted,
+    collector: impl Collector + Send + 'static,
     clock: Arc<FakeClock>,
     schedule: Schedule,
 ) -> (CollectionThread, UnboundedReceiver<Collected>) {
@@ -68,6 +68,39 @@ fn the_table_is_read_every_max_gap_and_one_merged_sample_sent_per_interval() {
     assert_eq!((interval.at, interval.wall), (Duration::from_secs(3), UNIX_EPOCH + Duration::from_secs(3)));
     let times: Vec<u64> = (0..3).map(|_| collects.blocking_recv().unwrap().as_secs()).collect();
     assert_eq!(times, [1, 2, 3]);
+}
+
+/// A scripted collector whose every table read takes `took` on the fake clock.
+struct SlowReads {
+    script: Scripted,
+    took: Duration,
+}
+
+impl Collector for SlowReads {
+    fn backend(&self) -> &str {
+        self.script.backend()
+    }
+
+    fn collect(&mut self) -> Result<Sample> {
+        self.script.clock.advance(self.took);
+        self.script.collect()
+    }
+
+    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
+        self.script.wait_events(timeout)
+    }
+}
+
+#[test]
+fn each_interval_carries_how_long_its_table_read_took() {
+    let clock = Arc::new(FakeClock::default());
+    let script = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
+    let collector = SlowReads { script, took: Duration::from_millis(40) };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
+    let (_thread, mut received) = spawn(collector, clock, schedule);
+    assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
+    let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
+    assert_eq!((interval.at, interval.collect_took), (Duration::from_secs(1), Duration::from_millis(40)));
 }
 
 #[test]

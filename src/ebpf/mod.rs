@@ -634,6 +634,7 @@ fn health_from(info: &types::conn_info, resets_counted: bool) -> TcpHealth {
         }),
         resets_sent: resets_counted.then_some(info.resets_sent),
         resets_received: resets_counted.then_some(info.resets_received),
+        estimated: false,
     }
 }
 

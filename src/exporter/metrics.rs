@@ -1,5 +1,6 @@
 //! The metrics of one snapshot, as a `prometheus-client` registry: the series' counters, the
-//! open connections by state, the collector's plan and its overflow counters.
+//! TCP health figures, the open connections by state, the collector's plan, its overflow
+//! counters and the time of its collections.
 
 use std::collections::BTreeMap;
 
@@ -9,29 +10,52 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::series::{proto_name, Series, Totals, OTHER};
+use super::histogram::{Histogram, HistogramFamily};
+use super::series::{proto_name, Series, OTHER};
 use crate::model::Model;
 
 type Labels = Vec<(String, String)>;
 
-/// The registry for the model as of its last interval; `backend` is the collector's plan.
-pub fn registry(series: &Series, model: &Model, backend: &str) -> Registry {
+/// The registry for the model as of its last interval; `backend` is the collector's plan,
+/// `collections` the time of every collection so far.
+pub fn registry(series: &Series, model: &Model, backend: &str, collections: &Histogram) -> Registry {
     let mut registry = Registry::default();
     let bytes = Family::<Labels, Counter>::default();
     let opened = Family::<Labels, Counter>::default();
     let closed = Family::<Labels, Counter>::default();
+    let retransmits = Family::<Labels, Counter>::default();
+    let resets = Family::<Labels, Counter>::default();
+    let failed_connects = Family::<Labels, Counter>::default();
+    let mut rtt = Vec::new();
+    let mut connect = Vec::new();
     let names: Vec<String> = series.labels().iter().map(|label| label.name()).collect();
     let other = vec![OTHER.to_string(); names.len()];
     let folded = series.other().map(|totals| (other.as_slice(), totals));
     for (values, totals) in series.iter().chain(folded) {
         let labels: Labels = names.iter().cloned().zip(values.iter().cloned()).collect();
-        let Totals { rx_bytes, tx_bytes, opened: opens, closed: closes } = *totals;
-        for (direction, count) in [("rx", rx_bytes), ("tx", tx_bytes)] {
-            let with_direction = std::iter::once(("direction".to_string(), direction.to_string()));
-            bytes.get_or_create(&with_direction.chain(labels.iter().cloned()).collect()).inc_by(count);
+        let with_direction = |direction: &str| -> Labels {
+            std::iter::once(("direction".to_string(), direction.to_string()))
+                .chain(labels.iter().cloned())
+                .collect()
+        };
+        for (direction, count) in [("rx", totals.rx_bytes), ("tx", totals.tx_bytes)] {
+            bytes.get_or_create(&with_direction(direction)).inc_by(count);
         }
-        opened.get_or_create(&labels).inc_by(opens);
-        closed.get_or_create(&labels).inc_by(closes);
+        opened.get_or_create(&labels).inc_by(totals.opened);
+        closed.get_or_create(&labels).inc_by(totals.closed);
+        if let Some(count) = totals.retransmits {
+            retransmits.get_or_create(&labels).inc_by(count);
+        }
+        for (direction, count) in [("sent", totals.resets_sent), ("received", totals.resets_received)] {
+            if let Some(count) = count {
+                resets.get_or_create(&with_direction(direction)).inc_by(count);
+            }
+        }
+        if let Some(count) = totals.failed_connects {
+            failed_connects.get_or_create(&labels).inc_by(count);
+        }
+        rtt.extend(totals.rtt.map(|histogram| (labels.clone(), histogram)));
+        connect.extend(totals.connect.map(|histogram| (labels.clone(), histogram)));
     }
     registry.register_with_unit(
         "tcptop",
@@ -41,6 +65,29 @@ pub fn registry(series: &Series, model: &Model, backend: &str) -> Registry {
     );
     registry.register("tcptop_connections_opened", "Connections and UDP flows that opened", opened);
     registry.register("tcptop_connections_closed", "Connections and UDP flows that closed", closed);
+    registry.register("tcptop_tcp_retransmits", "TCP segments retransmitted, SYNs included", retransmits);
+    registry.register("tcptop_tcp_resets", "TCP resets sent and received", resets);
+    registry.register(
+        "tcptop_tcp_connect_failures",
+        "Connects that failed: SYN_SENT to CLOSE (refused, timed out, aborted)",
+        failed_connects,
+    );
+    registry.register_collector(Box::new(HistogramFamily {
+        name: "tcptop_tcp_rtt",
+        help: "The kernel's smoothed RTT of each TCP connection in each interval it moved data",
+        series: rtt,
+    }));
+    registry.register_collector(Box::new(HistogramFamily {
+        name: "tcptop_tcp_connect_duration",
+        help: "How long each TCP connection took to establish: SYN_SENT or SYN_RECV to ESTABLISHED",
+        series: connect,
+    }));
+    registry.register_with_unit(
+        "tcptop_collection_duration",
+        "How long each interval's table read and decode took",
+        Unit::Seconds,
+        *collections,
+    );
     registry.register(
         "tcptop_connections",
         "Open connections by TCP state (UDP flows have none)",

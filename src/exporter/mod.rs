@@ -1,6 +1,7 @@
 //! `--prometheus`: a `Sink` that turns each interval into series counters and publishes a
 //! snapshot of them, which a server on its own thread hands to scrapers at `/metrics`.
 
+mod histogram;
 mod metrics;
 mod series;
 mod server;
@@ -14,6 +15,7 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context, Result};
 use tokio::sync::watch;
 
+use histogram::Histogram;
 pub use series::Label;
 use series::Series;
 use snapshot::Snapshot;
@@ -25,6 +27,8 @@ pub const DEFAULT_MAX_SERIES: usize = 2000;
 
 pub struct Exporter {
     series: Series,
+    /// The time of every collection so far.
+    collections: Histogram,
     snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -37,7 +41,11 @@ impl Exporter {
         let listener = TcpListener::bind(address).with_context(|| format!("--prometheus {address}"))?;
         let (snapshots, published) = watch::channel(Arc::default());
         server::spawn(listener, published).context("starting the --prometheus server")?;
-        Ok(Exporter { series: Series::new(labels.to_vec(), max_series), snapshots })
+        Ok(Exporter {
+            series: Series::new(labels.to_vec(), max_series),
+            collections: Histogram::default(),
+            snapshots,
+        })
     }
 }
 
@@ -53,7 +61,8 @@ fn listen_address(text: &str) -> Result<SocketAddr> {
 impl Sink for Exporter {
     fn interval(&mut self, model: &Model, backend: &str, _wall: SystemTime) -> io::Result<()> {
         self.series.add_interval(model.rows());
-        let registry = metrics::registry(&self.series, model, backend);
+        self.collections.observe(model.collection_time());
+        let registry = metrics::registry(&self.series, model, backend, &self.collections);
         self.snapshots.send_replace(Arc::new(Snapshot::new(registry)));
         Ok(())
     }

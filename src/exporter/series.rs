@@ -2,9 +2,12 @@
 //! bound by folding the smallest into one `other` series. Pure: model rows in, totals out.
 
 use std::collections::HashMap;
+use std::ops::AddAssign;
+use std::time::Duration;
 
 use clap::ValueEnum;
 
+use super::histogram::Histogram;
 use crate::cache::BoundedCache;
 use crate::model::{ConnRow, Proto};
 
@@ -57,13 +60,23 @@ pub fn proto_name(proto: Proto) -> &'static str {
     }
 }
 
-/// What the connections of one label set did since tcptop started.
+/// What the connections of one label set did since tcptop started. A health figure is
+/// `None` while no connection of the set had it known: unknown, not zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub opened: u64,
     pub closed: u64,
+    pub retransmits: Option<u64>,
+    pub resets_sent: Option<u64>,
+    pub resets_received: Option<u64>,
+    /// The smoothed RTT of each connection in each interval it moved data.
+    pub rtt: Option<Histogram>,
+    /// The handshake of each connection that connected, once.
+    pub connect: Option<Histogram>,
+    /// Connects that failed (SYN_SENT to CLOSE), known with `connect`.
+    pub failed_connects: Option<u64>,
 }
 
 impl Totals {
@@ -72,6 +85,12 @@ impl Totals {
         self.tx_bytes += other.tx_bytes;
         self.opened += other.opened;
         self.closed += other.closed;
+        add_known(&mut self.retransmits, &other.retransmits);
+        add_known(&mut self.resets_sent, &other.resets_sent);
+        add_known(&mut self.resets_received, &other.resets_received);
+        add_known(&mut self.rtt, &other.rtt);
+        add_known(&mut self.connect, &other.connect);
+        add_known(&mut self.failed_connects, &other.failed_connects);
     }
 
     /// What a series weighs when the smallest are folded.
@@ -79,15 +98,71 @@ impl Totals {
         self.rx_bytes + self.tx_bytes
     }
 
-    /// What a row did in the last interval.
-    fn of_interval(row: &ConnRow) -> Totals {
+    /// Whether anything was counted or observed: what a row adds when it did nothing (its
+    /// known figures at zero) makes no series.
+    fn counts_something(&self) -> bool {
+        let counted = |n: Option<u64>| n.is_some_and(|n| n > 0);
+        let observed = |h: Option<Histogram>| h.is_some_and(|h| h.count() > 0);
+        self.bytes() > 0
+            || self.opened > 0
+            || self.closed > 0
+            || [self.retransmits, self.resets_sent, self.resets_received, self.failed_connects]
+                .into_iter()
+                .any(counted)
+            || observed(self.rtt)
+            || observed(self.connect)
+    }
+
+    /// What a row did in the last interval; `counted` is what of its health totals earlier
+    /// intervals took, brought up to date.
+    fn of_interval(row: &ConnRow, counted: &mut Counted) -> Totals {
+        let health = row.conn.health.unwrap_or_default();
+        let since = |total: Option<u32>, counted: &mut u32| {
+            total.map(|total| {
+                let new = total.saturating_sub(*counted);
+                *counted = (*counted).max(total);
+                u64::from(new)
+            })
+        };
+        let moved = row.rx_bytes > 0 || row.tx_bytes > 0;
+        let rtt = health.rtt.map(|rtt| {
+            let mut histogram = Histogram::default();
+            if moved {
+                histogram.observe(Duration::from_micros(rtt.smoothed_us.into()));
+            }
+            histogram
+        });
+        let handshake = health.connect.filter(|_| !counted.handshake);
+        counted.handshake |= handshake.is_some();
         Totals {
             rx_bytes: row.rx_bytes,
             tx_bytes: row.tx_bytes,
             opened: u64::from(row.opened),
             closed: u64::from(row.closed_for == Some(0)),
+            retransmits: row.retransmits(),
+            resets_sent: since(health.resets_sent, &mut counted.resets_sent),
+            resets_received: since(health.resets_received, &mut counted.resets_received),
+            rtt,
+            connect: handshake.map(|h| if h.failed { Histogram::default() } else { Histogram::of(h.took) }),
+            failed_connects: handshake.map(|h| u64::from(h.failed)),
         }
     }
+}
+
+/// Adds a figure where `more` knows it; an unknown one leaves the total as it was.
+fn add_known<T: Default + for<'a> AddAssign<&'a T>>(total: &mut Option<T>, more: &Option<T>) {
+    if let Some(more) = more {
+        *total.get_or_insert_with(T::default) += more;
+    }
+}
+
+/// What of one connection's health totals (kept by the kernel since it began, or since
+/// tcptop started) its series already has.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    resets_sent: u32,
+    resets_received: u32,
+    handshake: bool,
 }
 
 /// The value of every label of the fold series.
@@ -106,6 +181,8 @@ pub struct Series {
     /// that came back would start again from 0 (a counter reset to Prometheus) while `other`
     /// already holds its past. Bounded: one forgotten for a whole generation may come back.
     folded_sets: BoundedCache<Vec<String>, ()>,
+    /// By connection id, for the TCP rows of the last interval.
+    counted: HashMap<u64, Counted>,
 }
 
 impl Series {
@@ -117,6 +194,7 @@ impl Series {
             other: None,
             folded: 0,
             folded_sets: BoundedCache::new(max_series.max(1)),
+            counted: HashMap::new(),
         }
     }
 
@@ -127,9 +205,15 @@ impl Series {
     /// Adds what each row did in the last interval to its series: a closed connection's
     /// bytes stay where they were counted. Then folds the smallest series beyond the bound.
     pub fn add_interval<'a>(&mut self, rows: impl IntoIterator<Item = &'a ConnRow>) {
+        // Rebuilt from the rows, which forgets the connections the model forgot.
+        let mut counted = HashMap::with_capacity(self.counted.len());
         for row in rows {
-            let done = Totals::of_interval(row);
-            if done != Totals::default() {
+            let mut health_counted = self.counted.remove(&row.conn.id).unwrap_or_default();
+            let done = Totals::of_interval(row, &mut health_counted);
+            if row.conn.health.is_some() {
+                counted.insert(row.conn.id, health_counted);
+            }
+            if done.counts_something() {
                 let values: Vec<String> = self.labels.iter().map(|label| label.value(row)).collect();
                 let series = if self.folded_sets.get(&values).is_some() {
                     self.other.get_or_insert_with(Totals::default)
@@ -139,6 +223,7 @@ impl Series {
                 series.add(&done);
             }
         }
+        self.counted = counted;
         self.fold();
     }
 
@@ -184,7 +269,7 @@ mod tests {
 
     use super::*;
     use crate::model::conn::test_conn;
-    use crate::model::{ConnEvent, EventKind, Model, Retention, Sample};
+    use crate::model::{ConnEvent, EventKind, Handshake, Model, Retention, Rtt, Sample, TcpHealth};
 
     fn sum(series: &Series) -> Totals {
         let mut sum = series.other().copied().unwrap_or_default();
@@ -224,7 +309,7 @@ mod tests {
         series.add_interval(models[0].rows());
         assert_eq!(series.iter().count(), 3);
         let expected: u64 = (0..5_000).sum();
-        assert_eq!(sum(&series), Totals { rx_bytes: expected, tx_bytes: 2 * expected, opened: 0, closed: 0 });
+        assert_eq!(sum(&series), Totals { rx_bytes: expected, tx_bytes: 2 * expected, ..Totals::default() });
     }
 
     #[test]
@@ -277,9 +362,86 @@ mod tests {
         let psql = |rx_bytes, closed| {
             vec![(
                 vec!["psql".to_string(), "5432".to_string()],
-                Totals { rx_bytes, tx_bytes: 5, opened: 0, closed },
+                Totals { rx_bytes, tx_bytes: 5, closed, ..Totals::default() },
             )]
         };
         assert_eq!(seen, [psql(100, 0), psql(300, 1), psql(300, 1)]);
+    }
+
+    fn healthy(id: u64, port: u16, rx: u64, health: TcpHealth) -> crate::model::Conn {
+        let remote = format!("192.0.2.1:{port}");
+        crate::model::Conn {
+            health: Some(health),
+            ..test_conn(id, 7, "c", ("10.0.0.1:40000", &remote), (rx, 0))
+        }
+    }
+
+    fn rtt_us(smoothed_us: u32) -> Option<Rtt> {
+        Some(Rtt { smoothed_us, variation_us: 0, min_us: 0 })
+    }
+
+    #[test]
+    fn health_counts_each_reset_and_handshake_once_and_rtt_where_data_moved() {
+        let connected = Handshake { took: Duration::from_millis(2), failed: false };
+        let health = |retrans, resets_received, rtt| TcpHealth {
+            rtt,
+            retrans: Some(retrans),
+            connect: Some(connected),
+            resets_sent: Some(0),
+            resets_received: Some(resets_received),
+            estimated: false,
+        };
+        let refused = Handshake { took: Duration::from_micros(50), failed: true };
+        let failed = TcpHealth { connect: Some(refused), resets_received: Some(1), ..health(0, 0, None) };
+        let models = model_after(vec![
+            Sample { conns: vec![healthy(1, 80, 100, health(2, 0, rtt_us(500)))], ..Sample::default() },
+            // No data moved: the RTT is not observed; the reset counts once, though reported twice.
+            Sample { conns: vec![healthy(1, 80, 100, health(3, 1, rtt_us(600)))], ..Sample::default() },
+            Sample {
+                conns: vec![healthy(1, 80, 150, health(3, 1, rtt_us(20_000)))],
+                events: vec![ConnEvent {
+                    at: Duration::ZERO,
+                    kind: EventKind::Closed,
+                    conn: healthy(2, 81, 0, failed),
+                }],
+                ..Sample::default()
+            },
+        ]);
+        let mut series = Series::new(vec![Label::Comm], 10);
+        models.iter().for_each(|model| series.add_interval(model.rows()));
+        let totals = *series.iter().next().unwrap().1;
+        let mut rtt = Histogram::of(Duration::from_micros(500));
+        rtt.observe(Duration::from_millis(20));
+        let expected = Totals {
+            rx_bytes: 150,
+            // The failed connect, which had an event.
+            opened: 1,
+            closed: 1,
+            retransmits: Some(3),
+            resets_sent: Some(0),
+            resets_received: Some(2),
+            rtt: Some(rtt),
+            connect: Some(Histogram::of(Duration::from_millis(2))),
+            failed_connects: Some(1),
+            ..Totals::default()
+        };
+        assert_eq!(totals, expected);
+    }
+
+    #[test]
+    fn unknown_health_is_no_figure_not_zero_and_folding_keeps_what_is_known() {
+        let unknown = TcpHealth::default();
+        let known = TcpHealth { retrans: Some(4), rtt: rtt_us(100), ..TcpHealth::default() };
+        let models = model_after(vec![Sample {
+            conns: vec![healthy(1, 1, 10, unknown), healthy(2, 2, 20, known), healthy(3, 3, 30, unknown)],
+            ..Sample::default()
+        }]);
+        let mut series = Series::new(vec![Label::RemotePort], 1);
+        series.add_interval(models[0].rows());
+        let kept = *series.iter().next().unwrap().1;
+        assert_eq!((kept.rx_bytes, kept.retransmits, kept.rtt, kept.connect), (30, None, None, None));
+        let other = series.other().unwrap();
+        assert_eq!((other.rx_bytes, other.retransmits, other.resets_sent), (30, Some(4), None));
+        assert_eq!(other.rtt.map(|rtt| rtt.count()), Some(1));
     }
 }

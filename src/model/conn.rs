@@ -150,33 +150,38 @@ pub struct Conn {
     pub netns: Option<u32>,
     /// The owning process's cgroup path (e.g. "/system.slice/docker-<id>.scope"), when known.
     pub cgroup: Option<String>,
-    /// The kernel's health figures of a TCP connection; `None` for UDP and where the collector
-    /// has none (capture).
+    /// The health figures of a TCP connection; `None` for UDP.
     pub health: Option<TcpHealth>,
 }
 
-/// What the kernel knows of a TCP connection's health. Each figure is `None` where the
+/// What is known of a TCP connection's health: the kernel's own figures, or (`estimated`)
+/// what the capture collector inferred from packets. Each figure is `None` where the
 /// collector cannot know it: unknown, never a made-up zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TcpHealth {
-    /// `None` until the kernel took an RTT sample.
+    /// `None` until an RTT sample was taken.
     pub rtt: Option<Rtt>,
-    /// Segments retransmitted since the connection began, SYNs included.
+    /// Segments retransmitted since the connection began (or, estimated, since it was first
+    /// seen), SYNs included.
     pub retrans: Option<u64>,
     /// The handshake, where its start was seen.
     pub connect: Option<Handshake>,
     pub resets_sent: Option<u32>,
     pub resets_received: Option<u32>,
+    /// The figures come from packets seen on the wire, not from the kernel's socket: RTT
+    /// from data-to-ACK times, retransmits from sequence ranges seen twice.
+    pub estimated: bool,
 }
 
 /// Round-trip times as the kernel's estimator holds them (TCP_INFO's tcpi_rtt, tcpi_rttvar,
-/// tcpi_min_rtt), in microseconds.
+/// tcpi_min_rtt), or as the capture collector estimates them the same way, in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Rtt {
     pub smoothed_us: u32,
     /// The smoothed mean deviation.
     pub variation_us: u32,
-    /// The minimum over the kernel's window (5 minutes by default).
+    /// The minimum over the kernel's window (5 minutes by default); estimated, over the
+    /// connection's life.
     pub min_us: u32,
 }
 

@@ -175,6 +175,7 @@ impl SockDiagCollector {
                 connect: None,
                 resets_sent: None,
                 resets_received: None,
+                estimated: false,
             }),
         }
     }

@@ -1,11 +1,11 @@
 //! Batch mode: one timestamped text table per interval, for scripts, logs and tests.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::ops::Range;
 use std::time::SystemTime;
 
-use crate::model::{ConnRow, Model, Query};
+use crate::model::{Conn, ConnRow, Model, Query};
 use crate::view::Sink;
 
 const HEADINGS: [&str; 9] =
@@ -91,15 +91,18 @@ fn write_cell(text: &mut String, row: &ConnRow, column: usize) {
         4 => text.write_str(c.state_label().unwrap_or("-")),
         5 => write!(text, "{}", row.rx_bytes),
         6 => write!(text, "{}", row.tx_bytes),
-        7 => match c.health.and_then(|h| h.rtt) {
-            Some(rtt) => write!(text, "{}", rtt.smoothed_us),
-            None => text.write_str("-"),
-        },
-        _ => match row.retransmits() {
-            Some(n) => write!(text, "{n}"),
-            None => text.write_str("-"),
-        },
+        7 => write_health(text, c.health.and_then(|h| h.rtt).map(|rtt| rtt.smoothed_us.into()), c),
+        _ => write_health(text, row.retransmits(), c),
     };
+}
+
+/// A health figure: `-` where unknown, `~` before one estimated from packets (capture).
+fn write_health(text: &mut String, figure: Option<u64>, c: &Conn) -> fmt::Result {
+    match figure {
+        Some(n) if c.health.is_some_and(|h| h.estimated) => write!(text, "~{n}"),
+        Some(n) => write!(text, "{n}"),
+        None => text.write_str("-"),
+    }
 }
 
 /// Text columns left-aligned, the number columns right-aligned.
@@ -119,7 +122,7 @@ mod tests {
     use super::*;
     use crate::model::conn::test_conn;
     use crate::model::Retention;
-    use crate::model::{Overflow, Sample};
+    use crate::model::{Overflow, Rtt, Sample, TcpHealth};
     use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
@@ -128,8 +131,18 @@ mod tests {
             test_conn(id, 40 + id as u32, "curl", (local, "93.184.216.34:443"), (rx, 7))
         };
         let mut model = Model::new(Duration::ZERO, Retention::default());
+        let estimated = TcpHealth {
+            rtt: Some(Rtt { smoothed_us: 120, variation_us: 30, min_us: 95 }),
+            retrans: Some(0),
+            estimated: true,
+            ..TcpHealth::default()
+        };
         let sample = Sample {
-            conns: vec![conn(1, 10, "10.0.0.1:50000"), conn(2, 2000, "[2001:db8::1]:50001")],
+            conns: vec![
+                conn(1, 10, "10.0.0.1:50000"),
+                conn(2, 2000, "[2001:db8::1]:50001"),
+                Conn { health: Some(estimated), ..conn(3, 5, "10.0.0.1:50002") },
+            ],
             overflow: Overflow { lost_events: 3, ..Overflow::default() },
             ..Sample::default()
         };
@@ -144,10 +157,11 @@ mod tests {
         )
         .unwrap();
         let expected = "\
-1970-01-01T00:00:01.500Z probe=tracepoint interval=2.000s connections=2 rx=1005B/s tx=7B/s OVERFLOW untracked_conns=0 lost_events=3 dropped_packets=0
+1970-01-01T00:00:01.500Z probe=tracepoint interval=2.000s connections=3 rx=1008B/s tx=10B/s OVERFLOW untracked_conns=0 lost_events=3 dropped_packets=0
 PID COMM LADDR:LPORT         RADDR:RPORT       STATE       RX_BYTES TX_BYTES RTT_US RETRANS
 42  curl [2001:db8::1]:50001 93.184.216.34:443 ESTABLISHED     2000        7      -       -
 41  curl 10.0.0.1:50000      93.184.216.34:443 ESTABLISHED       10        7      -       -
+43  curl 10.0.0.1:50002      93.184.216.34:443 ESTABLISHED        5        7   ~120      ~0
 
 ";
         assert_eq!(String::from_utf8(out).unwrap(), expected);

@@ -47,8 +47,8 @@ pub struct Record<'a> {
     /// "capture".
     pub probe: &'a str,
     // TCP health, appended so that the columns before keep their places; each is empty
-    // (null) where unknown: UDP, the capture backend, no RTT sample yet.
-    /// The kernel's smoothed RTT, its mean deviation and its windowed minimum, in µs.
+    // (null) where unknown: UDP, no RTT sample yet, what capture cannot see.
+    /// The smoothed RTT, its mean deviation and its windowed minimum, in µs.
     pub rtt_us: Option<u32>,
     pub rttvar_us: Option<u32>,
     pub min_rtt_us: Option<u32>,
@@ -61,6 +61,9 @@ pub struct Record<'a> {
     pub connect_failed: Option<bool>,
     pub resets_sent: Option<u32>,
     pub resets_received: Option<u32>,
+    /// Whether the health figures are estimated from packets (capture) rather than the
+    /// kernel's own; null where there are none (UDP).
+    pub health_estimated: Option<bool>,
     /// What the collector could not record since tcptop started (cumulative, as in the batch
     /// summary's OVERFLOW): connections without room, lost lifecycle events, dropped packets.
     pub untracked_conns: u64,
@@ -120,6 +123,7 @@ impl<'a> Record<'a> {
             connect_failed: health.connect.map(|c| c.failed),
             resets_sent: health.resets_sent,
             resets_received: health.resets_received,
+            health_estimated: conn.health.map(|h| h.estimated),
             untracked_conns: overflow.untracked_conns,
             lost_events: overflow.lost_events,
             dropped_packets: overflow.dropped_packets,
@@ -230,6 +234,7 @@ pub(crate) mod tests {
             connect: Some(Handshake { took: Duration::from_micros(1_020_400), failed: false }),
             resets_sent: Some(0),
             resets_received: Some(1),
+            estimated: false,
         };
         let two = |rx| Conn {
             netns: Some(4026531840),
@@ -259,11 +264,11 @@ pub(crate) mod tests {
     #[test]
     fn csv_has_the_header_once_and_one_row_per_active_connection_per_interval() {
         let expected = "\
-timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe,rtt_us,rttvar_us,min_rtt_us,retrans,retrans_total,connect_us,connect_failed,resets_sent,resets_received,untracked_conns,lost_events,dropped_packets
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry,,,,,,,,,,0,0,0
-1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry,120,30,95,1,1,1020400,false,0,1,0,0,0
-1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry,,,,,,,,,,0,0,0
-1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry,120,30,95,2,3,1020400,false,0,1,0,2,0
+timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,remote_port,state,rx_bytes,tx_bytes,rx_total,tx_total,netns,container,event,probe,rtt_us,rttvar_us,min_rtt_us,retrans,retrans_total,connect_us,connect_failed,resets_sent,resets_received,health_estimated,untracked_conns,lost_events,dropped_packets
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,100,7,100,7,,,,fentry,,,,,,,,,,,0,0,0
+1970-01-01T00:00:01.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,ESTABLISHED,5,0,5,0,4026531840,nginx.service,,fentry,120,30,95,1,1,1020400,false,0,1,false,0,0,0
+1970-01-01T00:00:02.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv4,10.0.0.1,50000,93.184.216.34,443,ESTABLISHED,250,0,350,7,,,,fentry,,,,,,,,,,,0,0,0
+1970-01-01T00:00:03.001Z,1000,4242,\"curl, \"\"the\"\" client\",tcp,ipv6,2001:db8::1,50001,2001:db8::2,22,CLOSE,4,0,9,0,4026531840,nginx.service,closed,fentry,120,30,95,2,3,1020400,false,0,1,false,0,2,0
 ";
         assert_eq!(write(Encoding::Csv, true), expected);
         let without_header = expected.split_once('\n').unwrap().1;
@@ -285,7 +290,7 @@ timestamp,interval_ms,pid,comm,proto,family,local_addr,local_port,remote_addr,re
                 "tx_total": 0, "netns": 4026531840u32, "container": "nginx.service", "event": "closed",
                 "probe": "fentry", "rtt_us": 120, "rttvar_us": 30, "min_rtt_us": 95, "retrans": 2,
                 "retrans_total": 3, "connect_us": 1020400, "connect_failed": false,
-                "resets_sent": 0, "resets_received": 1, "untracked_conns": 0, "lost_events": 2,
+                "resets_sent": 0, "resets_received": 1, "health_estimated": false, "untracked_conns": 0, "lost_events": 2,
                 "dropped_packets": 0
             })
         );

@@ -374,9 +374,7 @@ fn batch_mode_prints_the_connection() {
         pair.client.write_all(&[2; 1234]).unwrap();
         read_exactly(&mut pair.server, 1234);
     });
-    stop_tcptop(&mut child);
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let out = stop_tcptop(&mut child);
     let (l, r) = pair.client_ends();
     let (l, r) = (l.to_string(), r.to_string());
     let (row, fields) = out

@@ -3,6 +3,7 @@
 //! the capture, paused UDP flows, and agreement with the eBPF collector on the same
 //! traffic. Capturing needs root too.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
@@ -12,7 +13,7 @@ use tcptop::capture::procfs::ProcNetOwners;
 use tcptop::capture::{CaptureCollector, CaptureConfig};
 use tcptop::collector::{Collector, Conn, EventKind, Filters, TcpState};
 
-use crate::helpers::{as_traffic, bpf_allowed, open_collector, Ip, Pair};
+use crate::helpers::{as_traffic, bpf_allowed, open_collector, start_tcptop, stop_tcptop, Ip, Pair};
 
 /// How long the capture may take to deliver what was sent before a test fails.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -169,16 +170,26 @@ fn agrees_with_ebpf_on_the_same_traffic() {
     }
 }
 
+const SYN: u8 = 0x02;
+const PSH_ACK: u8 = 0x18;
+const ACK: u8 = 0x10;
+
 /// Sends a TCP segment with a wrong checksum from a raw socket: the kernel drops it, so no
-/// socket ever acknowledges it.
+/// socket ever acknowledges it (nor answers it with a reset).
 fn forge(from: SocketAddr, to: SocketAddr, seq: u32, payload: &[u8]) {
+    forge_segment(from, to, (seq, 0), PSH_ACK, payload);
+}
+
+/// `forge` with its acknowledgement number and flags.
+fn forge_segment(from: SocketAddr, to: SocketAddr, (seq, ack): (u32, u32), flags: u8, payload: &[u8]) {
     let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
     let mut segment = vec![0u8; 20];
     segment[0..2].copy_from_slice(&from.port().to_be_bytes());
     segment[2..4].copy_from_slice(&to.port().to_be_bytes());
     segment[4..8].copy_from_slice(&seq.to_be_bytes());
+    segment[8..12].copy_from_slice(&ack.to_be_bytes());
     segment[12] = 5 << 4;
-    segment[13] = 0x18; // PSH | ACK
+    segment[13] = flags;
     segment[14..16].copy_from_slice(&1024u16.to_be_bytes());
     segment[16..18].copy_from_slice(&0xdeadu16.to_be_bytes());
     segment.extend_from_slice(payload);
@@ -225,6 +236,99 @@ fn forged_segments_make_no_row_and_do_not_hide_a_real_connection() {
     let real = [pair.client_ends(), pair.server_ends()];
     let strays: Vec<&Conn> = seen.latest.iter().filter(|c| !real.contains(&(c.local, c.remote))).collect();
     assert!(strays.is_empty(), "forged rows: {strays:?}");
+}
+
+/// Both directions forged, a handshake and acknowledged data each way, for ports no socket
+/// has: before, a row with bytes until the socket list's next check; now never a row, and
+/// counted among the untracked connections.
+#[test]
+fn a_conversation_forged_both_ways_never_shows_and_is_counted() {
+    if !bpf_allowed() {
+        return;
+    }
+    let unused = |ip| Pair::listen(ip).local_addr().unwrap(); // bound, then free again
+    let (client, server) = (unused(Ip::V4), unused(Ip::V4));
+    let mut seen = Seen::new(open_capture_with(Filters { port: Some(server.port()), ..Filters::default() }));
+    forge_segment(client, server, (100, 0), SYN, b"");
+    forge_segment(server, client, (900, 101), SYN | ACK, b"");
+    forge_segment(client, server, (101, 901), ACK, b"");
+    forge_segment(client, server, (101, 901), PSH_ACK, b"forged request");
+    forge_segment(server, client, (901, 115), PSH_ACK, b"forged answer");
+    forge_segment(client, server, (115, 914), ACK, b"");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut untracked = 0;
+    while untracked < 2 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        let sample = seen.collector.collect().unwrap();
+        untracked = sample.overflow.untracked_conns;
+        let rows: Vec<Conn> =
+            sample.conns.into_iter().chain(sample.events.into_iter().map(|e| e.conn)).collect();
+        assert!(rows.is_empty(), "forged rows: {rows:?}");
+    }
+    assert_eq!(untracked, 2, "both forged ends are counted");
+}
+
+/// A connect to a closed port (a SYN answered by a reset) is a row in state FAILED with one
+/// reset received, as the eBPF collector reports it.
+#[test]
+fn a_refused_connect_is_a_failed_row_with_one_reset_received() {
+    if !bpf_allowed() {
+        return;
+    }
+    let closed = Pair::listen(Ip::V4).local_addr().unwrap(); // bound, then closed again
+    let mut seen = Seen::new(open_capture_with(Filters { port: Some(closed.port()), ..Filters::default() }));
+    let refused = TcpStream::connect(closed).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let deadline = Instant::now() + SETTLE;
+    while seen.closed.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        seen.poll();
+    }
+    assert_eq!(seen.latest.len(), 1, "only the connecting end is a row: {:?}", seen.latest);
+    let conn = &seen.latest[0];
+    let health = conn.health.unwrap();
+    assert_eq!((conn.remote, conn.state_label()), (closed, Some("FAILED")));
+    assert_eq!((health.resets_received, health.resets_sent, health.estimated), (Some(1), Some(0), true));
+    assert!(health.connect.is_some_and(|c| c.failed) && seen.closed.contains(&conn.id));
+}
+
+/// RTT estimated from data-to-ACK times and retransmits from sequence ranges seen twice,
+/// marked estimated: on lo nothing is lost, so no retransmits, as the kernel counts.
+#[test]
+fn rtt_and_retransmits_are_estimated_from_the_packets() {
+    if !bpf_allowed() {
+        return;
+    }
+    let (listener, mut seen) = listening();
+    let mut pair = Pair::connect_to(&listener);
+    exchange(&mut pair, 50_000, 2_000);
+    let conn = seen.settled(pair.client_ends(), 50_000, 2_000);
+    let health = conn.health.expect("a TCP connection's health");
+    let rtt = health.rtt.expect("an RTT sample from the handshake and the data");
+    eprintln!("estimated: {health:?}");
+    assert!(health.estimated && rtt.min_us <= rtt.smoothed_us, "{health:?}");
+    let kernel_retrans = tcp_total_retrans(&pair.client);
+    assert_eq!(health.retrans, Some(u64::from(kernel_retrans)));
+    assert!(health.connect.is_some_and(|c| !c.failed), "the handshake was seen: {health:?}");
+}
+
+/// The kernel's count of a socket's retransmitted segments (TCP_INFO's tcpi_total_retrans).
+fn tcp_total_retrans(stream: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt writes at most `len` bytes into the zeroed struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let ok = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        assert_eq!(ok, 0, "getsockopt(TCP_INFO)");
+        info.tcpi_total_retrans
+    }
 }
 
 #[test]
@@ -293,4 +397,160 @@ fn a_paused_udp_flow_counts_every_datagram() {
     let ends = (sender.local_addr().unwrap(), receiver.local_addr().unwrap());
     let counted: u64 = seen.latest.iter().filter(|c| (c.local, c.remote) == ends).map(|c| c.tx_bytes).sum();
     assert_eq!(counted, sent, "{:?}", seen.latest);
+}
+
+/// The flood's datagrams: 64 bytes of payload each, so that a packet the capture dropped
+/// stands for one datagram, 64 bytes each way.
+const FLOOD_DATAGRAM: u64 = 64;
+
+/// What one output of `tcptop --backend capture` said of the flood: the payload counted for
+/// the sending socket and for the receiving one (sums of their per-interval bytes), and the
+/// packets dropped (the largest, i.e. the last, cumulative count).
+#[derive(Debug, Default, PartialEq)]
+struct Counted {
+    tx: u64,
+    rx: u64,
+    dropped_packets: u64,
+}
+
+/// A sender's and a receiver's UDP sockets on lo, and a flood between them.
+struct Flood {
+    sender: UdpSocket,
+    receiver: UdpSocket,
+}
+
+impl Flood {
+    fn new() -> Flood {
+        // Bound, so that the datagrams reach a socket (which never reads them) rather than
+        // draw ICMP errors that fail the sender's next send.
+        let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.connect(receiver.local_addr().unwrap()).unwrap();
+        Flood { sender, receiver }
+    }
+
+    /// Sends 200,000 datagrams from the one socket, two threads at once, as fast as they
+    /// can; returns the payload bytes sent.
+    fn send(&self) -> u64 {
+        let datagram = [0x42; FLOOD_DATAGRAM as usize];
+        let burst = || (0..100_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
+        let sent: u64 = thread::scope(|s| {
+            let threads: Vec<_> = (0..2).map(|_| s.spawn(burst)).collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        sent * FLOOD_DATAGRAM
+    }
+
+    /// Runs the binary on Linux's default device (`any`) for the receiver's port with `args`,
+    /// floods, and returns the bytes sent and the binary's stdout.
+    fn through_binary(&self, args: &[&str]) -> (u64, String) {
+        let port = self.receiver.local_addr().unwrap().port().to_string();
+        let capture =
+            ["--backend", "capture", "--interface", "any", "--udp", "--udp-idle", "1", "--port", &port];
+        let mut child = start_tcptop(&[&capture, args, &["0.5"]].concat())
+            .expect("the capture runs wherever BPF tests do");
+        let sent = self.send();
+        // The flow closes after a second of silence, which writes its last record.
+        thread::sleep(Duration::from_secs(3));
+        let out = stop_tcptop(&mut child);
+        (sent, out)
+    }
+
+    fn is_sender(&self, local: SocketAddr) -> bool {
+        local == self.sender.local_addr().unwrap()
+    }
+
+    fn is_receiver(&self, local: SocketAddr) -> bool {
+        local == self.receiver.local_addr().unwrap()
+    }
+
+    /// Adds one record's bytes and overflow to `counted`.
+    fn add(&self, counted: &mut Counted, local: SocketAddr, (rx, tx): (u64, u64), dropped: u64) {
+        if self.is_sender(local) {
+            counted.tx += tx;
+        } else if self.is_receiver(local) {
+            counted.rx += rx;
+        }
+        counted.dropped_packets = counted.dropped_packets.max(dropped);
+    }
+
+    /// Batch mode's text: each interval's summary line and rows.
+    fn from_batch(&self, out: &str) -> Counted {
+        let mut counted = Counted::default();
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if let Some(dropped) = fields.iter().find_map(|f| f.strip_prefix("dropped_packets=")) {
+                counted.dropped_packets = counted.dropped_packets.max(dropped.parse().unwrap());
+            } else if let [_, _, local, _, _, rx, tx, ..] = fields[..] {
+                if let Ok(local) = local.parse() {
+                    self.add(&mut counted, local, (rx.parse().unwrap(), tx.parse().unwrap()), 0);
+                }
+            }
+        }
+        counted
+    }
+
+    /// Records as JSON lines or CSV rows (with the header), read as field -> value.
+    fn from_records(&self, records: impl Iterator<Item = HashMap<String, String>>) -> Counted {
+        let mut counted = Counted::default();
+        for record in records {
+            let number = |field: &str| record[field].parse::<u64>().unwrap_or(0);
+            let local = SocketAddr::new(record["local_addr"].parse().unwrap(), number("local_port") as u16);
+            self.add(
+                &mut counted,
+                local,
+                (number("rx_bytes"), number("tx_bytes")),
+                number("dropped_packets"),
+            );
+        }
+        counted
+    }
+
+    fn from_json(&self, out: &str) -> Counted {
+        let as_text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        self.from_records(out.lines().map(|line| {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            object.iter().map(|(key, value)| (key.clone(), as_text(value))).collect()
+        }))
+    }
+
+    fn from_csv(&self, out: &str) -> Counted {
+        let mut reader = csv::Reader::from_reader(out.as_bytes());
+        self.from_records(reader.deserialize().map(Result::unwrap))
+    }
+}
+
+/// Every output tells the whole flood: the bytes counted plus 64 for each dropped packet
+/// (a datagram seen by neither end) equal the bytes sent, for the sender and the receiver.
+#[test]
+fn a_udp_flood_is_counted_exactly_or_dropped_visibly_in_every_output() {
+    if !bpf_allowed() {
+        return;
+    }
+    let log = tempfile::tempdir().unwrap();
+    let log_path = log.path().join("flood.csv");
+    let log_arg = log_path.to_str().unwrap();
+    type Parse = fn(&Flood, &str) -> Counted;
+    let outputs: [(&str, &[&str], Parse); 3] = [
+        ("batch", &["-b"], Flood::from_batch),
+        ("json", &["--format", "json"], Flood::from_json),
+        ("csv", &["--format", "csv"], Flood::from_csv),
+    ];
+    for (name, args, parse) in outputs {
+        let flood = Flood::new();
+        let log_args = [args, &["--log", log_arg]].concat();
+        let (sent, out) = flood.through_binary(if name == "batch" { &log_args } else { args });
+        let mut reports = vec![(name, parse(&flood, &out))];
+        if name == "batch" {
+            reports.push(("--log", flood.from_csv(&std::fs::read_to_string(&log_path).unwrap())));
+        }
+        for (output, counted) in reports {
+            eprintln!("{output}: sent {sent} B, {counted:?}");
+            let lost = counted.dropped_packets * FLOOD_DATAGRAM;
+            assert_eq!((counted.tx + lost, counted.rx + lost), (sent, sent), "{output}: {counted:?}");
+        }
+    }
 }

@@ -58,9 +58,7 @@ fn without_privileges_one_line_and_exit_1() {
 fn sigterm_prints_the_last_interval_and_exits_0() {
     // Port 9 (discard) has no traffic here: the output stays small enough for the pipe.
     let Some(mut child) = start_tcptop(&["--batch", "--port", "9", "3600"]) else { return };
-    stop_tcptop(&mut child);
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let out = stop_tcptop(&mut child);
     assert_eq!(out.lines().filter(|l| l.contains(" probe=")).count(), 1, "{out}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("PID")), "{out}");
 }

@@ -16,12 +16,12 @@ use crate::helpers::{in_netns, open_collector, Watch};
 
 /// A network namespace with its loopback up and an nftables input chain of `rules`; deleted on
 /// drop, also when the test fails.
-struct Netns {
+pub struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn new(tag: &str, rules: &str) -> Netns {
+    pub fn new(tag: &str, rules: &str) -> Netns {
         let ns = Netns { name: format!("tcptop{}{tag}", std::process::id()) };
         run(Command::new("ip").args(["netns", "add", &ns.name]));
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
@@ -39,7 +39,7 @@ impl Netns {
     }
 
     /// Runs `work` as test traffic inside the namespace.
-    fn inside<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+    pub fn inside<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.name, work)
     }
 }

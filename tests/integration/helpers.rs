@@ -2,7 +2,7 @@
 //! reports, and making loopback traffic with known byte counts.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
@@ -275,7 +275,18 @@ impl Drop for Running {
 }
 
 /// SIGTERM, then the exit status must be 0.
-pub fn stop_tcptop(child: &mut Child) {
+/// What tcptop wrote to stdout (unless the test took the pipe), read while it exits: its last
+/// interval may be more than a pipe holds on a busy host, and an unread pipe would block it.
+pub fn stop_tcptop(child: &mut Child) -> String {
+    let stdout = child.stdout.take();
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        if let Some(mut stdout) = stdout {
+            stdout.read_to_string(&mut out).unwrap();
+        }
+        out
+    });
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    reader.join().unwrap()
 }

@@ -1,15 +1,17 @@
 //! `--prometheus` of the real binary: promtool accepts a scrape taken during traffic, a real
-//! Prometheus server (Debian's `prometheus`) stores the exact bytes of known connections by
-//! label, and scrapers that never read do not delay intervals. Tests that load BPF need root.
+//! Prometheus server (Debian's `prometheus`) stores the exact bytes and resets of known
+//! connections by label and evaluates every query of the Grafana dashboard, and scrapers
+//! that never read do not delay intervals. Tests that load BPF need root.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::health::Netns;
 use crate::helpers::{as_traffic, start_tcptop, stop_tcptop, tcptop_command, Ip, Pair, TRAFFIC_COMM};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -37,15 +39,20 @@ fn free_address() -> String {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
 }
 
-/// The body of `GET path` (HTTP/1.0: no chunks, the server closes), `None` unless 200.
-fn get(address: &str, path: &str) -> Option<String> {
+/// The status and body of `GET path` (HTTP/1.0: no chunks, the server closes).
+fn request(address: &str, path: &str) -> Option<(String, String)> {
     let mut stream = TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+    Some((head.split(' ').nth(1)?.to_string(), body.to_string()))
+}
+
+/// The body of `GET path`, `None` unless 200.
+fn get(address: &str, path: &str) -> Option<String> {
+    request(address, path).filter(|(status, _)| status == "200").map(|(_, body)| body)
 }
 
 /// Polls `probe` until it returns something, for at most PATIENCE.
@@ -63,9 +70,10 @@ fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn promtool_accepts_a_scrape_taken_during_traffic() {
     let address = free_address();
-    let Some(mut tcptop) = start_tcptop(&["--prometheus", &address]) else { return };
+    let Some(mut tcptop) = start_tcptop(&["--prometheus", &address, &this_process()]) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let mut pair = Pair::connect(Ip::V4);
     as_traffic(|| {
@@ -73,8 +81,11 @@ fn promtool_accepts_a_scrape_taken_during_traffic() {
         pair.server.read_exact(&mut [0; 10_000]).unwrap();
     });
     let tx = format!(r#"tcptop_bytes_total{{direction="tx",comm="{TRAFFIC_COMM}","#);
-    let scrape =
-        eventually("the traffic in a scrape", || get(&address, "/metrics").filter(|m| m.contains(&tx)));
+    let rtt = format!(r#"tcptop_tcp_rtt_seconds_bucket{{comm="{TRAFFIC_COMM}","#);
+    let scrape = eventually("the traffic and its RTT in a scrape", || {
+        get(&address, "/metrics").filter(|m| m.contains(&tx) && m.contains(&rtt))
+    });
+    assert!(scrape.contains("\ntcptop_collection_duration_seconds_bucket{"), "{scrape}");
     let mut promtool = Command::new(PROMTOOL)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -119,11 +130,17 @@ impl PrometheusServer {
         server
     }
 
+    /// The answer of the query API to `promql`, now: `status` "success" with its `data`, or
+    /// "error" with its `error`.
+    fn query(&self, promql: &str) -> Option<serde_json::Value> {
+        let query: String = promql.bytes().map(|b| format!("%{b:02X}")).collect();
+        let (_, body) = request(&self.address, &format!("/api/v1/query?query={query}"))?;
+        serde_json::from_str(&body).ok()
+    }
+
     /// The value of the one series `selector` names, now.
     fn value(&self, selector: &str) -> Option<u64> {
-        let query: String = selector.bytes().map(|b| format!("%{b:02X}")).collect();
-        let body = get(&self.address, &format!("/api/v1/query?query={query}"))?;
-        let answer: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let answer = self.query(selector)?;
         match answer["data"]["result"].as_array()?.as_slice() {
             [series] => series["value"][1].as_str()?.parse().ok(),
             _ => None,
@@ -170,10 +187,11 @@ fn known_traffic(bytes: usize) -> Pair {
 #[test]
 fn a_real_prometheus_server_stores_the_exact_bytes_by_label_also_of_a_closed_connection() {
     let address = free_address();
-    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port"];
+    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
     let Some(mut tcptop) = start_tcptop(&labels) else { return };
     if !prometheus_installed() {
-        return stop_tcptop(&mut tcptop);
+        stop_tcptop(&mut tcptop);
+        return;
     }
     let prometheus = PrometheusServer::start(&address);
     let series = |metric: &str, direction: &str, remote_port: u16| {
@@ -198,12 +216,164 @@ fn a_real_prometheus_server_stores_the_exact_bytes_by_label_also_of_a_closed_con
     stop_tcptop(&mut tcptop);
 }
 
+/// `--pid` of this test's process alone (nextest runs each test in a process of its own):
+/// the connections other tests make at the same time neither slow the scrapes nor fold
+/// this test's series into `other`.
+fn this_process() -> String {
+    format!("--pid={}", std::process::id())
+}
+
+/// Connects from a PROM_COMM thread to a loopback port nothing listens on (free a moment
+/// ago): one reset received, one failed connect. Returns the port.
+fn refused_connect() -> u16 {
+    let closed: SocketAddr = free_address().parse().unwrap();
+    let refused = as_prom_traffic(move || TcpStream::connect(closed).unwrap_err());
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    closed.port()
+}
+
+#[test]
+fn a_real_prometheus_server_stores_the_reset_and_the_failure_of_a_refused_connect() {
+    let address = free_address();
+    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
+    let Some(mut tcptop) = start_tcptop(&labels) else { return };
+    if !prometheus_installed() {
+        stop_tcptop(&mut tcptop);
+        return;
+    }
+    let prometheus = PrometheusServer::start(&address);
+    let series = |metric: &str, remote_port: u16, direction: &str| {
+        format!(r#"{metric}{{comm="{PROM_COMM}",remote_port="{remote_port}"{direction}}}"#)
+    };
+    let refused = refused_connect();
+    for (metric, direction, count) in [
+        ("tcptop_tcp_resets_total", r#",direction="received""#, 1),
+        ("tcptop_tcp_resets_total", r#",direction="sent""#, 0),
+        ("tcptop_tcp_connect_failures_total", "", 1),
+        // A failed connect is no connect duration.
+        ("tcptop_tcp_connect_duration_seconds_count", "", 0),
+        ("tcptop_tcp_retransmits_total", "", 0),
+    ] {
+        prometheus.expect(&series(metric, refused, direction), count);
+    }
+    // A connection that connected: its handshake once, no failure, no reset.
+    let kept = known_traffic(1_000);
+    let server_port = kept.client.peer_addr().unwrap().port();
+    for (metric, direction, count) in [
+        ("tcptop_tcp_connect_duration_seconds_count", "", 1),
+        ("tcptop_tcp_connect_failures_total", "", 0),
+        ("tcptop_tcp_resets_total", r#",direction="received""#, 0),
+    ] {
+        prometheus.expect(&series(metric, server_port, direction), count);
+    }
+    drop(prometheus);
+    stop_tcptop(&mut tcptop);
+}
+
+#[test]
+fn a_real_prometheus_server_stores_the_retransmit_and_the_long_handshake_of_a_lost_first_syn() {
+    const PORT: u16 = 5565;
+    let address = free_address();
+    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
+    let Some(mut tcptop) = start_tcptop(&labels) else { return };
+    if !prometheus_installed() {
+        stop_tcptop(&mut tcptop);
+        return;
+    }
+    let prometheus = PrometheusServer::start(&address);
+    // numgen counts from 0: only the first SYN is dropped, on input (see health.rs).
+    let ns = Netns::new(
+        "p",
+        &format!("tcp dport {PORT} tcp flags & (syn | ack) == syn numgen inc mod 1000000 == 0 drop"),
+    );
+    let _connected = ns.inside(|| {
+        let listener = TcpListener::bind(("127.0.0.1", PORT)).unwrap();
+        let client = TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+        (client, listener.accept().unwrap())
+    });
+    let series =
+        |metric: &str, le: &str| format!(r#"{metric}{{comm="{TRAFFIC_COMM}",remote_port="{PORT}"{le}}}"#);
+    // The SYN resent after the retransmit timeout of 1 s: the handshake took 1 to 3 s.
+    for (metric, le, count) in [
+        ("tcptop_tcp_retransmits_total", "", 1),
+        ("tcptop_tcp_connect_duration_seconds_count", "", 1),
+        ("tcptop_tcp_connect_duration_seconds_bucket", r#",le=~"1(\\.0)?""#, 0),
+        ("tcptop_tcp_connect_duration_seconds_bucket", r#",le=~"3(\\.0)?""#, 1),
+        ("tcptop_tcp_connect_failures_total", "", 0),
+    ] {
+        prometheus.expect(&series(metric, le), count);
+    }
+    drop(prometheus);
+    stop_tcptop(&mut tcptop);
+}
+
+/// Every PromQL expression of the dashboard's panels, and the metric its host variable is
+/// taken from, with Grafana's variables replaced by what Grafana would send here.
+fn dashboard_queries() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana/tcptop.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    fn exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                found.extend(fields.get("expr").and_then(|expr| expr.as_str()).map(String::from));
+                fields.values().for_each(|field| exprs(field, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| exprs(item, found)),
+            _ => {}
+        }
+    }
+    let mut queries = Vec::new();
+    exprs(&dashboard["panels"], &mut queries);
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        // label_values(METRIC, LABEL) asks for the LABEL values of METRIC's series.
+        let definition = variable["definition"].as_str().unwrap();
+        let inner = definition.strip_prefix("label_values(").and_then(|rest| rest.strip_suffix(')'));
+        let (metric, _label) = inner.and_then(|inner| inner.split_once(',')).expect(definition);
+        queries.push(metric.trim().to_string());
+    }
+    let queries: Vec<String> = queries
+        .iter()
+        .map(|query| query.replace("$__rate_interval", "1m").replace("$instance", ".*"))
+        .collect();
+    for query in &queries {
+        assert!(!query.contains('$'), "a Grafana variable this test does not know: {query}");
+    }
+    queries
+}
+
+#[test]
+fn a_real_prometheus_server_evaluates_every_query_of_the_grafana_dashboard_and_each_has_data() {
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 15, "{queries:?}");
+    let address = free_address();
+    let Some(mut tcptop) = start_tcptop(&["--prometheus", &address, &this_process()]) else { return };
+    if !prometheus_installed() {
+        stop_tcptop(&mut tcptop);
+        return;
+    }
+    let prometheus = PrometheusServer::start(&address);
+    let _kept = known_traffic(10_000);
+    refused_connect();
+    for query in &queries {
+        eventually(&format!("data for {query}"), || {
+            let answer = prometheus.query(query)?;
+            assert_eq!(answer["status"], "success", "{query}: {answer}");
+            answer["data"]["result"].as_array().filter(|result| !result.is_empty()).map(|_| ())
+        });
+    }
+    drop(prometheus);
+    stop_tcptop(&mut tcptop);
+}
+
 /// 100 scrapers: half send nothing, half send requests and never read the answers. A loop
 /// they held up would stop printing; the bound on the gaps is generous for a busy machine.
 #[test]
 fn scrapers_that_never_read_do_not_delay_intervals() {
     let address = free_address();
-    let Some(mut tcptop) = start_tcptop(&["-b", "--prometheus", &address, "0.5", "8"]) else { return };
+    let Some(mut tcptop) = start_tcptop(&["-b", "--prometheus", &address, &this_process(), "0.5", "8"])
+    else {
+        return;
+    };
     let stdout = BufReader::new(tcptop.stdout.take().unwrap());
     let (arrived, arrivals) = mpsc::channel();
     let reader = thread::spawn(move || {

@@ -1,5 +1,6 @@
 //! The live screen end to end: the real binary in a tmux terminal, watching a loopback
-//! connection made here, driven by keys, and leaving the terminal as it found it. Needs root.
+//! connection made here, driven by keys, and leaving the terminal as it found it, or ending
+//! when the terminal goes. Needs root.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,8 @@ use crate::helpers::{as_traffic, bpf_allowed, probe_flag, selected_strategy_unsu
 
 /// How long the screen may take to show what a step expects.
 const SETTLE: Duration = Duration::from_secs(10);
+/// How long tcptop may take to end once its terminal is gone.
+const HANGUP_EXIT: Duration = Duration::from_secs(60);
 
 /// A tmux server of its own (so no user's tmux is touched) with one 120x40 window; the
 /// server goes away with the value.
@@ -158,37 +161,65 @@ fn live_screen_shows_a_connection_filters_and_quits_cleanly() {
     assert!(after.contains(" icanon ") && after.contains(" echo "), "{after}");
 }
 
-/// An /etc/hosts line of the test's own, removed (the file restored) when dropped.
+/// An /etc/hosts line of the test's own, taken out again (that line only) when dropped.
+/// Other test processes (other worktrees' runs) may edit the file meanwhile: each edit is a
+/// read and a write under an exclusive `flock` of the file, and each process has its own
+/// address and name (`unique`), so no run takes out or shadows another's line.
 struct HostsEntry {
-    original: String,
+    line: String,
 }
 
 impl HostsEntry {
     const PATH: &str = "/etc/hosts";
 
-    fn add(line: &str) -> HostsEntry {
-        let original = std::fs::read_to_string(Self::PATH).unwrap();
-        std::fs::write(Self::PATH, format!("{original}{line}\n")).unwrap();
-        HostsEntry { original }
+    /// An address of loopback's 127/8 and a name that no other process uses.
+    fn unique() -> (String, String) {
+        let pid = std::process::id();
+        (format!("127.77.{}.{}", pid >> 8 & 0xff, pid & 0xff), format!("tcptop-test-peer-{pid}.example"))
+    }
+
+    fn add(ip: &str, name: &str) -> HostsEntry {
+        let line = format!("{ip} {name}");
+        Self::edit(|text| format!("{text}{line}\n"));
+        HostsEntry { line }
+    }
+
+    /// Rewrites the file as `change` says, under its lock.
+    fn edit(change: impl FnOnce(&str) -> String) {
+        let file = std::fs::File::open(Self::PATH).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0, "locking {}", Self::PATH);
+        let text = std::fs::read_to_string(Self::PATH).unwrap();
+        std::fs::write(Self::PATH, change(&text)).unwrap();
+        // The lock goes with `file`.
     }
 }
 
 impl Drop for HostsEntry {
     fn drop(&mut self) {
-        std::fs::write(Self::PATH, &self.original).unwrap();
+        Self::edit(|text| text.lines().filter(|l| *l != self.line).map(|l| format!("{l}\n")).collect());
     }
 }
 
+/// The connection the detail pane shows: its `TCP local → remote` line.
+fn detail_of(screen: &str) -> Option<String> {
+    screen.lines().map(str::trim).find(|l| l.starts_with("TCP ") && l.contains(" → ")).map(|l| {
+        let end = l.find("  ").unwrap_or(l.len());
+        l[..end].to_string()
+    })
+}
+
 #[test]
-fn live_screen_names_hosts_from_etc_hosts_puts_closed_rows_below_live_ones_and_sorts_on_a_click() {
+fn live_screen_names_hosts_puts_closed_rows_below_live_ones_sorts_on_a_click_or_the_menu_follows_and_filters()
+{
     if !bpf_allowed() || selected_strategy_unsupported() {
         return;
     }
-    let peer = "127.0.0.77";
-    let _hosts = HostsEntry::add(&format!("{peer} tcptop-test-peer.example"));
-    let listener = TcpListener::bind((peer, 0)).unwrap();
+    let (peer, name) = HostsEntry::unique();
+    let _hosts = HostsEntry::add(&peer, &name);
+    let listener = TcpListener::bind((&*peer, 0)).unwrap();
     let server_addr = listener.local_addr().unwrap();
-    let tmux = Tmux::tcptop(&format!("--port {}", server_addr.port()), "true");
+    let tmux = Tmux::tcptop(&format!("--port {}", server_addr.port()), "echo tcptop-exit=$?");
     assert!(tmux.screen().contains(&format!("only port {}", server_addr.port())));
 
     // Two connections; the first one closes once both moved bytes.
@@ -207,7 +238,7 @@ fn live_screen_names_hosts_from_etc_hosts_puts_closed_rows_below_live_ones_and_s
         live_server.read_exact(&mut [0; 5]).unwrap();
     });
     // The detail pane keeps the numbers.
-    tmux.wait_for("the peer's name from /etc/hosts", |s| s.contains("tcptop-test-peer.example:"));
+    tmux.wait_for("the peer's name from /etc/hosts", |s| s.contains(&format!("{name}:")));
     drop((closing, closing_server));
     // Both ends of the closed connection (one of them moved the most bytes) below both
     // ends of the live one.
@@ -234,7 +265,76 @@ fn live_screen_names_hosts_from_etc_hosts_puts_closed_rows_below_live_ones_and_s
     // n: numbers instead of names.
     tmux.keys(&["n"]);
     tmux.wait_for("numeric addresses", |s| {
-        s.contains(&format!("{peer}:{}", server_addr.port())) && !s.contains("tcptop-test-peer")
+        s.contains(&format!("{peer}:{}", server_addr.port())) && !s.contains(&name)
+    });
+
+    // F6, the sort menu: PID, COMM, LOCAL; Enter sorts by it.
+    tmux.keys(&["F6"]);
+    tmux.wait_for("the sort menu", |s| s.contains(" sort by "));
+    tmux.keys(&["Home", "Down", "Down", "Enter"]);
+    tmux.wait_for("the sort by LOCAL", |s| s.contains("sort LOCAL ▲") && !s.contains(" sort by "));
+
+    // F: the cursor follows the second row when the reversed sort moves it to the top (the
+    // two ends of the live connection differ in LOCAL); unfollowed, it would stay second.
+    tmux.keys(&["Home", "Down", "F"]);
+    let followed = tmux.wait_for("following", |s| s.contains(" following ") && detail_of(s).is_some());
+    let selected = detail_of(&followed).unwrap();
+    let local = selected.split_whitespace().nth(1).unwrap().to_string();
+    let first_local = |screen: &str| {
+        let first = screen
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.get(2) == Some(&"TCP"));
+        first.map(|cells| cells[3].to_string())
+    };
+    assert_ne!(first_local(&followed).as_ref(), Some(&local), "{followed}");
+    tmux.keys(&["r"]);
+    tmux.wait_for("the followed row at the top", |s| {
+        s.contains("sort LOCAL ▼")
+            && detail_of(s).as_ref() == Some(&selected)
+            && first_local(s) == Some(local.clone())
+    });
+
+    // A structured filter: the live connection's port, either end.
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", &format!("port:{live_port}")]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the live connection's two ends alone", |s| {
+        let rows: Vec<&str> = s.lines().filter(|l| l.contains(" TCP ")).collect();
+        rows.len() == 2 && rows.iter().all(|l| l.contains(&format!(":{live_port} ")) && !l.contains("CLOSE"))
     });
     tmux.keys(&["q"]);
+    tmux.wait_for("tcptop's exit", |s| s.contains("tcptop-exit=0"));
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
+#[test]
+fn live_screen_ends_when_its_terminal_goes_away() {
+    if !bpf_allowed() || selected_strategy_unsupported() {
+        return;
+    }
+    let tmux = Tmux::tcptop("--port 9", "true");
+    let shell: u32 = tmux.display("#{pane_pid}").parse().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let tcptop: u32 =
+        children.split_whitespace().next().expect("tcptop under the pane's shell").parse().unwrap();
+    // The terminal goes, as with a closed ssh session: SIGHUP, and reads that fail. tcptop
+    // then records its last interval, which a busy machine may take seconds to read (a
+    // tcptop stuck on the dead terminal would never end).
+    drop(tmux);
+    let deadline = Instant::now() + HANGUP_EXIT;
+    while running(tcptop) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let left = running(tcptop);
+    if left {
+        // Not left spinning on the machine.
+        unsafe { libc::kill(tcptop as i32, libc::SIGKILL) };
+    }
+    assert!(!left, "tcptop outlived its terminal by {HANGUP_EXIT:?}");
 }

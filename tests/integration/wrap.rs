@@ -29,9 +29,7 @@ fn records_of(
             receive(&mut pair.server);
         })
     });
-    stop_tcptop(&mut tcptop);
-    let mut out = String::new();
-    tcptop.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let out = stop_tcptop(&mut tcptop);
     let records = out.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     Some((pair, records))
 }

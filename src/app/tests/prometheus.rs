@@ -1,10 +1,12 @@
 //! The app with `--prometheus` and no terminal: it prints nothing, and a scrape over
-//! loopback sees the scripted connection's exact totals, kept after it closed.
+//! loopback sees the scripted connection's exact totals and health, kept after it closed,
+//! and the time of each collection.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use super::*;
+use crate::model::{Conn, Rtt, TcpHealth};
 
 /// A loopback address with a port free a moment ago.
 fn free_address() -> String {
@@ -46,11 +48,20 @@ async fn scrape_until(address: &str, accept: &'static str, line: &str) -> String
 #[test]
 fn scrapes_see_exact_totals_by_label_and_a_closed_connection_keeps_its_bytes() {
     let address = free_address();
-    let closed = ConnEvent { at: Duration::from_millis(1500), kind: EventKind::Closed, conn: curl(350) };
+    let health = |resets_received| TcpHealth {
+        rtt: Some(Rtt { smoothed_us: 250, variation_us: 50, min_us: 200 }),
+        retrans: Some(2),
+        connect: None,
+        resets_sent: Some(0),
+        resets_received: Some(resets_received),
+        estimated: false,
+    };
+    let curl = |rx, resets_received| Conn { health: Some(health(resets_received)), ..curl(rx) };
+    let closed = ConnEvent { at: Duration::from_millis(1500), kind: EventKind::Closed, conn: curl(350, 1) };
     let script = |clock| {
         let overflow = Overflow { lost_events: 3, ..Overflow::default() };
         let samples = [
-            Sample { conns: vec![curl(100)], ..Sample::default() },
+            Sample { conns: vec![curl(100, 0)], ..Sample::default() },
             Sample { events: vec![closed], overflow, ..Sample::default() },
         ];
         Scripted::new(clock, samples)
@@ -66,11 +77,23 @@ fn scrapes_see_exact_totals_by_label_and_a_closed_connection_keeps_its_bytes() {
             r#"tcptop_collector_info{probe="scripted"} 1"#,
             "tcptop_lost_events_total 3",
             "tcptop_folded_series_total 0",
+            r#"tcptop_tcp_retransmits_total{comm="curl",remote_port="8080"} 2"#,
+            r#"tcptop_tcp_resets_total{direction="sent",comm="curl",remote_port="8080"} 0"#,
+            r#"tcptop_tcp_resets_total{direction="received",comm="curl",remote_port="8080"} 1"#,
+            // Data moved in both intervals.
+            r#"tcptop_tcp_rtt_seconds_count{comm="curl",remote_port="8080"} 2"#,
+            r#"tcptop_tcp_rtt_seconds_bucket{comm="curl",remote_port="8080",le="0.0001"} 0"#,
+            r#"tcptop_tcp_rtt_seconds_bucket{comm="curl",remote_port="8080",le="0.0003"} 2"#,
+            r#"tcptop_tcp_rtt_seconds_sum{comm="curl",remote_port="8080"} 0.0005"#,
+            // A scripted read takes no time on the fake clock.
+            "tcptop_collection_duration_seconds_count 2",
+            r#"tcptop_collection_duration_seconds_bucket{le="0.0001"} 2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }
-        // Closed, so no longer open.
+        // Closed, so no longer open; no handshake was seen, so nothing is known of connects.
         assert!(!text.contains("tcptop_connections{"), "{text}");
+        assert!(!text.contains("tcptop_tcp_connect"), "{text}");
         let openmetrics = scrape(&address, "application/openmetrics-text;version=1.0.0").await;
         assert!(
             openmetrics.contains("content-type: application/openmetrics-text; version=1.0.0"),

@@ -42,6 +42,12 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
         // Any key closes the help, as in htop.
         return Some(Action::ToggleHelp);
     }
+    if key.code == KeyCode::F(10) {
+        return Some(Action::Quit);
+    }
+    if state.sort_menu.is_some() {
+        return sort_menu_key(key.code);
+    }
     if let Some(action) = movement(key.code) {
         return Some(action);
     }
@@ -60,7 +66,10 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
         KeyCode::Char('s' | '>') => Some(Action::NextSort),
         KeyCode::Char('S' | '<') => Some(Action::PreviousSort),
         KeyCode::Char('r') => Some(Action::Reverse),
-        KeyCode::Char('/') => Some(Action::EditFilter),
+        KeyCode::Char('/') | KeyCode::F(3 | 4) => Some(Action::EditFilter),
+        KeyCode::F(6) => Some(Action::OpenSortMenu),
+        KeyCode::Char('[') => Some(Action::ScrollDetail(-1)),
+        KeyCode::Char(']') => Some(Action::ScrollDetail(1)),
         KeyCode::Esc if !state.filter.is_empty() => Some(Action::FilterClear),
         KeyCode::Char(' ') => Some(Action::TogglePause),
         KeyCode::Char('g') | KeyCode::Tab => Some(Action::NextGrouping),
@@ -83,6 +92,19 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
 fn tab(digit: char) -> Option<Action> {
     let index = digit.to_digit(10)?.checked_sub(1)? as usize;
     Grouping::ALL.get(index).map(|grouping| Action::SetGrouping(*grouping))
+}
+
+/// Keys of the open sort menu: it moves, chooses or closes, and nothing else happens.
+fn sort_menu_key(code: KeyCode) -> Option<Action> {
+    match code {
+        KeyCode::Up | KeyCode::Char('k') => Some(Action::SortMenuMove(-1)),
+        KeyCode::Down | KeyCode::Char('j') => Some(Action::SortMenuMove(1)),
+        KeyCode::Home => Some(Action::SortMenuMove(-isize::MAX)),
+        KeyCode::End => Some(Action::SortMenuMove(isize::MAX)),
+        KeyCode::Enter => Some(Action::SortMenuChoose),
+        KeyCode::Esc | KeyCode::F(6) | KeyCode::Char('q') => Some(Action::SortMenuClose),
+        _ => None,
+    }
 }
 
 /// Keys that move the selection, also while typing a filter.
@@ -133,6 +155,12 @@ mod tests {
             (char('<'), Action::PreviousSort),
             (char('r'), Action::Reverse),
             (char('/'), Action::EditFilter),
+            (key(KeyCode::F(3)), Action::EditFilter),
+            (key(KeyCode::F(4)), Action::EditFilter),
+            (key(KeyCode::F(6)), Action::OpenSortMenu),
+            (char('['), Action::ScrollDetail(-1)),
+            (char(']'), Action::ScrollDetail(1)),
+            (key(KeyCode::F(10)), Action::Quit),
             (char(' '), Action::TogglePause),
             (char('g'), Action::NextGrouping),
             (key(KeyCode::Tab), Action::NextGrouping),
@@ -174,6 +202,80 @@ mod tests {
         assert_eq!(action(&key(KeyCode::Esc), &s), Some(Action::FilterClear));
         assert_eq!(action(&key(KeyCode::Down), &s), Some(Action::Move(1)));
         assert_eq!(action(&ctrl_c(), &s), Some(Action::Quit));
+    }
+
+    #[test]
+    fn the_sort_menu_takes_its_keys_and_nothing_else_happens() {
+        let s = TuiState { sort_menu: Some(3), ..TuiState::default() };
+        let cases = [
+            (key(KeyCode::Up), Some(Action::SortMenuMove(-1))),
+            (char('k'), Some(Action::SortMenuMove(-1))),
+            (key(KeyCode::Down), Some(Action::SortMenuMove(1))),
+            (char('j'), Some(Action::SortMenuMove(1))),
+            (key(KeyCode::Home), Some(Action::SortMenuMove(-isize::MAX))),
+            (key(KeyCode::End), Some(Action::SortMenuMove(isize::MAX))),
+            (key(KeyCode::Enter), Some(Action::SortMenuChoose)),
+            (key(KeyCode::Esc), Some(Action::SortMenuClose)),
+            (key(KeyCode::F(6)), Some(Action::SortMenuClose)),
+            (char('q'), Some(Action::SortMenuClose)),
+            (key(KeyCode::F(10)), Some(Action::Quit)),
+            (ctrl_c(), Some(Action::Quit)),
+            (char('g'), None),
+            (char('/'), None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(action(&input, &s), expected, "{input:?}");
+        }
+    }
+
+    /// The name the help gives `code`.
+    fn key_name(code: KeyCode) -> String {
+        match code {
+            KeyCode::Char(' ') => "space".into(),
+            KeyCode::Char(c) => c.to_string(),
+            KeyCode::F(n) => format!("F{n}"),
+            KeyCode::PageUp => "PgUp".into(),
+            KeyCode::PageDown => "PgDn".into(),
+            code => format!("{code:?}"),
+        }
+    }
+
+    #[test]
+    fn the_help_names_every_key_that_does_something() {
+        let named: Vec<&str> =
+            super::super::render::HELP.iter().flat_map(|(keys, _)| keys.split_whitespace()).collect();
+        let mut codes: Vec<KeyCode> =
+            (' '..='~').map(KeyCode::Char).chain((1..=12).map(KeyCode::F)).collect();
+        codes.extend([
+            KeyCode::Up,
+            KeyCode::Down,
+            KeyCode::Left,
+            KeyCode::Right,
+            KeyCode::PageUp,
+            KeyCode::PageDown,
+            KeyCode::Home,
+            KeyCode::End,
+            KeyCode::Enter,
+            KeyCode::Esc,
+            KeyCode::Backspace,
+            KeyCode::Tab,
+            KeyCode::Delete,
+            KeyCode::Insert,
+        ]);
+        // Esc does something once a filter is kept.
+        let filtered = TuiState { filter: "ssh".into(), ..TuiState::default() };
+        for state in [TuiState::default(), filtered] {
+            for &code in &codes {
+                if action(&key(code), &state).is_some() {
+                    assert!(named.contains(&&*key_name(code)), "{code:?} is not in the help");
+                }
+            }
+        }
+        assert!(named.contains(&"Ctrl-C") && action(&ctrl_c(), &TuiState::default()).is_some());
+        // And the help names no key that does nothing.
+        for name in named.iter().filter(|name| !["mouse", "Ctrl-C"].contains(name)) {
+            assert!(codes.iter().any(|&code| key_name(code) == *name), "{name} is no key");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ pub mod render;
 pub mod screen;
 pub mod state;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::panic;
@@ -27,7 +27,7 @@ use ratatui::layout::Rect;
 use ratatui::Terminal;
 
 use crate::model::group::GroupKey;
-use crate::model::Model;
+use crate::model::{Filter, Model};
 use crate::resolve::{Names, Resolved, Services};
 use render::{render, Areas};
 use screen::{Header, Naming, Rows, Screen};
@@ -137,13 +137,23 @@ where
             Some(frozen) => (&frozen.model, &frozen.throughput, frozen.first_interval),
             None => (live, &self.throughput, self.intervals == 1),
         };
-        let rows = Rows::build(model, &self.state);
+        let filter_names = match &mut self.names {
+            // Only a filter that looks at names asks for those of rows off screen.
+            Some(names)
+                if self.state.names && Filter::parse(&self.state.filter).is_ok_and(|f| f.wants_names()) =>
+            {
+                names.of(model.rows().flat_map(|row| [row.conn.local.ip(), row.conn.remote.ip()]))
+            }
+            _ => HashMap::new(),
+        };
+        let rows = Rows::build(model, &self.state, &filter_names);
         self.keys = rows.keys();
         self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
         let shown = self.state.offset..self.state.offset + self.state.page;
         let naming = naming_of(&mut self.names, self.state.names, &self.services, rows.addresses(shown));
-        let beside_rows = render::beside(&self.state, area).map(|state| Rows::build(model, &state));
+        let beside_rows =
+            render::beside(&self.state, area).map(|state| Rows::build(model, &state, &filter_names));
         let beside = beside_rows.as_ref().map(|rows| Screen {
             header: &self.header,
             model,
@@ -169,6 +179,8 @@ where
             naming,
             beside: beside.as_ref(),
         };
+        self.state.detail_scroll =
+            self.state.detail_scroll.min(render::history_scroll_limit(&self.state, &screen));
         let state = &self.state;
         self.terminal.draw(|frame| render(state, &screen, frame))?;
         self.state.headings = render::headings(&self.state, &screen, area);

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
@@ -10,8 +11,10 @@ use ratatui::widgets::RenderDirection;
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, TableState};
 use ratatui::Frame;
 
+use crate::model::filter::KEYS as FILTER_KEYS;
 use crate::model::group::{Group, GroupKey, Grouping};
-use crate::model::{Averaging, Conn, ConnEvent, ConnRow, EventKind, Model, Proto, SortKey, Window};
+use crate::model::{Averaging, Conn, ConnEvent, ConnRow, EventKind, Filter, Model, Proto, SortKey, Window};
+use crate::strategy::Strategy;
 
 use super::screen::{address, host, Naming, Rows, Screen};
 use super::state::TuiState;
@@ -60,7 +63,7 @@ impl Areas {
 
 pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     let areas = Areas::new(frame.area(), state.detail);
-    header(state, screen, areas.header, frame);
+    header(state, screen, areas.header, areas.tabs.is_empty(), frame);
     tabs(state, areas.tabs, frame);
     let (main, side) = split(screen, areas.table);
     table(state, screen, main, true, frame);
@@ -69,18 +72,41 @@ pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     }
     detail(state, screen, areas.detail, frame);
     status(state, screen, areas.status, frame);
+    if state.sort_menu.is_some() {
+        sort_menu(state, frame);
+    }
     if state.help {
-        help(frame);
+        help(state, screen, frame);
+    }
+    if state.no_color {
+        strip_colors(frame.buffer_mut());
     }
 }
 
-fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+/// Takes the colours out of `buffer` (`NO_COLOR`), keeping what they marked: a coloured
+/// background becomes reversed video (bars, flags), grey text dim (closed rows, hints).
+fn strip_colors(buffer: &mut Buffer) {
+    for cell in &mut buffer.content {
+        let mut modifier = cell.modifier;
+        if cell.bg != Color::Reset {
+            modifier.insert(Modifier::REVERSED);
+        }
+        if cell.fg == Color::DarkGray {
+            modifier.insert(Modifier::DIM);
+        }
+        cell.set_style(Style::reset().add_modifier(modifier));
+    }
+}
+
+/// The host, collector and totals; the view by name only where no tab bar shows it.
+fn header(state: &TuiState, screen: &Screen, area: Rect, name_view: bool, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
     let h = screen.header;
     let live = screen.model.rows().filter(|r| !r.is_closed()).count();
     let (rx, tx) = screen.model.total_rates_over(screen.model.window(state.averaging));
+    let view = if name_view { format!(" · by {}", state.grouping.name()) } else { String::new() };
     let lines = vec![
         Line::from(vec![
             "tcptop".bold(),
@@ -99,8 +125,7 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             "  TX ".into(),
             per_second(tx, Units::of(state)).cyan().bold(),
             format!(
-                " · by {} · avg {} · sort {} {}",
-                state.grouping.name(),
+                "{view} · avg {} · sort {} {}",
                 averaging_name(state.averaging, h.interval),
                 sort_name(state),
                 sort_arrow(state)
@@ -625,7 +650,9 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, cursor: bool, frame: &mu
         let column = shown[i];
         if column.sorted_by(sort, state.grouping) {
             let title = format!("{}{}", column.title(), sort_arrow(state));
-            aligned(cut(&title, width), column).style(Style::new().fg(Color::Black).bg(Color::Cyan))
+            let marked = Modifier::BOLD | Modifier::UNDERLINED;
+            aligned(cut(&title, width), column)
+                .style(Style::new().fg(Color::Black).bg(Color::Cyan).add_modifier(marked))
         } else {
             aligned(cut(column.title(), width), column)
         }
@@ -645,10 +672,10 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, cursor: bool, frame: &mu
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {
-        let mut message = if state.filter.is_empty() {
-            "no connections".to_string()
-        } else {
-            format!("no connection matches “{}”", state.filter)
+        let mut message = match Filter::parse(&state.filter) {
+            Err(error) => format!("bad filter: {error}"),
+            Ok(filter) if filter.is_empty() => "no connections".to_string(),
+            Ok(_) => format!("no connection matches “{}”", state.filter),
         };
         let filters = &screen.header.filters;
         if !filters.is_empty() {
@@ -667,11 +694,16 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, cursor: bool, frame: &mu
     }
 }
 
-/// A closed row's style: greys of the 256-colour palette, each darker than the last (the
-/// 16-colour grey is many terminals' default text colour), until the row leaves the table.
+/// A closed row's style: the theme's dark grey (bright black), dimmed after its first
+/// interval, until the row leaves the table. The 16-colour palette follows a light or dark
+/// theme, where fixed greys of the 256-colour one would grow darker on a light background.
 fn fade(closed_for: u32) -> Style {
-    const GREYS: [u8; 3] = [248, 243, 239];
-    Style::new().fg(Color::Indexed(GREYS[(closed_for as usize).min(GREYS.len() - 1)]))
+    let style = Style::new().fg(Color::DarkGray);
+    if closed_for == 0 {
+        style
+    } else {
+        style.add_modifier(Modifier::DIM)
+    }
 }
 
 /// `text` cut to `width` columns, with `…` where it was cut; an address keeps its port.
@@ -750,6 +782,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let units = Units::of(state);
     let window = screen.model.window(state.averaging);
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
+    let mut rtt = None;
     let (title, lines, rx, tx) = match screen.rows {
         Rows::Conns(rows, _) => {
             let Some(row) = rows.get(state.selected) else {
@@ -774,9 +807,10 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
                 )),
             ];
             lines.extend(health.map(|(_, figures)| Line::from(figures)));
-            lines.extend(history(&row.events, DETAIL_HEIGHT as usize - 1 - lines.len()));
+            lines.extend(history(&row.events, history_room(lines.len()), state.detail_scroll));
             let rx = Flow { name: "RX", history: &row.rx_history, total: c.rx_bytes };
             let tx = Flow { name: "TX", history: &row.tx_history, total: c.tx_bytes };
+            rtt = Some(row).filter(|row| !row.rtt_history.is_empty());
             (" connection ".to_string(), lines, rx, tx)
         }
         Rows::Groups(groups) => {
@@ -796,20 +830,48 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let [text, charts] =
         Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).spacing(2).areas(inner);
     draw_lines(lines, text, frame);
-    let [rx_area, tx_area] = Layout::vertical([Constraint::Fill(1); 2]).areas(charts);
-    for (flow, area, color) in [(rx, rx_area, Color::Green), (tx, tx_area, Color::Cyan)] {
-        let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+    let mut plots = Vec::new();
+    for (flow, color) in [(rx, Color::Green), (tx, Color::Cyan)] {
         let text = format!(
             "{} {} · {} total",
             flow.name,
             per_second(window.rate(flow.history), units),
             amount(flow.total, units.raw)
         );
-        draw_lines(vec![Line::from(text).fg(color)], label, frame);
         let peak =
             flow.history.iter().max().copied().unwrap_or(0) as f64 / screen.header.interval.as_secs_f64();
-        sparkline(flow.history, &per_second(peak, units), color, chart, frame);
+        plots.push((text, flow.history, per_second(peak, units), color));
     }
+    if let Some(row) = rtt {
+        let now = row.conn.health.and_then(|h| h.rtt);
+        let text = now.map_or_else(
+            || "RTT -".to_string(),
+            |rtt| format!("RTT {} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
+        );
+        let peak = row.rtt_history.iter().max().copied().unwrap_or(0);
+        plots.push((text, &row.rtt_history, micros(peak.try_into().unwrap_or(u32::MAX)), Color::Magenta));
+    }
+    let areas = Layout::vertical(vec![Constraint::Fill(1); plots.len()]).split(charts);
+    for ((text, points, peak, color), &area) in plots.into_iter().zip(areas.iter()) {
+        let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        draw_lines(vec![Line::from(text).fg(color)], label, frame);
+        sparkline(points, &peak, color, chart, frame);
+    }
+}
+
+/// Lines of the detail pane left for the history under `lines` of figures.
+fn history_room(lines: usize) -> usize {
+    (DETAIL_HEIGHT as usize - 1).saturating_sub(lines)
+}
+
+/// How far back the selected connection's history can scroll: past all but the events
+/// that fit. Nothing for a group.
+pub fn history_scroll_limit(state: &TuiState, screen: &Screen) -> usize {
+    let Rows::Conns(rows, _) = screen.rows else { return 0 };
+    let Some(row) = rows.get(state.selected) else { return 0 };
+    // As `detail` draws them: addresses, pid, command line, container, and TCP's health.
+    let figures = if row.conn.proto == Proto::Tcp { 5 } else { 4 };
+    row.events.len().saturating_sub(history_room(figures).saturating_sub(1))
 }
 
 /// The title and first lines of a group's detail pane.
@@ -857,19 +919,22 @@ fn empty_detail(area: Rect, frame: &mut Frame) {
     frame.render_widget(Paragraph::new("nothing selected").dark_gray().block(block), area);
 }
 
-/// The newest state changes that fit in `room` lines, times relative to the first one.
-fn history(events: &[ConnEvent], room: usize) -> Vec<Line<'static>> {
+/// The state changes that fit in `room` lines, the newest but the last `scroll`, times
+/// relative to the first one.
+fn history(events: &[ConnEvent], room: usize, scroll: usize) -> Vec<Line<'static>> {
     let Some(first) = events.first() else {
         return vec![Line::from("history: no state change seen yet").dark_gray()];
     };
     let shown = events.len().min(room.saturating_sub(1));
-    let skipped = events.len() - shown;
-    let mut lines = vec![Line::from(if skipped > 0 {
-        format!("history ({skipped} earlier not shown):")
-    } else {
-        "history:".to_string()
+    let later = scroll.min(events.len() - shown);
+    let end = events.len() - later;
+    let earlier = end - shown;
+    let mut lines = vec![Line::from(match (earlier, later) {
+        (0, 0) => "history:".to_string(),
+        (earlier, 0) => format!("history ({earlier} earlier, [ scrolls):"),
+        (earlier, later) => format!("history ({earlier} earlier, {later} later, [ ] scroll):"),
     })];
-    lines.extend(events[skipped..].iter().map(|event| {
+    lines.extend(events[earlier..end].iter().map(|event| {
         let at = event.at.saturating_sub(first.at).as_secs_f64();
         let what = match event.kind {
             EventKind::State { old, new } => format!("{old} → {new}"),
@@ -882,8 +947,12 @@ fn history(events: &[ConnEvent], room: usize) -> Vec<Line<'static>> {
 
 fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let mut flags: Vec<Span> = Vec::new();
+    let filter_error = Filter::parse(&state.filter).err();
     if !state.filter.is_empty() && !state.editing_filter {
-        flags.push(format!(" filter: {} ", state.filter).black().on_yellow());
+        flags.push(match &filter_error {
+            Some(error) => format!(" bad filter: {error} ").white().on_red(),
+            None => format!(" filter: {} ", state.filter).black().on_yellow(),
+        });
     }
     if state.following {
         flags.push(" following ".black().on_light_blue());
@@ -913,23 +982,23 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             .bold(),
         );
     }
+    flags.push(collector_flag(state, &screen.header.backend, area.width));
     let flags = Line::from(flags.into_iter().flat_map(|s| [Span::raw(" "), s]).collect::<Vec<_>>());
     let [left, right] =
         Layout::horizontal([Constraint::Fill(1), Constraint::Length(flags.width() as u16)]).areas(area);
     let left_line = if state.editing_filter {
-        Line::from(vec![
-            "/".bold(),
-            state.filter.clone().into(),
-            "█".into(),
-            "  Enter keep · Esc clear".dark_gray(),
-        ])
+        let mut line = Line::from(vec!["/".bold(), state.filter.clone().into(), "█".into()]);
+        line.push_span(match filter_error {
+            Some(error) => format!("  {error}").red(),
+            None => format!("  Enter keep · Esc clear · {}:", FILTER_KEYS.join(": ")).dark_gray(),
+        });
+        line
     } else {
         let hints = [
             ("q", "quit"),
             ("?", "help"),
             ("/", "filter"),
             ("s", "sort"),
-            ("g", "group"),
             ("F", "follow"),
             ("d", "detail"),
             ("n", "names"),
@@ -947,45 +1016,116 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     draw_lines(vec![flags], right, frame);
 }
 
-const HELP: &[(&str, &str)] = &[
+/// The collector in use, and why it is not the best one where it fell back (cut to half a
+/// status line `width` wide at most; the help shows it whole).
+fn collector_flag(state: &TuiState, backend: &str, width: u16) -> Span<'static> {
+    let label = collector_label(backend);
+    match &state.collector_notice {
+        Some(notice) => {
+            let room = (width / 2).max(30);
+            format!(" {} ", cut(&format!("{label}: {notice}"), room.saturating_sub(2))).black().on_yellow()
+        }
+        None => format!(" {label} ").dark_gray(),
+    }
+}
+
+/// The collector's name as the screen shows it: an eBPF plan (named after its counting
+/// hooks) says eBPF; sock_diag and capture name themselves.
+fn collector_label(backend: &str) -> String {
+    let hooks = backend.split('/').next();
+    if Strategy::AUTO_ORDER.iter().any(|strategy| Some(strategy.name()) == hooks) {
+        format!("eBPF {backend}")
+    } else {
+        backend.to_string()
+    }
+}
+
+/// Each key and what it does; the keys column names keys as `keys::tests` checks them.
+pub(super) const HELP: &[(&str, &str)] = &[
     ("Up Down j k", "move (the cursor keeps its row as rows re-sort)"),
     ("PgUp PgDn", "move a page"),
     ("Home End", "first, last row"),
     ("F", "follow the selected row as it moves"),
-    ("s >  S <", "next, previous sort column"),
-    ("r", "reverse the sort"),
-    ("/", "filter by comm, pid, address or port"),
-    ("", "(Enter keeps it, Esc clears it)"),
+    ("s > S < r", "next, previous sort column; reverse the sort"),
+    ("F6", "sort menu: Up Down, Enter sorts, Esc closes"),
+    ("/ F3 F4", "filter: port:443 pid:1234 comm:curl state:est"),
+    ("", "host:example proto:udp, or words; all must match"),
+    ("Enter Esc", "keep the typed filter; clear the filter"),
     ("space", "pause the display (collection goes on)"),
-    ("1 2 3 4", "views: connection, process, remote host, container"),
-    ("g Tab", "next view"),
-    ("a", "rates over one interval, 10 s, 40 s"),
-    ("L", "both ends of a local connection in one row"),
+    ("1 2 3 4 g Tab", "views: connection, process, remote host, container; next"),
+    ("a L", "rates over 1 interval, 10 s, 40 s; local pairs in one row"),
     ("c i", "hide closed, idle rows"),
-    ("Enter d", "detail pane"),
-    ("n", "host and service names, or numbers"),
-    ("b", "rates in bits or bytes"),
+    ("Enter d [ ]", "detail pane; scroll its history: older, newer"),
+    ("n b", "names or numbers; rates in bits or bytes"),
     ("mouse", "wheel scrolls; click a row, or a heading to sort"),
     ("? F1", "this help"),
-    ("q Ctrl-C", "quit"),
+    ("q F10 Ctrl-C", "quit"),
 ];
 
-fn help(frame: &mut Frame) {
+fn help(state: &TuiState, screen: &Screen, frame: &mut Frame) {
+    /// Room for a fallback's reason in three lines.
+    const WIDTH: u16 = 76;
     let mut lines: Vec<Line> = HELP
         .iter()
-        .map(|(keys, what)| Line::from(vec![format!("{keys:>12}  ").bold(), (*what).into()]))
+        .map(|(keys, what)| Line::from(vec![format!("{keys:>13}  ").bold(), (*what).into()]))
         .collect();
-    lines.push(Line::default());
     lines.push(Line::from(vec![
         "  green".green().bold(),
         ": opened in the last interval · ".into(),
         "grey".dark_gray(),
         ": closed".into(),
     ]));
+    let collector = format!("collector: {}", collector_label(&screen.header.backend));
+    match &state.collector_notice {
+        Some(notice) => lines.extend(
+            wrap(&format!("{collector} · {notice}"), WIDTH as usize - 4)
+                .into_iter()
+                .map(|line| Line::from(format!("  {line}")).yellow()),
+        ),
+        None => lines.push(Line::from(format!("  {collector}"))),
+    }
     let height = lines.len() as u16 + 2;
-    let area = frame.area().centered(Constraint::Max(66), Constraint::Max(height));
+    let area = frame.area().centered(Constraint::Max(WIDTH), Constraint::Max(height));
     frame.render_widget(Clear, area);
     let block = Block::bordered().title(" tcptop keys ".bold()).title_bottom(" any key closes ");
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// `text` in lines of at most `width` columns, broken between words.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(line) if line.chars().count() + 1 + word.chars().count() <= width => {
+                line.push(' ');
+                line.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
+/// The sort menu (htop's F6): the grouping's sort keys, the cursor's reversed, the one in
+/// effect marked.
+fn sort_menu(state: &TuiState, frame: &mut Frame) {
+    let keys = state.grouping.sort_keys();
+    let lines: Vec<Line> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, &key)| {
+            let mark = if key == state.sort() { sort_arrow(state) } else { " " };
+            let line = Line::from(format!(" {mark} {:<10}", sort_key_name(key, state.grouping)));
+            if state.sort_menu == Some(i) {
+                line.reversed()
+            } else {
+                line
+            }
+        })
+        .collect();
+    let area = frame.area().centered(Constraint::Max(26), Constraint::Max(lines.len() as u16 + 2));
+    frame.render_widget(Clear, area);
+    let block = Block::bordered().title(" sort by ".bold()).title_bottom(" Enter · Esc ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
@@ -999,7 +1139,11 @@ fn only(filters: &[String]) -> String {
 }
 
 fn sort_name(state: &TuiState) -> &'static str {
-    sort_column(state.sort(), state.grouping).map_or("RX+TX/s", Column::title)
+    sort_key_name(state.sort(), state.grouping)
+}
+
+fn sort_key_name(key: SortKey, grouping: Grouping) -> &'static str {
+    sort_column(key, grouping).map_or("RX+TX/s", Column::title)
 }
 
 /// ▼ for largest (or last) first.

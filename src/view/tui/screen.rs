@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::collector::{Family, Filters};
 use crate::model::group::{fold_pairs, group, Group, GroupKey, Grouping, Peers};
-use crate::model::{ConnRow, Model, Proto, Query};
+use crate::model::{ConnRow, Filter, Model, Proto, Query};
 use crate::resolve::Services;
 
 use super::state::TuiState;
@@ -52,18 +52,24 @@ pub enum Rows<'m> {
 }
 
 impl<'m> Rows<'m> {
-    /// The rows `state` asks for: the connections matching the filter (idle and closed ones
-    /// unless hidden), grouped and sorted (by bytes over the averaging window), closed ones
-    /// below the live ones, the two ends of a connection within the host in one if asked.
-    pub fn build(model: &'m Model, state: &TuiState) -> Rows<'m> {
+    /// The rows `state` asks for: the connections matching the filter (by `names` too, the
+    /// host names known for their addresses; none for a filter that does not parse), idle
+    /// and closed ones unless hidden, grouped and sorted (by bytes over the averaging
+    /// window), closed ones below the live ones, the two ends of a connection within the
+    /// host in one if asked.
+    pub fn build(model: &'m Model, state: &TuiState, names: &HashMap<IpAddr, String>) -> Rows<'m> {
+        let filter = Filter::parse(&state.filter);
         let query = Query {
             all: !state.hide_idle,
-            text: state.filter.clone(),
+            filter: filter.clone().unwrap_or_default(),
             sort: state.sort(),
             reverse: state.reverse,
             rate_intervals: model.window(state.averaging).intervals,
         };
-        let mut conns = model.select(&query);
+        let mut conns = model.select_named(&query, names);
+        if filter.is_err() {
+            conns.clear();
+        }
         if state.hide_closed {
             conns.retain(|row| !row.is_closed());
         }

@@ -46,6 +46,15 @@ pub enum Action {
     ToggleNames,
     ToggleBits,
     ToggleHelp,
+    /// Opens the sort menu (htop's F6) at the sort in effect.
+    OpenSortMenu,
+    /// Moves the sort menu's cursor by this many entries.
+    SortMenuMove(isize),
+    /// Sorts by the sort menu's entry and closes it.
+    SortMenuChoose,
+    SortMenuClose,
+    /// Scrolls the detail pane's history by this many lines (negative: older).
+    ScrollDetail(isize),
     Quit,
 }
 
@@ -93,6 +102,14 @@ pub struct TuiState {
     /// (just above), as last drawn: where clicks land.
     pub table_top: u16,
     pub headings: Vec<(Range<u16>, SortKey)>,
+    /// The sort menu's cursor, as an index into the grouping's sort keys, while it is open.
+    pub sort_menu: Option<usize>,
+    /// How many of the selected row's newest history lines the detail pane scrolled past.
+    pub detail_scroll: usize,
+    /// Whether to draw without colours (`NO_COLOR`): attributes alone mark what colours would.
+    pub no_color: bool,
+    /// Why the collector in use is not the best one, where it fell back (for the status line).
+    pub collector_notice: Option<String>,
     pub quit: bool,
 }
 
@@ -121,6 +138,10 @@ impl Default for TuiState {
             page: 0,
             table_top: 0,
             headings: Vec::new(),
+            sort_menu: None,
+            detail_scroll: 0,
+            no_color: false,
+            collector_notice: None,
             quit: false,
         }
     }
@@ -173,14 +194,32 @@ impl TuiState {
             Action::ToggleNames => self.names = !self.names,
             Action::ToggleBits => self.bits = !self.bits,
             Action::ToggleHelp => self.help = !self.help,
+            Action::OpenSortMenu => self.sort_menu = Some(self.sort_index()),
+            Action::SortMenuMove(by) => {
+                let last = self.grouping.sort_keys().len().saturating_sub(1) as isize;
+                self.sort_menu =
+                    self.sort_menu.map(|at| (at as isize).saturating_add(by).clamp(0, last) as usize);
+            }
+            Action::SortMenuChoose => {
+                let key = self.sort_menu.take().and_then(|at| self.grouping.sort_keys().get(at).copied());
+                if let Some(key) = key.filter(|&key| key != self.sort()) {
+                    (self.sort_choice, self.reverse) = (key, false);
+                }
+            }
+            Action::SortMenuClose => self.sort_menu = None,
+            Action::ScrollDetail(by) => self.detail_scroll = self.detail_scroll.saturating_add_signed(-by),
             Action::Quit => self.quit = true,
         }
     }
 
     fn sort_step(&self, by: isize) -> SortKey {
         let keys = self.grouping.sort_keys();
-        let at = keys.iter().position(|k| *k == self.sort()).unwrap_or(0) as isize;
-        keys[(at + by).rem_euclid(keys.len() as isize) as usize]
+        keys[(self.sort_index() as isize + by).rem_euclid(keys.len() as isize) as usize]
+    }
+
+    /// Where the sort in effect is among the grouping's sort keys.
+    fn sort_index(&self) -> usize {
+        self.grouping.sort_keys().iter().position(|k| *k == self.sort()).unwrap_or(0)
     }
 
     /// Moves the cursor by hand, which stops following, as in htop.
@@ -191,7 +230,12 @@ impl TuiState {
 
     fn select(&mut self, index: isize, rows: &[GroupKey]) {
         self.selected = index.clamp(0, rows.len().saturating_sub(1) as isize) as usize;
-        self.selected_key = rows.get(self.selected).cloned();
+        let key = rows.get(self.selected).cloned();
+        if key != self.selected_key {
+            // Another row's history starts at its newest line.
+            self.detail_scroll = 0;
+        }
+        self.selected_key = key;
         self.scroll_to_selection(rows.len());
     }
 
@@ -329,6 +373,51 @@ mod tests {
         assert_eq!((s.sort(), s.reverse), (SortKey::Pid, true));
         s.apply(Action::SortBy(SortKey::Rx), &[]);
         assert_eq!((s.sort(), s.reverse), (SortKey::Rx, false));
+    }
+
+    #[test]
+    fn the_sort_menu_opens_at_the_sort_in_effect_and_enter_sorts() {
+        let mut s = TuiState { sort_choice: SortKey::State, ..TuiState::default() };
+        s.apply(Action::OpenSortMenu, &[]);
+        assert_eq!(s.sort_menu, Some(4));
+        s.apply(Action::SortMenuMove(2), &[]);
+        s.apply(Action::SortMenuChoose, &[]);
+        assert_eq!((s.sort_menu, s.sort(), s.reverse), (None, SortKey::Retrans, false));
+        // Choosing the sort in effect keeps its order; the cursor stops at either end.
+        s.reverse = true;
+        s.apply(Action::OpenSortMenu, &[]);
+        s.apply(Action::SortMenuChoose, &[]);
+        assert_eq!((s.sort(), s.reverse), (SortKey::Retrans, true));
+        s.apply(Action::OpenSortMenu, &[]);
+        s.apply(Action::SortMenuMove(isize::MAX), &[]);
+        assert_eq!(s.sort_menu, Some(SortKey::ALL.len() - 1));
+        s.apply(Action::SortMenuMove(-isize::MAX), &[]);
+        assert_eq!(s.sort_menu, Some(0));
+        s.apply(Action::SortMenuClose, &[]);
+        assert_eq!((s.sort_menu, s.sort()), (None, SortKey::Retrans));
+        // A process view's menu lists its own keys, from the total it sorts by.
+        s.apply(Action::NextGrouping, &[]);
+        s.apply(Action::OpenSortMenu, &[]);
+        s.apply(Action::SortMenuMove(1), &[]);
+        s.apply(Action::SortMenuChoose, &[]);
+        assert_eq!(s.sort(), SortKey::RxTotal);
+    }
+
+    #[test]
+    fn the_detail_history_scrolls_back_and_starts_anew_for_another_row() {
+        let mut s = state(3);
+        s.refresh(&rows(3));
+        s.apply(Action::ScrollDetail(-1), &rows(3));
+        s.apply(Action::ScrollDetail(-1), &rows(3));
+        s.apply(Action::ScrollDetail(1), &rows(3));
+        assert_eq!(s.detail_scroll, 1);
+        s.apply(Action::ScrollDetail(5), &rows(3));
+        assert_eq!(s.detail_scroll, 0);
+        s.apply(Action::ScrollDetail(-2), &rows(3));
+        s.refresh(&rows(3));
+        assert_eq!(s.detail_scroll, 2);
+        s.apply(Action::Move(1), &rows(3));
+        assert_eq!(s.detail_scroll, 0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -35,6 +35,7 @@ fn with_health(conn: Conn, rtt_us: Option<u32>, retrans: u64, connect_ms: Option
         connect: connect_ms.map(|ms| Handshake { took: Duration::from_millis(ms), failed: false }),
         resets_sent: Some(0),
         resets_received: Some(0),
+        estimated: false,
     };
     Conn { health: Some(health), ..conn }
 }
@@ -456,7 +457,7 @@ fn new_rows_are_highlighted_and_closed_ones_dimmed() {
     };
     let style_at = |y: u16| buffer[(0, y)].style();
     assert_eq!(style_at(row_of("wget")).fg, Some(Color::Green));
-    assert_eq!(style_at(row_of("51002")).fg, Some(Color::Indexed(248)));
+    assert_eq!(style_at(row_of("51002")).fg, Some(Color::DarkGray));
     assert_eq!(style_at(row_of("sshd")).fg, Some(Color::Reset));
 }
 
@@ -467,10 +468,15 @@ fn closed_rows_fade_until_they_leave() {
         let y = h.screen().lines().position(|l| l.contains("51002"))? as u16;
         Some(h.tui.terminal.backend().buffer()[(0, y)].style())
     };
+    let faded = |h: &Harness| {
+        let style = style_of_closed(h).unwrap();
+        style.fg == Some(Color::DarkGray) && style.add_modifier.contains(Modifier::DIM)
+    };
+    assert!(!faded(&h));
     h.ticks(1);
-    assert_eq!(style_of_closed(&h).unwrap().fg, Some(Color::Indexed(243)));
+    assert!(faded(&h));
     h.ticks(1);
-    assert_eq!(style_of_closed(&h).unwrap().fg, Some(Color::Indexed(239)));
+    assert!(faded(&h));
     h.ticks(2);
     assert_eq!(style_of_closed(&h), None);
 }
@@ -589,4 +595,204 @@ fn a_click_on_a_heading_sorts_by_it_and_one_on_a_row_selects_it() {
     h.input(click(50, top + 3));
     assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(5)));
     assert!(h.screen().contains("pid 5001300 · python3"));
+}
+
+/// The sizes the screen is checked at.
+const SIZES: [(u16, u16); 4] = [(60, 20), (80, 24), (120, 35), (200, 50)];
+
+#[test]
+fn structured_filters_and_a_bad_one_say_what_they_match() {
+    let mut h = Harness::started(120, 24);
+    h.typed("/port:443 comm:cu");
+    h.key(KeyCode::Enter);
+    let screen = h.screen();
+    assert!(screen.contains(" filter: port:443 comm:cu "), "{screen}");
+    let table: Vec<&str> = screen.lines().filter(|l| l.contains(" TCP ")).collect();
+    assert_eq!(table.len(), 2, "{screen}");
+    assert!(table.iter().all(|l| l.contains("curl") && l.contains(":443")), "{screen}");
+    // A port is a whole number: 5432 is postgres's, 543 nobody's.
+    h.key(KeyCode::Esc);
+    h.typed("/543");
+    assert!(h.screen().contains("no connection matches “543”"), "{}", h.screen());
+    h.typed("2");
+    assert!(h.screen().contains("postgres"));
+    h.key(KeyCode::Esc);
+    h.typed("/state:syn");
+    assert!(h.screen().contains("no connection matches “state:syn”"));
+    h.key(KeyCode::Esc);
+    h.typed("/port:x");
+    insta::assert_snapshot!("filter_bad", h.screen());
+    h.key(KeyCode::Enter);
+    let screen = h.screen();
+    assert!(screen.contains("bad filter: port:x: a port is a number up to 65535"), "{screen}");
+    assert!(screen.lines().last().unwrap().contains(" bad filter: port:x: "), "{screen}");
+}
+
+#[test]
+fn a_host_filter_matches_resolved_names_of_rows_off_screen_too() {
+    let hosts = vec![("93.184.216.34", "example.com"), ("198.51.100.7", "jump.example.org")];
+    let (mut h, mut answers) = named(120, 24, Table(hosts));
+    h.ticks(2);
+    // Nothing is shown under the filter before the names came.
+    h.typed("/host:example.com");
+    h.key(KeyCode::Enter);
+    while h.tui.names.as_ref().unwrap().pending() > 0 {
+        h.tui.resolved(answers.blocking_recv().unwrap());
+    }
+    h.tui.draw(&h.model).unwrap();
+    let screen = h.screen();
+    let table: Vec<&str> = screen.lines().filter(|l| l.contains(" TCP ")).collect();
+    assert_eq!(table.len(), 3, "curl twice and wget: {screen}");
+    assert!(table.iter().all(|l| l.contains("example.com:")), "{screen}");
+    // Or by address, whatever the names.
+    h.key(KeyCode::Esc);
+    h.typed("/host:198.51");
+    assert!(h.screen().contains("jump.example.org:53122") && !h.screen().contains("curl"));
+}
+
+#[test]
+fn f6_opens_a_sort_menu_that_arrows_and_enter_choose_from() {
+    for (width, height) in SIZES {
+        let mut h = Harness::started(width, height);
+        h.key(KeyCode::F(6));
+        insta::assert_snapshot!(format!("sort_menu_{width}x{height}"), h.screen());
+    }
+    let mut h = Harness::started(120, 35);
+    h.key(KeyCode::F(6));
+    // From RX+TX/s up to RETRANS: the health sort.
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Up);
+    h.key(KeyCode::Enter);
+    assert_eq!((h.tui.state.sort(), h.tui.state.sort_menu), (SortKey::Retrans, None));
+    assert!(h.screen().contains("sort RETRANS ▼"), "{}", h.screen());
+    h.key(KeyCode::F(6));
+    h.key(KeyCode::Down);
+    h.key(KeyCode::Esc);
+    assert_eq!((h.tui.state.sort(), h.tui.state.sort_menu), (SortKey::Retrans, None));
+    assert!(!h.screen().contains(" sort by "));
+    h.key(KeyCode::F(10));
+    assert!(h.tui.quit());
+}
+
+#[test]
+fn s_cycles_in_column_order_through_the_health_columns() {
+    let mut h = Harness::with(160, 30, TuiState { sort_choice: SortKey::State, ..TuiState::default() });
+    h.ticks(2);
+    h.typed("s");
+    assert!(h.screen().contains("sort RTT ▼"));
+    h.typed("s");
+    // curl retransmitted 3 in the last interval, python3 none (one before): curl first.
+    let screen = h.screen();
+    assert!(screen.contains("sort RETRANS ▼"), "{screen}");
+    let first = screen.lines().nth(h.tui.state.table_top as usize).unwrap();
+    assert!(first.contains("curl"), "{screen}");
+    h.typed("s");
+    assert!(h.screen().contains("sort RX/s ▼"));
+}
+
+/// The connection of id 1 (curl) once more, with `events` and this RTT (µs).
+fn curl_again(rx: u64, rtt_us: u32, events: Vec<ConnEvent>) -> Sample {
+    let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, 1_600));
+    Sample { conns: vec![with_health(curl, Some(rtt_us), 5, None)], events, ..Sample::default() }
+}
+
+#[test]
+fn the_detail_pane_scrolls_its_history_and_charts_the_rtt_with_its_peak() {
+    use TcpState::*;
+    let mut h = Harness::started(120, 35);
+    let changes =
+        [(Established, CloseWait), (CloseWait, LastAck), (LastAck, Established), (Established, FinWait1)];
+    let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (4_718_592, 1_600));
+    let events: Vec<ConnEvent> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, &(old, new))| event(102_000 + i as u64 * 10, EventKind::State { old, new }, curl.clone()))
+        .collect();
+    for (i, rtt) in [40_000, 90_000, 30_000].into_iter().enumerate() {
+        let events = if i == 0 { events.clone() } else { Vec::new() };
+        h.samples.push_back(curl_again(4_718_592 + i as u64 * 100_000, rtt, events));
+    }
+    h.ticks(3);
+    assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(1)));
+    let screen = h.screen();
+    assert!(screen.contains("history (3 earlier, [ scrolls):") && screen.contains("ESTABLISHED → FIN_WAIT1"));
+    // The RTT peak labels its sparkline.
+    assert!(screen.contains("RTT 30.0 ms ±3.75 ms") && screen.contains("90.0 ms "), "{screen}");
+    insta::assert_snapshot!("detail_history_newest", screen);
+    h.typed("[[");
+    let screen = h.screen();
+    assert!(screen.contains("history (1 earlier, 2 later, [ ] scroll):"), "{screen}");
+    assert!(screen.contains("CLOSE_WAIT → LAST_ACK") && !screen.contains("FIN_WAIT1"), "{screen}");
+    insta::assert_snapshot!("detail_history_scrolled", screen);
+    // Scrolling stops at the oldest, and comes back at once.
+    h.typed("[[[[[");
+    assert!(h.screen().contains("ESTABLISHED → CLOSE_WAIT"));
+    assert_eq!(h.tui.state.detail_scroll, 3);
+    h.typed("]]]");
+    assert!(h.screen().contains("ESTABLISHED → FIN_WAIT1"));
+}
+
+#[test]
+fn no_color_keeps_the_selection_bars_and_sort_column_visible_by_attributes() {
+    let mut h = Harness::with(120, 24, TuiState { no_color: true, ..TuiState::default() });
+    h.ticks(2);
+    h.typed("c");
+    let buffer = h.tui.terminal.backend().buffer().clone();
+    assert!(buffer.content.iter().all(|cell| cell.fg == Color::Reset && cell.bg == Color::Reset));
+    let line = |y: u16| (0..buffer.area.width).map(|x| buffer[(x, y)].clone()).collect::<Vec<_>>();
+    let has = |y: u16, x: u16, modifier: Modifier| buffer[(x, y)].modifier.contains(modifier);
+    // The headings' bar, the selected first row, the sort column, the status flag.
+    let top = h.tui.state.table_top;
+    assert!(line(top - 1).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
+    assert!(line(top).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
+    let rx = h.screen().lines().nth(top as usize - 1).unwrap().find("RX/s").unwrap() as u16 - 1;
+    assert!(has(top - 1, rx, Modifier::UNDERLINED) && !has(top - 1, 1, Modifier::UNDERLINED));
+    let status = h.screen().lines().last().unwrap().find("closed hidden").unwrap() as u16 - 1;
+    assert!(has(23, status, Modifier::REVERSED));
+    // Same text as in colour.
+    let mut coloured = Harness::started(120, 24);
+    coloured.typed("c");
+    assert_eq!(h.screen(), coloured.screen());
+}
+
+#[test]
+fn the_collector_and_why_it_fell_back_show_in_the_status_line_and_the_help() {
+    let notice = "eBPF cannot run here (needs root, or the CAP_BPF and CAP_PERFMON capabilities); \
+                  reading the kernel's TCP counters through sock_diag instead (TCP only)";
+    let state = TuiState { collector_notice: Some(notice.into()), ..TuiState::default() };
+    for (width, height) in SIZES {
+        let mut h = Harness::with(width, height, state.clone());
+        h.ticks(2);
+        insta::assert_snapshot!(format!("collector_notice_{width}x{height}"), h.screen());
+    }
+    let mut h = Harness::with(80, 24, state);
+    h.ticks(2);
+    h.typed("?");
+    let screen = h.screen();
+    assert!(screen.contains("collector: eBPF fentry") && screen.contains("CAP_PERFMON"), "{screen}");
+    insta::assert_snapshot!("help_with_notice_80x24", screen);
+}
+
+#[test]
+fn the_help_fits_80_by_24() {
+    let mut h = Harness::started(80, 24);
+    h.typed("?");
+    let screen = h.screen();
+    assert!(screen.contains("any key closes") && screen.contains("Ctrl-C  quit"), "{screen}");
+}
+
+#[test]
+fn a_click_on_the_health_headings_sorts_by_them() {
+    let mut h = Harness::started(200, 50);
+    let row = h.tui.state.table_top - 1;
+    let click = |column| {
+        let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
+        Event::Mouse(crossterm::event::MouseEvent { kind, column, row, modifiers: KeyModifiers::NONE })
+    };
+    for (title, key) in [("RETRANS", SortKey::Retrans), ("RTT", SortKey::Rtt)] {
+        let x = h.screen().lines().nth(row as usize).unwrap().find(&format!(" {title}")).unwrap() as u16 + 1;
+        h.input(click(x));
+        assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (key, false), "{title}");
+    }
 }
