@@ -429,8 +429,13 @@ fn conn_cell(row: &ConnRow, peer: Option<&ConnRow>, column: Column, cells: Cells
         Column::Local => address(c.local, c.proto, naming),
         Column::Remote | Column::Host => address(c.remote, c.proto, naming),
         Column::State => state_text(c),
-        Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
-        Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
+        Column::Rtt => c
+            .health
+            .and_then(|h| h.rtt)
+            .map_or_else(|| "-".into(), |rtt| format!("{}{}", estimate_mark(c), micros(rtt.smoothed_us))),
+        Column::Retrans => {
+            row.retransmits().map_or_else(|| "-".into(), |n| format!("{}{n}", estimate_mark(c)))
+        }
         Column::RxRate => rate(window.rate(&row.rx_history), units),
         Column::TxRate => rate(window.rate(&row.tx_history), units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
@@ -503,6 +508,7 @@ fn micros(us: u32) -> String {
 /// line, and a line of RTT, retransmits and resets ("-" for each one unknown).
 fn health_text(row: &ConnRow) -> (String, String) {
     let h = row.conn.health.unwrap_or_default();
+    let mark = estimate_mark(&row.conn);
     let known = |n: Option<u32>| n.map_or_else(|| "-".into(), |n| n.to_string());
     let connect = match h.connect {
         Some(c) => {
@@ -513,14 +519,30 @@ fn health_text(row: &ConnRow) -> (String, String) {
     };
     let rtt = h.rtt.map_or_else(
         || "RTT -".into(),
-        |r| format!("RTT {} ±{} min {}", micros(r.smoothed_us), micros(r.variation_us), micros(r.min_us)),
+        |r| {
+            format!(
+                "RTT {mark}{} ±{} min {}",
+                micros(r.smoothed_us),
+                micros(r.variation_us),
+                micros(r.min_us)
+            )
+        },
     );
     let retrans = match (h.retrans, row.retransmits()) {
-        (Some(total), Some(now)) => format!("retrans {total} ({now} now)"),
+        (Some(total), Some(now)) => format!("retrans {mark}{total} ({now} now)"),
         _ => "retrans -".into(),
     };
     let resets = format!("RST {} out {} in", known(h.resets_sent), known(h.resets_received));
     (format!(" · {connect}"), format!("{rtt} · {retrans} · {resets}"))
+}
+
+/// `~` before a health figure estimated from packets (capture), as the batch table marks it.
+fn estimate_mark(conn: &Conn) -> &'static str {
+    if conn.health.is_some_and(|h| h.estimated) {
+        "~"
+    } else {
+        ""
+    }
 }
 
 fn or_dash(text: &str) -> String {
@@ -843,10 +865,10 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         plots.push((text, flow.history, per_second(peak, units), color));
     }
     if let Some(row) = rtt {
-        let now = row.conn.health.and_then(|h| h.rtt);
+        let (now, mark) = (row.conn.health.and_then(|h| h.rtt), estimate_mark(&row.conn));
         let text = now.map_or_else(
             || "RTT -".to_string(),
-            |rtt| format!("RTT {} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
+            |rtt| format!("RTT {mark}{} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
         );
         let peak = row.rtt_history.iter().max().copied().unwrap_or(0);
         plots.push((text, &row.rtt_history, micros(peak.try_into().unwrap_or(u32::MAX)), Color::Magenta));

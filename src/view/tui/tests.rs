@@ -342,6 +342,24 @@ fn l_folds_both_ends_of_a_local_connection_into_one_row() {
 }
 
 #[test]
+fn health_estimated_from_packets_is_marked_in_the_table_and_the_detail_pane() {
+    let mut h = Harness::with(160, 30, TuiState { detail: true, ..TuiState::default() });
+    let curl = with_health(
+        conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (500, 50)),
+        Some(18_200),
+        3,
+        None,
+    );
+    let estimated = Conn { health: curl.health.map(|h| TcpHealth { estimated: true, ..h }), ..curl };
+    h.samples = VecDeque::from([Sample { conns: vec![estimated], ..Sample::default() }]);
+    h.ticks(1);
+    let screen = h.screen();
+    let row = screen.lines().nth(h.tui.state.table_top as usize).unwrap();
+    assert!(row.contains("~18.2 ms") && row.contains(" ~3 "), "{screen}");
+    assert!(screen.contains("RTT ~18.2 ms ±2.27 ms min 13.7 ms · retrans ~3 (3 now)"), "{screen}");
+}
+
+#[test]
 fn help_overlay() {
     let mut h = Harness::started(100, 30);
     h.typed("?");
