@@ -806,28 +806,33 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
     let mut rtt = None;
     let (title, lines, rx, tx) = match screen.rows {
-        Rows::Conns(rows, _) => {
+        Rows::Conns(rows, peers) => {
             let Some(row) = rows.get(state.selected) else {
                 return empty_detail(area, frame);
             };
             let c = &row.conn;
             let health = (c.proto == Proto::Tcp).then(|| health_text(row));
+            let owner = |c: &Conn| format!("pid {} · {}", pid_text(c.pid), or_dash(&c.comm));
             let mut lines = vec![
                 Line::from(format!("{} {} → {}", c.proto, c.local, c.remote)),
                 Line::from(format!(
-                    "pid {} · {} · {}{}",
-                    pid_text(c.pid),
-                    or_dash(&c.comm),
+                    "{} · {}{}",
+                    owner(c),
                     state_text(c),
                     health.as_ref().map_or("", |(handshake, _)| handshake)
                 )),
+            ];
+            // A folded row's other end, within the host too.
+            lines
+                .extend(peers.get(&c.id).map(|peer| Line::from(format!("other end: {}", owner(&peer.conn)))));
+            lines.extend([
                 Line::from(cmdline()),
                 Line::from(format!(
                     "container {} · netns {}",
                     c.container().as_deref().unwrap_or("-"),
                     c.netns.map_or_else(|| "-".to_string(), |ns| ns.to_string())
                 )),
-            ];
+            ]);
             lines.extend(health.map(|(_, figures)| Line::from(figures)));
             lines.extend(history(&row.events, history_room(lines.len()), state.detail_scroll));
             let rx = Flow { name: "RX", history: &row.rx_history, total: c.rx_bytes };

@@ -336,6 +336,13 @@ fn l_folds_both_ends_of_a_local_connection_into_one_row() {
         insta::assert_snapshot!(format!("folded_{width}x{height}"), h.screen());
         assert_eq!(h.tui.keys.len(), 2);
         assert!(h.screen().contains("local pairs folded"));
+        // The detail pane names both ends' processes.
+        let screen = h.screen();
+        assert!(
+            screen.contains("pid 5002000 · redis-cli")
+                && screen.contains("other end: pid 5002001 · redis-server"),
+            "{screen}"
+        );
         h.typed("L");
         assert_eq!(h.tui.keys.len(), 3);
     }
