@@ -1,18 +1,24 @@
 //! How long the live screen takes to build and draw one frame of 10,000 connections: filter,
-//! sort, the visible rows, the detail pane, on a 200x60 TestBackend. Prints the median.
+//! sort, the visible rows, the detail pane, on a 200x60 TestBackend; with addresses as
+//! numbers, then with host and service names (a fake resolver that answers every address at
+//! once, all answers in before timing). Prints the median of each.
 //! Run: cargo bench --bench render
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
 use tcptop::model::{Conn, Proto, Sample, TcpState};
 use tcptop::model::{Model, Retention};
+use tcptop::resolve::{Lookup, Names, Services};
 use tcptop::view::tui::screen::Header;
 use tcptop::view::tui::state::TuiState;
 use tcptop::view::tui::Tui;
 
 const CONNECTIONS: u64 = 10_000;
 const RUNS: usize = 101;
+/// How long no new answer may come before all the frame's names are taken to be in.
+const ANSWERS_SETTLED: Duration = Duration::from_millis(500);
 
 fn sample(round: u64) -> Sample {
     let conns = (0..CONNECTIONS)
@@ -34,31 +40,70 @@ fn sample(round: u64) -> Sample {
     Sample { conns, ..Sample::default() }
 }
 
-fn main() {
-    let mut model = Model::new(Duration::ZERO, Retention::default());
-    for round in 1..=3 {
-        model.update(sample(round), Duration::from_secs(round));
+/// Names every address, as long as a data centre's names tend to be.
+struct Fake;
+
+impl Lookup for Fake {
+    fn reverse(&mut self, ip: IpAddr) -> Option<String> {
+        Some(format!("host-{}.rack-7.dc-east.example.net", ip.to_string().replace('.', "-")))
     }
+}
+
+fn tui() -> Tui<TestBackend> {
     let header = Header {
         host: "bench".into(),
         backend: "fentry".into(),
         interval: Duration::from_secs(1),
         filters: Vec::new(),
     };
-    let mut tui = Tui::new(TestBackend::new(200, 60), header, TuiState::default()).unwrap();
-    tui.interval(&model);
+    Tui::new(TestBackend::new(200, 60), header, TuiState::default()).unwrap()
+}
+
+/// Median, least and most time of a frame over `RUNS` frames.
+fn frames(tui: &mut Tui<TestBackend>, model: &Model) -> [Duration; 3] {
     let mut times: Vec<Duration> = (0..RUNS)
         .map(|_| {
             let start = Instant::now();
-            tui.draw(&model).unwrap();
+            tui.draw(model).unwrap();
             start.elapsed()
         })
         .collect();
     times.sort();
+    [times[RUNS / 2], times[0], times[RUNS - 1]]
+}
+
+fn report(what: &str, [median, min, max]: [Duration; 3]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "build and draw one frame of {CONNECTIONS} connections (200x60): median {:.2} ms, min {:.2} ms, max {:.2} ms over {RUNS} runs",
-        times[RUNS / 2].as_secs_f64() * 1e3,
-        times[0].as_secs_f64() * 1e3,
-        times[RUNS - 1].as_secs_f64() * 1e3,
+        "build and draw one frame of {CONNECTIONS} connections (200x60), {what}: median {:.2} ms, min {:.2} ms, max {:.2} ms over {RUNS} runs",
+        ms(median),
+        ms(min),
+        ms(max),
     );
+}
+
+fn main() {
+    let mut model = Model::new(Duration::ZERO, Retention::default());
+    for round in 1..=3 {
+        model.update(sample(round), Duration::from_secs(round));
+    }
+    let mut numeric = tui();
+    numeric.interval(&model);
+    report("addresses as numbers", frames(&mut numeric, &model));
+
+    let (names, mut answers) = Names::start(Fake).unwrap();
+    let services = Services::parse("https 443/tcp\n");
+    let mut named = tui().with_names(names, services);
+    named.interval(&model);
+    // Frames ask for the names they show; the resolver answers one at a time.
+    let (mut last_answer, mut named_addresses) = (Instant::now(), 0);
+    while last_answer.elapsed() < ANSWERS_SETTLED {
+        named.draw(&model).unwrap();
+        while let Ok(answer) = answers.try_recv() {
+            named.resolved(answer);
+            (last_answer, named_addresses) = (Instant::now(), named_addresses + 1);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    report(&format!("with host and service names ({named_addresses} hosts)"), frames(&mut named, &model));
 }

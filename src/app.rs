@@ -100,6 +100,7 @@ where
             reverse: args.reverse,
             raw_bytes: args.bytes,
             names: !args.numeric,
+            fold_pairs: args.fold_loopback,
             no_color: os.no_color,
             // The collector wrote it before it reported its start.
             collector_notice: os.collector_notice.lock().unwrap_or_else(|e| e.into_inner()).take(),
@@ -159,8 +160,7 @@ fn stdout_sink(args: &Args, stdout: Box<dyn Write>, is_terminal: bool) -> Option
         }
         None => Format::Text,
     };
-    let query =
-        Query { all: args.all, filter: Default::default(), sort: args.sort.into(), reverse: args.reverse };
+    let query = Query { all: args.all, sort: args.sort.into(), reverse: args.reverse, ..Query::default() };
     let out = BufWriter::new(stdout);
     Some(match format {
         Format::Text => Box::new(BatchTable { out, query }),

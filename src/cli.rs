@@ -106,6 +106,11 @@ pub struct Args {
     #[arg(short, long)]
     pub numeric: bool,
 
+    /// Show both ends of a connection within the host (a loopback one, say) as one row on the
+    /// live screen, with both processes (`L` toggles it).
+    #[arg(long)]
+    pub fold_loopback: bool,
+
     /// How to hook the kernel: auto (the best this kernel allows: fentry, then kprobe, then
     /// tracepoint), fentry, kprobe or tracepoint.
     #[arg(long, value_name = "HOOKS", default_value = "auto", value_parser = parse_probe)]

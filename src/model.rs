@@ -230,6 +230,8 @@ pub struct Model {
     cmdlines: HashMap<u32, String>,
     /// Whether a sample was applied: the first one also lists connections older than tcptop.
     updated: bool,
+    /// The length of each interval of the rows' histories, oldest first, as long as they.
+    intervals: VecDeque<Duration>,
 }
 
 impl Model {
@@ -248,6 +250,7 @@ impl Model {
             collection_time: Duration::ZERO,
             cmdlines: HashMap::new(),
             updated: false,
+            intervals: VecDeque::new(),
         }
     }
 
@@ -336,6 +339,10 @@ impl Model {
         self.last_update = now;
         let secs = self.elapsed.as_secs_f64();
         let history = self.retention.history;
+        if self.intervals.len() == history {
+            self.intervals.pop_front();
+        }
+        self.intervals.push_back(self.elapsed);
         let first = !self.updated;
         self.updated = true;
         let idle = self.retention.udp_idle;
@@ -414,9 +421,89 @@ impl Model {
             Box::new(self.busy.iter().map(|id| &self.rows[id]).filter(|r| r.is_active()))
         };
         let mut rows: Vec<&ConnRow> = candidates.filter(|r| query.filter.matches(r, names)).collect();
-        sort_rows(&mut rows, query.sort, query.reverse);
+        sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
         rows
     }
+
+    /// The newest intervals `averaging` spans: those whose middle lies within its span
+    /// (at least the last one), as far back as the histories go.
+    pub fn window(&self, averaging: Averaging) -> Window {
+        let span = averaging.span().unwrap_or(Duration::ZERO);
+        let mut window = Window { intervals: 0, seconds: 0.0 };
+        let mut covered = Duration::ZERO;
+        for &interval in self.intervals.iter().rev() {
+            if window.intervals > 0 && covered + interval / 2 > span {
+                break;
+            }
+            covered += interval;
+            window.intervals += 1;
+        }
+        window.seconds = covered.as_secs_f64();
+        window
+    }
+
+    /// Total (rx, tx) bytes per second over `window`, of the rows still in the table.
+    pub fn total_rates_over(&self, window: Window) -> (f64, f64) {
+        self.rows.values().fold((0.0, 0.0), |(rx, tx), r| {
+            (rx + window.rate(&r.rx_history), tx + window.rate(&r.tx_history))
+        })
+    }
+}
+
+/// How far back the rate columns look, as iftop's 2, 10 and 40 s averages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Averaging {
+    /// The last interval.
+    #[default]
+    Interval,
+    TenSeconds,
+    FortySeconds,
+}
+
+impl Averaging {
+    /// The next window, cycling.
+    pub fn next(self) -> Averaging {
+        match self {
+            Averaging::Interval => Averaging::TenSeconds,
+            Averaging::TenSeconds => Averaging::FortySeconds,
+            Averaging::FortySeconds => Averaging::Interval,
+        }
+    }
+
+    /// How long the window is; `None`: one interval, however long.
+    pub fn span(self) -> Option<Duration> {
+        match self {
+            Averaging::Interval => None,
+            Averaging::TenSeconds => Some(Duration::from_secs(10)),
+            Averaging::FortySeconds => Some(Duration::from_secs(40)),
+        }
+    }
+}
+
+/// The newest intervals of the rows' histories that a rate averages over.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    /// How many intervals, newest first (0 before the first sample).
+    pub intervals: usize,
+    /// Their length together.
+    pub seconds: f64,
+}
+
+impl Window {
+    /// Bytes per second over the window of `history` (per-interval bytes, oldest first; a
+    /// shorter history moved nothing before it starts).
+    pub fn rate(self, history: &VecDeque<u64>) -> f64 {
+        if self.seconds > 0.0 {
+            recent(history, self.intervals) as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The bytes of the newest `intervals` entries of `history`.
+pub fn recent(history: &VecDeque<u64>, intervals: usize) -> u64 {
+    history.iter().rev().take(intervals).sum()
 }
 
 /// The row of `conn`, new ones starting from zero so that their first totals count.
@@ -460,6 +547,9 @@ pub struct Query {
     pub sort: SortKey,
     /// Reverse the natural order of `sort`.
     pub reverse: bool,
+    /// How many of the newest intervals the byte sorts (total, RX, TX) add up, as the rate
+    /// columns average them (`Window::intervals`); 0 or 1: the last.
+    pub rate_intervals: usize,
 }
 
 /// A sortable column. Byte, rate and health columns sort largest first (unknown last), the
@@ -501,14 +591,18 @@ impl SortKey {
         SortKey::TxTotal,
     ];
 
-    /// What `row` sorts by under this key.
-    fn value(self, row: &ConnRow) -> SortValue<'_> {
+    /// What `row` sorts by under this key, its bytes over the newest `intervals`.
+    fn value(self, row: &ConnRow, intervals: usize) -> SortValue<'_> {
         let c = &row.conn;
         let largest = |n: u64| SortValue::Largest(Reverse(Some(n)));
+        let (rx, tx) = match intervals {
+            0 | 1 => (row.rx_bytes, row.tx_bytes),
+            n => (recent(&row.rx_history, n), recent(&row.tx_history, n)),
+        };
         match self {
-            SortKey::Total => largest(row.rx_bytes + row.tx_bytes),
-            SortKey::Rx => largest(row.rx_bytes),
-            SortKey::Tx => largest(row.tx_bytes),
+            SortKey::Total => largest(rx + tx),
+            SortKey::Rx => largest(rx),
+            SortKey::Tx => largest(tx),
             SortKey::RxTotal => largest(c.rx_bytes),
             SortKey::TxTotal => largest(c.tx_bytes),
             SortKey::Rtt => {
@@ -542,10 +636,11 @@ enum SortValue<'a> {
     State(Option<TcpState>),
 }
 
-/// Sorts by `key`, ties broken by connection id so the order is stable between frames.
-pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool) {
+/// Sorts by `key` (bytes over the newest `intervals`), ties broken by connection id so the
+/// order is stable between frames.
+pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool, intervals: usize) {
     let mut keyed: Vec<(SortValue<'_>, u64, &ConnRow)> =
-        rows.iter().map(|&row| (key.value(row), row.conn.id, row)).collect();
+        rows.iter().map(|&row| (key.value(row, intervals), row.conn.id, row)).collect();
     // Ids are unique, so an unstable sort gives one order.
     keyed.sort_unstable_by(|a, b| {
         let order = a.0.cmp(&b.0);
@@ -857,6 +952,49 @@ mod tests {
                 assert_eq!(ids(&whole), ids(&changes), "step {step}");
             }
         }
+    }
+
+    #[test]
+    fn averages_cover_the_newest_intervals_within_their_span_as_far_as_the_histories_go() {
+        let mut model = Model::new(secs(0), Retention { history: 12, ..Retention::default() });
+        assert_eq!(model.window(Averaging::TenSeconds), Window { intervals: 0, seconds: 0.0 });
+        // A burst of 900 bytes, then 10 bytes a second; conn 2 starts in the third interval.
+        model.update(live(vec![conn(1, 900, 0)]), secs(1));
+        model.update(live(vec![conn(1, 910, 0)]), secs(2));
+        model.update(live(vec![conn(1, 920, 0), conn(2, 60, 30)]), secs(3));
+        let window = model.window(Averaging::TenSeconds);
+        assert_eq!(window, Window { intervals: 3, seconds: 3.0 });
+        let (one, two) = (model.row(1).unwrap(), model.row(2).unwrap());
+        assert_eq!((window.rate(&one.rx_history), window.rate(&two.rx_history)), (920.0 / 3.0, 20.0));
+        let last = model.window(Averaging::Interval);
+        assert_eq!((last, last.rate(&one.rx_history)), (Window { intervals: 1, seconds: 1.0 }, one.rx_rate));
+        let sum = window.rate(&one.rx_history) + window.rate(&two.rx_history);
+        assert_eq!(model.total_rates_over(window), (sum, 10.0));
+        // Sorted by the window's bytes, the burst comes first; by the last interval, conn 2.
+        let ids = |rate_intervals| {
+            let query = Query { rate_intervals, ..Query::default() };
+            model.select(&query).iter().map(|r| r.conn.id).collect::<Vec<_>>()
+        };
+        assert_eq!((ids(window.intervals), ids(1)), (vec![1, 2], vec![2, 1]));
+        // Intervals a little longer than a second: ten of them still make the 10 s window,
+        // and 40 s reach only as far back as the 12 intervals kept.
+        let mut at = Duration::from_secs(3);
+        for _ in 0..12 {
+            at += Duration::from_millis(1_001);
+            model.update(live(vec![conn(1, 920, 0), conn(2, 60, 30)]), at);
+        }
+        assert_eq!(model.window(Averaging::TenSeconds).intervals, 10);
+        assert_eq!(model.window(Averaging::FortySeconds).intervals, 12);
+        assert_eq!(model.row(1).unwrap().rx_history.len(), 12);
+    }
+
+    #[test]
+    fn averaging_cycles_one_interval_ten_and_forty_seconds() {
+        let a = Averaging::default();
+        assert_eq!(
+            (a, a.next(), a.next().next(), a.next().next().next()),
+            (Averaging::Interval, Averaging::TenSeconds, Averaging::FortySeconds, Averaging::Interval)
+        );
     }
 
     #[test]

@@ -156,10 +156,26 @@ fn the_screen_answers_a_key_within_one_frame_while_a_slow_collection_runs() {
         assert_eq!(collections.recv().await, Some(Duration::from_secs(2)));
         // The second read is under way and held.
         io.key('g');
-        let grouped = io.frame_with("by process").await;
+        let grouped = io.frame_with("CONNS").await;
         assert!(grouped.contains("1 connection"), "still the first interval: {grouped}");
         io.key('q');
         drop(go);
+        io
+    });
+    result.unwrap();
+}
+
+#[test]
+fn fold_loopback_starts_the_screen_with_both_ends_of_a_local_connection_in_one_row() {
+    let both_ends = |rx| {
+        let server = test_conn(2, 4343, "server", ("127.0.0.1:8080", "127.0.0.1:50000"), (7, rx));
+        Sample { conns: vec![curl(rx), server], ..Sample::default() }
+    };
+    let script = |clock| Scripted::new(clock, vec![both_ends(100), both_ends(350)]);
+    let (result, _io) = run_app(&["--fold-loopback"], true, script, |mut io| async move {
+        let frame = io.frame_with("curl↔server").await;
+        assert!(frame.contains("4242↔4343") && frame.contains("local pairs folded"), "{frame}");
+        io.key('q');
         io
     });
     result.unwrap();

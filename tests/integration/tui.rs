@@ -254,8 +254,12 @@ fn live_screen_names_hosts_puts_closed_rows_below_live_ones_sorts_on_a_click_or_
     });
 
     // A click on the COMM heading (an SGR mouse report, as a terminal sends it) sorts by it.
-    let comm = tmux.screen().lines().nth(2).unwrap().find("COMM").unwrap() + 1;
-    tmux.keys(&["-l", &format!("\x1b[<0;{comm};3M\x1b[<0;{comm};3m")]);
+    let screen = tmux.screen();
+    let headings = screen.lines().position(|l| l.contains("PID COMM")).unwrap();
+    let comm = screen.lines().nth(headings).unwrap().find("COMM").unwrap() + 1;
+    // The report counts rows and columns from 1.
+    let row = headings + 1;
+    tmux.keys(&["-l", &format!("\x1b[<0;{comm};{row}M\x1b[<0;{comm};{row}m")]);
     tmux.wait_for("the sort by COMM", |s| s.contains("sort COMM ▲") && s.contains("COMM▲"));
 
     // n: numbers instead of names.

@@ -3,6 +3,7 @@
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEventKind};
 
 use super::state::{Action, TuiState};
+use crate::model::group::Grouping;
 
 /// Rows the mouse wheel moves per notch.
 const WHEEL_ROWS: isize = 3;
@@ -71,7 +72,10 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
         KeyCode::Char(']') => Some(Action::ScrollDetail(1)),
         KeyCode::Esc if !state.filter.is_empty() => Some(Action::FilterClear),
         KeyCode::Char(' ') => Some(Action::TogglePause),
-        KeyCode::Char('g') => Some(Action::NextGrouping),
+        KeyCode::Char('g') | KeyCode::Tab => Some(Action::NextGrouping),
+        KeyCode::Char(digit @ '1'..='9') => tab(digit),
+        KeyCode::Char('a') => Some(Action::NextAveraging),
+        KeyCode::Char('L') => Some(Action::ToggleFolding),
         KeyCode::Char('F') => Some(Action::ToggleFollow),
         KeyCode::Char('c') => Some(Action::ToggleClosed),
         KeyCode::Char('i') => Some(Action::ToggleIdle),
@@ -82,6 +86,12 @@ fn key_action(key: &KeyEvent, state: &TuiState) -> Option<Action> {
         KeyCode::Char('q') => Some(Action::Quit),
         _ => None,
     }
+}
+
+/// The tab of the view a digit key names, counted from 1.
+fn tab(digit: char) -> Option<Action> {
+    let index = digit.to_digit(10)?.checked_sub(1)? as usize;
+    Grouping::ALL.get(index).map(|grouping| Action::SetGrouping(*grouping))
 }
 
 /// Keys of the open sort menu: it moves, chooses or closes, and nothing else happens.
@@ -153,6 +163,13 @@ mod tests {
             (key(KeyCode::F(10)), Action::Quit),
             (char(' '), Action::TogglePause),
             (char('g'), Action::NextGrouping),
+            (key(KeyCode::Tab), Action::NextGrouping),
+            (char('1'), Action::SetGrouping(Grouping::Connection)),
+            (char('2'), Action::SetGrouping(Grouping::Process)),
+            (char('3'), Action::SetGrouping(Grouping::RemoteHost)),
+            (char('4'), Action::SetGrouping(Grouping::Container)),
+            (char('a'), Action::NextAveraging),
+            (char('L'), Action::ToggleFolding),
             (char('F'), Action::ToggleFollow),
             (char('c'), Action::ToggleClosed),
             (char('i'), Action::ToggleIdle),
@@ -167,7 +184,7 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(action(&input, &s), Some(expected), "{input:?}");
         }
-        assert_eq!(action(&char('x'), &s), None);
+        assert_eq!((action(&char('x'), &s), action(&char('5'), &s)), (None, None));
         // Esc clears a kept filter, and does nothing without one.
         assert_eq!(action(&key(KeyCode::Esc), &s), None);
         let filtered = TuiState { filter: "ssh".into(), ..TuiState::default() };

@@ -9,6 +9,7 @@ pub mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::IpAddr;
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
@@ -150,14 +151,34 @@ where
         self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
         let shown = self.state.offset..self.state.offset + self.state.page;
-        let naming = match &mut self.names {
-            Some(names) if self.state.names => {
-                Some(Naming { hosts: names.of(rows.addresses(shown)), services: &self.services })
-            }
-            _ => None,
+        let naming = naming_of(&mut self.names, self.state.names, &self.services, rows.addresses(shown));
+        let beside_rows =
+            render::beside(&self.state, area).map(|state| Rows::build(model, &state, &filter_names));
+        let beside = beside_rows.as_ref().map(|rows| Screen {
+            header: &self.header,
+            model,
+            rows,
+            throughput,
+            cmdline: None,
+            first_interval,
+            naming: naming_of(
+                &mut self.names,
+                self.state.names,
+                &self.services,
+                rows.addresses(0..self.state.page),
+            ),
+            beside: None,
+        });
+        let screen = Screen {
+            header: &self.header,
+            model,
+            rows: &rows,
+            throughput,
+            cmdline,
+            first_interval,
+            naming,
+            beside: beside.as_ref(),
         };
-        let screen =
-            Screen { header: &self.header, model, rows: &rows, throughput, cmdline, first_interval, naming };
         self.state.detail_scroll =
             self.state.detail_scroll.min(render::history_scroll_limit(&self.state, &screen));
         let state = &self.state;
@@ -165,6 +186,20 @@ where
         self.state.headings = render::headings(&self.state, &screen, area);
         self.state.table_top = Areas::new(area, self.state.detail).table.y + 1;
         Ok(())
+    }
+}
+
+/// Names for `ips` while `on`: those `names` knows (it is asked for the others), and
+/// `services`.
+fn naming_of<'s>(
+    names: &mut Option<Names>,
+    on: bool,
+    services: &'s Services,
+    ips: Vec<IpAddr>,
+) -> Option<Naming<'s>> {
+    match names {
+        Some(names) if on => Some(Naming { hosts: names.of(ips), services }),
+        _ => None,
     }
 }
 

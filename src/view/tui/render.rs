@@ -13,7 +13,7 @@ use ratatui::Frame;
 
 use crate::model::filter::KEYS as FILTER_KEYS;
 use crate::model::group::{Group, GroupKey, Grouping};
-use crate::model::{Conn, ConnEvent, ConnRow, EventKind, Filter, Model, Proto, SortKey};
+use crate::model::{Averaging, Conn, ConnEvent, ConnRow, EventKind, Filter, Model, Proto, SortKey, Window};
 use crate::strategy::Strategy;
 
 use super::screen::{address, host, Naming, Rows, Screen};
@@ -25,10 +25,14 @@ const HEADER_TEXT_WIDTH: usize = 64;
 const BYTES_WIDTH: u16 = 9;
 /// Widest an address or name column grows before the room left over is shared out.
 const MAX_PREFERRED: u16 = 40;
+/// The least width at which the process view has the remote hosts beside it, as bandwhich.
+const SIDE_BY_SIDE_WIDTH: u16 = 200;
 
 /// Where each part of the screen goes; parts that do not fit are empty.
 pub struct Areas {
     pub header: Rect,
+    /// The views' tab bar.
+    pub tabs: Rect,
     pub table: Rect,
     pub detail: Rect,
     pub status: Rect,
@@ -38,15 +42,17 @@ impl Areas {
     /// The parts of `area`, the detail pane only if `detail` asks for it.
     pub fn new(area: Rect, detail: bool) -> Areas {
         let header = if area.height >= 8 { 2 } else { 0 };
+        let tabs = if area.height >= 12 { 1 } else { 0 };
         let detail = if detail && area.height >= 20 { DETAIL_HEIGHT } else { 0 };
-        let [header, table, detail, status] = Layout::vertical([
+        let [header, tabs, table, detail, status] = Layout::vertical([
             Constraint::Length(header),
+            Constraint::Length(tabs),
             Constraint::Min(0),
             Constraint::Length(detail),
             Constraint::Length(1),
         ])
         .areas(area);
-        Areas { header, table, detail, status }
+        Areas { header, tabs, table, detail, status }
     }
 
     /// Table rows that fit under the column headings.
@@ -57,8 +63,13 @@ impl Areas {
 
 pub fn render(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     let areas = Areas::new(frame.area(), state.detail);
-    header(state, screen, areas.header, frame);
-    table(state, screen, areas.table, frame);
+    header(state, screen, areas.header, areas.tabs.is_empty(), frame);
+    tabs(state, areas.tabs, frame);
+    let (main, side) = split(screen, areas.table);
+    table(state, screen, main, true, frame);
+    if let (Some(beside), Some(beside_state)) = (screen.beside, beside(state, frame.area())) {
+        table(&beside_state, beside, side, false, frame);
+    }
     detail(state, screen, areas.detail, frame);
     status(state, screen, areas.status, frame);
     if state.sort_menu.is_some() {
@@ -87,13 +98,15 @@ fn strip_colors(buffer: &mut Buffer) {
     }
 }
 
-fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+/// The host, collector and totals; the view by name only where no tab bar shows it.
+fn header(state: &TuiState, screen: &Screen, area: Rect, name_view: bool, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
     let h = screen.header;
     let live = screen.model.rows().filter(|r| !r.is_closed()).count();
-    let (rx, tx) = screen.model.total_rates();
+    let (rx, tx) = screen.model.total_rates_over(screen.model.window(state.averaging));
+    let view = if name_view { format!(" · by {}", state.grouping.name()) } else { String::new() };
     let lines = vec![
         Line::from(vec![
             "tcptop".bold(),
@@ -111,8 +124,13 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             per_second(rx, Units::of(state)).green().bold(),
             "  TX ".into(),
             per_second(tx, Units::of(state)).cyan().bold(),
-            format!(" · by {} · sort {} {}", state.grouping.name(), sort_name(state), sort_arrow(state))
-                .into(),
+            format!(
+                "{view} · avg {} · sort {} {}",
+                averaging_name(state.averaging, h.interval),
+                sort_name(state),
+                sort_arrow(state)
+            )
+            .into(),
         ]),
     ];
     // At least as wide as usual, so that the sparkline stays put as the figures change.
@@ -121,6 +139,44 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     draw_lines(lines, text, frame);
     let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
     sparkline(screen.throughput, &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
+}
+
+/// What the rate columns average over, as the header says it ("1s", "10s", "40s").
+fn averaging_name(averaging: Averaging, interval: std::time::Duration) -> String {
+    humantime::format_duration(averaging.span().unwrap_or(interval)).to_string()
+}
+
+/// The views as tabs, each with the key that shows it, the current one marked; then the keys
+/// that cycle them, where there is room.
+fn tabs(state: &TuiState, area: Rect, frame: &mut Frame) {
+    if area.is_empty() {
+        return;
+    }
+    let mut spans = Vec::new();
+    for (i, grouping) in Grouping::ALL.into_iter().enumerate() {
+        let key = Span::from(format!(" {} ", i + 1)).bold();
+        let name = Span::from(format!("{} ", tab_name(grouping)));
+        if grouping == state.grouping {
+            spans.extend([key.black().on_cyan(), name.black().on_cyan().bold()]);
+        } else {
+            spans.extend([key.cyan(), name]);
+        }
+    }
+    let hint = [" g".bold(), " Tab".bold(), " next view".dark_gray()];
+    if Line::from(spans.clone()).width() + Line::from(hint.to_vec()).width() <= area.width as usize {
+        spans.extend(hint);
+    }
+    draw_lines(vec![Line::from(spans)], area, frame);
+}
+
+/// A view's name on its tab.
+fn tab_name(grouping: Grouping) -> &'static str {
+    match grouping {
+        Grouping::Connection => "Connections",
+        Grouping::Process => "Processes",
+        Grouping::RemoteHost => "Remote hosts",
+        Grouping::Container => "Containers",
+    }
 }
 
 /// A sparkline of `points` (oldest first), newest at the right, scaled to their peak, which
@@ -158,6 +214,7 @@ enum Column {
     Conns,
     Host,
     Processes,
+    Container,
 }
 
 impl Column {
@@ -178,6 +235,7 @@ impl Column {
             Column::Conns => "CONNS",
             Column::Host => "REMOTE HOST",
             Column::Processes => "PROCESSES",
+            Column::Container => "CONTAINER",
         }
     }
 
@@ -197,6 +255,8 @@ impl Column {
             Column::RxRate | Column::TxRate | Column::RxTotal | Column::TxTotal => BYTES_WIDTH,
             Column::Host => 11,
             Column::Processes => 15,
+            // A container's short id.
+            Column::Container => 12,
         }
     }
 
@@ -205,7 +265,9 @@ impl Column {
         match self {
             // The kernel's comm is at most 15 characters.
             Column::Comm => widest.min(15),
-            Column::Local | Column::Remote | Column::Host | Column::Processes => widest.min(MAX_PREFERRED),
+            Column::Local | Column::Remote | Column::Host | Column::Processes | Column::Container => {
+                widest.min(MAX_PREFERRED)
+            }
             column if column.is_bytes() => widest,
             column => column.min_width(),
         }
@@ -226,7 +288,7 @@ impl Column {
             Column::TxRate => SortKey::Tx,
             Column::RxTotal => SortKey::RxTotal,
             Column::TxTotal => SortKey::TxTotal,
-            Column::Proto | Column::Conns | Column::Processes => return None,
+            Column::Proto | Column::Conns | Column::Processes | Column::Container => return None,
         };
         grouping.sort_keys().contains(&key).then_some(key)
     }
@@ -303,6 +365,11 @@ fn columns(grouping: Grouping) -> Columns {
             kept: &[RxRate, TxRate, Host, Conns, Processes, RxTotal, TxTotal],
             essential: 5,
         },
+        Grouping::Container => Columns {
+            shown: &[Container, Conns, Processes, RxRate, TxRate, RxTotal, TxTotal],
+            kept: &[RxRate, TxRate, Container, Conns, Processes, RxTotal, TxTotal],
+            essential: 5,
+        },
     }
 }
 
@@ -338,37 +405,59 @@ fn column_widths(columns: &Columns, min: &[u16], preferred: &[u16], room: u16) -
     widths
 }
 
-fn conn_cell(row: &ConnRow, column: Column, units: Units, naming: Option<&Naming>) -> String {
+/// What the frame's cells need besides the row: units, names, the averaging window.
+#[derive(Clone, Copy)]
+struct Cells<'a> {
+    units: Units,
+    naming: Option<&'a Naming<'a>>,
+    window: Window,
+}
+
+/// A cell of connection `row`, with `peer`'s process too where the other end is folded in.
+fn conn_cell(row: &ConnRow, peer: Option<&ConnRow>, column: Column, cells: Cells) -> String {
+    let Cells { units, naming, window } = cells;
     let raw = units.raw;
     let c = &row.conn;
+    let both = |of: &dyn Fn(&Conn) -> String| match peer {
+        Some(peer) => format!("{}↔{}", of(c), of(&peer.conn)),
+        None => of(c),
+    };
     match column {
-        Column::Pid => pid_text(c.pid),
-        Column::Comm => or_dash(&c.comm),
+        Column::Pid => both(&|c| pid_text(c.pid)),
+        Column::Comm => both(&|c| or_dash(&c.comm)),
         Column::Proto => c.proto.to_string(),
         Column::Local => address(c.local, c.proto, naming),
         Column::Remote | Column::Host => address(c.remote, c.proto, naming),
         Column::State => state_text(c),
-        Column::Rtt => c.health.and_then(|h| h.rtt).map_or_else(|| "-".into(), |rtt| micros(rtt.smoothed_us)),
-        Column::Retrans => row.retransmits().map_or_else(|| "-".into(), |n| n.to_string()),
-        Column::RxRate => rate(row.rx_rate, units),
-        Column::TxRate => rate(row.tx_rate, units),
+        Column::Rtt => c
+            .health
+            .and_then(|h| h.rtt)
+            .map_or_else(|| "-".into(), |rtt| format!("{}{}", estimate_mark(c), micros(rtt.smoothed_us))),
+        Column::Retrans => {
+            row.retransmits().map_or_else(|| "-".into(), |n| format!("{}{n}", estimate_mark(c)))
+        }
+        Column::RxRate => rate(window.rate(&row.rx_history), units),
+        Column::TxRate => rate(window.rate(&row.tx_history), units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
         Column::TxTotal => bytes(c.tx_bytes, raw),
         Column::Conns => "1".into(),
         Column::Processes => or_dash(&c.comm),
+        Column::Container => c.container().unwrap_or_else(|| "-".into()),
     }
 }
 
-fn group_cell(group: &Group, model: &Model, column: Column, units: Units, naming: Option<&Naming>) -> String {
+fn group_cell(group: &Group, model: &Model, column: Column, cells: Cells) -> String {
+    let Cells { units, naming, window } = cells;
     let raw = units.raw;
     match (column, &group.key) {
         (Column::Pid, GroupKey::Process { pid, .. }) => pid_text(*pid),
         (Column::Comm, GroupKey::Process { comm, .. }) => or_dash(comm),
         (Column::Host, GroupKey::RemoteHost(ip)) => host(*ip, naming),
+        (Column::Container, GroupKey::Container(name)) => name.clone().unwrap_or_else(|| "-".into()),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
-        (Column::RxRate, _) => rate(group.rx_rate, units),
-        (Column::TxRate, _) => rate(group.tx_rate, units),
+        (Column::RxRate, _) => rate(window.rate(&group.rx_history), units),
+        (Column::TxRate, _) => rate(window.rate(&group.tx_history), units),
         (Column::RxTotal, _) => bytes(group.rx_total, raw),
         (Column::TxTotal, _) => bytes(group.tx_total, raw),
         _ => "-".into(),
@@ -419,6 +508,7 @@ fn micros(us: u32) -> String {
 /// line, and a line of RTT, retransmits and resets ("-" for each one unknown).
 fn health_text(row: &ConnRow) -> (String, String) {
     let h = row.conn.health.unwrap_or_default();
+    let mark = estimate_mark(&row.conn);
     let known = |n: Option<u32>| n.map_or_else(|| "-".into(), |n| n.to_string());
     let connect = match h.connect {
         Some(c) => {
@@ -429,14 +519,30 @@ fn health_text(row: &ConnRow) -> (String, String) {
     };
     let rtt = h.rtt.map_or_else(
         || "RTT -".into(),
-        |r| format!("RTT {} ±{} min {}", micros(r.smoothed_us), micros(r.variation_us), micros(r.min_us)),
+        |r| {
+            format!(
+                "RTT {mark}{} ±{} min {}",
+                micros(r.smoothed_us),
+                micros(r.variation_us),
+                micros(r.min_us)
+            )
+        },
     );
     let retrans = match (h.retrans, row.retransmits()) {
-        (Some(total), Some(now)) => format!("retrans {total} ({now} now)"),
+        (Some(total), Some(now)) => format!("retrans {mark}{total} ({now} now)"),
         _ => "retrans -".into(),
     };
     let resets = format!("RST {} out {} in", known(h.resets_sent), known(h.resets_received));
     (format!(" · {connect}"), format!("{rtt} · {retrans} · {resets}"))
+}
+
+/// `~` before a health figure estimated from packets (capture), as the batch table marks it.
+fn estimate_mark(conn: &Conn) -> &'static str {
+    if conn.health.is_some_and(|h| h.estimated) {
+        "~"
+    } else {
+        ""
+    }
 }
 
 fn or_dash(text: &str) -> String {
@@ -460,7 +566,11 @@ impl TablePlan {
     fn new(state: &TuiState, screen: &Screen, area: Rect) -> TablePlan {
         let columns = columns(state.grouping);
         let shown = columns.shown;
-        let naming = screen.naming.as_ref();
+        let cells = Cells {
+            units: Units::of(state),
+            naming: screen.naming.as_ref(),
+            window: screen.model.window(state.averaging),
+        };
         let len = screen.rows.len();
         let visible = state.offset.min(len)..(state.offset + area.height.saturating_sub(1) as usize).min(len);
         let style = |closed_for: Option<u32>, opened: bool| {
@@ -473,21 +583,19 @@ impl TablePlan {
             }
         };
         let lines: Vec<(Vec<String>, Style)> = match screen.rows {
-            Rows::Conns(rows) => rows[visible.clone()]
+            Rows::Conns(rows, peers) => rows[visible.clone()]
                 .iter()
                 .map(|row| {
-                    let cells = shown.iter().map(|c| conn_cell(row, *c, Units::of(state), naming)).collect();
-                    (cells, style(row.closed_for, row.opened))
+                    let peer = peers.get(&row.conn.id).copied();
+                    let line = shown.iter().map(|c| conn_cell(row, peer, *c, cells)).collect();
+                    (line, style(row.closed_for, row.opened))
                 })
                 .collect(),
             Rows::Groups(groups) => groups[visible.clone()]
                 .iter()
                 .map(|group| {
-                    let cells = shown
-                        .iter()
-                        .map(|c| group_cell(group, screen.model, *c, Units::of(state), naming))
-                        .collect();
-                    (cells, style(group.closed_for, group.opened))
+                    let line = shown.iter().map(|c| group_cell(group, screen.model, *c, cells)).collect();
+                    (line, style(group.closed_for, group.opened))
                 })
                 .collect(),
         };
@@ -524,9 +632,28 @@ impl TablePlan {
     }
 }
 
+/// The state of the table shown beside the process view on a screen of `area` as wide as
+/// `SIDE_BY_SIDE_WIDTH`: the remote hosts, sorted alike, from the top, no cursor.
+pub fn beside(state: &TuiState, area: Rect) -> Option<TuiState> {
+    (state.grouping == Grouping::Process && area.width >= SIDE_BY_SIDE_WIDTH).then(|| TuiState {
+        grouping: Grouping::RemoteHost,
+        offset: 0,
+        ..state.clone()
+    })
+}
+
+/// The table's area, and the one beside it (empty where none is shown).
+fn split(screen: &Screen, area: Rect) -> (Rect, Rect) {
+    if screen.beside.is_none() {
+        return (area, Rect { width: 0, ..area });
+    }
+    let [main, side] = Layout::horizontal([Constraint::Fill(1); 2]).spacing(2).areas(area);
+    (main, side)
+}
+
 /// Where the sortable headings of the table are on a screen of `area`, for clicks.
 pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16>, SortKey)> {
-    let table = Areas::new(area, state.detail).table;
+    let (table, _) = split(screen, Areas::new(area, state.detail).table);
     let plan = TablePlan::new(state, screen, table);
     plan.headings(state.grouping)
         .into_iter()
@@ -534,7 +661,8 @@ pub fn headings(state: &TuiState, screen: &Screen, area: Rect) -> Vec<(Range<u16
         .collect()
 }
 
-fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
+/// The table of `screen`'s rows in `area`, the selected row marked if `cursor`.
+fn table(state: &TuiState, screen: &Screen, area: Rect, cursor: bool, frame: &mut Frame) {
     if area.is_empty() {
         return;
     }
@@ -562,7 +690,7 @@ fn table(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         .column_spacing(1)
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let first = state.offset.min(screen.rows.len());
-    let selected = state.selected.checked_sub(first).filter(|_| !screen.rows.is_empty());
+    let selected = state.selected.checked_sub(first).filter(|_| cursor && !screen.rows.is_empty());
     frame.render_stateful_widget(table, area, &mut TableState::new().with_selected(selected));
 
     if screen.rows.is_empty() {
@@ -674,35 +802,41 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         return;
     }
     let units = Units::of(state);
+    let window = screen.model.window(state.averaging);
     let cmdline = || format!("cmd: {}", screen.cmdline.unwrap_or("-"));
     let mut rtt = None;
     let (title, lines, rx, tx) = match screen.rows {
-        Rows::Conns(rows) => {
+        Rows::Conns(rows, peers) => {
             let Some(row) = rows.get(state.selected) else {
                 return empty_detail(area, frame);
             };
             let c = &row.conn;
             let health = (c.proto == Proto::Tcp).then(|| health_text(row));
+            let owner = |c: &Conn| format!("pid {} · {}", pid_text(c.pid), or_dash(&c.comm));
             let mut lines = vec![
                 Line::from(format!("{} {} → {}", c.proto, c.local, c.remote)),
                 Line::from(format!(
-                    "pid {} · {} · {}{}",
-                    pid_text(c.pid),
-                    or_dash(&c.comm),
+                    "{} · {}{}",
+                    owner(c),
                     state_text(c),
                     health.as_ref().map_or("", |(handshake, _)| handshake)
                 )),
+            ];
+            // A folded row's other end, within the host too.
+            lines
+                .extend(peers.get(&c.id).map(|peer| Line::from(format!("other end: {}", owner(&peer.conn)))));
+            lines.extend([
                 Line::from(cmdline()),
                 Line::from(format!(
                     "container {} · netns {}",
                     c.container().as_deref().unwrap_or("-"),
                     c.netns.map_or_else(|| "-".to_string(), |ns| ns.to_string())
                 )),
-            ];
+            ]);
             lines.extend(health.map(|(_, figures)| Line::from(figures)));
             lines.extend(history(&row.events, history_room(lines.len()), state.detail_scroll));
-            let rx = Flow { name: "RX", history: &row.rx_history, rate: row.rx_rate, total: c.rx_bytes };
-            let tx = Flow { name: "TX", history: &row.tx_history, rate: row.tx_rate, total: c.tx_bytes };
+            let rx = Flow { name: "RX", history: &row.rx_history, total: c.rx_bytes };
+            let tx = Flow { name: "TX", history: &row.tx_history, total: c.tx_bytes };
             rtt = Some(row).filter(|row| !row.rtt_history.is_empty());
             (" connection ".to_string(), lines, rx, tx)
         }
@@ -712,10 +846,8 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             };
             let (title, mut lines) = group_detail(group, screen.model, cmdline());
             lines.insert(0, Line::from(format!("{} connections", group.members.len())));
-            let rx =
-                Flow { name: "RX", history: &group.rx_history, rate: group.rx_rate, total: group.rx_total };
-            let tx =
-                Flow { name: "TX", history: &group.tx_history, rate: group.tx_rate, total: group.tx_total };
+            let rx = Flow { name: "RX", history: &group.rx_history, total: group.rx_total };
+            let tx = Flow { name: "TX", history: &group.tx_history, total: group.tx_total };
             (title, lines, rx, tx)
         }
     };
@@ -730,7 +862,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         let text = format!(
             "{} {} · {} total",
             flow.name,
-            per_second(flow.rate, units),
+            per_second(window.rate(flow.history), units),
             amount(flow.total, units.raw)
         );
         let peak =
@@ -738,10 +870,10 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         plots.push((text, flow.history, per_second(peak, units), color));
     }
     if let Some(row) = rtt {
-        let now = row.conn.health.and_then(|h| h.rtt);
+        let (now, mark) = (row.conn.health.and_then(|h| h.rtt), estimate_mark(&row.conn));
         let text = now.map_or_else(
             || "RTT -".to_string(),
-            |rtt| format!("RTT {} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
+            |rtt| format!("RTT {mark}{} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
         );
         let peak = row.rtt_history.iter().max().copied().unwrap_or(0);
         plots.push((text, &row.rtt_history, micros(peak.try_into().unwrap_or(u32::MAX)), Color::Magenta));
@@ -762,7 +894,7 @@ fn history_room(lines: usize) -> usize {
 /// How far back the selected connection's history can scroll: past all but the events
 /// that fit. Nothing for a group.
 pub fn history_scroll_limit(state: &TuiState, screen: &Screen) -> usize {
-    let Rows::Conns(rows) = screen.rows else { return 0 };
+    let Rows::Conns(rows, _) = screen.rows else { return 0 };
     let Some(row) = rows.get(state.selected) else { return 0 };
     // As `detail` draws them: addresses, pid, command line, container, and TCP's health.
     let figures = if row.conn.proto == Proto::Tcp { 5 } else { 4 };
@@ -790,6 +922,14 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
             ];
             (format!(" {ip} "), lines)
         }
+        GroupKey::Container(name) => {
+            let hosts = distinct(members().map(|c| c.remote.ip().to_string()));
+            let lines = vec![
+                Line::from(format!("processes: {}", processes(group, model).join(", "))),
+                Line::from(format!("remote hosts: {}", hosts.join(", "))),
+            ];
+            (format!(" container {} ", name.as_deref().unwrap_or("unknown")), lines)
+        }
         GroupKey::Connection(_) => (" connection ".to_string(), Vec::new()),
     }
 }
@@ -798,7 +938,6 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
 struct Flow<'a> {
     name: &'static str,
     history: &'a VecDeque<u64>,
-    rate: f64,
     total: u64,
 }
 
@@ -845,7 +984,12 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
     if state.following {
         flags.push(" following ".black().on_light_blue());
     }
-    for (hidden, what) in [(state.hide_closed, " closed hidden "), (state.hide_idle, " idle hidden ")] {
+    let shown = [
+        (state.hide_closed, " closed hidden "),
+        (state.hide_idle, " idle hidden "),
+        (state.fold_pairs && state.grouping == Grouping::Connection, " local pairs folded "),
+    ];
+    for (hidden, what) in shown {
         if hidden {
             flags.push(what.black().on_light_blue());
         }
@@ -882,7 +1026,6 @@ fn status(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ("?", "help"),
             ("/", "filter"),
             ("s", "sort"),
-            ("g", "group"),
             ("F", "follow"),
             ("d", "detail"),
             ("n", "names"),
@@ -936,10 +1079,10 @@ pub(super) const HELP: &[(&str, &str)] = &[
     ("", "host:example proto:udp, or words; all must match"),
     ("Enter Esc", "keep the typed filter; clear the filter"),
     ("space", "pause the display (collection goes on)"),
-    ("g", "group by connection, process, remote host"),
+    ("1 2 3 4 g Tab", "views: connection, process, remote host, container; next"),
+    ("a L", "rates over 1 interval, 10 s, 40 s; local pairs in one row"),
     ("c i", "hide closed, idle rows"),
-    ("Enter d", "detail pane"),
-    ("[ ]", "scroll the detail pane's history: older, newer"),
+    ("Enter d [ ]", "detail pane; scroll its history: older, newer"),
     ("n b", "names or numbers; rates in bits or bytes"),
     ("mouse", "wheel scrolls; click a row, or a heading to sort"),
     ("? F1", "this help"),
@@ -951,7 +1094,7 @@ fn help(state: &TuiState, screen: &Screen, frame: &mut Frame) {
     const WIDTH: u16 = 76;
     let mut lines: Vec<Line> = HELP
         .iter()
-        .map(|(keys, what)| Line::from(vec![format!("{keys:>12}  ").bold(), (*what).into()]))
+        .map(|(keys, what)| Line::from(vec![format!("{keys:>13}  ").bold(), (*what).into()]))
         .collect();
     lines.push(Line::from(vec![
         "  green".green().bold(),

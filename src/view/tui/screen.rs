@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::collector::{Family, Filters};
-use crate::model::group::{group, Group, GroupKey, Grouping};
+use crate::model::group::{fold_pairs, group, Group, GroupKey, Grouping, Peers};
 use crate::model::{ConnRow, Filter, Model, Proto, Query};
 use crate::resolve::Services;
 
@@ -43,17 +43,20 @@ impl Header {
     }
 }
 
-/// The table's rows, filtered and sorted: connections, or their sums per group.
+/// The table's rows, filtered and sorted: connections (with the other ends of those folded
+/// into them), or their sums per group.
 #[derive(Debug)]
 pub enum Rows<'m> {
-    Conns(Vec<&'m ConnRow>),
+    Conns(Vec<&'m ConnRow>, Peers<'m>),
     Groups(Vec<Group>),
 }
 
 impl<'m> Rows<'m> {
     /// The rows `state` asks for: the connections matching the filter (by `names` too, the
     /// host names known for their addresses; none for a filter that does not parse), idle
-    /// and closed ones unless hidden, grouped and sorted, closed ones below the live ones.
+    /// and closed ones unless hidden, grouped and sorted (by bytes over the averaging
+    /// window), closed ones below the live ones, the two ends of a connection within the
+    /// host in one if asked.
     pub fn build(model: &'m Model, state: &TuiState, names: &HashMap<IpAddr, String>) -> Rows<'m> {
         let filter = Filter::parse(&state.filter);
         let query = Query {
@@ -61,6 +64,7 @@ impl<'m> Rows<'m> {
             filter: filter.clone().unwrap_or_default(),
             sort: state.sort(),
             reverse: state.reverse,
+            rate_intervals: model.window(state.averaging).intervals,
         };
         let mut conns = model.select_named(&query, names);
         if filter.is_err() {
@@ -72,9 +76,13 @@ impl<'m> Rows<'m> {
         // Stable: each part keeps the sort.
         conns.sort_by_key(|row| row.is_closed());
         match state.grouping {
-            Grouping::Connection => Rows::Conns(conns),
+            Grouping::Connection if state.fold_pairs => {
+                let (conns, peers) = fold_pairs(conns);
+                Rows::Conns(conns, peers)
+            }
+            Grouping::Connection => Rows::Conns(conns, Peers::new()),
             grouping => {
-                let mut groups = group(&conns, grouping, query.sort, query.reverse);
+                let mut groups = group(&conns, grouping, query.sort, query.reverse, query.rate_intervals);
                 groups.sort_by_key(Group::is_closed);
                 Rows::Groups(groups)
             }
@@ -83,7 +91,7 @@ impl<'m> Rows<'m> {
 
     pub fn len(&self) -> usize {
         match self {
-            Rows::Conns(rows) => rows.len(),
+            Rows::Conns(rows, _) => rows.len(),
             Rows::Groups(groups) => groups.len(),
         }
     }
@@ -95,7 +103,7 @@ impl<'m> Rows<'m> {
     /// What identifies each row across frames, in order.
     pub fn keys(&self) -> Vec<GroupKey> {
         match self {
-            Rows::Conns(rows) => rows.iter().map(|r| GroupKey::Connection(r.conn.id)).collect(),
+            Rows::Conns(rows, _) => rows.iter().map(|r| GroupKey::Connection(r.conn.id)).collect(),
             Rows::Groups(groups) => groups.iter().map(|g| g.key.clone()).collect(),
         }
     }
@@ -104,14 +112,14 @@ impl<'m> Rows<'m> {
     pub fn addresses(&self, range: Range<usize>) -> Vec<IpAddr> {
         let range = range.start.min(self.len())..range.end.min(self.len());
         match self {
-            Rows::Conns(rows) => {
+            Rows::Conns(rows, _) => {
                 rows[range].iter().flat_map(|r| [r.conn.local.ip(), r.conn.remote.ip()]).collect()
             }
             Rows::Groups(groups) => groups[range]
                 .iter()
                 .filter_map(|g| match g.key {
                     GroupKey::RemoteHost(ip) => Some(ip),
-                    GroupKey::Connection(_) | GroupKey::Process { .. } => None,
+                    GroupKey::Connection(_) | GroupKey::Process { .. } | GroupKey::Container(_) => None,
                 })
                 .collect(),
         }
@@ -120,10 +128,10 @@ impl<'m> Rows<'m> {
     /// The process of row `index`, where the row has one.
     pub fn pid(&self, index: usize) -> Option<u32> {
         match self {
-            Rows::Conns(rows) => rows.get(index)?.conn.pid,
+            Rows::Conns(rows, _) => rows.get(index)?.conn.pid,
             Rows::Groups(groups) => match &groups.get(index)?.key {
                 GroupKey::Process { pid, .. } => *pid,
-                GroupKey::Connection(_) | GroupKey::RemoteHost(_) => None,
+                GroupKey::Connection(_) | GroupKey::RemoteHost(_) | GroupKey::Container(_) => None,
             },
         }
     }
@@ -144,6 +152,8 @@ pub struct Screen<'a> {
     pub first_interval: bool,
     /// Names for the addresses and ports on screen; `None`: numbers.
     pub naming: Option<Naming<'a>>,
+    /// The table shown beside this one on a wide screen (`render::beside`), if any.
+    pub beside: Option<&'a Screen<'a>>,
 }
 
 /// The names one frame shows: the hosts known for its addresses, the system's services.

@@ -4,7 +4,7 @@
 use crate::model::group::{GroupKey, Grouping};
 use std::ops::Range;
 
-use crate::model::SortKey;
+use crate::model::{Averaging, SortKey};
 
 /// Something the user asked for, whichever key or mouse gesture it came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +32,12 @@ pub enum Action {
     FilterClear,
     TogglePause,
     NextGrouping,
+    /// Shows this grouping's tab.
+    SetGrouping(Grouping),
+    /// The next window the rate columns average over.
+    NextAveraging,
+    /// Shows both ends of a connection within the host as one row, or each apart.
+    ToggleFolding,
     /// Starts or stops following the selected row as rows re-sort (htop's `F`).
     ToggleFollow,
     ToggleClosed,
@@ -62,6 +68,10 @@ pub struct TuiState {
     /// Whether keys are typing into the filter.
     pub editing_filter: bool,
     pub grouping: Grouping,
+    /// How far back the rate columns (and the sorts by them) look.
+    pub averaging: Averaging,
+    /// Whether both ends of a connection within the host show as one row.
+    pub fold_pairs: bool,
     /// Whether the display is frozen (collection goes on).
     pub paused: bool,
     pub help: bool,
@@ -111,6 +121,8 @@ impl Default for TuiState {
             filter: String::new(),
             editing_filter: false,
             grouping: Grouping::default(),
+            averaging: Averaging::default(),
+            fold_pairs: false,
             paused: false,
             help: false,
             raw_bytes: false,
@@ -172,6 +184,9 @@ impl TuiState {
             }
             Action::TogglePause => self.paused = !self.paused,
             Action::NextGrouping => self.grouping = self.grouping.next(),
+            Action::SetGrouping(grouping) => self.grouping = grouping,
+            Action::NextAveraging => self.averaging = self.averaging.next(),
+            Action::ToggleFolding => self.fold_pairs = !self.fold_pairs,
             Action::ToggleFollow => self.following = !self.following && self.selected_key.is_some(),
             Action::ToggleClosed => self.hide_closed = !self.hide_closed,
             Action::ToggleIdle => self.hide_idle = !self.hide_idle,
@@ -431,16 +446,48 @@ mod tests {
             Action::ToggleDetail,
             Action::ToggleNames,
             Action::ToggleBits,
+            Action::ToggleFolding,
         ];
         for action in toggles.into_iter().chain([Action::Quit]) {
             s.apply(action, &[]);
         }
         assert!(
-            s.paused && s.help && s.hide_closed && s.hide_idle && !s.detail && !s.names && s.bits && s.quit
+            s.paused
+                && s.help
+                && s.hide_closed
+                && s.hide_idle
+                && !s.detail
+                && !s.names
+                && s.bits
+                && s.fold_pairs
+                && s.quit
         );
         for action in toggles {
             s.apply(action, &[]);
         }
-        assert!(!s.paused && !s.help && !s.hide_closed && !s.hide_idle && s.detail && s.names && !s.bits);
+        assert!(
+            !s.paused
+                && !s.help
+                && !s.hide_closed
+                && !s.hide_idle
+                && s.detail
+                && s.names
+                && !s.bits
+                && !s.fold_pairs
+        );
+    }
+
+    #[test]
+    fn tabs_are_chosen_or_cycled_and_the_averaging_cycles() {
+        let mut s = TuiState::default();
+        s.apply(Action::SetGrouping(Grouping::Container), &[]);
+        assert_eq!(s.grouping, Grouping::Container);
+        s.apply(Action::NextGrouping, &[]);
+        assert_eq!(s.grouping, Grouping::Connection);
+        s.apply(Action::NextAveraging, &[]);
+        assert_eq!(s.averaging, Averaging::TenSeconds);
+        s.apply(Action::NextAveraging, &[]);
+        s.apply(Action::NextAveraging, &[]);
+        assert_eq!(s.averaging, Averaging::Interval);
     }
 }

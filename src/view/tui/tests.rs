@@ -40,24 +40,38 @@ fn with_health(conn: Conn, rtt_us: Option<u32>, retrans: u64, connect_ms: Option
     Conn { health: Some(health), ..conn }
 }
 
+/// A Docker container's cgroup.
+const DOCKER: &str =
+    "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
+
+fn in_cgroup(conn: Conn, path: &str) -> Conn {
+    Conn { cgroup: Some(path.into()), ..conn }
+}
+
 fn event(at_ms: u64, kind: EventKind, conn: Conn) -> ConnEvent {
     ConnEvent { at: Duration::from_millis(at_ms), kind, conn }
 }
 
 /// Two intervals of a small machine: curl downloading over two connections (one closes in
-/// the second interval), an ssh session, an idle database connection, a python client that
-/// finishes its handshake, and wget starting in the second interval.
+/// the second interval) in a container, an ssh session, an idle database connection, a python
+/// client that finishes its handshake (its cgroup unknown), and wget starting in the second
+/// interval in a login session.
 fn samples() -> VecDeque<Sample> {
     use TcpState::*;
     let curl1 = |rx, tx, retrans| {
         let curl = conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (rx, tx));
-        with_health(curl, Some(18_240), retrans, None)
+        with_health(in_cgroup(curl, DOCKER), Some(18_240), retrans, None)
     };
-    let curl2 = |rx, tx| conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx));
+    let curl2 =
+        |rx, tx| in_cgroup(conn(3, 1201, "curl", ("10.0.0.5:51002", "93.184.216.34:443"), (rx, tx)), DOCKER);
     let sshd = |rx, tx| {
-        with_health(conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx)), Some(850), 0, None)
+        let sshd = conn(2, 880, "sshd", ("10.0.0.5:22", "198.51.100.7:53122"), (rx, tx));
+        with_health(in_cgroup(sshd, "/system.slice/ssh.service"), Some(850), 0, None)
     };
-    let postgres = conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800));
+    let postgres = in_cgroup(
+        conn(4, 77, "postgres", ("[::1]:5432", "[::1]:40112"), (1200, 800)),
+        "/system.slice/postgresql.service",
+    );
     // Its first SYN was lost: one retransmit, a handshake of a second.
     let python = |state, rx, tx| {
         let python = Conn {
@@ -69,7 +83,10 @@ fn samples() -> VecDeque<Sample> {
             _ => with_health(python, Some(2_100), 1, Some(1_020)),
         }
     };
-    let wget = conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150));
+    let wget = in_cgroup(
+        conn(6, 1450, "wget", ("10.0.0.5:51010", "93.184.216.34:80"), (4096, 150)),
+        "/user.slice/user-1000.slice/session-2.scope",
+    );
     let first = Sample {
         conns: vec![
             curl1(1_572_864, 800, 2),
@@ -222,8 +239,131 @@ fn each_grouping() {
     insta::assert_snapshot!("group_process", h.screen());
     h.typed("g");
     insta::assert_snapshot!("group_remote_host", h.screen());
+    h.key(KeyCode::Tab);
+    insta::assert_snapshot!("group_container", h.screen());
     h.typed("g");
     assert_eq!(h.screen(), Harness::started(120, 24).screen());
+}
+
+#[test]
+fn digits_choose_the_views_tabs_at_each_size() {
+    for (width, height) in [(60, 20), (200, 50)] {
+        let mut h = Harness::started(width, height);
+        for (digit, view) in [('2', "process"), ('3', "remote_host"), ('4', "container")] {
+            h.typed(&digit.to_string());
+            insta::assert_snapshot!(format!("view_{view}_{width}x{height}"), h.screen());
+            // The current view's tab is marked, from its key on.
+            let tabs = h.screen().lines().nth(2).unwrap().to_string();
+            let x = tabs.find(&format!(" {digit} ")).unwrap() as u16;
+            let buffer = h.tui.terminal.backend().buffer();
+            assert_eq!((buffer[(x, 2)].bg, buffer[(x + 6, 2)].bg), (Color::Cyan, Color::Cyan), "{tabs}");
+            assert_eq!(buffer[(0, 2)].bg, Color::Reset);
+        }
+        h.typed("1");
+        assert_eq!(h.screen(), Harness::started(width, height).screen());
+    }
+}
+
+#[test]
+fn the_process_view_has_the_remote_hosts_beside_it_from_200_columns() {
+    let mut narrow = Harness::started(199, 50);
+    narrow.typed("2");
+    assert!(!narrow.screen().contains("REMOTE HOST"));
+    let mut h = Harness::started(200, 50);
+    h.typed("2");
+    let top = h.tui.state.table_top;
+    let headings = h.screen().lines().nth(top as usize - 1).unwrap().to_string();
+    let (comm, host) = (headings.find("COMM").unwrap(), headings.find("REMOTE HOST").unwrap());
+    assert!(comm < 100 && host > 100, "{headings}");
+    // The cursor is in the process table only.
+    let buffer = h.tui.terminal.backend().buffer();
+    let reversed = |x: u16| buffer[(x, top)].modifier.contains(ratatui::style::Modifier::REVERSED);
+    assert!(reversed(0) && !reversed(host as u16), "{}", h.screen());
+    // A click on a heading of the process table sorts it; the remote hosts sort alike.
+    let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
+    let click = crossterm::event::MouseEvent {
+        kind,
+        column: comm as u16 - 1,
+        row: top - 1,
+        modifiers: KeyModifiers::NONE,
+    };
+    h.input(Event::Mouse(click));
+    assert_eq!(h.tui.state.sort(), SortKey::Comm);
+}
+
+#[test]
+fn a_averages_the_rate_columns_over_10_and_40_seconds() {
+    let mut h = Harness::new(120, 35);
+    h.ticks(2);
+    // curl read 1.5 MiB, then 3 MiB: 2.25 MiB/s over the two seconds there are.
+    assert!(h.screen().contains("3.00 MiB") && h.screen().contains("avg 1s"), "{}", h.screen());
+    h.typed("a");
+    insta::assert_snapshot!(h.screen());
+    let screen = h.screen();
+    assert!(screen.contains("2.25 MiB") && screen.contains("avg 10s"), "{screen}");
+    h.typed("a");
+    assert!(h.screen().contains("avg 40s"));
+    h.typed("a");
+    assert_eq!(h.screen(), Harness::started(120, 35).screen());
+}
+
+/// A loopback connection seen from both ends, and another local process's connection out.
+fn loopback_pair() -> VecDeque<Sample> {
+    let ends = |rx, tx| {
+        vec![
+            conn(10, 2000, "redis-cli", ("127.0.0.1:45678", "127.0.0.1:6379"), (rx, tx)),
+            conn(11, 2001, "redis-server", ("127.0.0.1:6379", "127.0.0.1:45678"), (tx, rx)),
+            conn(12, 2001, "redis-server", ("10.0.0.5:6379", "10.0.0.8:51234"), (10, 10)),
+        ]
+    };
+    VecDeque::from([
+        Sample { conns: ends(1_000, 100), ..Sample::default() },
+        Sample { conns: ends(60_000, 2_000), ..Sample::default() },
+    ])
+}
+
+#[test]
+fn l_folds_both_ends_of_a_local_connection_into_one_row() {
+    for (width, height) in [(80, 24), (120, 35)] {
+        let mut h = Harness::new(width, height);
+        h.samples = loopback_pair();
+        h.ticks(2);
+        assert!(
+            h.screen().contains("redis-cli")
+                && h.screen().lines().filter(|l| l.contains("6379")).count() >= 3
+        );
+        h.typed("L");
+        insta::assert_snapshot!(format!("folded_{width}x{height}"), h.screen());
+        assert_eq!(h.tui.keys.len(), 2);
+        assert!(h.screen().contains("local pairs folded"));
+        // The detail pane names both ends' processes.
+        let screen = h.screen();
+        assert!(
+            screen.contains("pid 5002000 · redis-cli")
+                && screen.contains("other end: pid 5002001 · redis-server"),
+            "{screen}"
+        );
+        h.typed("L");
+        assert_eq!(h.tui.keys.len(), 3);
+    }
+}
+
+#[test]
+fn health_estimated_from_packets_is_marked_in_the_table_and_the_detail_pane() {
+    let mut h = Harness::with(160, 30, TuiState { detail: true, ..TuiState::default() });
+    let curl = with_health(
+        conn(1, 1201, "curl", ("10.0.0.5:51000", "93.184.216.34:443"), (500, 50)),
+        Some(18_200),
+        3,
+        None,
+    );
+    let estimated = Conn { health: curl.health.map(|h| TcpHealth { estimated: true, ..h }), ..curl };
+    h.samples = VecDeque::from([Sample { conns: vec![estimated], ..Sample::default() }]);
+    h.ticks(1);
+    let screen = h.screen();
+    let row = screen.lines().nth(h.tui.state.table_top as usize).unwrap();
+    assert!(row.contains("~18.2 ms") && row.contains(" ~3 "), "{screen}");
+    assert!(screen.contains("RTT ~18.2 ms ±2.27 ms min 13.7 ms · retrans ~3 (3 now)"), "{screen}");
 }
 
 #[test]
@@ -305,7 +445,8 @@ fn f_follows_the_selected_connection_as_rows_re_sort() {
 fn closed_rows_go_below_live_ones_and_keys_hide_closed_and_idle_rows() {
     let mut h = Harness::started(120, 24);
     let table = |h: &Harness| -> Vec<String> {
-        h.screen().lines().skip(3).take_while(|l| l.starts_with("\"5")).map(String::from).collect()
+        let top = h.tui.state.table_top as usize;
+        h.screen().lines().skip(top).take_while(|l| l.starts_with("\"5")).map(String::from).collect()
     };
     assert!(table(&h).last().unwrap().contains("CLOSE"), "{:#?}", table(&h));
     h.typed("c");
@@ -326,8 +467,8 @@ fn enter_and_d_toggle_the_detail_pane() {
     assert!(h.screen().contains(" connection ─"));
     h.key(KeyCode::Enter);
     assert!(!h.screen().contains(" connection ─"));
-    // The table takes the room.
-    assert_eq!(h.tui.state.page, 20);
+    // The table takes the room: all but the header, tabs, headings and status line.
+    assert_eq!(h.tui.state.page, 19);
     h.typed("d");
     assert!(h.screen().contains(" connection ─"));
 }
@@ -461,18 +602,22 @@ fn a_click_on_a_heading_sorts_by_it_and_one_on_a_row_selects_it() {
         let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
         Event::Mouse(crossterm::event::MouseEvent { kind, column, row, modifiers: KeyModifiers::NONE })
     };
-    let heading = |h: &Harness, title: &str| h.screen().lines().nth(2).unwrap().find(title).unwrap() as u16;
+    // The headings are on the line above the table's first row.
+    let top = h.tui.state.table_top;
+    let heading = |h: &Harness, title: &str| {
+        h.screen().lines().nth(top as usize - 1).unwrap().find(title).unwrap() as u16
+    };
     // The quoted line starts one character early.
     let comm = heading(&h, "COMM") - 1;
-    h.input(click(comm, 2));
+    h.input(click(comm, top - 1));
     assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (SortKey::Comm, false));
-    h.input(click(comm, 2));
+    h.input(click(comm, top - 1));
     assert!(h.tui.state.reverse);
     let tx = heading(&h, "TX/s") - 1;
-    h.input(click(tx, 2));
+    h.input(click(tx, top - 1));
     assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (SortKey::Tx, false));
     // The fourth row by TX/s: python3.
-    h.input(click(50, 6));
+    h.input(click(50, top + 3));
     assert_eq!(h.tui.state.selected_key, Some(GroupKey::Connection(5)));
     assert!(h.screen().contains("pid 5001300 · python3"));
 }
@@ -565,7 +710,7 @@ fn s_cycles_in_column_order_through_the_health_columns() {
     // curl retransmitted 3 in the last interval, python3 none (one before): curl first.
     let screen = h.screen();
     assert!(screen.contains("sort RETRANS ▼"), "{screen}");
-    let first = screen.lines().nth(3).unwrap();
+    let first = screen.lines().nth(h.tui.state.table_top as usize).unwrap();
     assert!(first.contains("curl"), "{screen}");
     h.typed("s");
     assert!(h.screen().contains("sort RX/s ▼"));
@@ -623,10 +768,11 @@ fn no_color_keeps_the_selection_bars_and_sort_column_visible_by_attributes() {
     let line = |y: u16| (0..buffer.area.width).map(|x| buffer[(x, y)].clone()).collect::<Vec<_>>();
     let has = |y: u16, x: u16, modifier: Modifier| buffer[(x, y)].modifier.contains(modifier);
     // The headings' bar, the selected first row, the sort column, the status flag.
-    assert!(line(2).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
-    assert!(line(3).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
-    let rx = h.screen().lines().nth(2).unwrap().find("RX/s").unwrap() as u16 - 1;
-    assert!(has(2, rx, Modifier::UNDERLINED) && !has(2, 1, Modifier::UNDERLINED));
+    let top = h.tui.state.table_top;
+    assert!(line(top - 1).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
+    assert!(line(top).iter().all(|cell| cell.modifier.contains(Modifier::REVERSED)));
+    let rx = h.screen().lines().nth(top as usize - 1).unwrap().find("RX/s").unwrap() as u16 - 1;
+    assert!(has(top - 1, rx, Modifier::UNDERLINED) && !has(top - 1, 1, Modifier::UNDERLINED));
     let status = h.screen().lines().last().unwrap().find("closed hidden").unwrap() as u16 - 1;
     assert!(has(23, status, Modifier::REVERSED));
     // Same text as in colour.
@@ -664,12 +810,13 @@ fn the_help_fits_80_by_24() {
 #[test]
 fn a_click_on_the_health_headings_sorts_by_them() {
     let mut h = Harness::started(200, 50);
+    let row = h.tui.state.table_top - 1;
     let click = |column| {
         let kind = crossterm::event::MouseEventKind::Down(crossterm::event::MouseButton::Left);
-        Event::Mouse(crossterm::event::MouseEvent { kind, column, row: 2, modifiers: KeyModifiers::NONE })
+        Event::Mouse(crossterm::event::MouseEvent { kind, column, row, modifiers: KeyModifiers::NONE })
     };
     for (title, key) in [("RETRANS", SortKey::Retrans), ("RTT", SortKey::Rtt)] {
-        let x = h.screen().lines().nth(2).unwrap().find(&format!(" {title}")).unwrap() as u16 + 1;
+        let x = h.screen().lines().nth(row as usize).unwrap().find(&format!(" {title}")).unwrap() as u16 + 1;
         h.input(click(x));
         assert_eq!((h.tui.state.sort(), h.tui.state.reverse), (key, false), "{title}");
     }
