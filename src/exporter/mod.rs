@@ -9,6 +9,7 @@ mod snapshot;
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -42,11 +43,23 @@ impl Exporter {
         let (snapshots, published) = watch::channel(Arc::default());
         server::spawn(listener, published).context("starting the --prometheus server")?;
         Ok(Exporter {
-            series: Series::new(labels.to_vec(), max_series),
+            series: Series::new(labels.to_vec(), max_series).with_ephemeral_ports(ephemeral_ports()),
             collections: Histogram::default(),
             snapshots,
         })
     }
+}
+
+/// The host's range of client ports (Linux's sysctl; its default where there is none).
+fn ephemeral_ports() -> RangeInclusive<u16> {
+    let sysctl = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    parse_port_range(&sysctl).unwrap_or(series::LINUX_EPHEMERAL_PORTS)
+}
+
+/// `ip_local_port_range`'s text: two numbers.
+fn parse_port_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let mut ends = text.split_whitespace().map(str::parse::<u16>);
+    Some(ends.next()?.ok()?..=ends.next()?.ok()?)
 }
 
 fn listen_address(text: &str) -> Result<SocketAddr> {
@@ -82,5 +95,13 @@ mod tests {
             error,
             "--prometheus localhost: expected PORT or IP:PORT, as in 9494, 127.0.0.1:9494 or [::1]:9494"
         );
+    }
+
+    #[test]
+    fn the_client_port_range_comes_from_the_sysctl_text() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(32768..=60999));
+        assert_eq!(parse_port_range("1024 65535"), Some(1024..=65535));
+        assert_eq!(parse_port_range(""), None);
+        assert!(ephemeral_ports().contains(&40_000));
     }
 }

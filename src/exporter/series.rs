@@ -2,14 +2,14 @@
 //! bound by folding the smallest into one `other` series. Pure: model rows in, totals out.
 
 use std::collections::HashMap;
-use std::ops::AddAssign;
+use std::ops::{AddAssign, RangeInclusive};
 use std::time::Duration;
 
 use clap::ValueEnum;
 
 use super::histogram::Histogram;
 use crate::cache::BoundedCache;
-use crate::model::{ConnRow, Proto};
+use crate::model::{Conn, ConnRow, Proto};
 
 /// A connection attribute that labels the series (`--prometheus-labels`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
@@ -37,12 +37,14 @@ impl Label {
     }
 
     /// The row's value of this label; "" (which Prometheus treats as no label) when unknown.
-    fn value(self, row: &ConnRow) -> String {
+    /// `ephemeral_ports`: the range this host picks client ports from.
+    fn value(self, row: &ConnRow, ephemeral_ports: &RangeInclusive<u16>) -> String {
         let conn = &row.conn;
         match self {
             Label::Comm => conn.comm.clone(),
             Label::Container => conn.container().unwrap_or_default(),
             Label::RemoteHost => conn.remote.ip().to_string(),
+            Label::RemotePort if remote_port_is_ephemeral(conn, ephemeral_ports) => "ephemeral".to_string(),
             Label::RemotePort => conn.remote.port().to_string(),
             Label::LocalPort => conn.local.port().to_string(),
             Label::Proto => proto_name(conn.proto).to_string(),
@@ -50,6 +52,13 @@ impl Label {
             Label::Netns => conn.netns.map(|netns| netns.to_string()).unwrap_or_default(),
         }
     }
+}
+
+/// Whether the remote port is a client's, picked for this connection alone (the server end of
+/// a connection): one in the ephemeral range while the local port is not. As a label value it
+/// would make a series per connection, so it is shown as "ephemeral".
+fn remote_port_is_ephemeral(conn: &Conn, ephemeral_ports: &RangeInclusive<u16>) -> bool {
+    ephemeral_ports.contains(&conn.remote.port()) && !ephemeral_ports.contains(&conn.local.port())
 }
 
 /// The protocol as a label value.
@@ -168,11 +177,16 @@ struct Counted {
 /// The value of every label of the fold series.
 pub const OTHER: &str = "other";
 
+/// Linux's default `net.ipv4.ip_local_port_range`.
+pub const LINUX_EPHEMERAL_PORTS: RangeInclusive<u16> = 32768..=60999;
+
 /// The series, by the values of the chosen labels in their order.
 #[derive(Debug)]
 pub struct Series {
     labels: Vec<Label>,
     max_series: usize,
+    /// The range client ports come from (`ip_local_port_range`), for `remote_port`.
+    ephemeral_ports: RangeInclusive<u16>,
     totals: HashMap<Vec<String>, Totals>,
     /// What the folded series had, and what their label sets did since.
     other: Option<Totals>,
@@ -190,12 +204,18 @@ impl Series {
         Series {
             labels,
             max_series,
+            ephemeral_ports: LINUX_EPHEMERAL_PORTS,
             totals: HashMap::new(),
             other: None,
             folded: 0,
             folded_sets: BoundedCache::new(max_series.max(1)),
             counted: HashMap::new(),
         }
+    }
+
+    /// Takes the host's range of client ports instead of Linux's default.
+    pub fn with_ephemeral_ports(self, ephemeral_ports: RangeInclusive<u16>) -> Series {
+        Series { ephemeral_ports, ..self }
     }
 
     pub fn labels(&self) -> &[Label] {
@@ -214,7 +234,8 @@ impl Series {
                 counted.insert(row.conn.id, health_counted);
             }
             if done.counts_something() {
-                let values: Vec<String> = self.labels.iter().map(|label| label.value(row)).collect();
+                let values: Vec<String> =
+                    self.labels.iter().map(|label| label.value(row, &self.ephemeral_ports)).collect();
                 let series = if self.folded_sets.get(&values).is_some() {
                     self.other.get_or_insert_with(Totals::default)
                 } else {
@@ -310,6 +331,24 @@ mod tests {
         assert_eq!(series.iter().count(), 3);
         let expected: u64 = (0..5_000).sum();
         assert_eq!(sum(&series), Totals { rx_bytes: expected, tx_bytes: 2 * expected, ..Totals::default() });
+    }
+
+    #[test]
+    fn a_server_end_has_no_series_per_client_port() {
+        let server_end = |id, port| {
+            let remote = format!("10.0.0.1:{port}");
+            test_conn(id, 7, "nginx", ("10.0.0.2:443", &remote), (10, 0))
+        };
+        let client_end = test_conn(9, 8, "curl", ("10.0.0.2:45000", "192.0.2.1:443"), (10, 0));
+        let models = model_after(vec![Sample {
+            conns: vec![server_end(1, 40_001), server_end(2, 40_002), client_end],
+            ..Sample::default()
+        }]);
+        let mut series = Series::new(vec![Label::RemotePort], 10);
+        series.add_interval(models[0].rows());
+        let mut ports: Vec<String> = series.iter().map(|(values, _)| values[0].clone()).collect();
+        ports.sort();
+        assert_eq!(ports, ["443", "ephemeral"]);
     }
 
     #[test]
