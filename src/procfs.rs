@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -202,12 +202,43 @@ pub fn sockets_in_use() -> u64 {
 }
 
 fn sockets_used(sockstat: &str) -> u64 {
-    let count = |prefix: &str, field: &str| {
-        let line = sockstat.lines().find_map(|line| line.strip_prefix(prefix))?;
-        let mut words = line.split_whitespace().skip_while(|&word| word != field);
-        words.nth(1)?.parse::<u64>().ok()
-    };
-    count("sockets:", "used").max(count("TCP:", "alloc")).unwrap_or(0)
+    sockstat_count(sockstat, "sockets:", "used").max(sockstat_count(sockstat, "TCP:", "alloc")).unwrap_or(0)
+}
+
+/// Whether the calling thread's network namespace may hold TCP connections: sockstat's
+/// `TCP: inuse` (this namespace's hashed sockets) is not 0, or cannot be read.
+pub fn tcp_sockets_in_this_namespace() -> bool {
+    let sockstat = fs::read_to_string("/proc/thread-self/net/sockstat").unwrap_or_default();
+    tcp_in_use(&sockstat) != Some(0)
+}
+
+fn tcp_in_use(sockstat: &str) -> Option<u64> {
+    sockstat_count(sockstat, "TCP:", "inuse")
+}
+
+/// A network namespace's IPv6 TCP sockets (sockstat6's `TCP6: inuse`), from a file opened in
+/// it: a proc net file reports the namespace it was opened in, wherever it is read from.
+pub struct Tcp6InUse(fs::File);
+
+impl Tcp6InUse {
+    /// For the calling thread's network namespace.
+    pub fn open() -> io::Result<Tcp6InUse> {
+        fs::File::open("/proc/thread-self/net/sockstat6").map(Tcp6InUse)
+    }
+
+    /// Whether the namespace may hold IPv6 TCP sockets: true unless it has none now.
+    pub fn any(&mut self) -> bool {
+        let mut sockstat6 = String::new();
+        let read = self.0.seek(SeekFrom::Start(0)).and_then(|_| self.0.read_to_string(&mut sockstat6));
+        read.is_err() || sockstat_count(&sockstat6, "TCP6:", "inuse") != Some(0)
+    }
+}
+
+/// The number after `field` on sockstat's line starting with `prefix`.
+fn sockstat_count(sockstat: &str, prefix: &str, field: &str) -> Option<u64> {
+    let line = sockstat.lines().find_map(|line| line.strip_prefix(prefix))?;
+    let mut words = line.split_whitespace().skip_while(|&word| word != field);
+    words.nth(1)?.parse::<u64>().ok()
 }
 
 #[cfg(test)]
@@ -224,6 +255,12 @@ mod tests {
         let sockstat = "sockets: used 7\nTCP: inuse 1 orphan 0 tw 0 alloc 50020 mem 3\n";
         assert_eq!(sockets_used(sockstat), 50_020);
         assert_eq!(sockets_used("UDP: inuse 10\n"), 0);
+        assert_eq!(tcp_in_use(sockstat), Some(1));
+        assert_eq!(tcp_in_use("sockets: used 7\n"), None);
+        assert!(tcp_sockets_in_this_namespace(), "the listener below is a hashed TCP socket");
+        let mut tcp6 = Tcp6InUse::open().unwrap();
+        let _listener6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        assert!(tcp6.any(), "read again, the count has the listener on ::1");
         let _listener = TcpListener::bind("127.0.0.1:0").unwrap();
         assert!(sockets_in_use() > 0);
     }

@@ -469,7 +469,8 @@ fn read_iterator(link: &Link, out: &mut Vec<u8>) -> Result<()> {
 /// Runs an iterator in every network namespace, its output appended to `out`: iter/tcp lists
 /// the namespace of the thread that opens it, so this thread enters each in turn, then returns.
 /// A namespace it may not enter (no CAP_SYS_ADMIN) or that is gone is left out: its
-/// connections show at their first send or read.
+/// connections show at their first send or read. Each run walks the whole of the kernel's
+/// (shared) connection hash, so a namespace without TCP sockets is not walked.
 fn in_every_namespace(iterator: &Link, out: &mut Vec<u8>) -> Result<()> {
     read_iterator(iterator, out)?;
     let own = File::open("/proc/thread-self/ns/net").context("opening tcptop's network namespace")?;
@@ -478,7 +479,8 @@ fn in_every_namespace(iterator: &Link, out: &mut Vec<u8>) -> Result<()> {
         if enter_network_namespace(&namespace).is_err() {
             continue;
         }
-        let read = read_iterator(iterator, out);
+        let read =
+            if procfs::tcp_sockets_in_this_namespace() { read_iterator(iterator, out) } else { Ok(()) };
         enter_network_namespace(&own).context("returning to tcptop's network namespace")?;
         read.with_context(|| format!("in the network namespace of {}", path.display()))?;
     }

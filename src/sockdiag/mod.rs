@@ -50,6 +50,9 @@ struct Namespace {
     dumps: DiagSocket,
     /// `None` where the kernel refused the destroy group.
     destroyed: Option<DiagSocket>,
+    /// Its count of IPv6 TCP sockets: a dump walks the kernel's whole connection hash, so the
+    /// IPv6 one is left out while there are none. `None` where it cannot be read.
+    tcp6_in_use: Option<procfs::Tcp6InUse>,
 }
 
 impl SockDiagCollector {
@@ -150,6 +153,9 @@ impl SockDiagCollector {
         let mut sockets = Vec::new();
         for ns in &mut self.namespaces {
             for &family in &self.families {
+                if family == Family::V6 && ns.tcp6_in_use.as_mut().is_some_and(|count| !count.any()) {
+                    continue;
+                }
                 ns.dumps.dump(family, &mut sockets)?;
             }
             all.extend(sockets.drain(..).map(|socket| (ns.inode, socket)));
@@ -201,6 +207,7 @@ impl Namespace {
             inode,
             dumps: DiagSocket::open()?,
             destroyed: DiagSocket::open_destroy_listener(destroy_queue).ok(),
+            tcp6_in_use: procfs::Tcp6InUse::open().ok(),
         })
     }
 }
