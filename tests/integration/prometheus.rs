@@ -12,7 +12,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::health::Netns;
-use crate::helpers::{as_traffic, start_tcptop, stop_tcptop, tcptop_command, Ip, Pair, TRAFFIC_COMM};
+use crate::helpers::{
+    as_traffic, start_tcptop, stop_tcptop, tcptop_command, Ip, Pair, Running, TRAFFIC_COMM,
+};
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -184,16 +186,22 @@ fn known_traffic(bytes: usize) -> Pair {
     })
 }
 
-#[test]
-fn a_real_prometheus_server_stores_the_exact_bytes_by_label_also_of_a_closed_connection() {
+/// tcptop exporting this process's connections by comm and remote port, and a real Prometheus
+/// scraping it; `None` where BPF or Prometheus is missing.
+fn scraped_by_comm_and_remote_port() -> Option<(Running, PrometheusServer)> {
     let address = free_address();
     let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
-    let Some(mut tcptop) = start_tcptop(&labels) else { return };
+    let mut tcptop = start_tcptop(&labels)?;
     if !prometheus_installed() {
         stop_tcptop(&mut tcptop);
-        return;
+        return None;
     }
-    let prometheus = PrometheusServer::start(&address);
+    Some((tcptop, PrometheusServer::start(&address)))
+}
+
+#[test]
+fn a_real_prometheus_server_stores_the_exact_bytes_by_label_also_of_a_closed_connection() {
+    let Some((mut tcptop, prometheus)) = scraped_by_comm_and_remote_port() else { return };
     let series = |metric: &str, direction: &str, remote_port: u16| {
         format!(r#"{metric}{{comm="{PROM_COMM}",direction="{direction}",remote_port="{remote_port}"}}"#)
     };
@@ -234,14 +242,7 @@ fn refused_connect() -> u16 {
 
 #[test]
 fn a_real_prometheus_server_stores_the_reset_and_the_failure_of_a_refused_connect() {
-    let address = free_address();
-    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
-    let Some(mut tcptop) = start_tcptop(&labels) else { return };
-    if !prometheus_installed() {
-        stop_tcptop(&mut tcptop);
-        return;
-    }
-    let prometheus = PrometheusServer::start(&address);
+    let Some((mut tcptop, prometheus)) = scraped_by_comm_and_remote_port() else { return };
     let series = |metric: &str, remote_port: u16, direction: &str| {
         format!(r#"{metric}{{comm="{PROM_COMM}",remote_port="{remote_port}"{direction}}}"#)
     };
@@ -273,14 +274,7 @@ fn a_real_prometheus_server_stores_the_reset_and_the_failure_of_a_refused_connec
 #[test]
 fn a_real_prometheus_server_stores_the_retransmit_and_the_long_handshake_of_a_lost_first_syn() {
     const PORT: u16 = 5565;
-    let address = free_address();
-    let labels = ["--prometheus", &address, "--prometheus-labels", "comm,remote_port", &this_process()];
-    let Some(mut tcptop) = start_tcptop(&labels) else { return };
-    if !prometheus_installed() {
-        stop_tcptop(&mut tcptop);
-        return;
-    }
-    let prometheus = PrometheusServer::start(&address);
+    let Some((mut tcptop, prometheus)) = scraped_by_comm_and_remote_port() else { return };
     // numgen counts from 0: only the first SYN is dropped, on input (see health.rs).
     let ns = Netns::new(
         "p",
