@@ -96,6 +96,15 @@ const volatile bool tracepoints_count_udp = true;	/* sock_*_length count UDP */
 /* udp{,v6}_recvmsg take (sk, msg, len, noblock, flags, addr_len) before Linux 5.19, and
  * (sk, msg, len, flags, ...) since: where their flags are, by the kernel's BTF. */
 const volatile bool udp_recvmsg_has_noblock = false;
+/* The TCP hooks sample the socket at every call, so that a read of the table needs to look only
+ * at the connections that changed (set where bpf_rdonly_cast makes tcp_sock's fields plain
+ * loads and the hooks see every send and read, src/ebpf/plan.rs). */
+const volatile bool hooks_sample = false;
+/* tp_btf/tcp_rcv_space_adjust samples the receiving side (also after splice reads, which
+ * sock_recv_length does not see). */
+const volatile bool rcv_space_samples = false;
+/* Slots in `conns`, as user space sized it. */
+const volatile __u32 slot_count = 0;
 
 struct drop_counters drops = {};
 
@@ -105,20 +114,45 @@ struct conn_event unused_conn_event = {};
 struct conn unused_conn = {};
 struct udp_flow_key unused_udp_flow_key = {};
 
+/* Every TCP connection, in user space's memory map: a read of the table copies the slots that
+ * `changed` names, with no kernel walk. User space sizes it to the host before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+/* Slots ready for a new connection: user space hands out fresh ones, a destroyed
+ * connection's returns here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 16384);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+/* The slots of the connections that changed in the current read epoch, each once; user
+ * space sizes it with `conns`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} changed SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct conn);
+	__type(value, struct conn_ref);
 } sk_conns SEC(".maps");
 
 /* Preallocated, as every hash here: one allocated at run time in a kprobe or raw_tp program
  * makes Linux before 5.13 print a WARNING and taint itself (and panic with panic_on_warn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);	/* as many as `conns`, set by user space */
 	__type(key, __u64);	/* the socket's kernel address */
-	__type(value, struct conn);
+	__type(value, struct conn_ref);
 } hash_conns SEC(".maps");
 
 /* kprobe strategy: tcp_sendmsg's socket, from entry to return, by thread id. */
@@ -171,8 +205,7 @@ struct {
 	__uint(max_entries, 1024 * 1024);	/* some 6,500 events: a burst of short connections */
 } events SEC(".maps");
 
-/* The rows of the last read of the table, in user space's memory map; user space sizes
- * it to the host before load. */
+/* The rows of the last read of the UDP flows, in user space's memory map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -181,12 +214,13 @@ struct {
 	__type(value, struct conn_info);
 } table SEC(".maps");
 
-/* Each read of the table, as user space sets it up before the read (one reader at a time:
- * tcptop's). */
-__u32 table_rows = 0;	/* rows of the current read, in `table` or beyond its end */
-__u32 table_unchanged = 0;	/* TCP connections a read of changes left out */
-bool sample_only = false;	/* sample every connection, report none (a read between two interval ends) */
-bool changes_only = false;	/* report only TCP connections that changed since the last reported row */
+/* User space starts each read of the table with a new epoch: a connection's first change in
+ * an epoch puts its slot on `changed`, its first send or read names its owner again. */
+__u32 read_epoch = 1;
+__u32 table_rows = 0;	/* rows of the current read of the UDP flows, in `table` or beyond its end */
+__u32 next_fresh_slot = 0;	/* adopt_tcp_socks: the next slot user space has not handed out */
+__u64 slots_taken = 0;	/* from free_slots */
+__u64 slots_returned = 0;	/* to free_slots */
 
 /* Whether --tcp / --udp let this protocol through. */
 static __always_inline bool counts(__u8 proto)
@@ -367,10 +401,26 @@ static __always_inline void name_owner(struct conn *c)
 
 static __always_inline void attribute(struct conn *c)
 {
-	if (!c->attributed) {
-		c->attributed = 1;
+	__u32 epoch = read_epoch;
+
+	if (c->named_epoch != epoch) {
+		c->named_epoch = epoch;
 		name_owner(c);
 	}
+}
+
+/* Puts a TCP connection's slot on `changed`, once per read epoch, for the next read to list.
+ * A hook that saw the old epoch just as user space began a read may leave a change the read
+ * misses: the next change, or the next read of every slot, lists it. */
+static __always_inline void touch(struct conn *c)
+{
+	__u32 epoch = read_epoch;
+
+	if (c->listed_epoch == epoch)
+		return;
+	c->listed_epoch = epoch;
+	if (bpf_ringbuf_output(&changed, &c->slot, sizeof(c->slot), BPF_RB_NO_WAKEUP))
+		__sync_fetch_and_add(&drops.changes_lost, 1);
 }
 
 static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state, __u8 new_state)
@@ -413,6 +463,21 @@ static __always_inline void read_health(struct conn *c, struct sock *sk)
 	c->info.rtt_known = 1;
 }
 
+/* read_health with plain loads, in a send or read hook where hooks_sample. */
+static __always_inline void load_health(struct conn *c, const struct tcp_sock *tp)
+{
+	__u32 srtt = tp->srtt_us;
+
+	c->info.retrans = tp->total_retrans;
+	c->info.health_read = 1;
+	if (!srtt)
+		return;
+	c->info.srtt_us = srtt >> 3;
+	c->info.rttvar_us = tp->mdev_us >> 2;
+	c->info.min_rtt_us = tp->rtt_min.s[0].v;
+	c->info.rtt_known = 1;
+}
+
 /* The handshake's time, from the state changes: SYN_SENT (connect) or SYN_RECV (the full
  * socket of a passive open, which Linux makes when the handshake's last ACK arrives, or at
  * the SYN with Fast Open) to ESTABLISHED, or SYN_SENT to CLOSE, a connect that failed. */
@@ -444,6 +509,22 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 	advance(c->rx_base, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
 }
 
+/* A sample and the health figures in a send or read hook, where hooks_sample: plain loads
+ * through bpf_rdonly_cast (which the verifier turns into no instruction at all), so that
+ * sampling at every call costs a few loads, not helper calls. The slot goes on `changed`. */
+static __always_inline void sample_in_call(struct conn *c, struct sock *sk)
+{
+	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
+
+	if (c->counting) {
+		if (can_send(tp->inet_conn.icsk_inet.sk.__sk_common.skc_state))
+			advance(c->tx_base, &c->info.tx_bytes, tp->write_seq);
+		advance(c->rx_base, &c->info.rx_bytes, read_end(c, tp->copied_seq));
+	}
+	load_health(c, tp);
+	touch(c);
+}
+
 /* How many bytes the hooks let pass before they sample: with one more call of the
  * largest size (MAX_RW_COUNT, just under 2 GiB) still short of what `advance` takes
  * as an advance, and far above what moves between two reads of the table on most
@@ -473,7 +554,10 @@ static __always_inline void count_sent(struct conn *c, bool created, struct sock
 	if (c->ignored)
 		return;
 	attribute(c);
-	moved(c, sk, accepted);
+	if (hooks_sample)
+		sample_in_call(c, sk);
+	else
+		moved(c, sk, accepted);
 }
 
 /* A read on sk handed `copied` > 0 bytes to the reader; copied_seq is after it. */
@@ -486,7 +570,11 @@ static __always_inline void count_received(struct conn *c, bool created, struct 
 	if (c->ignored)
 		return;
 	attribute(c);
-	moved(c, sk, copied);
+	/* tcp_rcv_space_adjust ran inside this call, before the slot existed if it is new. */
+	if (hooks_sample && (created || !rcv_space_samples))
+		sample_in_call(c, sk);
+	else if (!hooks_sample)
+		moved(c, sk, copied);
 }
 
 /* Which transitions start tracking a connection we have not seen yet. */
@@ -524,6 +612,7 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 	if (new_state == TCP_SYN_SENT)
 		name_owner(c);
 	c->info.state = new_state;
+	touch(c);
 	emit(c, CONN_EVENT_STATE, old_state, new_state);
 }
 
@@ -536,19 +625,25 @@ static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 }
 
 static __always_inline struct conn *find_conn(struct sock *sk);
+static __always_inline void release_slot(__u32 slot);
 
-/* tcp_destroy_sock: the last word on a connection; socket storage goes with the socket,
- * a hash slot is freed here. */
+/* tcp_destroy_sock: the last word on a connection. Its slot is free once the close event
+ * carries its final totals; the socket's way to it goes first, so nothing finds it again. */
 static __always_inline void destroyed(struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 	struct conn *c = find_conn(sk);
+	__u32 slot;
 
 	if (!c)
 		return;
 	on_destroy(c, sk);
+	slot = c->slot;
 	if (conns_in_hash)
 		bpf_map_delete_elem(&hash_conns, &key);
+	else
+		bpf_sk_storage_delete(&sk_conns, sk);
+	release_slot(slot);
 }
 
 /* ---- Finding a connection's slot ---------------------------------------- */
@@ -563,29 +658,94 @@ static __always_inline __u64 new_id(void)
 	return id ?: 1;
 }
 
-/* Socket-local storage: freed with the socket, no size limit, no hashing. A new slot
- * starts with its id, set as the storage is created, which happens once whoever races to
- * it: the program whose id it got created it (`*created`), and claims it. */
-static __always_inline struct conn *conn_of_sk(struct sock *sk, bool create, bool *created)
+/* A slot for a new connection: from free_slots, or for adopt_tcp_socks (one run at a time, in
+ * tcptop's reading thread) the next one user space has not handed out. */
+static __always_inline bool take_slot(bool adopting, __u32 *slot)
 {
-	struct conn *c = bpf_sk_storage_get(&sk_conns, sk, 0, 0);
-	struct conn fresh = {};
+	if (adopting) {
+		if (next_fresh_slot >= slot_count)
+			return false;
+		*slot = next_fresh_slot++;
+		return true;
+	}
+	if (bpf_map_pop_elem(&free_slots, slot))
+		return false;
+	__sync_fetch_and_add(&slots_taken, 1);
+	return true;
+}
 
-	*created = false;
-	if (c || !create)
-		return c;
-	fresh.info.id = new_id();
-	c = bpf_sk_storage_get(&sk_conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!c) {
+/* Empties a slot and gives it back. Its id goes first: user space lists no slot without one,
+ * and a hook that still holds it counts nothing once `counting` is clear. */
+static __always_inline void release_slot(__u32 slot)
+{
+	struct conn *c = bpf_map_lookup_elem(&conns, &slot);
+
+	if (c) {
+		c->info.id = 0;
+		c->counting = 0;
+	}
+	bpf_map_push_elem(&free_slots, &slot, 0);
+	__sync_fetch_and_add(&slots_returned, 1);
+}
+
+/* A fresh connection in a slot of its own, ready before any other program can find it: only
+ * its id and slot set, the id last, as user space tells a used slot by it. */
+static __always_inline struct conn *new_conn(bool adopting, __u32 *slot)
+{
+	struct conn *c;
+
+	if (!take_slot(adopting, slot) || !(c = bpf_map_lookup_elem(&conns, slot))) {
 		__sync_fetch_and_add(&drops.conns_untracked, 1);
 		return NULL;
 	}
-	*created = c->info.id == fresh.info.id;
+	c->info.id = 0;
+	barrier();
+	__builtin_memset(c, 0, sizeof(*c));
+	c->slot = *slot;
+	barrier();
+	c->info.id = new_id();
 	return c;
 }
 
-/* The slot under `key` in a hash of connections, made with a new id if `create` and
- * missing; `*created` for the one program whose insertion made it. */
+/* The connection a socket storage or hash entry leads to. */
+static __always_inline struct conn *conn_at(const struct conn_ref *ref)
+{
+	return ref ? bpf_map_lookup_elem(&conns, &ref->slot) : NULL;
+}
+
+/* The connection of a socket, in socket-local storage (freed with the socket, no size limit,
+ * no hashing) or in the hash of the plans that may not use it; made if `create` and missing.
+ * Of programs racing to make it, the one whose slot the socket got created it (`*created`)
+ * and claims it; the others give theirs back. */
+static __always_inline struct conn *conn_of_socket(struct sock *sk, bool create, bool adopting, bool *created)
+{
+	struct conn_ref *ref, fresh;
+	__u64 key = (__u64)sk;
+	struct conn *c;
+
+	*created = false;
+	ref = conns_in_hash ? bpf_map_lookup_elem(&hash_conns, &key) : bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+	if (ref || !create)
+		return conn_at(ref);
+	if (!(c = new_conn(adopting, &fresh.slot)))
+		return NULL;
+	if (conns_in_hash) {
+		*created = bpf_map_update_elem(&hash_conns, &key, &fresh, BPF_NOEXIST) == 0;
+		ref = bpf_map_lookup_elem(&hash_conns, &key);
+	} else {
+		ref = bpf_sk_storage_get(&sk_conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		*created = ref && ref->slot == fresh.slot;
+	}
+	if (!*created) {
+		release_slot(fresh.slot);
+		if (!ref)
+			__sync_fetch_and_add(&drops.conns_untracked, 1);
+	}
+	return conn_at(ref);
+}
+
+/* The UDP flow under `key`, made with a new id if `create` and missing; `*created` for the
+ * one program whose insertion made it. */
 static __always_inline struct conn *conn_in(void *map, const void *key, bool create, bool *created)
 {
 	struct conn *c = bpf_map_lookup_elem(map, key);
@@ -604,19 +764,10 @@ static __always_inline struct conn *conn_in(void *map, const void *key, bool cre
 	return c;
 }
 
-/* The hash map, for program types that may not use socket-local storage (kprobe, raw_tp,
- * and every tracing program before Linux 5.11). */
-static __always_inline struct conn *conn_of_hash(struct sock *sk, bool create, bool *created)
-{
-	__u64 key = (__u64)sk;
-
-	return conn_in(&hash_conns, &key, create, created);
-}
-
-/* The connection's slot where the plan keeps it, made if missing. */
+/* The connection's slot, made if missing. */
 static __always_inline struct conn *conn_of(struct sock *sk, bool *created)
 {
-	return conns_in_hash ? conn_of_hash(sk, true, created) : conn_of_sk(sk, true, created);
+	return conn_of_socket(sk, true, false, created);
 }
 
 /* The connection's slot, if it has one. */
@@ -624,7 +775,7 @@ static __always_inline struct conn *find_conn(struct sock *sk)
 {
 	bool created;
 
-	return conns_in_hash ? conn_of_hash(sk, false, &created) : conn_of_sk(sk, false, &created);
+	return conn_of_socket(sk, false, false, &created);
 }
 
 /* The slot of a TCP state change: one that opens a connection makes it. */
@@ -843,6 +994,18 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
 	}
+	return 0;
+}
+
+/* Runs at the end of every TCP read path, splice reads too (tcp_read_sock), which
+ * sock_recv_length does not see: where the hooks sample, this samples the reading side. */
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
+{
+	struct conn *c;
+
+	if (rcv_space_samples && counts(IPPROTO_TCP) && (c = find_conn(sk)) && !c->ignored)
+		sample_in_call(c, sk);
 	return 0;
 }
 
@@ -1150,110 +1313,46 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 	struct conn *c;
 	bool created;
 
-	if (sk && (c = conn_of(sk, &created)) && created) {
+	if (sk && (c = conn_of_socket(sk, true, true, &created)) && created) {
 		claim(c, sk);
 		c->info.sock_ino = socket_ino(sk);
 	}
 	return 0;
 }
 
-/* ---- reading the table ---------------------------------------------------- */
+/* ---- sampling where no hook looked ---------------------------------------- */
 
-/* Whether `row` says what the connection's last reported row said. */
-static __always_inline bool repeats_mark(const struct conn_mark *m, const struct conn_info *row)
+/* Samples a connection and reads its health, at every read of the table where the hooks do
+ * not sample, else now and then: for the paths no hook sees and the health of an idle
+ * connection. What changed goes on `changed`. */
+static __always_inline void walk_sample(struct conn *c, struct sock *sk)
 {
-	const __u64 *comm = (const __u64 *)row->comm;
+	__u64 tx = c->info.tx_bytes, rx = c->info.rx_bytes;
+	__u32 retrans = c->info.retrans, srtt = c->info.srtt_us, rttvar = c->info.rttvar_us;
+	__u32 min_rtt = c->info.min_rtt_us;
+	__u8 health_read = c->info.health_read;
 
-	return m->reported && m->tx_bytes == row->tx_bytes && m->rx_bytes == row->rx_bytes &&
-	       m->cgroup_id == row->cgroup_id && m->comm[0] == comm[0] && m->comm[1] == comm[1] &&
-	       m->pid == row->pid && m->retrans == row->retrans && m->srtt_us == row->srtt_us &&
-	       m->rttvar_us == row->rttvar_us && m->min_rtt_us == row->min_rtt_us &&
-	       m->resets_sent == row->resets_sent && m->resets_received == row->resets_received &&
-	       m->state == row->state && m->health_read == row->health_read &&
-	       m->rtt_known == row->rtt_known;
-}
-
-static __always_inline void set_mark(struct conn_mark *m, const struct conn_info *row)
-{
-	const __u64 *comm = (const __u64 *)row->comm;
-
-	m->tx_bytes = row->tx_bytes;
-	m->rx_bytes = row->rx_bytes;
-	m->cgroup_id = row->cgroup_id;
-	m->comm[0] = comm[0];
-	m->comm[1] = comm[1];
-	m->pid = row->pid;
-	m->retrans = row->retrans;
-	m->srtt_us = row->srtt_us;
-	m->rttvar_us = row->rttvar_us;
-	m->min_rtt_us = row->min_rtt_us;
-	m->resets_sent = row->resets_sent;
-	m->resets_received = row->resets_received;
-	m->state = row->state;
-	m->health_read = row->health_read;
-	m->rtt_known = row->rtt_known;
-	m->reported = 1;
-}
-
-/* Puts a connection's row where user space reads it. Rows go into `table`, which user
- * space maps into its memory, so that a read() of the iterator writes nothing and walks
- * the whole map at once: a read() that returns data ends at 32 KiB, and the next one
- * walks the socket-storage map from its bucket's start again (it has one bucket per
- * CPU), which made a read of many connections quadratic. Rows beyond the table's end,
- * if the host has grown that much, come through the iterator's output instead.
- *
- * `marked` (TCP): the row is compared with, and then becomes, the connection's mark, so
- * that a read of changes leaves out the connections that did not change, and counts them.
- * The mark is taken from the very copy reported: what hooks on other CPUs change after the
- * copy differs from the mark, so the next read reports it. */
-static __always_inline void report(struct seq_file *seq, struct conn *c, bool marked)
-{
-	struct conn_info row, *slot;
-	__u32 at;
-
-	/* The next call names the owner for the next interval. */
-	c->attributed = 0;
-	if (!reportable(c))
-		return;
-	row = c->info;
-	if (marked && changes_only && repeats_mark(&c->mark, &row)) {
-		table_unchanged++;
-		return;
-	}
-	at = table_rows++;
-	slot = bpf_map_lookup_elem(&table, &at);
-	if (slot)
-		*slot = row;
-	else if (bpf_seq_write(seq, &row, sizeof(row)))
-		/* The iterator shows this connection again in its next read(): no mark yet. */
-		return;
-	if (marked)
-		set_mark(&c->mark, &row);
-}
-
-/* A sample at each read of the table, so that bytes moved by a path no hook sees
- * (sendpage before Linux 6.5, splice reads) show within one interval. */
-static __always_inline void dump(struct seq_file *seq, struct conn *c, struct sock *sk)
-{
 	read_health(c, sk);
 	sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
-	if (!sample_only)
-		report(seq, c, true);
+	if (tx != c->info.tx_bytes || rx != c->info.rx_bytes || retrans != c->info.retrans ||
+	    srtt != c->info.srtt_us || rttvar != c->info.rttvar_us || min_rtt != c->info.min_rtt_us ||
+	    health_read != c->info.health_read)
+		touch(c);
 }
 
 SEC("iter/bpf_sk_storage_map")
 int dump_sk_conns(struct bpf_iter__bpf_sk_storage_map *ctx)
 {
-	struct conn *c = ctx->value;
+	struct conn *c = conn_at(ctx->value);
 	struct sock *sk = ctx->sk;
 
 	if (c && sk)
-		dump(ctx->meta->seq, c, sk);
+		walk_sample(c, sk);
 	return 0;
 }
 
-/* The table read where no map iterator may run: every TCP socket of the network namespace
- * user space runs this in, with the slot the plan keeps it in. */
+/* Where no map iterator may run: every TCP socket of the network namespace user space runs
+ * this in, with the slot the plan keeps it in. */
 SEC("iter/tcp")
 int dump_tcp_socks(struct bpf_iter__tcp *ctx)
 {
@@ -1261,19 +1360,40 @@ int dump_tcp_socks(struct bpf_iter__tcp *ctx)
 	struct conn *c;
 
 	if (sk && (c = find_conn(sk)))
-		dump(ctx->meta->seq, c, sk);
+		walk_sample(c, sk);
 	return 0;
 }
 
 SEC("iter/bpf_map_elem")
 int dump_hash_conns(struct bpf_iter__bpf_map_elem *ctx)
 {
-	struct conn *c = ctx->value;
+	struct conn *c = conn_at(ctx->value);
 	__u64 *skaddr = ctx->key;
 
 	if (c && skaddr)
-		dump(ctx->meta->seq, c, (struct sock *)*skaddr);
+		walk_sample(c, (struct sock *)*skaddr);
 	return 0;
+}
+
+/* ---- reading the UDP flows ------------------------------------------------ */
+
+/* Puts a flow's row where user space reads it: into `table`, which user space maps into its
+ * memory, so that a read() of the iterator writes nothing and walks the whole map at once (a
+ * read() that returns data ends at 32 KiB, and the next one starts the walk of its bucket
+ * again). Rows beyond the table's end come through the iterator's output instead. */
+static __always_inline void report(struct seq_file *seq, const struct conn *c)
+{
+	struct conn_info *slot;
+	__u32 at;
+
+	if (!reportable(c))
+		return;
+	at = table_rows++;
+	slot = bpf_map_lookup_elem(&table, &at);
+	if (slot)
+		*slot = c->info;
+	else
+		bpf_seq_write(seq, &c->info, sizeof(c->info));
 }
 
 /* Every UDP flow; one idle for longer than udp_idle_ns is reported with its final
@@ -1287,7 +1407,7 @@ int dump_udp_flows(struct bpf_iter__bpf_map_elem *ctx)
 
 	if (!key || !c)
 		return 0;
-	report(ctx->meta->seq, c, false);
+	report(ctx->meta->seq, c);
 	if (bpf_ktime_get_ns() - c->last_ns > udp_idle_ns) {
 		struct udp_flow_key expired = *key;	/* the helper wants a writable key */
 

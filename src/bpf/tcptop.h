@@ -57,45 +57,30 @@ struct conn_event {
 	__u8 pad[5];
 };
 
-/* What the last row a table read reported for a TCP connection said of the fields that
- * change while it lives, so that a read of changes leaves out exactly the rows that would
- * repeat it. The tuple and the handshake time change only with the state, which is here. */
-struct conn_mark {
-	__u64 tx_bytes;
-	__u64 rx_bytes;
-	__u64 cgroup_id;
-	__u64 comm[TCPTOP_COMM_LEN / 8];
-	__u32 pid;
-	__u32 retrans;
-	__u32 srtt_us;
-	__u32 rttvar_us;
-	__u32 min_rtt_us;
-	__u32 resets_sent;
-	__u32 resets_received;
-	__u8 state;
-	__u8 health_read;
-	__u8 rtt_known;
-	__u8 reported;		/* a row was reported: the fields above say what it said */
-};
-
-/* What the kernel keeps per connection (and per UDP flow). User space reads it from the
- * UDP flow map when no map iterator may read it in the kernel. The fields every send and
- * read looks at come first, with the id at the start of info, so that a hook touches one
- * cache line. */
+/* What the kernel keeps per connection (and per UDP flow). A TCP connection lives in a slot
+ * of the `conns` array, which user space maps into its memory and reads directly; a UDP flow
+ * in the UDP flow map. The fields every send and read looks at come first, with the id at
+ * the start of info, so that a hook touches one cache line. */
 struct conn {
 	__u8 ignored;		/* outside the --port / -4 / -6 filters */
-	__u8 attributed;	/* pid, comm and cgroup were set since the last read of the table */
 	__u8 counting;		/* tx_base and rx_base are valid */
 	__u8 fin_seen;
-	__u32 unsampled;	/* TCP: about how many bytes moved since the last sample */
+	__u8 pad;
+	__u32 named_epoch;	/* the read epoch in which pid, comm and cgroup were last set */
 	struct conn_info info;
 	__u32 tx_base;		/* write_seq less the low 32 bits of tx_bytes: where sending began */
 	__u32 rx_base;		/* copied_seq less the low 32 bits of rx_bytes */
 	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
-	__u32 pad;
+	__u32 unsampled;	/* TCP, where the hooks do not sample: about how many bytes moved since */
+	__u32 slot;		/* TCP: this slot's index in `conns` */
+	__u32 listed_epoch;	/* TCP: the read epoch in which the slot was last put on `changed` */
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
 	__u64 handshake_ns;	/* TCP: bpf_ktime_get_ns() at SYN_SENT or SYN_RECV */
-	struct conn_mark mark;	/* TCP: as of the last row reported */
+};
+
+/* What socket storage, or the hash of the plans that may not use it, keeps per TCP socket. */
+struct conn_ref {
+	__u32 slot;		/* in `conns` */
 };
 
 /* The other end of a UDP flow, in the socket's family: an IPv6 socket sees an IPv4
@@ -116,6 +101,7 @@ struct udp_flow_key {
 struct drop_counters {
 	__u64 conns_untracked;	/* a connection or UDP flow found no room in its map */
 	__u64 events_lost;	/* the events ring buffer was full */
+	__u64 changes_lost;	/* the `changed` ring buffer was full: the next read lists every connection */
 };
 
 #endif /* TCPTOP_H */

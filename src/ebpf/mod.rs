@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::atomic::{fence, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -30,12 +31,14 @@ use crate::collector::{
 use crate::procfs::{self, CgroupPaths, Owner, SocketOwners};
 use plan::{counted, TableRead, UdpRead};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
-use table::TableView;
+use table::MappedArray;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
 unsafe impl plain::Plain for types::conn_info {}
 unsafe impl plain::Plain for types::conn_event {}
 unsafe impl plain::Plain for types::conn {}
+// SAFETY: as above; user space only reads the slots the kernel writes.
+unsafe impl Send for types::conn {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -46,12 +49,19 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The test switch that treats kernel features as refused (`map-iter,func-ret`), so that
 /// every way of every part runs somewhere.
 const DISABLE_ENV: &str = "TCPTOP_DISABLE";
-/// How long the table may go unread (see `max_collect_gap`).
+/// How long the table may go unsampled where the hooks do not sample (see `max_collect_gap`).
 const MAX_COLLECT_GAP: Duration = Duration::from_millis(500);
+/// Where the hooks sample, how often the kernel side still samples every connection: for the
+/// health of idle connections (retransmits, RTT) and the paths no hook sees (kTLS sends with
+/// the fentry hooks).
+const IDLE_WALK_EVERY: Duration = Duration::from_secs(10);
 /// Every this many samples one lists every connection, not only those that changed: the
 /// model closes a TCP connection a complete sample leaves out, which catches one whose close
-/// event was lost in a way no counter saw.
+/// event was lost in a way no counter saw, and a change a read missed.
 const FULL_READ_EVERY: u32 = 60;
+/// Free slots the kernel side has for new connections after each hand-out: a burst of more new
+/// connections than this between two hand-outs (at most 100 ms apart) is counted untracked.
+const SLOTS_IN_HAND: u64 = 8192;
 
 /// The eBPF collector. Dropping it detaches every program.
 pub struct EbpfCollector {
@@ -68,8 +78,19 @@ pub struct EbpfCollector {
     udp_dump: Option<Link>,
     ring: RingBuffer<'static>,
     arrived: Rc<RefCell<Vec<types::conn_event>>>,
+    /// The `changed` ring: slots of the connections that changed since the last read.
+    changes: RingBuffer<'static>,
+    changed: Rc<RefCell<Vec<u32>>>,
     skel: TcptopSkel<'static>,
-    table: TableView,
+    /// The TCP connections, in the `conns` slots.
+    slots: MappedArray<types::conn>,
+    supply: SlotSupply,
+    /// When every connection was last sampled in the kernel.
+    last_walk: Option<Instant>,
+    /// `changes_lost` as of the last read.
+    changes_lost: u64,
+    /// The rows of the last UDP flow read.
+    table: MappedArray<types::conn_info>,
     /// Rows that did not fit in the table, as the iterators wrote them.
     dump_buf: Vec<u8>,
     filters: Filters,
@@ -80,17 +101,6 @@ pub struct EbpfCollector {
     since_full_read: Option<u32>,
     /// `lost_events` as of the last complete sample.
     lost_at_full_read: u64,
-}
-
-/// What a read of the TCP table reports.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Rows {
-    /// None: it only samples, in the kernel.
-    None,
-    /// Every connection.
-    All,
-    /// Only the connections that changed since the last read that reported rows.
-    Changed,
 }
 
 /// How one try of a plan ended, when it did not load and attach.
@@ -125,6 +135,9 @@ impl EbpfCollector {
     /// plan, part by part, with why the better ways were refused.
     pub fn open(hooks: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
         let mut refused = disabled_features()?;
+        if let Some(why) = hooks_cannot_sample() {
+            refused.entry(Feature::HookSample).or_insert(why);
+        }
         libbpf_log::capture();
         let mut tried = None;
         loop {
@@ -182,6 +195,10 @@ impl EbpfCollector {
         settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
         settings.udp_recvmsg_has_noblock = udp_recvmsg_has_noblock();
+        settings.hooks_sample = plan.hooks_sample;
+        settings.rcv_space_samples = plan.rcv_space_samples();
+        let slots = table::slots_for(procfs::sockets_in_use());
+        settings.slot_count = slots;
         let protos = counted(filters.proto);
         let programs = plan.programs(protos);
         for mut prog in open.open_object_mut().progs_mut() {
@@ -191,9 +208,18 @@ impl EbpfCollector {
             let create = plan.creates(&map.name().to_string_lossy());
             map.set_autocreate(create).map_err(anyhow::Error::from)?;
         }
-        let table_rows = table::rows_for(procfs::sockets_in_use());
-        open.maps.table.set_max_entries(table_rows).map_err(anyhow::Error::from)?;
+        let maps = &mut open.maps;
+        for map in [&mut maps.conns, &mut maps.free_slots, &mut maps.hash_conns] {
+            map.set_max_entries(slots).map_err(anyhow::Error::from)?;
+        }
+        // Each record of the ring takes 8 bytes of header and 8 of slot number and padding:
+        // room for half the slots to change in one interval (more makes a read of them all).
+        let ring_bytes = (u64::from(slots) * 8).next_power_of_two().max(1 << 16);
+        maps.changed.set_max_entries(ring_bytes.try_into().unwrap_or(u32::MAX)).map_err(anyhow::Error::from)?;
+        maps.table.set_max_entries(table::UDP_ROWS).map_err(anyhow::Error::from)?;
         let mut skel = open.load().map_err(|e| refusal_at_load(&plan, e.into()))?;
+        let mut supply = SlotSupply { issued: 0, pushed: 0 };
+        supply.hand_out(&mut skel, SLOTS_IN_HAND).context("handing out connection slots")?;
 
         let mut hooks = Vec::new();
         // cgroup hooks attach to the root of the cgroup v2 tree: every process is below it.
@@ -263,8 +289,12 @@ impl EbpfCollector {
                 .adopt_tcp_socks
                 .attach()
                 .map_err(|e| Attempt::Refused(Feature::TcpIter, format!("attaching adopt_tcp_socks: {e}")))?;
+            let globals = skel.maps.bss_data.as_deref_mut().expect("tcptop.bpf.c has global variables");
+            globals.next_fresh_slot = supply.issued;
             in_every_namespace(&adopt, &mut Vec::new())
                 .context("listing the connections open before tcptop")?;
+            // SAFETY: a read of memory-mapped .bss, which is always valid.
+            supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
         }
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
@@ -280,7 +310,20 @@ impl EbpfCollector {
             })
             .map_err(anyhow::Error::from)?;
         let ring = builder.build().map_err(anyhow::Error::from)?;
-        let table = TableView::map(skel.maps.table.as_fd(), table_rows).context("mapping the table")?;
+        let changed = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&changed);
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.changed, move |data: &[u8]| {
+                if let Ok(slot) = <[u8; 4]>::try_from(data) {
+                    sink.borrow_mut().push(u32::from_ne_bytes(slot));
+                }
+                0
+            })
+            .map_err(anyhow::Error::from)?;
+        let changes = builder.build().map_err(anyhow::Error::from)?;
+        let slots = MappedArray::map(skel.maps.conns.as_fd(), slots).context("mapping the connection slots")?;
+        let table = MappedArray::map(skel.maps.table.as_fd(), table::UDP_ROWS).context("mapping the UDP table")?;
         Ok(EbpfCollector {
             plan,
             refused: Refusals::new(),
@@ -291,7 +334,13 @@ impl EbpfCollector {
             udp_dump,
             ring,
             arrived,
+            changes,
+            changed,
             skel,
+            slots,
+            supply,
+            last_walk: None,
+            changes_lost: 0,
             table,
             dump_buf: Vec::new(),
             filters: filters.clone(),
@@ -313,9 +362,9 @@ impl EbpfCollector {
         &self.refused
     }
 
-    /// Rows the memory-mapped table holds; more arrive through the iterator's output.
-    pub fn table_rows(&self) -> usize {
-        self.table.capacity()
+    /// Free slots the kernel side gets at start and after each hand-out.
+    pub fn slots_in_hand(&self) -> u64 {
+        SLOTS_IN_HAND
     }
 
     /// tcptop.bpf.c's global variables, which the kernel changes behind the compiler's back.
@@ -333,27 +382,82 @@ impl EbpfCollector {
         }
     }
 
-    /// Runs the TCP table read: every connection sampled, the rows `reported` in `table` or,
-    /// beyond its end, in `dump_buf`, `table_rows` counting them and `table_unchanged` the
-    /// connections a read of changes left out.
-    fn read_tcp_table(&mut self, reported: Rows) -> Result<()> {
-        let globals = self.globals();
-        // SAFETY: writes of memory-mapped .bss, which is always valid.
-        unsafe {
-            std::ptr::write_volatile(&mut globals.table_rows, 0);
-            std::ptr::write_volatile(&mut globals.table_unchanged, 0);
-            std::ptr::write_volatile(&mut globals.sample_only, reported == Rows::None);
-            std::ptr::write_volatile(&mut globals.changes_only, reported == Rows::Changed);
-        }
-        self.dump_buf.clear();
+    /// Samples every TCP connection in the kernel, which puts those that changed on `changed`.
+    fn walk(&mut self) -> Result<()> {
+        self.last_walk = Some(Instant::now());
         if let Some(dump) = &self.tcp_dump {
+            let mut output = Vec::new();
             match self.plan.table {
-                TableRead::MapIter => read_iterator(dump, &mut self.dump_buf),
-                TableRead::TcpIter => in_every_namespace(dump, &mut self.dump_buf),
+                TableRead::MapIter => read_iterator(dump, &mut output),
+                TableRead::TcpIter => in_every_namespace(dump, &mut output),
             }
-            .context("reading the connection table")?;
+            .context("sampling the connections")?;
         }
         Ok(())
+    }
+
+    /// Whether `collect` samples every connection first: always where the hooks do not sample,
+    /// else every `IDLE_WALK_EVERY`.
+    fn walk_due(&self) -> bool {
+        !self.plan.hooks_sample || self.last_walk.is_none_or(|at| at.elapsed() >= IDLE_WALK_EVERY)
+    }
+
+    /// The TCP connections to list: those that changed since the last read (their slots from
+    /// `changed`, each once), or with `all` every slot in use. Starts a new read epoch first, so
+    /// that what changes from now on is the next read's.
+    fn tcp_rows(&mut self, all: bool) -> Result<Vec<types::conn_info>> {
+        let data = self.skel.maps.data_data.as_deref_mut().expect("tcptop.bpf.c has initialised globals");
+        // SAFETY: a read and a write of memory-mapped .data, which is always valid.
+        unsafe { std::ptr::write_volatile(&mut data.read_epoch, std::ptr::read_volatile(&data.read_epoch) + 1) };
+        // The new epoch before any slot is read: a hook that still sees the old one changed
+        // its slot before this read copies it.
+        fence(Ordering::SeqCst);
+        self.changes.consume().context("reading the changed connections")?;
+        let mut changed = std::mem::take(&mut *self.changed.borrow_mut());
+        let listed: Box<dyn Iterator<Item = u32>> = if all {
+            Box::new(0..self.supply.issued)
+        } else {
+            changed.sort_unstable();
+            changed.dedup();
+            Box::new(changed.into_iter())
+        };
+        Ok(listed
+            .filter_map(|slot| self.slots.get(slot as usize))
+            .filter(|conn| self.reportable(conn))
+            .map(|conn| conn.info)
+            .collect())
+    }
+
+    /// TCP slots in use: handed out, less those free in the kernel's queue.
+    fn slots_in_use(&mut self) -> u64 {
+        let free = self.supply.free(self.skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables"));
+        u64::from(self.supply.issued).saturating_sub(free)
+    }
+
+    /// The UDP flows: by the map iterator, into `table` and beyond its end into its output, or
+    /// by batch lookups where no map iterator runs.
+    fn udp_rows(&mut self) -> Result<Vec<types::conn_info>> {
+        let mut rows = Vec::new();
+        if !self.protos.contains(&Proto::Udp) {
+            return Ok(rows);
+        }
+        let Some(dump) = &self.udp_dump else {
+            self.read_udp_flows(&mut rows).context("reading the UDP flows")?;
+            return Ok(rows);
+        };
+        self.dump_buf.clear();
+        // SAFETY: a write of memory-mapped .bss, which is always valid.
+        unsafe { std::ptr::write_volatile(&mut self.skel.maps.bss_data.as_deref_mut().expect("globals").table_rows, 0) };
+        read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
+        let in_table = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
+        rows.extend(self.table.first(in_table));
+        rows.extend(self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
+            let mut info = types::conn_info::default();
+            plain::copy_from_bytes(&mut info, record).expect("records are whole");
+            info
+        }));
+        Ok(rows)
     }
 
     /// Reads the UDP flow map from user space, where no map iterator may, and deletes the
@@ -398,6 +502,62 @@ impl EbpfCollector {
             && self.filters.pid.is_none_or(|pid| c.info.pid == pid)
             && (self.cgroup_id == 0 || c.info.cgroup_id == self.cgroup_id)
     }
+}
+
+/// The free slots the kernel side takes new TCP connections' slots from: fresh ones handed out
+/// in order, a destroyed connection's given back by the kernel.
+struct SlotSupply {
+    /// Slots handed out so far, from 0.
+    issued: u32,
+    /// Of them, those pushed onto `free_slots` (the others adopt_tcp_socks took directly).
+    pushed: u64,
+}
+
+impl SlotSupply {
+    /// Slots free in the kernel's queue.
+    fn free(&self, globals: &types::bss) -> u64 {
+        // SAFETY: reads of memory-mapped .bss, which is always valid.
+        let (taken, returned) =
+            unsafe { (std::ptr::read_volatile(&globals.slots_taken), std::ptr::read_volatile(&globals.slots_returned)) };
+        (self.pushed + returned).saturating_sub(taken)
+    }
+
+    /// Tops the queue up to `wanted` free slots, with fresh ones while any are left: one
+    /// syscall each, so only once fewer than half remain.
+    fn hand_out(&mut self, skel: &mut TcptopSkel<'_>, wanted: u64) -> Result<()> {
+        let free = self.free(skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables"));
+        if free >= wanted / 2 {
+            return Ok(());
+        }
+        let capacity = skel.maps.conns.max_entries();
+        let end = u64::from(self.issued).saturating_add(wanted - free).min(u64::from(capacity)) as u32;
+        for slot in self.issued..end {
+            skel.maps.free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
+            self.issued = slot + 1;
+            self.pushed += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Why the hooks cannot sample at each call on this kernel, if they cannot (Feature::HookSample),
+/// by its BTF, read once.
+fn hooks_cannot_sample() -> Option<String> {
+    use libbpf_rs::btf::{types::Func, Btf};
+
+    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    WHY.get_or_init(|| {
+        let btf = Btf::from_vmlinux().ok()?;
+        let has = |name: &str| btf.type_by_name::<Func<'_>>(name).is_some();
+        if !has("bpf_rdonly_cast") {
+            Some("this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+)".to_string())
+        } else if has("tcp_sendpage") {
+            Some("this kernel's sendfile path (tcp_sendpage, before Linux 6.5) passes no send hook".to_string())
+        } else {
+            None
+        }
+    })
+    .clone()
 }
 
 /// The features `TCPTOP_DISABLE` treats as refused.
@@ -510,17 +670,17 @@ impl Collector for EbpfCollector {
         &self.plan_name
     }
 
-    /// A path no hook sees (splice reads, sendpage before 6.5) is sampled only at table
-    /// reads, and one sample may add at most 3 GiB (`advance` in tcptop.bpf.c): at loopback's
-    /// 6 GB/s that is half a second.
+    /// Where the hooks do not sample, the bytes between two samples must stay under 3 GiB
+    /// (`advance` in tcptop.bpf.c): at loopback's 6 GB/s that is half a second. Where they
+    /// do, every call samples, and no call moves 2 GiB.
     fn max_collect_gap(&self) -> Option<Duration> {
-        Some(MAX_COLLECT_GAP)
+        (!self.plan.hooks_sample).then_some(MAX_COLLECT_GAP)
     }
 
-    /// The TCP table read alone, which samples every connection in the kernel: no rows are
-    /// decoded, no owners looked up, and the events stay in the ring for `wait_events`.
+    /// Sampling alone, in the kernel: no rows are decoded, no owners looked up, and the
+    /// events stay in the ring for `wait_events`.
     fn refresh(&mut self) -> Result<Vec<ConnEvent>> {
-        self.read_tcp_table(Rows::None)?;
+        self.walk()?;
         Ok(Vec::new())
     }
 
@@ -528,44 +688,35 @@ impl Collector for EbpfCollector {
     /// counts the others), but for every `FULL_READ_EVERY`-th sample, the first, and one after
     /// lost events, which list them all.
     fn collect(&mut self) -> Result<Sample> {
-        // Events first: a connection closed after this point is still in the dump, and the
+        // Events first: a connection closed after this point is still in its slot, and the
         // model keeps its totals until its close event arrives in the next sample.
         self.ring.consume().context("reading connection events")?;
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
-        let lost = self.overflow().lost_events;
+        if self.walk_due() {
+            self.walk()?;
+        }
+        let Overflow { lost_events: lost, .. } = self.overflow();
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
+        let changes_lost = unsafe { std::ptr::read_volatile(&self.globals().drops.changes_lost) };
         let full = match self.since_full_read {
             None => true,
-            Some(since) => since + 1 >= FULL_READ_EVERY || lost != self.lost_at_full_read,
+            Some(since) => {
+                since + 1 >= FULL_READ_EVERY || lost != self.lost_at_full_read || changes_lost != self.changes_lost
+            }
         };
+        self.changes_lost = changes_lost;
         if full {
             (self.since_full_read, self.lost_at_full_read) = (Some(0), lost);
         } else {
             self.since_full_read = self.since_full_read.map(|since| since + 1);
         }
-        self.read_tcp_table(if full { Rows::All } else { Rows::Changed })?;
-        if let Some(dump) = &self.udp_dump {
-            read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
-        }
-        let mut udp_rows = Vec::new();
-        if self.udp_dump.is_none() && self.protos.contains(&Proto::Udp) {
-            self.read_udp_flows(&mut udp_rows).context("reading the UDP flows")?;
-        }
-        // SAFETY: a read of memory-mapped .bss, which is always valid.
-        let (rows, unchanged) = unsafe {
-            let globals = self.globals();
-            (std::ptr::read_volatile(&globals.table_rows), std::ptr::read_volatile(&globals.table_unchanged))
-        };
-        let rows = rows as usize;
-        let overflowed = self.dump_buf.chunks_exact(size_of::<types::conn_info>()).map(|record| {
-            let mut info = types::conn_info::default();
-            plain::copy_from_bytes(&mut info, record).expect("records are whole");
-            info
-        });
-        let infos: Vec<types::conn_info> = self.table.rows(rows).chain(overflowed).chain(udp_rows).collect();
-        let owners = self.find_owners(infos.iter().chain(raw_events.iter().map(|raw| &raw.info)));
-        let conns = infos.iter().map(|info| self.conn_from(info, &owners)).collect();
+        let tcp_rows = if self.protos.contains(&Proto::Tcp) { self.tcp_rows(full)? } else { Vec::new() };
+        let unchanged = (!full).then(|| self.slots_in_use().saturating_sub(tcp_rows.len() as u64));
+        let udp_rows = self.udp_rows()?;
+        let owners = self.find_owners(tcp_rows.iter().chain(&udp_rows).chain(raw_events.iter().map(|raw| &raw.info)));
+        let conns = tcp_rows.iter().chain(&udp_rows).map(|info| self.conn_from(info, &owners)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
-        let unchanged = (!full).then_some(u64::from(unchanged));
+        self.supply.hand_out(&mut self.skel, SLOTS_IN_HAND).context("handing out connection slots")?;
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
     }
 
@@ -576,6 +727,7 @@ impl Collector for EbpfCollector {
             result => result.context("waiting for connection events")?,
         }
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
+        self.supply.hand_out(&mut self.skel, SLOTS_IN_HAND).context("handing out connection slots")?;
         let owners = self.find_owners(raw_events.iter().map(|raw| &raw.info));
         Ok(raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect())
     }

@@ -33,10 +33,15 @@ pub enum Feature {
     /// The programs on tcp:tcp_send_reset and tcp:tcp_receive_reset (resets are unknown
     /// without them).
     Resets,
+    /// The send and read hooks sample the socket at each call: plain loads of tcp_sock through
+    /// the bpf_rdonly_cast kfunc (Linux 6.2+), on a kernel whose every send path the hooks see
+    /// (no tcp_sendpage, which Linux 6.5 removed). Without it every connection is sampled at
+    /// each read of the table.
+    HookSample,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 10] = [
+    pub const ALL: [Feature; 11] = [
         Feature::Fentry,
         Feature::Kprobe,
         Feature::Tracepoint,
@@ -47,6 +52,7 @@ impl Feature {
         Feature::FuncRet,
         Feature::CgroupSockAddr,
         Feature::Resets,
+        Feature::HookSample,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +67,7 @@ impl Feature {
             Feature::FuncRet => "func-ret",
             Feature::CgroupSockAddr => "cgroup-sock-addr",
             Feature::Resets => "resets",
+            Feature::HookSample => "hook-sample",
         }
     }
 
@@ -148,6 +155,10 @@ pub struct Plan {
     pub adopt: bool,
     /// Whether resets are counted (on the lifecycle hooks' kind of tracepoint program).
     pub resets: bool,
+    /// Whether the TCP send and read hooks sample at each call, so that a read of the table
+    /// looks only at the connections that changed; else every one is sampled (walked) at
+    /// each read.
+    pub hooks_sample: bool,
 }
 
 impl Plan {
@@ -195,6 +206,7 @@ impl Plan {
             udp_table: if allowed(Feature::MapIter) { UdpRead::MapIter } else { UdpRead::Lookup },
             adopt: allowed(Feature::TcpIter),
             resets: allowed(Feature::Resets),
+            hooks_sample: tcp != Strategy::Kprobe && allowed(Feature::HookSample),
         })
     }
 
@@ -214,6 +226,9 @@ impl Plan {
             });
             if self.adopt {
                 programs.push("adopt_tcp_socks");
+            }
+            if self.rcv_space_samples() {
+                programs.push("tp_tcp_rcv_space_adjust");
             }
             if self.resets {
                 programs.extend(match self.lifecycle {
@@ -247,6 +262,12 @@ impl Plan {
     }
 
     /// Whether the sock_*_length tracepoints count UDP: they may be loaded for TCP alone.
+    /// Whether tp_btf/tcp_rcv_space_adjust samples the reading side: sock_recv_length does
+    /// not see splice reads, which that tracepoint ends.
+    pub fn rcv_space_samples(&self) -> bool {
+        self.hooks == Strategy::Tracepoint && self.hooks_sample
+    }
+
     pub fn tracepoints_count_udp(&self) -> bool {
         self.udp == Some(Strategy::Tracepoint)
     }
@@ -280,6 +301,7 @@ impl Plan {
         Some(match program {
             "fexit_udp_recvmsg" | "fexit_udpv6_recvmsg" if !denied => Feature::FuncRet,
             "tp_sock_send_length" | "tp_sock_recv_length" => Feature::Tracepoint,
+            "tp_tcp_rcv_space_adjust" => Feature::HookSample,
             "tp_inet_sock_set_state" | "tp_tcp_destroy_sock" => Feature::TpBtf,
             "dump_sk_conns" | "dump_hash_conns" | "dump_udp_flows" => Feature::MapIter,
             "dump_tcp_socks" | "adopt_tcp_socks" => Feature::TcpIter,
@@ -339,6 +361,7 @@ impl fmt::Display for Plan {
             (self.udp_table == UdpRead::Lookup, "udp-lookup"),
             (!self.adopt, "no-adopt"),
             (!self.resets, "no-resets"),
+            (!self.hooks_sample, "walked"),
         ];
         for (_, name) in degraded.iter().filter(|(on, _)| *on) {
             write!(f, "/{name}")?;
@@ -392,6 +415,15 @@ impl Plan {
                     TableRead::TcpIter => "iter/tcp in each network namespace",
                 },
                 why(&[Feature::MapIter])
+            ),
+            format!(
+                "sampling: {}{}",
+                if self.hooks_sample {
+                    "at each send and read; a read of the table lists what changed"
+                } else {
+                    "every connection at each read of the table"
+                },
+                why(&[Feature::HookSample])
             ),
             format!(
                 "UDP hooks: {udp}{}",

@@ -1,69 +1,65 @@
-//! The kernel's connection rows, read from the `table` map mapped into our memory, where the
-//! dump programs of tcptop.bpf.c put them (see `report` there for why not through read()).
+//! The kernel's arrays mapped into our memory: the TCP connections' slots (`conns`), which the
+//! hooks keep up to date, and the rows of the last UDP flow read (`table`), where
+//! dump_udp_flows puts them (see `report` in tcptop.bpf.c for why not through read()).
 
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::{self, NonNull};
 
-use super::skel::types::conn_info;
+/// Slots there are at least (about 3 MiB): room for the host's new connections.
+const MIN_SLOTS: u32 = 1 << 14;
+/// Slots there are at most (some 800 MiB of kernel memory).
+const MAX_SLOTS: u32 = 1 << 22;
+/// Rows of UDP flows the mapped table holds; more arrive through the iterator's output.
+pub const UDP_ROWS: u32 = 1 << 14;
 
-/// Rows the table holds at least (1.6 MiB): room for a host's growth before rows overflow
-/// into the slower iterator output.
-const MIN_ROWS: u32 = 1 << 14;
-/// Rows it holds at most (104 MiB of kernel memory).
-const MAX_ROWS: u32 = 1 << 20;
-
-/// Rows for a host with `sockets` sockets in use: twice as many, for growth.
-pub fn rows_for(sockets: u64) -> u32 {
-    let wanted = u32::try_from(sockets.saturating_mul(2)).unwrap_or(u32::MAX);
-    wanted.clamp(MIN_ROWS, MAX_ROWS).next_power_of_two()
+/// Connection slots for a host with `sockets` sockets in use: a quarter more, for growth.
+pub fn slots_for(sockets: u64) -> u32 {
+    let wanted = sockets.saturating_add(sockets / 4).saturating_add(u64::from(MIN_SLOTS));
+    u32::try_from(wanted).unwrap_or(u32::MAX).min(MAX_SLOTS)
 }
 
-/// The `table` array map, mapped read-only.
-pub struct TableView {
-    rows: NonNull<conn_info>,
-    capacity: usize,
+/// An mmapable BPF array of `T`, mapped read-only.
+pub struct MappedArray<T> {
+    values: NonNull<T>,
+    len: usize,
+    _values: PhantomData<T>,
 }
 
-impl TableView {
-    /// Maps the whole of `map`, an mmapable array of `capacity` conn_info values.
-    pub fn map(map: BorrowedFd<'_>, capacity: u32) -> io::Result<TableView> {
-        let capacity = capacity as usize;
+impl<T: Copy> MappedArray<T> {
+    /// Maps the whole of `map`, an mmapable array of `len` values of `T`.
+    pub fn map(map: BorrowedFd<'_>, len: u32) -> io::Result<MappedArray<T>> {
+        let len = len as usize;
         // SAFETY: a fresh shared read-only mapping of the map's values, which start at offset 0.
         let address = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                capacity * size_of::<conn_info>(),
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                map.as_raw_fd(),
-                0,
-            )
+            libc::mmap(ptr::null_mut(), len * size_of::<T>(), libc::PROT_READ, libc::MAP_SHARED, map.as_raw_fd(), 0)
         };
         if address == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let rows = NonNull::new(address.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
-        Ok(TableView { rows, capacity })
+        let values = NonNull::new(address.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(MappedArray { values, len, _values: PhantomData })
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// A copy of value `index`, if the array has one. Volatile, as the compiler cannot see the
+    /// kernel's writes; a value a hook changes during the copy may mix two of its states, each
+    /// field whole, which the next read corrects.
+    pub fn get(&self, index: usize) -> Option<T> {
+        // SAFETY: the index is inside the mapping, which lives as long as self.
+        (index < self.len).then(|| unsafe { ptr::read_volatile(self.values.as_ptr().add(index)) })
     }
 
-    /// Copies of the first `count` rows (at most the whole table).
-    pub fn rows(&self, count: usize) -> impl Iterator<Item = conn_info> + '_ {
-        // SAFETY: every index is inside the mapping; the kernel writes rows only while our
-        // own read() of the iterator runs, so reads after it see whole rows. Volatile, as
-        // the compiler cannot see those writes.
-        (0..count.min(self.capacity)).map(|i| unsafe { ptr::read_volatile(self.rows.as_ptr().add(i)) })
+    /// Copies of the first `count` values (at most the whole array).
+    pub fn first(&self, count: usize) -> impl Iterator<Item = T> + '_ {
+        (0..count.min(self.len)).filter_map(|i| self.get(i))
     }
 }
 
-impl Drop for TableView {
+impl<T> Drop for MappedArray<T> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping `map` made, which nothing uses any more.
-        unsafe { libc::munmap(self.rows.as_ptr().cast(), self.capacity * size_of::<conn_info>()) };
+        unsafe { libc::munmap(self.values.as_ptr().cast(), self.len * size_of::<T>()) };
     }
 }
 
@@ -72,11 +68,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tables_have_room_for_twice_the_sockets_in_powers_of_two() {
-        assert_eq!(rows_for(0), MIN_ROWS);
-        assert_eq!(rows_for(8_000), MIN_ROWS);
-        assert_eq!(rows_for(8_193), 32_768);
-        assert_eq!(rows_for(50_000), 131_072);
-        assert_eq!(rows_for(u64::MAX), MAX_ROWS);
+    fn slots_leave_room_for_a_quarter_more_sockets() {
+        assert_eq!(slots_for(0), MIN_SLOTS);
+        assert_eq!(slots_for(100_000), 125_000 + MIN_SLOTS);
+        assert_eq!(slots_for(u64::MAX), MAX_SLOTS);
     }
 }

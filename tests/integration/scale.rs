@@ -1,5 +1,6 @@
-//! Many connections (root, host only): more rows than the memory-mapped table holds still all
-//! arrive, each with its exact bytes; thousands of short ones leave no row behind.
+//! Many connections (root, host only): more new ones than the kernel side has slots for at
+//! start still all arrive, each with its exact bytes; thousands of short ones leave no row
+//! behind.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,28 +19,36 @@ fn allow_open_files(wanted: u64) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
 }
 
+/// The collection thread waits for events at most 100 ms at a time, and each wait hands the
+/// kernel side new slots: this test waits after every `WAIT_EVERY` connections instead.
 #[test]
-fn rows_beyond_the_table_arrive_through_the_iterator() {
+fn connections_beyond_the_slots_in_hand_at_start_all_arrive() {
+    const WAIT_EVERY: usize = 500;
     let Some(mut watch) = open_collector(Filters::default()) else {
         return;
     };
-    // Both ends of each connection are rows: a few hundred more than the table holds.
-    let conns = watch.collector.table_rows() / 2 + 200;
+    // Both ends of each connection take a slot: a few hundred more than the kernel had.
+    let conns = watch.collector.slots_in_hand() as usize / 2 + 200;
     allow_open_files(2 * conns as u64 + 256);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
-    let pairs: Vec<(TcpStream, TcpStream)> = as_traffic(|| {
-        (0..conns)
-            .map(|i| {
-                let mut client = TcpStream::connect(server).unwrap();
-                let (mut accepted, _) = listener.accept().unwrap();
-                // Every connection its own byte count, so that rows cannot be confused.
-                client.write_all(&vec![7; 1 + i % 50]).unwrap();
-                accepted.read_exact(&mut vec![0; 1 + i % 50]).unwrap();
-                (client, accepted)
-            })
-            .collect()
-    });
+    let mut pairs: Vec<(TcpStream, TcpStream)> = Vec::new();
+    while pairs.len() < conns {
+        let first = pairs.len();
+        pairs.extend(as_traffic(|| {
+            (first..conns.min(first + WAIT_EVERY))
+                .map(|i| {
+                    let mut client = TcpStream::connect(server).unwrap();
+                    let (mut accepted, _) = listener.accept().unwrap();
+                    // Every connection its own byte count, so that rows cannot be confused.
+                    client.write_all(&vec![7; 1 + i % 50]).unwrap();
+                    accepted.read_exact(&mut vec![0; 1 + i % 50]).unwrap();
+                    (client, accepted)
+                })
+                .collect::<Vec<_>>()
+        }));
+        watch.collector.wait_events(Duration::ZERO).expect("waiting for events");
+    }
     watch.poll();
     let rows: HashMap<_, _> =
         watch.latest.values().map(|c| ((c.local, c.remote), (c.tx_bytes, c.rx_bytes))).collect();
