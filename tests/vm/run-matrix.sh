@@ -22,7 +22,7 @@ set -euo pipefail
 #   (The host's is this workplace's sandbox, where fentry and kprobes are blocked;
 #   override with --host-unsupported, e.g. "-" on a machine where all attach.)
 # DISABLE: TCPTOP_DISABLE for the run, kernel features tcptop treats as refused
-#   (fentry, kprobe, tracepoint, sk-storage, map-iter, func-ret), so that its
+#   (fentry, kprobe, tracepoint, sk-storage, map-iter, func-ret, hook-sample), so that its
 #   fallbacks run live ("-": none). Passed to a guest as tcptop_disable=...
 # STRATEGIES: the strategies this row runs ("-": all; a forced-off row runs only
 #   those its switch matters for, to keep the matrix short).
@@ -31,6 +31,7 @@ KERNEL_TABLE='
 host            -                           fentry,kprobe  -                    -
 host-hash       -                           fentry,kprobe  sk-storage           auto
 host-rawtp      -                           fentry,kprobe  tp-btf               auto
+host-walked     -                           fentry,kprobe  hook-sample          auto
 5.10            linux-image-amd64/bullseye  tracepoint     -                    -
 6.1             linux-image-amd64           tracepoint     -                    -
 6.12            linux-image-6.12-amd64      -              -                    -
@@ -42,7 +43,8 @@ sid             linux-image-amd64/sid       -              -                    
 '
 # Why the forced-off rows run what they run: host-hash, the tracepoint hooks and
 # iter/tcp on the hash map; host-rawtp, raw_tp lifecycle hooks (no kernel here
-# lacks tp_btf); nofentry, auto's fall back to kprobe;
+# lacks tp_btf); host-walked, every connection sampled at each read, as on
+# kernels without bpf_rdonly_cast (6.1 does so with fentry); nofentry, auto's fall back to kprobe;
 # nomapiter, both tables (socket storage under fentry, the hash under kprobe) read
 # without map iterators; nostorage, fentry on the hash map (kprobe always uses it);
 # nofuncret, fentry's UDP receive hook without bpf_get_func_ret.
