@@ -14,21 +14,28 @@
  * and however often: tcp_cleanup_rbuf reporting a running total twice for one
  * MSG_WAITALL read (bcc issue 5352) or tcp_sendmsg being asked for more than it
  * accepts cannot double count, and a path no hook sees (sendpage before 6.5,
- * splice reads) is caught up by the next sample. Samples are taken where it is
- * cheap: each time user space reads the table (once per interval), at every
- * state change and when the socket is destroyed. The send and read hooks, the
- * hot path, only claim and attribute the connection; they sample only every
- * SAMPLE_DISTANCE bytes, so that the 32-bit difference cannot wrap between two
- * reads of the table. A sample stores the counter's advance since the connection's
- * base (see `advance`), so two CPUs sampling one socket never count the same bytes
- * twice, with no atomics (which Linux before 5.12 lacks).
+ * splice reads under sock_recv_length) is caught up by the next sample. A sample
+ * stores the counter's advance since the connection's base (see `advance`), so
+ * two CPUs sampling one socket never count the same bytes twice, with no atomics
+ * (which Linux before 5.12 lacks). Samples are taken at every state change and
+ * when the socket is destroyed, and:
+ *   - where `hooks_sample` (bpf_rdonly_cast, Linux 6.2+, makes tcp_sock's fields
+ *     plain loads, and the hooks see every send and read path): by the send and
+ *     read hooks at every call, with the health figures. Each connection that
+ *     changes puts its slot on the `changed` ring once per read epoch, and a read
+ *     of the table copies just those slots from the mapped `conns` array: its cost
+ *     follows the connections that changed, not those held. A walk of every socket
+ *     (the table iterators) still samples now and then, for idle connections'
+ *     health and paths no hook sees (kTLS sends under fentry);
+ *   - else by that walk before every read of the table, which puts what changed on
+ *     `changed`; the hooks sample only every SAMPLE_DISTANCE bytes, so that the
+ *     32-bit difference cannot wrap between two walks.
  *
  * The hot path makes one helper call, bpf_sk_storage_get: a helper call costs
  * about as much as the rest of a hook (some 20 ns where returns are mitigated,
- * as on AMD hosts with Safe RET). So the hooks do not read tcp_sock (its address
- * takes bpf_skc_to_tcp_sock; the bytes since the last sample are estimated from
- * what the calls report), and they ask who is calling (pid, comm, cgroup) once
- * per connection between two reads of the table, not on every call.
+ * as on AMD hosts with Safe RET). So the hooks read tcp_sock only with plain loads
+ * (never through bpf_skc_to_tcp_sock or probed reads), and they ask who is calling
+ * (pid, comm, cgroup) once per connection and read epoch, not on every call.
  *
  * How UDP bytes are counted. A flow is one socket and one peer, so an
  * unconnected socket has a flow for each address it talks to. A send or receive
@@ -54,10 +61,10 @@
  * BTF-typed programs (fentry, tp_btf, iterators) keep per-connection state in
  * socket-local storage from Linux 5.11; kprobe and raw_tp programs may not use
  * it, so they (and all on older kernels) key a hash map by the socket's address
- * (`conns_in_hash`). UDP flows, several per socket, live in a hash keyed by
- * socket and peer for every plan. The table is read by a map iterator, or where
- * the kernel refuses those, by iter/tcp in each network namespace (UDP flows are
- * then read from user space).
+ * (`conns_in_hash`); either leads to the connection's slot in `conns`. UDP flows,
+ * several per socket, live in a hash keyed by socket and peer for every plan. The
+ * walk is a map iterator, or where the kernel refuses those, iter/tcp in each
+ * network namespace (UDP flows are then read from user space).
  *
  * To add a probe: write a SEC() program that finds the connection (conn_of) and
  * calls one of the handlers below (count_sent, count_received, on_state_change,

@@ -215,7 +215,9 @@ impl EbpfCollector {
         // Each record of the ring takes 8 bytes of header and 8 of slot number and padding:
         // room for half the slots to change in one interval (more makes a read of them all).
         let ring_bytes = (u64::from(slots) * 8).next_power_of_two().max(1 << 16);
-        maps.changed.set_max_entries(ring_bytes.try_into().unwrap_or(u32::MAX)).map_err(anyhow::Error::from)?;
+        maps.changed
+            .set_max_entries(ring_bytes.try_into().unwrap_or(u32::MAX))
+            .map_err(anyhow::Error::from)?;
         maps.table.set_max_entries(table::UDP_ROWS).map_err(anyhow::Error::from)?;
         let mut skel = open.load().map_err(|e| refusal_at_load(&plan, e.into()))?;
         let mut supply = SlotSupply { issued: 0, pushed: 0 };
@@ -322,8 +324,10 @@ impl EbpfCollector {
             })
             .map_err(anyhow::Error::from)?;
         let changes = builder.build().map_err(anyhow::Error::from)?;
-        let slots = MappedArray::map(skel.maps.conns.as_fd(), slots).context("mapping the connection slots")?;
-        let table = MappedArray::map(skel.maps.table.as_fd(), table::UDP_ROWS).context("mapping the UDP table")?;
+        let slots =
+            MappedArray::map(skel.maps.conns.as_fd(), slots).context("mapping the connection slots")?;
+        let table =
+            MappedArray::map(skel.maps.table.as_fd(), table::UDP_ROWS).context("mapping the UDP table")?;
         Ok(EbpfCollector {
             plan,
             refused: Refusals::new(),
@@ -408,7 +412,9 @@ impl EbpfCollector {
     fn tcp_rows(&mut self, all: bool) -> Result<Vec<types::conn_info>> {
         let data = self.skel.maps.data_data.as_deref_mut().expect("tcptop.bpf.c has initialised globals");
         // SAFETY: a read and a write of memory-mapped .data, which is always valid.
-        unsafe { std::ptr::write_volatile(&mut data.read_epoch, std::ptr::read_volatile(&data.read_epoch) + 1) };
+        unsafe {
+            std::ptr::write_volatile(&mut data.read_epoch, std::ptr::read_volatile(&data.read_epoch) + 1)
+        };
         // The new epoch before any slot is read: a hook that still sees the old one changed
         // its slot before this read copies it.
         fence(Ordering::SeqCst);
@@ -430,7 +436,8 @@ impl EbpfCollector {
 
     /// TCP slots in use: handed out, less those free in the kernel's queue.
     fn slots_in_use(&mut self) -> u64 {
-        let free = self.supply.free(self.skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables"));
+        let free =
+            self.supply.free(self.skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables"));
         u64::from(self.supply.issued).saturating_sub(free)
     }
 
@@ -447,7 +454,12 @@ impl EbpfCollector {
         };
         self.dump_buf.clear();
         // SAFETY: a write of memory-mapped .bss, which is always valid.
-        unsafe { std::ptr::write_volatile(&mut self.skel.maps.bss_data.as_deref_mut().expect("globals").table_rows, 0) };
+        unsafe {
+            std::ptr::write_volatile(
+                &mut self.skel.maps.bss_data.as_deref_mut().expect("globals").table_rows,
+                0,
+            )
+        };
         read_iterator(dump, &mut self.dump_buf).context("reading the UDP flows")?;
         // SAFETY: a read of memory-mapped .bss, which is always valid.
         let in_table = unsafe { std::ptr::read_volatile(&self.globals().table_rows) } as usize;
@@ -517,8 +529,9 @@ impl SlotSupply {
     /// Slots free in the kernel's queue.
     fn free(&self, globals: &types::bss) -> u64 {
         // SAFETY: reads of memory-mapped .bss, which is always valid.
-        let (taken, returned) =
-            unsafe { (std::ptr::read_volatile(&globals.slots_taken), std::ptr::read_volatile(&globals.slots_returned)) };
+        let (taken, returned) = unsafe {
+            (std::ptr::read_volatile(&globals.slots_taken), std::ptr::read_volatile(&globals.slots_returned))
+        };
         (self.pushed + returned).saturating_sub(taken)
     }
 
@@ -552,7 +565,10 @@ fn hooks_cannot_sample() -> Option<String> {
         if !has("bpf_rdonly_cast") {
             Some("this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+)".to_string())
         } else if has("tcp_sendpage") {
-            Some("this kernel's sendfile path (tcp_sendpage, before Linux 6.5) passes no send hook".to_string())
+            Some(
+                "this kernel's sendfile path (tcp_sendpage, before Linux 6.5) passes no send hook"
+                    .to_string(),
+            )
         } else {
             None
         }
@@ -701,7 +717,9 @@ impl Collector for EbpfCollector {
         let full = match self.since_full_read {
             None => true,
             Some(since) => {
-                since + 1 >= FULL_READ_EVERY || lost != self.lost_at_full_read || changes_lost != self.changes_lost
+                since + 1 >= FULL_READ_EVERY
+                    || lost != self.lost_at_full_read
+                    || changes_lost != self.changes_lost
             }
         };
         self.changes_lost = changes_lost;
@@ -713,7 +731,8 @@ impl Collector for EbpfCollector {
         let tcp_rows = if self.protos.contains(&Proto::Tcp) { self.tcp_rows(full)? } else { Vec::new() };
         let unchanged = (!full).then(|| self.slots_in_use().saturating_sub(tcp_rows.len() as u64));
         let udp_rows = self.udp_rows()?;
-        let owners = self.find_owners(tcp_rows.iter().chain(&udp_rows).chain(raw_events.iter().map(|raw| &raw.info)));
+        let owners =
+            self.find_owners(tcp_rows.iter().chain(&udp_rows).chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = tcp_rows.iter().chain(&udp_rows).map(|info| self.conn_from(info, &owners)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
         self.supply.hand_out(&mut self.skel, SLOTS_IN_HAND).context("handing out connection slots")?;

@@ -33,7 +33,14 @@ impl<T: Copy> MappedArray<T> {
         let len = len as usize;
         // SAFETY: a fresh shared read-only mapping of the map's values, which start at offset 0.
         let address = unsafe {
-            libc::mmap(ptr::null_mut(), len * size_of::<T>(), libc::PROT_READ, libc::MAP_SHARED, map.as_raw_fd(), 0)
+            libc::mmap(
+                ptr::null_mut(),
+                len * size_of::<T>(),
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
         };
         if address == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());

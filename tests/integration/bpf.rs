@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
-use tcptop::collector::{Family, Filters, TcpState};
+use tcptop::collector::{Collector, Family, Filters, TcpState};
 
 use crate::helpers::{
     as_traffic, bpf_allowed, open_collector, selected_strategy_unsupported, start_tcptop, stop_tcptop,
@@ -384,4 +384,40 @@ fn batch_mode_prints_the_connection() {
         .unwrap_or_else(|| panic!("no row for {l} -> {r} in:\n{out}"));
     assert_eq!(fields[0], std::process::id().to_string(), "{row}");
     assert_eq!(&fields[5..7], ["0", "1234"], "{row}");
+}
+
+/// After the first, complete read, a read lists only the connections that moved bytes since
+/// the last one, with their exact totals, and counts the idle ones it left out.
+#[test]
+fn a_read_lists_only_the_connections_that_changed() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    let (mut busy, mut idle) = (Pair::connect(Ip::V4), Pair::connect(Ip::V4));
+    let exchange = |pair: &mut Pair, bytes: usize| {
+        as_traffic(|| {
+            write_in_chunks(&mut pair.client, bytes, bytes);
+            read_exactly(&mut pair.server, bytes);
+        })
+    };
+    exchange(&mut busy, 10);
+    exchange(&mut idle, 20);
+    let first = watch.collector.collect().expect("collecting");
+    assert!(first.is_complete(), "the first read lists every connection");
+    exchange(&mut busy, 5);
+    let changes = watch.collector.collect().expect("collecting");
+    let listed = |pair: &Pair| {
+        let ends = [pair.client_ends(), pair.server_ends()];
+        let mut bytes: Vec<(u64, u64)> = changes
+            .conns
+            .iter()
+            .filter(|c| ends.contains(&(c.local, c.remote)))
+            .map(|c| (c.tx_bytes, c.rx_bytes))
+            .collect();
+        bytes.sort_unstable();
+        bytes
+    };
+    assert_eq!(listed(&busy), [(0, 15), (15, 0)], "the busy pair, each end once");
+    assert_eq!(listed(&idle), [], "the idle pair is left out");
+    assert!(changes.unchanged >= Some(2), "the idle ends are counted: {:?}", changes.unchanged);
 }
