@@ -714,10 +714,16 @@ static __always_inline struct conn *new_conn(bool adopting, __u32 *slot)
 	return c;
 }
 
-/* The connection a socket storage or hash entry leads to. */
+/* The connection a socket storage or hash entry leads to. The slot number is copied first:
+ * a map iterator's value is a buffer that Linux before 6.2 does not take as a map key. */
 static __always_inline struct conn *conn_at(const struct conn_ref *ref)
 {
-	return ref ? bpf_map_lookup_elem(&conns, &ref->slot) : NULL;
+	__u32 slot;
+
+	if (!ref)
+		return NULL;
+	slot = ref->slot;
+	return bpf_map_lookup_elem(&conns, &slot);
 }
 
 /* The connection of a socket, in socket-local storage (freed with the socket, no size limit,

@@ -406,10 +406,9 @@ impl EbpfCollector {
         !self.plan.hooks_sample || self.last_walk.is_none_or(|at| at.elapsed() >= IDLE_WALK_EVERY)
     }
 
-    /// The TCP connections to list: those that changed since the last read (their slots from
-    /// `changed`, each once), or with `all` every slot in use. Starts a new read epoch first, so
-    /// that what changes from now on is the next read's.
-    fn tcp_rows(&mut self, all: bool) -> Result<Vec<types::conn_info>> {
+    /// Starts a read epoch: what changes from now on is the next read's, and each connection's
+    /// next send or read names its owner again.
+    fn new_epoch(&mut self) {
         let data = self.skel.maps.data_data.as_deref_mut().expect("tcptop.bpf.c has initialised globals");
         // SAFETY: a read and a write of memory-mapped .data, which is always valid.
         unsafe {
@@ -418,6 +417,11 @@ impl EbpfCollector {
         // The new epoch before any slot is read: a hook that still sees the old one changed
         // its slot before this read copies it.
         fence(Ordering::SeqCst);
+    }
+
+    /// The TCP connections to list: those that changed in the last epoch (their slots from
+    /// `changed`, each once), or with `all` every slot in use.
+    fn tcp_rows(&mut self, all: bool) -> Result<Vec<types::conn_info>> {
         self.changes.consume().context("reading the changed connections")?;
         let mut changed = std::mem::take(&mut *self.changed.borrow_mut());
         let listed: Box<dyn Iterator<Item = u32>> = if all {
@@ -728,6 +732,7 @@ impl Collector for EbpfCollector {
         } else {
             self.since_full_read = self.since_full_read.map(|since| since + 1);
         }
+        self.new_epoch();
         let tcp_rows = if self.protos.contains(&Proto::Tcp) { self.tcp_rows(full)? } else { Vec::new() };
         let unchanged = (!full).then(|| self.slots_in_use().saturating_sub(tcp_rows.len() as u64));
         let udp_rows = self.udp_rows()?;
