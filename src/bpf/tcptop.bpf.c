@@ -229,6 +229,12 @@ __u32 next_fresh_slot = 0;	/* adopt_tcp_socks: the next slot user space has not 
 __u64 slots_taken = 0;	/* from free_slots */
 __u64 slots_returned = 0;	/* to free_slots */
 
+/* A field of a kernel object (a one-level path): where hooks_sample (the kernel has
+ * bpf_rdonly_cast, which the verifier turns into no instruction) a plain load, else a
+ * probed read, which is a helper call. */
+#define KREAD(type, ptr, field) \
+	(hooks_sample ? bpf_core_cast(ptr, type)->field : BPF_CORE_READ((type *)(ptr), field))
+
 /* Whether --tcp / --udp let this protocol through. */
 static __always_inline bool counts(__u8 proto)
 {
@@ -298,25 +304,30 @@ static __always_inline void put_ipv4(__u8 *addr, __be32 ip, __u16 sk_family)
 /* The peer sk is connected to (all zero for an unconnected UDP socket). */
 static __always_inline void read_peer(struct sock *sk, __u16 family, __u8 *addr, __u16 *port)
 {
-	*port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (family == AF_INET6)
+	*port = bpf_ntohs(KREAD(struct sock, sk, __sk_common.skc_dport));
+	if (family == AF_INET6 && hooks_sample)
+		__builtin_memcpy(addr, &bpf_core_cast(sk, struct sock)->__sk_common.skc_v6_daddr, 16);
+	else if (family == AF_INET6)
 		bpf_core_read(addr, 16, &sk->__sk_common.skc_v6_daddr);
 	else
-		put_ipv4(addr, BPF_CORE_READ(sk, __sk_common.skc_daddr), family);
+		put_ipv4(addr, KREAD(struct sock, sk, __sk_common.skc_daddr), family);
 }
 
 /* The socket's own end: family, network namespace, local address and port. */
 static __always_inline void read_local_end(struct conn *c, struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = KREAD(struct sock, sk, __sk_common.skc_family);
 
 	c->info.family = family;
-	c->info.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-	c->info.lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	if (family == AF_INET6)
+	c->info.netns = hooks_sample ? bpf_core_cast(sk, struct sock)->__sk_common.skc_net.net->ns.inum
+				     : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	c->info.lport = bpf_ntohs(KREAD(struct inet_sock, sk, inet_sport));
+	if (family == AF_INET6 && hooks_sample)
+		__builtin_memcpy(c->info.laddr, &bpf_core_cast(sk, struct sock)->__sk_common.skc_v6_rcv_saddr, 16);
+	else if (family == AF_INET6)
 		bpf_core_read(c->info.laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 	else
-		put_ipv4(c->info.laddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr), family);
+		put_ipv4(c->info.laddr, KREAD(struct sock, sk, __sk_common.skc_rcv_saddr), family);
 }
 
 /* The --port / -4 / -6 filters, once the tuple is known. */
@@ -339,9 +350,9 @@ static __always_inline void read_identity(struct conn *c, struct sock *sk)
  * socket is the first member of its socket_alloc, with the inode after it. */
 static __always_inline __u64 socket_ino(struct sock *sk)
 {
-	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	struct socket *sock = KREAD(struct sock, sk, sk_socket);
 
-	return sock ? BPF_CORE_READ(container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino) : 0;
+	return sock ? KREAD(struct socket_alloc, container_of(sock, struct socket_alloc, socket), vfs_inode.i_ino) : 0;
 }
 
 /* Notes where the peer's FIN is, once it arrived: rcv_nxt has moved past it. */
@@ -349,7 +360,7 @@ static __always_inline void note_fin(struct conn *c, struct sock *sk)
 {
 	if (c->fin_seen)
 		return;
-	c->fin_seq = BPF_CORE_READ((struct tcp_sock *)sk, rcv_nxt) - 1;
+	c->fin_seq = KREAD(struct tcp_sock, sk, rcv_nxt) - 1;
 	c->fin_seen = 1;
 }
 
@@ -381,12 +392,12 @@ static __always_inline void claim(struct conn *c, struct sock *sk)
 
 	c->info.proto = IPPROTO_TCP;
 	read_identity(c, sk);
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = KREAD(struct sock, sk, __sk_common.skc_state);
 	if (fin_received(state))
 		note_fin(c, sk);
 	c->info.state = state;
-	c->tx_base = BPF_CORE_READ(tp, write_seq);
-	c->rx_base = read_end(c, BPF_CORE_READ(tp, copied_seq));
+	c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
+	c->rx_base = read_end(c, KREAD(struct tcp_sock, tp, copied_seq));
 	/* Published after the bases: a table read on another CPU that sees `counting` must
 	 * not sample against a base of 0. Before the handshake ends the sequence numbers are
 	 * not set yet. */
@@ -457,31 +468,16 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
 static __always_inline void read_health(struct conn *c, struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u32 srtt = BPF_CORE_READ(tp, srtt_us);
+	__u32 srtt = KREAD(struct tcp_sock, tp, srtt_us);
 
-	c->info.retrans = BPF_CORE_READ(tp, total_retrans);
+	c->info.retrans = KREAD(struct tcp_sock, tp, total_retrans);
 	c->info.health_read = 1;
 	/* srtt_us stays 0 until the first RTT sample. */
 	if (!srtt)
 		return;
 	c->info.srtt_us = srtt >> 3;
-	c->info.rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
-	c->info.min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
-	c->info.rtt_known = 1;
-}
-
-/* read_health with plain loads, in a send or read hook where hooks_sample. */
-static __always_inline void load_health(struct conn *c, const struct tcp_sock *tp)
-{
-	__u32 srtt = tp->srtt_us;
-
-	c->info.retrans = tp->total_retrans;
-	c->info.health_read = 1;
-	if (!srtt)
-		return;
-	c->info.srtt_us = srtt >> 3;
-	c->info.rttvar_us = tp->mdev_us >> 2;
-	c->info.min_rtt_us = tp->rtt_min.s[0].v;
+	c->info.rttvar_us = KREAD(struct tcp_sock, tp, mdev_us) >> 2;
+	c->info.min_rtt_us = KREAD(struct tcp_sock, tp, rtt_min.s[0].v);
 	c->info.rtt_known = 1;
 }
 
@@ -512,23 +508,16 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 		return;
 	c->unsampled = 0;
 	if (can_send(state))
-		advance(c->tx_base, &c->info.tx_bytes, BPF_CORE_READ(tp, write_seq));
-	advance(c->rx_base, &c->info.rx_bytes, read_end(c, BPF_CORE_READ(tp, copied_seq)));
+		advance(c->tx_base, &c->info.tx_bytes, KREAD(struct tcp_sock, tp, write_seq));
+	advance(c->rx_base, &c->info.rx_bytes, read_end(c, KREAD(struct tcp_sock, tp, copied_seq)));
 }
 
-/* A sample and the health figures in a send or read hook, where hooks_sample: plain loads
- * through bpf_rdonly_cast (which the verifier turns into no instruction at all), so that
- * sampling at every call costs a few loads, not helper calls. The slot goes on `changed`. */
+/* A sample and the health figures in a send or read hook, where hooks_sample: a few plain
+ * loads, no helper calls. The slot goes on `changed`. */
 static __always_inline void sample_in_call(struct conn *c, struct sock *sk)
 {
-	const struct tcp_sock *tp = bpf_core_cast(sk, struct tcp_sock);
-
-	if (c->counting) {
-		if (can_send(tp->inet_conn.icsk_inet.sk.__sk_common.skc_state))
-			advance(c->tx_base, &c->info.tx_bytes, tp->write_seq);
-		advance(c->rx_base, &c->info.rx_bytes, read_end(c, tp->copied_seq));
-	}
-	load_health(c, tp);
+	sample(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
+	read_health(c, sk);
 	touch(c);
 }
 
@@ -606,8 +595,8 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 		note_fin(c, sk);
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
 		/* The data phase begins: nothing was written or read yet. */
-		c->tx_base = BPF_CORE_READ(tp, write_seq);
-		c->rx_base = BPF_CORE_READ(tp, copied_seq);
+		c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
+		c->rx_base = KREAD(struct tcp_sock, tp, copied_seq);
 		barrier();
 		c->counting = 1;
 	} else {
@@ -1346,7 +1335,7 @@ static __always_inline void walk_sample(struct conn *c, struct sock *sk)
 	__u8 health_read = c->info.health_read;
 
 	read_health(c, sk);
-	sample(c, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
+	sample(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
 	if (tx != c->info.tx_bytes || rx != c->info.rx_bytes || retrans != c->info.retrans ||
 	    srtt != c->info.srtt_us || rttvar != c->info.rttvar_us || min_rtt != c->info.min_rtt_us ||
 	    health_read != c->info.health_read)
