@@ -55,7 +55,8 @@
  *               state hooks (the same tracepoints, without needing tracefs);
  *               kprobe+kretprobe/udp{,v6}_{send,recv}msg
  *   tracepoint: tp_btf/sock_send_length and sock_recv_length (6.3+, both
- *               protocols), tp_btf state hooks; as these tracepoints do not
+ *               protocols; TCP reads on tcp_rcv_space_adjust where the hooks
+ *               sample), tp_btf state hooks; as these tracepoints do not
  *               carry a UDP peer, cgroup/{send,recv}msg{4,6}, which run in the
  *               same call, leave it per thread
  * BTF-typed programs (fentry, tp_btf, iterators) keep per-connection state in
@@ -107,8 +108,8 @@ const volatile bool udp_recvmsg_has_noblock = false;
  * at the connections that changed (set where bpf_rdonly_cast makes tcp_sock's fields plain
  * loads and the hooks see every send and read, src/ebpf/plan.rs). */
 const volatile bool hooks_sample = false;
-/* tp_btf/tcp_rcv_space_adjust samples the receiving side (also after splice reads, which
- * sock_recv_length does not see). */
+/* tp_btf/tcp_rcv_space_adjust counts TCP reads, not sock_recv_length (it also sees splice
+ * reads). */
 const volatile bool rcv_space_samples = false;
 /* Slots in `conns`, as user space sized it. */
 const volatile __u32 slot_count = 0;
@@ -566,10 +567,9 @@ static __always_inline void count_received(struct conn *c, bool created, struct 
 	if (c->ignored)
 		return;
 	attribute(c);
-	/* tcp_rcv_space_adjust ran inside this call, before the slot existed if it is new. */
-	if (hooks_sample && (created || !rcv_space_samples))
+	if (hooks_sample)
 		sample_in_call(c, sk);
-	else if (!hooks_sample)
+	else
 		moved(c, sk, copied);
 }
 
@@ -990,8 +990,8 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 && !(flags & MSG_PEEK) &&
-		    (c = conn_of(sk, &created)))
+		if (tracepoints_count_tcp && !rcv_space_samples && counts(IPPROTO_TCP) && ret > 0 &&
+		    !(flags & MSG_PEEK) && (c = conn_of(sk, &created)))
 			count_received(c, created, sk, ret);
 	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
@@ -999,15 +999,18 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-/* Runs at the end of every TCP read path, splice reads too (tcp_read_sock), which
- * sock_recv_length does not see: where the hooks sample, this samples the reading side. */
+/* Where the hooks sample, the TCP read hook in place of sock_recv_length: it runs in every
+ * TCP read path after bytes reach the reader, splice reads too (tcp_read_sock), which
+ * sock_recv_length does not see. It does not know how many bytes this call read: a socket it
+ * is the first to see (one older than tcptop that adoption missed) counts from after them. */
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
 {
 	struct conn *c;
+	bool created;
 
-	if (rcv_space_samples && counts(IPPROTO_TCP) && (c = find_conn(sk)) && !c->ignored)
-		sample_in_call(c, sk);
+	if (rcv_space_samples && counts(IPPROTO_TCP) && thread_wanted() && (c = conn_of(sk, &created)))
+		count_received(c, created, sk, 0);
 	return 0;
 }
 

@@ -262,8 +262,8 @@ impl Plan {
     }
 
     /// Whether the sock_*_length tracepoints count UDP: they may be loaded for TCP alone.
-    /// Whether tp_btf/tcp_rcv_space_adjust samples the reading side: sock_recv_length does
-    /// not see splice reads, which that tracepoint ends.
+    /// Whether tp_btf/tcp_rcv_space_adjust counts TCP reads in place of sock_recv_length,
+    /// which does not see splice reads.
     pub fn rcv_space_samples(&self) -> bool {
         self.hooks == Strategy::Tracepoint && self.hooks_sample
     }
