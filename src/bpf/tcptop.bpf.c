@@ -1118,6 +1118,25 @@ int BPF_PROG(tp_tcp_receive_reset, struct sock *sk)
 	return 0;
 }
 
+/* A segment retransmitted: the health figures change with no call of the application's, so
+ * where the hooks sample (and the walk is rare) the slot goes on `changed` with them. */
+static __always_inline void retransmitted(struct sock *sk)
+{
+	struct conn *c;
+
+	if (hooks_sample && sk && (c = find_conn(sk))) {
+		read_health(c, sk);
+		touch(c);
+	}
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tp_tcp_retransmit_skb, const struct sock *sk)
+{
+	retransmitted((struct sock *)sk);
+	return 0;
+}
+
 /* ---- kprobe strategy ------------------------------------------------------ */
 
 SEC("kprobe/tcp_sendmsg")
@@ -1290,6 +1309,13 @@ SEC("raw_tp/tcp_receive_reset")
 int BPF_PROG(raw_tp_tcp_receive_reset, struct sock *sk)
 {
 	count_reset(sk, false);
+	return 0;
+}
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(raw_tp_tcp_retransmit_skb, struct sock *sk)
+{
+	retransmitted(sk);
 	return 0;
 }
 

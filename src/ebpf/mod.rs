@@ -52,9 +52,11 @@ const DISABLE_ENV: &str = "TCPTOP_DISABLE";
 /// How long the table may go unsampled where the hooks do not sample (see `max_collect_gap`).
 const MAX_COLLECT_GAP: Duration = Duration::from_millis(500);
 /// Where the hooks sample, how often the kernel side still samples every connection: for the
-/// health of idle connections (retransmits, RTT) and the paths no hook sees (kTLS sends with
-/// the fentry hooks).
-const IDLE_WALK_EVERY: Duration = Duration::from_secs(10);
+/// paths no hook sees (kTLS sends, which bypass tcp_sendmsg, under the fentry hooks) and the
+/// RTT of connections the application left alone. The tracepoint hooks see every path.
+fn idle_walk_every(hooks: Strategy) -> Duration {
+    Duration::from_secs(if hooks == Strategy::Tracepoint { 60 } else { 10 })
+}
 /// Every this many samples one lists every connection, not only those that changed: the
 /// model closes a TCP connection a complete sample leaves out, which catches one whose close
 /// event was lost in a way no counter saw, and a change a read missed.
@@ -401,9 +403,10 @@ impl EbpfCollector {
     }
 
     /// Whether `collect` samples every connection first: always where the hooks do not sample,
-    /// else every `IDLE_WALK_EVERY`.
+    /// else every `idle_walk_every`.
     fn walk_due(&self) -> bool {
-        !self.plan.hooks_sample || self.last_walk.is_none_or(|at| at.elapsed() >= IDLE_WALK_EVERY)
+        !self.plan.hooks_sample
+            || self.last_walk.is_none_or(|at| at.elapsed() >= idle_walk_every(self.plan.hooks))
     }
 
     /// Starts a read epoch: what changes from now on is the next read's, and each connection's

@@ -31,7 +31,8 @@ pub enum Feature {
     /// cgroup sock_addr programs, for the peers of unconnected UDP sockets.
     CgroupSockAddr,
     /// The programs on tcp:tcp_send_reset and tcp:tcp_receive_reset (resets are unknown
-    /// without them).
+    /// without them), and on tcp:tcp_retransmit_skb (an idle connection's retransmits then
+    /// show at the next walk).
     Resets,
     /// The send and read hooks sample the socket at each call: plain loads of tcp_sock through
     /// the bpf_rdonly_cast kfunc (Linux 6.2+), on a kernel whose every send path the hooks see
@@ -232,8 +233,10 @@ impl Plan {
             }
             if self.resets {
                 programs.extend(match self.lifecycle {
-                    Lifecycle::TpBtf => ["tp_tcp_send_reset", "tp_tcp_receive_reset"],
-                    Lifecycle::RawTp => ["raw_tp_tcp_send_reset", "raw_tp_tcp_receive_reset"],
+                    Lifecycle::TpBtf => ["tp_tcp_send_reset", "tp_tcp_receive_reset", "tp_tcp_retransmit_skb"],
+                    Lifecycle::RawTp => {
+                        ["raw_tp_tcp_send_reset", "raw_tp_tcp_receive_reset", "raw_tp_tcp_retransmit_skb"]
+                    }
                 });
             }
         }
@@ -291,7 +294,7 @@ impl Plan {
     /// itself (EPERM), as opposed to the verifier's refusal of something it does.
     pub fn blame(&self, program: &str, denied: bool) -> Option<Feature> {
         // Whatever the kernel has against them, only the reset counts do without.
-        if program.ends_with("_reset") {
+        if program.ends_with("_reset") || program.ends_with("_retransmit_skb") {
             return Some(Feature::Resets);
         }
         let uses_storage = !program.contains("udp") && !program.starts_with("note_");
