@@ -233,7 +233,9 @@ impl Plan {
             }
             if self.resets {
                 programs.extend(match self.lifecycle {
-                    Lifecycle::TpBtf => ["tp_tcp_send_reset", "tp_tcp_receive_reset", "tp_tcp_retransmit_skb"],
+                    Lifecycle::TpBtf => {
+                        ["tp_tcp_send_reset", "tp_tcp_receive_reset", "tp_tcp_retransmit_skb"]
+                    }
                     Lifecycle::RawTp => {
                         ["raw_tp_tcp_send_reset", "raw_tp_tcp_receive_reset", "raw_tp_tcp_retransmit_skb"]
                     }

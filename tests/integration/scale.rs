@@ -10,7 +10,7 @@ use std::time::Duration;
 use tcptop::collector::{Collector, Filters};
 use tcptop::model::{Model, Retention};
 
-use crate::helpers::{as_traffic, open_collector};
+use crate::helpers::{as_traffic, open_collector, Watch};
 
 /// Raises the open-file limit to `wanted` (root may raise the hard limit too).
 fn allow_open_files(wanted: u64) {
@@ -19,28 +19,22 @@ fn allow_open_files(wanted: u64) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0, "setrlimit");
 }
 
-/// The collection thread waits for events at most 100 ms at a time, and each wait hands the
-/// kernel side new slots: this test waits after every `WAIT_EVERY` connections instead.
-#[test]
-fn connections_beyond_the_slots_in_hand_at_start_all_arrive() {
-    const WAIT_EVERY: usize = 500;
-    let Some(mut watch) = open_collector(Filters::default()) else {
-        return;
-    };
-    // Both ends of each connection take a slot: a few hundred more than the kernel had.
-    let conns = watch.collector.slots_in_hand() as usize / 2 + 200;
-    allow_open_files(2 * conns as u64 + 256);
+/// `count` loopback connections, each with its own byte count (1 to 50 bytes from client to
+/// server), the collector's events waited for after every `wait_every` of them: the
+/// collection thread waits at most 100 ms at a time, and each wait hands the kernel side new
+/// connection slots.
+fn connections(watch: &mut Watch, count: usize, wait_every: usize) -> Vec<(TcpStream, TcpStream)> {
+    allow_open_files(2 * count as u64 + 256);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let server = listener.local_addr().unwrap();
-    let mut pairs: Vec<(TcpStream, TcpStream)> = Vec::new();
-    while pairs.len() < conns {
+    let mut pairs = Vec::new();
+    while pairs.len() < count {
         let first = pairs.len();
         pairs.extend(as_traffic(|| {
-            (first..conns.min(first + WAIT_EVERY))
+            (first..count.min(first + wait_every))
                 .map(|i| {
                     let mut client = TcpStream::connect(server).unwrap();
                     let (mut accepted, _) = listener.accept().unwrap();
-                    // Every connection its own byte count, so that rows cannot be confused.
                     client.write_all(&vec![7; 1 + i % 50]).unwrap();
                     accepted.read_exact(&mut vec![0; 1 + i % 50]).unwrap();
                     (client, accepted)
@@ -49,6 +43,17 @@ fn connections_beyond_the_slots_in_hand_at_start_all_arrive() {
         }));
         watch.collector.wait_events(Duration::ZERO).expect("waiting for events");
     }
+    pairs
+}
+
+#[test]
+fn connections_beyond_the_slots_in_hand_at_start_all_arrive() {
+    let Some(mut watch) = open_collector(Filters::default()) else {
+        return;
+    };
+    // Both ends of each connection take a slot: a few hundred more than the kernel had.
+    let conns = watch.collector.slots_in_hand() as usize / 2 + 200;
+    let pairs = connections(&mut watch, conns, 500);
     watch.poll();
     let rows: HashMap<_, _> =
         watch.latest.values().map(|c| ((c.local, c.remote), (c.tx_bytes, c.rx_bytes))).collect();
