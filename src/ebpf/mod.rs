@@ -61,8 +61,9 @@ fn idle_walk_every(hooks: Strategy) -> Duration {
 /// model closes a TCP connection a complete sample leaves out, which catches one whose close
 /// event was lost in a way no counter saw, and a change a read missed.
 const FULL_READ_EVERY: u32 = 60;
-/// Free slots the kernel side has for new connections after each hand-out: a burst of more new
-/// connections than this between two hand-outs (at most 100 ms apart) is counted untracked.
+/// Free slots the kernel side has for new connections after each hand-out, at least: a burst
+/// of more new connections than it has between two hand-outs (at most 100 ms apart) is
+/// counted untracked.
 const SLOTS_IN_HAND: u64 = 8192;
 
 /// The eBPF collector. Dropping it detaches every program.
@@ -222,8 +223,8 @@ impl EbpfCollector {
             .map_err(anyhow::Error::from)?;
         maps.table.set_max_entries(table::UDP_ROWS).map_err(anyhow::Error::from)?;
         let mut skel = open.load().map_err(|e| refusal_at_load(&plan, e.into()))?;
-        let mut supply = SlotSupply { issued: 0, pushed: 0 };
-        supply.hand_out(&mut skel, SLOTS_IN_HAND).context("handing out connection slots")?;
+        let mut supply = SlotSupply { issued: 0, pushed: 0, taken: 0 };
+        supply.hand_out(&mut skel).context("handing out connection slots")?;
 
         let mut hooks = Vec::new();
         // cgroup hooks attach to the root of the cgroup v2 tree: every process is below it.
@@ -530,22 +531,34 @@ struct SlotSupply {
     issued: u32,
     /// Of them, those pushed onto `free_slots` (the others adopt_tcp_socks took directly).
     pushed: u64,
+    /// `slots_taken` at the last hand-out.
+    taken: u64,
 }
 
 impl SlotSupply {
+    /// Slots taken from the kernel's queue, and given back to it, so far.
+    fn counts(globals: &types::bss) -> (u64, u64) {
+        // SAFETY: reads of memory-mapped .bss, which is always valid.
+        unsafe {
+            (std::ptr::read_volatile(&globals.slots_taken), std::ptr::read_volatile(&globals.slots_returned))
+        }
+    }
+
     /// Slots free in the kernel's queue.
     fn free(&self, globals: &types::bss) -> u64 {
-        // SAFETY: reads of memory-mapped .bss, which is always valid.
-        let (taken, returned) = unsafe {
-            (std::ptr::read_volatile(&globals.slots_taken), std::ptr::read_volatile(&globals.slots_returned))
-        };
+        let (taken, returned) = Self::counts(globals);
         (self.pushed + returned).saturating_sub(taken)
     }
 
-    /// Tops the queue up to `wanted` free slots, with fresh ones while any are left: one
-    /// syscall each, so only once fewer than half remain.
-    fn hand_out(&mut self, skel: &mut TcptopSkel<'_>, wanted: u64) -> Result<()> {
-        let free = self.free(skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables"));
+    /// Tops the queue up to SLOTS_IN_HAND free slots, or twice what was taken since the last
+    /// hand-out if more, with fresh ones while any are left: one syscall each, so only once
+    /// fewer than half remain.
+    fn hand_out(&mut self, skel: &mut TcptopSkel<'_>) -> Result<()> {
+        let globals = skel.maps.bss_data.as_deref().expect("tcptop.bpf.c has global variables");
+        let free = self.free(globals);
+        let (taken, _) = Self::counts(globals);
+        let wanted = SLOTS_IN_HAND.max(2 * taken.saturating_sub(self.taken));
+        self.taken = taken;
         if free >= wanted / 2 {
             return Ok(());
         }
@@ -743,7 +756,7 @@ impl Collector for EbpfCollector {
             self.find_owners(tcp_rows.iter().chain(&udp_rows).chain(raw_events.iter().map(|raw| &raw.info)));
         let conns = tcp_rows.iter().chain(&udp_rows).map(|info| self.conn_from(info, &owners)).collect();
         let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
-        self.supply.hand_out(&mut self.skel, SLOTS_IN_HAND).context("handing out connection slots")?;
+        self.supply.hand_out(&mut self.skel).context("handing out connection slots")?;
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
     }
 
@@ -754,7 +767,7 @@ impl Collector for EbpfCollector {
             result => result.context("waiting for connection events")?,
         }
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
-        self.supply.hand_out(&mut self.skel, SLOTS_IN_HAND).context("handing out connection slots")?;
+        self.supply.hand_out(&mut self.skel).context("handing out connection slots")?;
         let owners = self.find_owners(raw_events.iter().map(|raw| &raw.info));
         Ok(raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect())
     }
