@@ -726,9 +726,13 @@ static __always_inline struct conn *conn_of_socket(struct sock *sk, bool create,
 	struct conn *c;
 
 	*created = false;
-	ref = conns_in_hash ? bpf_map_lookup_elem(&hash_conns, &key) : bpf_sk_storage_get(&sk_conns, sk, 0, 0);
-	if (ref || !create)
-		return conn_at(ref);
+	/* Adoption skips the lookup: it meets each socket before anything else does, mostly. */
+	if (!adopting || conns_in_hash) {
+		ref = conns_in_hash ? bpf_map_lookup_elem(&hash_conns, &key)
+				    : bpf_sk_storage_get(&sk_conns, sk, 0, 0);
+		if (ref || !create)
+			return conn_at(ref);
+	}
 	if (!(c = new_conn(adopting, &fresh.slot)))
 		return NULL;
 	if (conns_in_hash) {
@@ -1346,6 +1350,7 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 
 	if (sk && (c = conn_of_socket(sk, true, true, &created)) && created) {
 		claim(c, sk);
+		read_health(c, sk);
 		c->info.sock_ino = socket_ino(sk);
 	}
 	return 0;

@@ -301,6 +301,8 @@ impl EbpfCollector {
             // SAFETY: a read of memory-mapped .bss, which is always valid.
             supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
         }
+        // Adoption sampled every connection it claimed.
+        let last_walk = (tcp && plan.adopt).then(Instant::now);
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -346,7 +348,7 @@ impl EbpfCollector {
             skel,
             slots,
             supply,
-            last_walk: None,
+            last_walk,
             changes_lost: 0,
             table,
             dump_buf: Vec::new(),
