@@ -425,23 +425,23 @@ impl EbpfCollector {
         fence(Ordering::SeqCst);
     }
 
-    /// The TCP connections to list: those that changed in the last epoch (their slots from
-    /// `changed`, each once), or with `all` every slot in use.
-    fn tcp_rows(&mut self, all: bool) -> Result<Vec<types::conn_info>> {
+    /// The slots of the TCP connections to list: those that changed in the last epoch (from
+    /// `changed`, each once), or with `all` every slot handed out.
+    fn listed_slots(&mut self, all: bool) -> Result<Vec<u32>> {
         self.changes.consume().context("reading the changed connections")?;
         let mut changed = std::mem::take(&mut *self.changed.borrow_mut());
-        let listed: Box<dyn Iterator<Item = u32>> = if all {
-            Box::new(0..self.supply.issued)
-        } else {
-            changed.sort_unstable();
-            changed.dedup();
-            Box::new(changed.into_iter())
-        };
-        Ok(listed
-            .filter_map(|slot| self.slots.get(slot as usize))
-            .filter(|conn| self.reportable(conn))
-            .map(|conn| conn.info)
-            .collect())
+        if all {
+            return Ok((0..self.supply.issued).collect());
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        Ok(changed)
+    }
+
+    /// The connection in `slot`, if it holds a reportable one. Copied from the mapped slot at
+    /// each call: a read copies each slot twice rather than keep a copy of every row.
+    fn tcp_row(&self, slot: u32) -> Option<types::conn_info> {
+        self.slots.get(slot as usize).filter(|conn| self.reportable(conn)).map(|conn| conn.info)
     }
 
     /// TCP slots in use: handed out, less those free in the kernel's queue.
@@ -751,12 +751,22 @@ impl Collector for EbpfCollector {
             self.since_full_read = self.since_full_read.map(|since| since + 1);
         }
         self.new_epoch();
-        let tcp_rows = if self.protos.contains(&Proto::Tcp) { self.tcp_rows(full)? } else { Vec::new() };
-        let unchanged = (!full).then(|| self.slots_in_use().saturating_sub(tcp_rows.len() as u64));
+        let slots = if self.protos.contains(&Proto::Tcp) { self.listed_slots(full)? } else { Vec::new() };
         let udp_rows = self.udp_rows()?;
-        let owners =
-            self.find_owners(tcp_rows.iter().chain(&udp_rows).chain(raw_events.iter().map(|raw| &raw.info)));
-        let conns = tcp_rows.iter().chain(&udp_rows).map(|info| self.conn_from(info, &owners)).collect();
+        let unowned: Vec<u64> = (slots.iter().filter_map(|&slot| self.tcp_row(slot)))
+            .chain(udp_rows.iter().copied())
+            .chain(raw_events.iter().map(|raw| raw.info))
+            .filter_map(|info| unowned_socket(&info))
+            .collect();
+        let owners = self.find_owners(unowned);
+        let mut conns = Vec::with_capacity(slots.len() + udp_rows.len());
+        for &slot in &slots {
+            if let Some(info) = self.tcp_row(slot) {
+                conns.push(self.conn_from(&info, &owners));
+            }
+        }
+        let unchanged = (!full).then(|| self.slots_in_use().saturating_sub(conns.len() as u64));
+        conns.extend(udp_rows.iter().map(|info| self.conn_from(info, &owners)));
         let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
         self.supply.hand_out(&mut self.skel).context("handing out connection slots")?;
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
@@ -770,7 +780,8 @@ impl Collector for EbpfCollector {
         }
         let raw_events = std::mem::take(&mut *self.arrived.borrow_mut());
         self.supply.hand_out(&mut self.skel).context("handing out connection slots")?;
-        let owners = self.find_owners(raw_events.iter().map(|raw| &raw.info));
+        let owners =
+            self.find_owners(raw_events.iter().filter_map(|raw| unowned_socket(&raw.info)).collect());
         Ok(raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect())
     }
 }
@@ -792,11 +803,9 @@ impl EbpfCollector {
         }
     }
 
-    /// The owners of the sockets among `infos` the kernel side could not name (those that
-    /// predate tcptop), from at most one /proc scan for them all, never one per socket.
-    fn find_owners<'a>(&mut self, infos: impl Iterator<Item = &'a types::conn_info>) -> HashMap<u64, Owner> {
-        let inodes: Vec<u64> =
-            infos.filter(|info| info.pid == 0 && info.sock_ino != 0).map(|info| info.sock_ino).collect();
+    /// The owners of the sockets of these inodes (`unowned_socket`), from at most one /proc
+    /// scan for them all, never one per socket.
+    fn find_owners(&mut self, inodes: Vec<u64>) -> HashMap<u64, Owner> {
         let owners = self.owners.lookup(inodes.iter().copied());
         inodes.into_iter().zip(owners).filter_map(|(ino, owner)| Some((ino, owner?))).collect()
     }
@@ -815,6 +824,12 @@ impl EbpfCollector {
         }
         conn
     }
+}
+
+/// The inode of a record's socket, if the kernel side could not name its owner (it predates
+/// tcptop): /proc names it.
+fn unowned_socket(info: &types::conn_info) -> Option<u64> {
+    (info.pid == 0 && info.sock_ino != 0).then_some(info.sock_ino)
 }
 
 /// The kernel's record alone; `resets_counted`: whether the plan counts resets.
