@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod filter;
 pub mod group;
+pub mod history;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -17,6 +18,7 @@ pub use conn::{
     DEFAULT_UDP_IDLE,
 };
 pub use filter::{Filter, FilterError};
+pub use history::History;
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -50,11 +52,11 @@ pub struct ConnRow {
     /// Segments retransmitted in the last interval (see `retransmits`).
     retrans: u64,
     /// Per-interval bytes, oldest first, at most `Retention::history` long.
-    pub rx_history: VecDeque<u64>,
-    pub tx_history: VecDeque<u64>,
+    pub rx_history: History,
+    pub tx_history: History,
     /// Per-interval smoothed RTT in µs (0: unknown), oldest first, as long as the byte
     /// histories once the connection's RTT was first known.
-    pub rtt_history: VecDeque<u64>,
+    pub rtt_history: History,
     /// Lifecycle events of this connection, oldest first (state changes, then the close).
     pub events: Vec<ConnEvent>,
     /// How many of `events` happened in the last interval.
@@ -87,9 +89,9 @@ impl ConnRow {
             rx_rate: 0.0,
             tx_rate: 0.0,
             retrans: 0,
-            rx_history: VecDeque::new(),
-            tx_history: VecDeque::new(),
-            rtt_history: VecDeque::new(),
+            rx_history: History::default(),
+            tx_history: History::default(),
+            rtt_history: History::default(),
             events: Vec::new(),
             new_events: 0,
             first_seen: now,
@@ -119,11 +121,11 @@ impl ConnRow {
     fn end_interval(&mut self, secs: f64, history: usize, now: Duration) {
         (self.rx_rate, self.tx_rate) =
             if secs > 0.0 { (self.rx_bytes as f64 / secs, self.tx_bytes as f64 / secs) } else { (0.0, 0.0) };
-        push_bounded(&mut self.rx_history, self.rx_bytes, history);
-        push_bounded(&mut self.tx_history, self.tx_bytes, history);
+        self.rx_history.push(self.rx_bytes, history);
+        self.tx_history.push(self.tx_bytes, history);
         let rtt = self.conn.health.and_then(|h| h.rtt).map(|rtt| u64::from(rtt.smoothed_us));
         if rtt.is_some() || !self.rtt_history.is_empty() {
-            push_bounded(&mut self.rtt_history, rtt.unwrap_or(0), history);
+            self.rtt_history.push(rtt.unwrap_or(0), history);
         }
         if self.rx_bytes > 0 || self.tx_bytes > 0 {
             self.last_traffic = now;
@@ -209,7 +211,8 @@ impl ConnRow {
 /// Cloned to freeze what a paused display shows while collection goes on.
 #[derive(Clone, Debug)]
 pub struct Model {
-    rows: HashMap<u64, ConnRow>,
+    /// Boxed, so that growing the map moves pointers, not rows.
+    rows: HashMap<u64, Box<ConnRow>>,
     /// The rows the next update visits: every row but the settled ones (`is_settled`), so
     /// that on a host of many idle connections an update costs what the active ones do.
     busy: Vec<u64>,
@@ -368,7 +371,11 @@ impl Model {
             }
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
-            if !row.is_settled(history) {
+            if row.is_settled(history) {
+                // Only zeros: left alone from now on, it needs no storage for them.
+                row.rx_history.compact();
+                row.tx_history.compact();
+            } else {
                 self.busy.push(id);
             }
         }
@@ -377,11 +384,11 @@ impl Model {
 
     /// Every connection in the table, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = &ConnRow> {
-        self.rows.values()
+        self.rows.values().map(|row| &**row)
     }
 
     pub fn row(&self, id: u64) -> Option<&ConnRow> {
-        self.rows.get(&id)
+        self.rows.get(&id).map(|row| &**row)
     }
 
     pub fn len(&self) -> usize {
@@ -416,9 +423,9 @@ impl Model {
     pub fn select_named(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
         // Active rows are busy ones: without idle rows, only those are looked at.
         let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
-            Box::new(self.rows.values())
+            Box::new(self.rows())
         } else {
-            Box::new(self.busy.iter().map(|id| &self.rows[id]).filter(|r| r.is_active()))
+            Box::new(self.busy.iter().map(|id| &*self.rows[id]).filter(|r| r.is_active()))
         };
         let mut rows: Vec<&ConnRow> = candidates.filter(|r| query.filter.matches(r, names)).collect();
         sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
@@ -445,7 +452,7 @@ impl Model {
     /// Total (rx, tx) bytes per second over `window`, of the rows still in the table.
     pub fn total_rates_over(&self, window: Window) -> (f64, f64) {
         self.rows.values().fold((0.0, 0.0), |(rx, tx), r| {
-            (rx + window.rate(&r.rx_history), tx + window.rate(&r.tx_history))
+            (rx + window.rate(r.rx_history.iter()), tx + window.rate(r.tx_history.iter()))
         })
     }
 }
@@ -492,7 +499,7 @@ pub struct Window {
 impl Window {
     /// Bytes per second over the window of `history` (per-interval bytes, oldest first; a
     /// shorter history moved nothing before it starts).
-    pub fn rate(self, history: &VecDeque<u64>) -> f64 {
+    pub fn rate(self, history: impl DoubleEndedIterator<Item = u64>) -> f64 {
         if self.seconds > 0.0 {
             recent(history, self.intervals) as f64 / self.seconds
         } else {
@@ -502,14 +509,30 @@ impl Window {
 }
 
 /// The bytes of the newest `intervals` entries of `history`.
-pub fn recent(history: &VecDeque<u64>, intervals: usize) -> u64 {
-    history.iter().rev().take(intervals).sum()
+pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -> u64 {
+    history.rev().take(intervals).sum()
 }
 
-/// The row of `conn`, new ones starting from zero so that their first totals count.
-fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
-    rows.entry(conn.id)
-        .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, health: None, ..conn.clone() }, now))
+/// The row of `conn`, new ones starting from zero so that their first totals count. A new
+/// row's record takes everything from `conn` when it absorbs it: its strings are not copied.
+fn row_for<'a>(rows: &'a mut HashMap<u64, Box<ConnRow>>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+    rows.entry(conn.id).or_insert_with(|| {
+        let blank = Conn {
+            comm: String::new(),
+            cgroup: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            health: None,
+            id: conn.id,
+            pid: conn.pid,
+            proto: conn.proto,
+            local: conn.local,
+            remote: conn.remote,
+            state: conn.state,
+            netns: conn.netns,
+        };
+        Box::new(ConnRow::new(blank, now))
+    })
 }
 
 /// Moves one row's count from pid `from` to `to` (either may be none).
@@ -528,13 +551,6 @@ fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>)
     if let Some(pid) = to {
         *pids.entry(pid).or_default() += 1;
     }
-}
-
-fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
-    if history.len() == len {
-        history.pop_front();
-    }
-    history.push_back(value);
 }
 
 /// Which rows a view wants, in which order.
@@ -597,7 +613,7 @@ impl SortKey {
         let largest = |n: u64| SortValue::Largest(Reverse(Some(n)));
         let (rx, tx) = match intervals {
             0 | 1 => (row.rx_bytes, row.tx_bytes),
-            n => (recent(&row.rx_history, n), recent(&row.tx_history, n)),
+            n => (recent(row.rx_history.iter(), n), recent(row.tx_history.iter(), n)),
         };
         match self {
             SortKey::Total => largest(rx + tx),
@@ -965,10 +981,10 @@ mod tests {
         let window = model.window(Averaging::TenSeconds);
         assert_eq!(window, Window { intervals: 3, seconds: 3.0 });
         let (one, two) = (model.row(1).unwrap(), model.row(2).unwrap());
-        assert_eq!((window.rate(&one.rx_history), window.rate(&two.rx_history)), (920.0 / 3.0, 20.0));
+        assert_eq!((window.rate(one.rx_history.iter()), window.rate(two.rx_history.iter())), (920.0 / 3.0, 20.0));
         let last = model.window(Averaging::Interval);
-        assert_eq!((last, last.rate(&one.rx_history)), (Window { intervals: 1, seconds: 1.0 }, one.rx_rate));
-        let sum = window.rate(&one.rx_history) + window.rate(&two.rx_history);
+        assert_eq!((last, last.rate(one.rx_history.iter())), (Window { intervals: 1, seconds: 1.0 }, one.rx_rate));
+        let sum = window.rate(one.rx_history.iter()) + window.rate(two.rx_history.iter());
         assert_eq!(model.total_rates_over(window), (sum, 10.0));
         // Sorted by the window's bytes, the burst comes first; by the last interval, conn 2.
         let ids = |rate_intervals| {
