@@ -36,6 +36,11 @@ impl<K: Eq + Hash, V> BoundedCache<K, V> {
         self.current.insert(key, value);
     }
 
+    /// Makes each generation hold at least `capacity` entries.
+    pub fn hold_at_least(&mut self, capacity: usize) {
+        self.capacity = self.capacity.max(capacity);
+    }
+
     pub fn len(&self) -> usize {
         self.current.len() + self.previous.len()
     }

@@ -331,7 +331,7 @@ pub(crate) mod tests {
     #[test]
     fn by_container_sums_the_connections_of_each_cgroup_unknown_ones_apart() {
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let in_cgroup = |c: Conn, cgroup: Option<String>| Conn { cgroup, ..c };
+        let in_cgroup = |c: Conn, cgroup: Option<String>| Conn { cgroup: cgroup.map(Into::into), ..c };
         let docker = Some(format!("/system.slice/docker-{id}.scope"));
         let mut model = Model::new(secs(0), Retention::default());
         let conns = vec![
