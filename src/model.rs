@@ -289,6 +289,10 @@ impl Model {
         self.updates += 1;
         let update = self.updates;
         let mut visits = Vec::with_capacity(self.busy.len() + sample.conns.len());
+        if complete {
+            // A first sample of a million connections grows the map once, not twenty times.
+            self.rows.reserve(sample.conns.len().saturating_sub(self.rows.len()));
+        }
         for id in mem::take(&mut self.busy) {
             let Some(row) = self.rows.get_mut(&id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {

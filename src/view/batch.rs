@@ -1,6 +1,6 @@
 //! Batch mode: one timestamped text table per interval, for scripts, logs and tests.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::time::SystemTime;
@@ -52,32 +52,42 @@ pub fn write_interval(
     }
     writeln!(out)?;
 
-    // Every cell of every row in one buffer, not a String per cell: a host may have 50,000
-    // rows per interval.
-    let mut text = String::new();
-    let mut lines: Vec<[Range<usize>; 9]> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        lines.push(std::array::from_fn(|column| {
-            let start = text.len();
-            write_cell(&mut text, row, column);
-            start..text.len()
-        }));
-    }
+    // The widths from a pass that only counts what each cell would take, then the rows, each
+    // formatted into one buffer: a host may have a million rows, and nothing is kept per row.
     let mut widths = HEADINGS.map(str::len);
-    for line in &lines {
-        for (width, cell) in widths.iter_mut().zip(line) {
-            *width = (*width).max(cell.len());
+    for row in &rows {
+        for (column, width) in widths.iter_mut().enumerate() {
+            let mut counted = Counted(0);
+            write_cell(&mut counted, row, column);
+            *width = (*width).max(counted.0);
         }
     }
     write_line(out, &HEADINGS, &widths)?;
-    for line in &lines {
-        write_line(out, &line.clone().map(|cell| &text[cell]), &widths)?;
+    let mut text = String::new();
+    for row in &rows {
+        text.clear();
+        let cells: [Range<usize>; 9] = std::array::from_fn(|column| {
+            let start = text.len();
+            write_cell(&mut text, row, column);
+            start..text.len()
+        });
+        write_line(out, &cells.map(|cell| &text[cell]), &widths)?;
     }
     writeln!(out)
 }
 
+/// A `fmt::Write` that only counts the bytes written to it.
+struct Counted(usize);
+
+impl fmt::Write for Counted {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0 += text.len();
+        Ok(())
+    }
+}
+
 /// Appends the text of `row`'s cell in `column` (of HEADINGS).
-fn write_cell(text: &mut String, row: &ConnRow, column: usize) {
+fn write_cell(text: &mut impl fmt::Write, row: &ConnRow, column: usize) {
     let c = &row.conn;
     // Writing to a String cannot fail.
     let _ = match column {
@@ -97,7 +107,7 @@ fn write_cell(text: &mut String, row: &ConnRow, column: usize) {
 }
 
 /// A health figure: `-` where unknown, `~` before one estimated from packets (capture).
-fn write_health(text: &mut String, figure: Option<u64>, c: &Conn) -> fmt::Result {
+fn write_health(text: &mut impl fmt::Write, figure: Option<u64>, c: &Conn) -> fmt::Result {
     match figure {
         Some(n) if c.health.is_some_and(|h| h.estimated) => write!(text, "~{n}"),
         Some(n) => write!(text, "{n}"),
