@@ -5,6 +5,7 @@ pub mod conn;
 pub mod filter;
 pub mod group;
 pub mod history;
+mod table;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -19,6 +20,7 @@ pub use conn::{
 };
 pub use filter::{Filter, FilterError};
 pub use history::History;
+use table::{ById, Table};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -211,8 +213,7 @@ impl ConnRow {
 /// Cloned to freeze what a paused display shows while collection goes on.
 #[derive(Clone, Debug)]
 pub struct Model {
-    /// Boxed, so that growing the map moves pointers, not rows.
-    rows: HashMap<u64, Box<ConnRow>>,
+    rows: Table,
     /// The rows the next update visits: every row but the settled ones (`is_settled`), so
     /// that on a host of many idle connections an update costs what the active ones do.
     busy: Vec<u64>,
@@ -222,7 +223,7 @@ pub struct Model {
     total_rates: (f64, f64),
     /// Rows per pid, which `set_cmdlines` keeps the command lines of without a pass over
     /// every row.
-    pids: HashMap<u32, usize>,
+    pids: HashMap<u32, usize, ById>,
     retention: Retention,
     last_update: Duration,
     elapsed: Duration,
@@ -241,11 +242,11 @@ impl Model {
     /// An empty table whose first interval starts at `start`.
     pub fn new(start: Duration, retention: Retention) -> Model {
         Model {
-            rows: HashMap::new(),
+            rows: Table::default(),
             busy: Vec::new(),
             updates: 0,
             total_rates: (0.0, 0.0),
-            pids: HashMap::new(),
+            pids: HashMap::default(),
             retention,
             last_update: start,
             elapsed: Duration::ZERO,
@@ -294,10 +295,10 @@ impl Model {
             self.rows.reserve(sample.conns.len().saturating_sub(self.rows.len()));
         }
         for id in mem::take(&mut self.busy) {
-            let Some(row) = self.rows.get_mut(&id) else { continue };
+            let Some(row) = self.rows.get_mut(id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {
                 let counted = row.counted_pid;
-                self.rows.remove(&id);
+                self.rows.remove(id);
                 count_pid(&mut self.pids, counted, None);
                 continue;
             }
@@ -335,10 +336,10 @@ impl Model {
             // The collector's table is the truth: a TCP connection it no longer lists is
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.
-            for (id, row) in &mut self.rows {
+            for row in self.rows.iter_mut() {
                 if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
                     row.close();
-                    row.visit(*id, update, &mut visits);
+                    row.visit(row.conn.id, update, &mut visits);
                 }
             }
         }
@@ -355,7 +356,7 @@ impl Model {
         let idle = self.retention.udp_idle;
         self.total_rates = (0.0, 0.0);
         for id in visits {
-            let row = self.rows.get_mut(&id).expect("visited rows are in the table");
+            let row = self.rows.get_mut(id).expect("visited rows are in the table");
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -370,7 +371,7 @@ impl Model {
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
                 count_pid(&mut self.pids, row.conn.pid, None);
-                self.rows.remove(&id);
+                self.rows.remove(id);
                 continue;
             }
             self.total_rates.0 += row.rx_rate;
@@ -388,11 +389,11 @@ impl Model {
 
     /// Every connection in the table, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = &ConnRow> {
-        self.rows.values().map(|row| &**row)
+        self.rows.iter()
     }
 
     pub fn row(&self, id: u64) -> Option<&ConnRow> {
-        self.rows.get(&id).map(|row| &**row)
+        self.rows.get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -425,15 +426,21 @@ impl Model {
 
     /// `select`, with the host names known for the addresses for the filter to match.
     pub fn select_named(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
+        let mut rows = self.matching(query, names);
+        sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
+        rows
+    }
+
+    /// The rows `select` gives, in no particular order: one pass over them in the order they
+    /// lie in memory is much faster than one in a sorted order on a host of many rows.
+    pub fn matching(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
         // Active rows are busy ones: without idle rows, only those are looked at.
         let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
             Box::new(self.rows())
         } else {
-            Box::new(self.busy.iter().map(|id| &*self.rows[id]).filter(|r| r.is_active()))
+            Box::new(self.busy.iter().filter_map(|&id| self.rows.get(id)).filter(|r| r.is_active()))
         };
-        let mut rows: Vec<&ConnRow> = candidates.filter(|r| query.filter.matches(r, names)).collect();
-        sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
-        rows
+        candidates.filter(|r| query.filter.matches(r, names)).collect()
     }
 
     /// The newest intervals `averaging` spans: those whose middle lies within its span
@@ -455,7 +462,7 @@ impl Model {
 
     /// Total (rx, tx) bytes per second over `window`, of the rows still in the table.
     pub fn total_rates_over(&self, window: Window) -> (f64, f64) {
-        self.rows.values().fold((0.0, 0.0), |(rx, tx), r| {
+        self.rows.iter().fold((0.0, 0.0), |(rx, tx), r| {
             (rx + window.rate(r.rx_history.iter()), tx + window.rate(r.tx_history.iter()))
         })
     }
@@ -519,8 +526,8 @@ pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -
 
 /// The row of `conn`, new ones starting from zero so that their first totals count. A new
 /// row's record takes everything from `conn` when it absorbs it: its strings are not copied.
-fn row_for<'a>(rows: &'a mut HashMap<u64, Box<ConnRow>>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
-    rows.entry(conn.id).or_insert_with(|| {
+fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+    rows.get_or_insert_with(conn.id, || {
         let blank = Conn {
             comm: String::new(),
             cgroup: None,
@@ -535,12 +542,12 @@ fn row_for<'a>(rows: &'a mut HashMap<u64, Box<ConnRow>>, conn: &Conn, now: Durat
             state: conn.state,
             netns: conn.netns,
         };
-        Box::new(ConnRow::new(blank, now))
+        ConnRow::new(blank, now)
     })
 }
 
 /// Moves one row's count from pid `from` to `to` (either may be none).
-fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>) {
+fn count_pid(pids: &mut HashMap<u32, usize, ById>, from: Option<u32>, to: Option<u32>) {
     if from == to {
         return;
     }
@@ -659,17 +666,22 @@ enum SortValue<'a> {
 /// Sorts by `key` (bytes over the newest `intervals`), ties broken by connection id so the
 /// order is stable between frames.
 pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool, intervals: usize) {
-    let mut keyed: Vec<(SortValue<'_>, u64, &ConnRow)> =
-        rows.iter().map(|&row| (key.value(row, intervals), row.conn.id, row)).collect();
+    let sorted: Vec<&ConnRow> =
+        sorted_order(rows, key, reverse, intervals).into_iter().map(|i| rows[i]).collect();
+    rows.copy_from_slice(&sorted);
+}
+
+/// The positions of `rows` in the order `sort_rows` gives them.
+pub fn sorted_order(rows: &[&ConnRow], key: SortKey, reverse: bool, intervals: usize) -> Vec<usize> {
+    let mut keyed: Vec<(SortValue<'_>, u64, usize)> =
+        rows.iter().enumerate().map(|(i, &row)| (key.value(row, intervals), row.conn.id, i)).collect();
     // Ids are unique, so an unstable sort gives one order.
     keyed.sort_unstable_by(|a, b| {
         let order = a.0.cmp(&b.0);
         let order = if reverse { order.reverse() } else { order };
         order.then(a.1.cmp(&b.1))
     });
-    for (slot, (_, _, row)) in rows.iter_mut().zip(keyed) {
-        *slot = row;
-    }
+    keyed.into_iter().map(|(_, _, i)| i).collect()
 }
 
 #[cfg(test)]
@@ -985,9 +997,15 @@ mod tests {
         let window = model.window(Averaging::TenSeconds);
         assert_eq!(window, Window { intervals: 3, seconds: 3.0 });
         let (one, two) = (model.row(1).unwrap(), model.row(2).unwrap());
-        assert_eq!((window.rate(one.rx_history.iter()), window.rate(two.rx_history.iter())), (920.0 / 3.0, 20.0));
+        assert_eq!(
+            (window.rate(one.rx_history.iter()), window.rate(two.rx_history.iter())),
+            (920.0 / 3.0, 20.0)
+        );
         let last = model.window(Averaging::Interval);
-        assert_eq!((last, last.rate(one.rx_history.iter())), (Window { intervals: 1, seconds: 1.0 }, one.rx_rate));
+        assert_eq!(
+            (last, last.rate(one.rx_history.iter())),
+            (Window { intervals: 1, seconds: 1.0 }, one.rx_rate)
+        );
         let sum = window.rate(one.rx_history.iter()) + window.rate(two.rx_history.iter());
         assert_eq!(model.total_rates_over(window), (sum, 10.0));
         // Sorted by the window's bytes, the burst comes first; by the last interval, conn 2.

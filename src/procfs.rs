@@ -114,7 +114,8 @@ impl Holders {
 /// read relative to it): a host with a million sockets has a million links to read.
 pub fn scan_socket_owners() -> Holders {
     let pids: Vec<u32> = processes().map(|(pid, _)| pid).collect();
-    let threads = thread::available_parallelism().map_or(1, |n| n.get()).min(SCAN_THREADS).min(pids.len().max(1));
+    let threads =
+        thread::available_parallelism().map_or(1, |n| n.get()).min(SCAN_THREADS).min(pids.len().max(1));
     let next = AtomicUsize::new(0);
     let scan = || {
         let mut found = Holders::default();
@@ -127,7 +128,9 @@ pub fn scan_socket_owners() -> Holders {
     let parts: Vec<Holders> = thread::scope(|scope| {
         // Named as the collection thread, whose privileges they share while they run.
         let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| thread::Builder::new().name("tcptop-collect".into()).spawn_scoped(scope, scan).ok())
+            .filter_map(|_| {
+                thread::Builder::new().name("tcptop-collect".into()).spawn_scoped(scope, scan).ok()
+            })
             .collect();
         let mut parts = vec![scan()];
         parts.extend(helpers.into_iter().filter_map(|helper| helper.join().ok()));
@@ -144,8 +147,12 @@ pub fn scan_socket_owners() -> Holders {
 /// Adds the sockets `pid` holds to `found`; `link`: a buffer for the fd links.
 fn scan_process(pid: u32, found: &mut Holders, link: &mut Vec<u8>) {
     use rustix::fs::{openat, readlinkat, Dir, Mode, OFlags, CWD};
-    let Ok(fds) = openat(CWD, format!("/proc/{pid}/fd"), OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-    else {
+    let Ok(fds) = openat(
+        CWD,
+        format!("/proc/{pid}/fd"),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return;
     };
     let Ok(entries) = Dir::read_from(&fds) else { return };

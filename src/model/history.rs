@@ -19,6 +19,8 @@ enum Slots {
     /// Every figure is 0: nothing stored.
     #[default]
     Zeros,
+    /// The one figure of a history of one (batch mode's), kept in place.
+    One(u64),
     U8(Box<[u8]>),
     U16(Box<[u16]>),
     U32(Box<[u32]>),
@@ -30,6 +32,8 @@ impl Slots {
     fn for_largest(largest: u64, cap: usize) -> Slots {
         if largest == 0 {
             Slots::Zeros
+        } else if cap == 1 {
+            Slots::One(0)
         } else if largest <= u64::from(u8::MAX) {
             Slots::U8(vec![0; cap].into())
         } else if largest <= u64::from(u16::MAX) {
@@ -44,6 +48,7 @@ impl Slots {
     fn largest(&self) -> u64 {
         match self {
             Slots::Zeros => 0,
+            Slots::One(_) => u64::MAX,
             Slots::U8(_) => u8::MAX.into(),
             Slots::U16(_) => u16::MAX.into(),
             Slots::U32(_) => u32::MAX.into(),
@@ -54,6 +59,7 @@ impl Slots {
     fn get(&self, slot: usize) -> u64 {
         match self {
             Slots::Zeros => 0,
+            Slots::One(value) => *value,
             Slots::U8(s) => s[slot].into(),
             Slots::U16(s) => s[slot].into(),
             Slots::U32(s) => s[slot].into(),
@@ -65,6 +71,7 @@ impl Slots {
     fn set(&mut self, slot: usize, value: u64) {
         match self {
             Slots::Zeros => {}
+            Slots::One(one) => *one = value,
             Slots::U8(s) => s[slot] = value as u8,
             Slots::U16(s) => s[slot] = value as u16,
             Slots::U32(s) => s[slot] = value as u32,
@@ -75,6 +82,7 @@ impl Slots {
     fn cap(&self) -> usize {
         match self {
             Slots::Zeros => 0,
+            Slots::One(_) => 1,
             Slots::U8(s) => s.len(),
             Slots::U16(s) => s.len(),
             Slots::U32(s) => s.len(),
@@ -190,5 +198,11 @@ mod tests {
         assert_eq!(history, [0, 0, 0]);
         history.push(1, 3);
         assert_eq!(history, [0, 0, 1]);
+        let mut one = History::default();
+        for value in [0, 300, 5] {
+            one.push(value, 1);
+        }
+        assert!(matches!(one.slots, Slots::One(5)), "{one:?}");
+        assert_eq!(one, [5]);
     }
 }

@@ -137,7 +137,13 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, name_view: bool, frame:
     let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
     draw_lines(lines, text, frame);
     let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
-    sparkline(screen.throughput.iter().copied(), &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
+    sparkline(
+        screen.throughput.iter().copied(),
+        &per_second(peak, Units::of(state)),
+        Color::Yellow,
+        chart,
+        frame,
+    );
 }
 
 /// What the rate columns average over, as the header says it ("1s", "10s", "40s").
@@ -183,7 +189,11 @@ fn tab_name(grouping: Grouping) -> &'static str {
 /// the largest of its share.
 fn sparkline(
     points: impl DoubleEndedIterator<Item = u64> + ExactSizeIterator,
-    peak: &str, color: Color, area: Rect, frame: &mut Frame) {
+    peak: &str,
+    color: Color,
+    area: Rect,
+    frame: &mut Frame,
+) {
     let [scale, area] =
         Layout::horizontal([Constraint::Length(text_width(peak) + 1), Constraint::Fill(1)]).areas(area);
     if area.is_empty() {
@@ -847,8 +857,16 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             };
             let (title, mut lines) = group_detail(group, screen.model, cmdline());
             lines.insert(0, Line::from(format!("{} connections", group.members.len())));
-            let rx = Flow { name: "RX", history: group.rx_history.iter().copied().collect(), total: group.rx_total };
-            let tx = Flow { name: "TX", history: group.tx_history.iter().copied().collect(), total: group.tx_total };
+            let rx = Flow {
+                name: "RX",
+                history: group.rx_history.iter().copied().collect(),
+                total: group.rx_total,
+            };
+            let tx = Flow {
+                name: "TX",
+                history: group.tx_history.iter().copied().collect(),
+                total: group.tx_total,
+            };
             (title, lines, rx, tx)
         }
     };
@@ -877,7 +895,12 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             |rtt| format!("RTT {mark}{} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
         );
         let peak = row.rtt_history.iter().max().unwrap_or(0);
-        plots.push((text, row.rtt_history.iter().collect(), micros(peak.try_into().unwrap_or(u32::MAX)), Color::Magenta));
+        plots.push((
+            text,
+            row.rtt_history.iter().collect(),
+            micros(peak.try_into().unwrap_or(u32::MAX)),
+            Color::Magenta,
+        ));
     }
     let areas = Layout::vertical(vec![Constraint::Fill(1); plots.len()]).split(charts);
     for ((text, points, peak, color), &area) in plots.into_iter().zip(areas.iter()) {
