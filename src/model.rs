@@ -666,22 +666,64 @@ enum SortValue<'a> {
 /// Sorts by `key` (bytes over the newest `intervals`), ties broken by connection id so the
 /// order is stable between frames.
 pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool, intervals: usize) {
-    let sorted: Vec<&ConnRow> =
-        sorted_order(rows, key, reverse, intervals).into_iter().map(|i| rows[i]).collect();
-    rows.copy_from_slice(&sorted);
+    Order { key, reverse, intervals, closed_last: false }.sort(rows);
 }
 
-/// The positions of `rows` in the order `sort_rows` gives them.
-pub fn sorted_order(rows: &[&ConnRow], key: SortKey, reverse: bool, intervals: usize) -> Vec<usize> {
-    let mut keyed: Vec<(SortValue<'_>, u64, usize)> =
-        rows.iter().enumerate().map(|(i, &row)| (key.value(row, intervals), row.conn.id, i)).collect();
-    // Ids are unique, so an unstable sort gives one order.
-    keyed.sort_unstable_by(|a, b| {
-        let order = a.0.cmp(&b.0);
-        let order = if reverse { order.reverse() } else { order };
-        order.then(a.1.cmp(&b.1))
-    });
-    keyed.into_iter().map(|(_, _, i)| i).collect()
+/// An order of rows: by `key` (bytes over the newest `intervals`), reversed if asked, closed
+/// rows below the others if `closed_last`, ties broken by connection id.
+#[derive(Clone, Copy, Debug)]
+pub struct Order {
+    pub key: SortKey,
+    pub reverse: bool,
+    pub intervals: usize,
+    pub closed_last: bool,
+}
+
+/// A row's place in an `Order`, copied out of the row, and where the row was.
+type Keyed<'a> = (bool, SortValue<'a>, u64, usize);
+
+impl Order {
+    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<'a>> {
+        let place = |(i, row): (usize, &&'a ConnRow)| {
+            (self.closed_last && row.is_closed(), self.key.value(row, self.intervals), row.conn.id, i)
+        };
+        rows.iter().enumerate().map(place).collect()
+    }
+
+    /// Ids are unique, so an unstable sort gives one order.
+    fn compare(self, a: &Keyed, b: &Keyed) -> std::cmp::Ordering {
+        let by_key = if self.reverse { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) };
+        a.0.cmp(&b.0).then(by_key).then(a.2.cmp(&b.2))
+    }
+
+    /// The positions of `rows` in this order.
+    pub fn positions(self, rows: &[&ConnRow]) -> Vec<usize> {
+        let mut keyed = self.keyed(rows);
+        keyed.sort_unstable_by(|a, b| self.compare(a, b));
+        keyed.into_iter().map(|(.., i)| i).collect()
+    }
+
+    pub fn sort(self, rows: &mut [&ConnRow]) {
+        self.sort_top(rows, rows.len(), None);
+    }
+
+    /// Puts the first `top` of `rows` in this order, and as far as the row of `follow` where
+    /// it is among them; the others come after, in no particular order. A frame shows a page
+    /// of rows: sorting all of a host's many rows would be most of its time.
+    pub fn sort_top(self, rows: &mut [&ConnRow], top: usize, follow: Option<u64>) {
+        let mut keyed = self.keyed(rows);
+        let followed = follow.and_then(|id| keyed.iter().find(|k| k.2 == id));
+        let rank = followed.map(|f| keyed.iter().filter(|k| self.compare(k, f).is_lt()).count());
+        let top = top.max(rank.map_or(0, |rank| rank + 1));
+        if top < keyed.len() {
+            keyed.select_nth_unstable_by(top, |a, b| self.compare(a, b));
+            keyed[..top].sort_unstable_by(|a, b| self.compare(a, b));
+        } else {
+            keyed.sort_unstable_by(|a, b| self.compare(a, b));
+        }
+        let arranged: Vec<&ConnRow> = keyed.iter().map(|&(.., i)| rows[i]).collect();
+        rows.copy_from_slice(&arranged);
+    }
 }
 
 #[cfg(test)]
@@ -1066,6 +1108,28 @@ mod tests {
         }
         assert_eq!(model.row(1).unwrap().rtt_history, [0, 700, 900]);
         assert!(model.row(2).unwrap().rtt_history.is_empty());
+    }
+
+    #[test]
+    fn a_partial_sort_orders_the_top_and_the_followed_row_as_a_whole_sort_does() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live((1..=50).map(|id| conn(id, id * 37 % 101, 0)).collect()), secs(1));
+        model.update(live((1..=45).map(|id| conn(id, id * 37 % 101 + id % 7, 0)).collect()), secs(2));
+        let order = Order { key: SortKey::Total, reverse: false, intervals: 1, closed_last: true };
+        let mut whole: Vec<&ConnRow> = model.rows().collect();
+        order.sort(&mut whole);
+        assert!(whole[45..].iter().all(|row| row.is_closed()), "closed rows last");
+        let ids = |rows: &[&ConnRow]| rows.iter().map(|row| row.conn.id).collect::<Vec<_>>();
+        let followed = whole[30].conn.id;
+        for (top, follow, sorted) in [(5, None, 5), (0, Some(followed), 31), (60, None, 50)] {
+            let mut rows: Vec<&ConnRow> = model.rows().collect();
+            order.sort_top(&mut rows, top, follow);
+            assert_eq!(ids(&rows[..sorted]), ids(&whole[..sorted]), "top {top}");
+            let (mut all, mut expected) = (ids(&rows), ids(&whole));
+            all.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(all, expected);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::model::{sorted_order, Conn, ConnRow, Model, Query};
+use crate::model::{Conn, ConnRow, Model, Order, Query};
 use crate::view::Sink;
 
 const HEADINGS: [&str; 9] =
@@ -74,7 +74,13 @@ pub fn write_interval(
     let mut line = String::new();
     push_line(&mut line, &HEADINGS, &widths);
     out.write_all(line.as_bytes())?;
-    for i in sorted_order(&rows, query.sort, query.reverse, query.rate_intervals) {
+    let order = Order {
+        key: query.sort,
+        reverse: query.reverse,
+        intervals: query.rate_intervals,
+        closed_last: false,
+    };
+    for i in order.positions(&rows) {
         let (mut at, lengths) = cells[i];
         let row_cells = lengths.map(|length| {
             let cell = &text[at..at + usize::from(length)];
