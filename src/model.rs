@@ -20,7 +20,8 @@ pub use conn::{
 };
 pub use filter::{Filter, FilterError};
 pub use history::History;
-use table::{ById, Table};
+pub(crate) use table::ById;
+use table::Table;
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::cache::BoundedCache;
+use crate::model::ById;
 
 /// Entries per cache generation: as many connections as the eBPF collector's table holds,
 /// so that a full table's sockets are looked up once, not once per interval.
@@ -32,7 +33,7 @@ pub struct Owner {
 /// Socket inode -> owning process, from /proc/<pid>/fd.
 pub struct SocketOwners {
     /// A process's name is shared by the entries of all its sockets.
-    known: BoundedCache<u64, Option<Holder>>,
+    known: BoundedCache<u64, Option<Holder>, ById>,
     /// Every socket inode held by a process, with the holder: `scan_socket_owners` but in tests.
     scan: Box<dyn FnMut() -> Holders + Send>,
 }
@@ -86,26 +87,32 @@ struct Holder {
     comm: Arc<str>,
 }
 
-/// What one scan of /proc found: each socket inode with the lowest pid holding it, sorted,
-/// 16 bytes a socket however many there are.
+/// What one scan of /proc found: each socket inode with the lowest pid holding it (about 20
+/// bytes a socket however many there are), and each holder's name.
 #[derive(Default)]
 pub struct Holders {
-    sockets: Vec<(u64, u32)>,
+    sockets: HashMap<u64, u32, ById>,
     comms: HashMap<u32, Arc<str>>,
 }
 
 impl Holders {
     fn of(&self, ino: u64) -> Option<Holder> {
-        let at = self.sockets.binary_search_by_key(&ino, |&(ino, _)| ino).ok()?;
-        let pid = self.sockets[at].1;
+        let pid = *self.sockets.get(&ino)?;
         Some(Holder { pid, comm: self.comms.get(&pid).cloned().unwrap_or_else(|| "".into()) })
     }
 
-    /// Sorts, keeping the lowest pid of a socket several processes hold.
-    fn sorted(mut self) -> Holders {
-        self.sockets.sort_unstable();
-        self.sockets.dedup_by_key(|&mut (ino, _)| ino);
-        self
+    /// Notes that `pid` holds `ino`: the lowest pid of a socket several processes hold is kept.
+    fn add(&mut self, ino: u64, pid: u32) {
+        let holder = self.sockets.entry(ino).or_insert(pid);
+        *holder = (*holder).min(pid);
+    }
+
+    fn extend(&mut self, other: Holders) {
+        self.sockets.reserve(other.sockets.len());
+        for (ino, pid) in other.sockets {
+            self.add(ino, pid);
+        }
+        self.comms.extend(other.comms);
     }
 }
 
@@ -136,12 +143,12 @@ pub fn scan_socket_owners() -> Holders {
         parts.extend(helpers.into_iter().filter_map(|helper| helper.join().ok()));
         parts
     });
-    let mut all = Holders::default();
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().unwrap_or_default();
     for part in parts {
-        all.sockets.extend(part.sockets);
-        all.comms.extend(part.comms);
+        all.extend(part);
     }
-    all.sorted()
+    all
 }
 
 /// Adds the sockets `pid` holds to `found`; `link`: a buffer for the fd links.
@@ -165,7 +172,7 @@ fn scan_process(pid: u32, found: &mut Holders, link: &mut Vec<u8>) {
         let Ok(target) = readlinkat(&fds, name, mem::take(link)) else { continue };
         let target = target.into_bytes();
         if let Some(ino) = socket_inode(&target) {
-            found.sockets.push((ino, pid));
+            found.add(ino, pid);
             holds_sockets = true;
         }
         *link = target;
@@ -190,7 +197,7 @@ fn socket_inode(target: &[u8]) -> Option<u64> {
 /// cgroup v2 id -> path below the cgroup v2 root (the id is the directory's inode).
 #[derive(Debug)]
 pub struct CgroupPaths {
-    known: BoundedCache<u64, Option<Arc<str>>>,
+    known: BoundedCache<u64, Option<Arc<str>>, ById>,
 }
 
 impl Default for CgroupPaths {
@@ -356,7 +363,7 @@ mod tests {
     fn holders(owners: &HashMap<u64, Owner>) -> Holders {
         let sockets = owners.iter().map(|(&ino, owner)| (ino, owner.pid)).collect();
         let comms = owners.values().map(|owner| (owner.pid, owner.comm.as_str().into())).collect();
-        Holders { sockets, comms }.sorted()
+        Holders { sockets, comms }
     }
 
     #[test]
@@ -367,8 +374,11 @@ mod tests {
         let found = scan_socket_owners().of(ino).unwrap();
         let comm = fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!((found.pid, &*found.comm), (std::process::id(), comm.trim_end()));
-        let shared = Holders { sockets: vec![(5, 30), (9, 1), (5, 20)], comms: HashMap::new() }.sorted();
-        assert_eq!(shared.sockets, [(5, 20), (9, 1)]);
+        let mut shared = Holders::default();
+        for (ino, pid) in [(5, 30), (9, 1), (5, 20)] {
+            shared.add(ino, pid);
+        }
+        assert_eq!((shared.sockets[&5], shared.sockets[&9]), (20, 1));
     }
 
     #[test]

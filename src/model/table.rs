@@ -7,9 +7,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::ConnRow;
 
-/// Hashes the ids of connections and processes, which collectors and the kernel make
-/// (random, counters, pids) and no one sending traffic chooses: a multiply spreads them, at a
-/// fraction of SipHash's cost per row.
+/// Hashes ids that collectors and the kernel make (connection ids: random or counters; pids,
+/// socket inodes, cgroup ids) and no one sending traffic chooses: a multiply spreads them, at
+/// a fraction of SipHash's cost per row.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IdHasher(u64);
 
