@@ -148,12 +148,13 @@ impl ConnRow {
 
     /// Whether updates may leave the row alone until a sample or an event names it: an open
     /// TCP connection with nothing in its last interval and only zeros in its history (a UDP
-    /// flow times out, a closed row leaves).
-    fn is_settled(&self, history: usize) -> bool {
+    /// flow times out, a closed row leaves). Its history then stops growing: a shorter one
+    /// moved nothing before it starts, so its rates and sums read the same.
+    fn is_settled(&self) -> bool {
         self.conn.proto == Proto::Tcp
             && !self.is_closed()
             && !self.is_active()
-            && self.quiet_intervals as usize >= history.max(1)
+            && self.quiet_intervals as usize >= self.rx_history.len().max(1)
     }
 
     /// Takes newer totals, crediting the growth to the current interval. The health figures
@@ -327,6 +328,12 @@ impl Model {
         for conn in sample.conns {
             let row = row_for(&mut self.rows, &conn, now);
             row.listed_in = update;
+            // A settled row listed unchanged (a complete sample lists every row) is left alone,
+            // as a sample of changes leaves it out.
+            let settled = row.visited_in != 0 && row.visited_in != update;
+            if settled && row.conn == conn {
+                continue;
+            }
             row.visit(conn.id, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
@@ -377,7 +384,7 @@ impl Model {
             }
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
-            if row.is_settled(history) {
+            if row.is_settled() {
                 // Only zeros: left alone from now on, it needs no storage for them.
                 row.rx_history.compact();
                 row.tx_history.compact();
