@@ -1,16 +1,22 @@
 //! How long the live screen takes to build and draw one frame of 10,000 connections: filter,
 //! sort, the visible rows, the detail pane, on a 200x60 TestBackend; with addresses as
 //! numbers, then with host and service names (a fake resolver that answers every address at
-//! once, all answers in before timing). Prints the median of each.
+//! once, all answers in before timing). Prints the median of each. Then the steps after the
+//! collector at issue 20's scales, as batch mode runs them: the model's first update of
+//! 100,000 and 1,000,000 connections and their whole batch table (`-a`), then intervals of
+//! 100,000 connections of which 1,000 (and then all) changed, each a partial sample as the
+//! eBPF collector reads them: the update and the batch table of the active rows.
 //! Run: cargo bench --bench render
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
+use std::time::UNIX_EPOCH;
 use tcptop::model::{Conn, Proto, Sample, TcpState};
-use tcptop::model::{Model, Retention};
+use tcptop::model::{Model, Query, Retention};
 use tcptop::resolve::{Lookup, Names, Services};
+use tcptop::view::batch::write_interval;
 use tcptop::view::tui::screen::Header;
 use tcptop::view::tui::state::TuiState;
 use tcptop::view::tui::Tui;
@@ -21,23 +27,25 @@ const RUNS: usize = 101;
 const ANSWERS_SETTLED: Duration = Duration::from_millis(500);
 
 fn sample(round: u64) -> Sample {
-    let conns = (0..CONNECTIONS)
-        .map(|id| Conn {
-            id,
-            pid: Some(1000 + (id % 300) as u32),
-            comm: format!("worker-{}", id % 300),
-            proto: Proto::Tcp,
-            local: format!("10.0.{}.{}:{}", id / 250 % 250, id % 250, 20_000 + id % 40_000).parse().unwrap(),
-            remote: format!("192.0.2.{}:443", id % 200).parse().unwrap(),
-            state: Some(TcpState::Established),
-            rx_bytes: round * (id * 37 % 100_000),
-            tx_bytes: round * (id * 11 % 50_000),
-            netns: None,
-            cgroup: None,
-            health: None,
-        })
-        .collect();
-    Sample { conns, ..Sample::default() }
+    Sample { conns: (0..CONNECTIONS).map(|id| conn(id, round)).collect(), ..Sample::default() }
+}
+
+/// Connection `id` after `round` rounds of its traffic.
+fn conn(id: u64, round: u64) -> Conn {
+    Conn {
+        id,
+        pid: Some(1000 + (id % 300) as u32),
+        comm: format!("worker-{}", id % 300),
+        proto: Proto::Tcp,
+        local: format!("10.0.{}.{}:{}", id / 250 % 250, id % 250, 20_000 + id % 40_000).parse().unwrap(),
+        remote: format!("192.0.2.{}:443", id % 200).parse().unwrap(),
+        state: Some(TcpState::Established),
+        rx_bytes: round * (id * 37 % 100_000),
+        tx_bytes: round * (id * 11 % 50_000),
+        netns: None,
+        cgroup: None,
+        health: None,
+    }
 }
 
 /// Names every address, as long as a data centre's names tend to be.
@@ -82,6 +90,67 @@ fn report(what: &str, [median, min, max]: [Duration; 3]) {
     );
 }
 
+/// Batch mode's retention (app.rs): no history, closed rows gone after their interval.
+const BATCH: Retention =
+    Retention { closed_intervals: 0, history: 1, udp_idle: tcptop::model::DEFAULT_UDP_IDLE };
+const INTERVALS: u64 = 21;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// How long `work` took.
+fn timed(work: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    work();
+    start.elapsed()
+}
+
+fn batch_table(model: &Model, all: bool) -> Duration {
+    let query = Query { all, ..Query::default() };
+    timed(|| write_interval(&mut std::io::sink(), model, &query, "bench", UNIX_EPOCH).unwrap())
+}
+
+/// A first update of `connections` and the table of them all.
+fn first_table(connections: u64) {
+    let mut model = Model::new(Duration::ZERO, BATCH);
+    let first = Sample { conns: (0..connections).map(|id| conn(id, 0)).collect(), ..Sample::default() };
+    let update = timed(|| model.update(first, Duration::from_secs(1)));
+    let table = batch_table(&model, true);
+    println!(
+        "first update of {connections} connections: {:.1} ms, then their batch table (-a): {:.1} ms",
+        ms(update),
+        ms(table)
+    );
+}
+
+/// Median update and batch table of intervals where `changing` of `SCALE` connections changed.
+fn intervals(changing: u64) {
+    const SCALE: u64 = 100_000;
+    let mut model = Model::new(Duration::ZERO, BATCH);
+    model.update(
+        Sample { conns: (0..SCALE).map(|id| conn(id, 0)).collect(), ..Sample::default() },
+        Duration::from_secs(1),
+    );
+    let (mut updates, mut tables) = (Vec::new(), Vec::new());
+    for round in 1..=INTERVALS {
+        // A different set each interval, as the benchmark's load moves them.
+        let changed: Vec<Conn> = (0..changing).map(|i| conn((round * changing + i) % SCALE, round)).collect();
+        let sample = Sample { conns: changed, unchanged: Some(SCALE - changing), ..Sample::default() };
+        updates.push(timed(|| model.update(sample, Duration::from_secs(1 + round))));
+        tables.push(batch_table(&model, false));
+    }
+    updates.sort();
+    tables.sort();
+    let (update, table) = (updates[updates.len() / 2], tables[tables.len() / 2]);
+    println!(
+        "{SCALE} connections, {changing} changed per interval: update {:.2} ms ({:.0} ns per changed), batch table {:.2} ms, median of {INTERVALS}",
+        ms(update),
+        update.as_nanos() as f64 / changing as f64,
+        ms(table)
+    );
+}
+
 fn main() {
     let mut model = Model::new(Duration::ZERO, Retention::default());
     for round in 1..=3 {
@@ -106,4 +175,9 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     }
     report(&format!("with host and service names ({named_addresses} hosts)"), frames(&mut named, &model));
+
+    first_table(100_000);
+    first_table(1_000_000);
+    intervals(1_000);
+    intervals(100_000);
 }

@@ -202,8 +202,10 @@ pub fn merge(earlier: Sample, later: Sample) -> Sample {
     let complete = later.is_complete();
     let mut events = earlier.events;
     events.extend(later.events);
-    if complete {
-        return Sample { events, ..later };
+    if complete || earlier.conns.is_empty() {
+        // Nothing of the earlier table to keep (the usual case: one read per interval).
+        let unchanged = earlier.unchanged.and(later.unchanged);
+        return Sample { events, unchanged, ..later };
     }
     let changed: HashSet<u64> = later.conns.iter().map(|conn| conn.id).collect();
     let mut conns: Vec<Conn> = earlier.conns.into_iter().filter(|conn| !changed.contains(&conn.id)).collect();

@@ -4,6 +4,8 @@
 pub mod conn;
 pub mod filter;
 pub mod group;
+pub mod history;
+mod table;
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
@@ -17,6 +19,9 @@ pub use conn::{
     DEFAULT_UDP_IDLE,
 };
 pub use filter::{Filter, FilterError};
+pub use history::History;
+pub(crate) use table::ById;
+use table::Table;
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -50,11 +55,11 @@ pub struct ConnRow {
     /// Segments retransmitted in the last interval (see `retransmits`).
     retrans: u64,
     /// Per-interval bytes, oldest first, at most `Retention::history` long.
-    pub rx_history: VecDeque<u64>,
-    pub tx_history: VecDeque<u64>,
+    pub rx_history: History,
+    pub tx_history: History,
     /// Per-interval smoothed RTT in µs (0: unknown), oldest first, as long as the byte
     /// histories once the connection's RTT was first known.
-    pub rtt_history: VecDeque<u64>,
+    pub rtt_history: History,
     /// Lifecycle events of this connection, oldest first (state changes, then the close).
     pub events: Vec<ConnEvent>,
     /// How many of `events` happened in the last interval.
@@ -87,9 +92,9 @@ impl ConnRow {
             rx_rate: 0.0,
             tx_rate: 0.0,
             retrans: 0,
-            rx_history: VecDeque::new(),
-            tx_history: VecDeque::new(),
-            rtt_history: VecDeque::new(),
+            rx_history: History::default(),
+            tx_history: History::default(),
+            rtt_history: History::default(),
             events: Vec::new(),
             new_events: 0,
             first_seen: now,
@@ -119,11 +124,11 @@ impl ConnRow {
     fn end_interval(&mut self, secs: f64, history: usize, now: Duration) {
         (self.rx_rate, self.tx_rate) =
             if secs > 0.0 { (self.rx_bytes as f64 / secs, self.tx_bytes as f64 / secs) } else { (0.0, 0.0) };
-        push_bounded(&mut self.rx_history, self.rx_bytes, history);
-        push_bounded(&mut self.tx_history, self.tx_bytes, history);
+        self.rx_history.push(self.rx_bytes, history);
+        self.tx_history.push(self.tx_bytes, history);
         let rtt = self.conn.health.and_then(|h| h.rtt).map(|rtt| u64::from(rtt.smoothed_us));
         if rtt.is_some() || !self.rtt_history.is_empty() {
-            push_bounded(&mut self.rtt_history, rtt.unwrap_or(0), history);
+            self.rtt_history.push(rtt.unwrap_or(0), history);
         }
         if self.rx_bytes > 0 || self.tx_bytes > 0 {
             self.last_traffic = now;
@@ -143,12 +148,13 @@ impl ConnRow {
 
     /// Whether updates may leave the row alone until a sample or an event names it: an open
     /// TCP connection with nothing in its last interval and only zeros in its history (a UDP
-    /// flow times out, a closed row leaves).
-    fn is_settled(&self, history: usize) -> bool {
+    /// flow times out, a closed row leaves). Its history then stops growing: a shorter one
+    /// moved nothing before it starts, so its rates and sums read the same.
+    fn is_settled(&self) -> bool {
         self.conn.proto == Proto::Tcp
             && !self.is_closed()
             && !self.is_active()
-            && self.quiet_intervals as usize >= history.max(1)
+            && self.quiet_intervals as usize >= self.rx_history.len().max(1)
     }
 
     /// Takes newer totals, crediting the growth to the current interval. The health figures
@@ -209,7 +215,7 @@ impl ConnRow {
 /// Cloned to freeze what a paused display shows while collection goes on.
 #[derive(Clone, Debug)]
 pub struct Model {
-    rows: HashMap<u64, ConnRow>,
+    rows: Table,
     /// The rows the next update visits: every row but the settled ones (`is_settled`), so
     /// that on a host of many idle connections an update costs what the active ones do.
     busy: Vec<u64>,
@@ -219,7 +225,7 @@ pub struct Model {
     total_rates: (f64, f64),
     /// Rows per pid, which `set_cmdlines` keeps the command lines of without a pass over
     /// every row.
-    pids: HashMap<u32, usize>,
+    pids: HashMap<u32, usize, ById>,
     retention: Retention,
     last_update: Duration,
     elapsed: Duration,
@@ -238,11 +244,11 @@ impl Model {
     /// An empty table whose first interval starts at `start`.
     pub fn new(start: Duration, retention: Retention) -> Model {
         Model {
-            rows: HashMap::new(),
+            rows: Table::default(),
             busy: Vec::new(),
             updates: 0,
             total_rates: (0.0, 0.0),
-            pids: HashMap::new(),
+            pids: HashMap::default(),
             retention,
             last_update: start,
             elapsed: Duration::ZERO,
@@ -286,11 +292,15 @@ impl Model {
         self.updates += 1;
         let update = self.updates;
         let mut visits = Vec::with_capacity(self.busy.len() + sample.conns.len());
+        if complete {
+            // A first sample of a million connections grows the map once, not twenty times.
+            self.rows.reserve(sample.conns.len().saturating_sub(self.rows.len()));
+        }
         for id in mem::take(&mut self.busy) {
-            let Some(row) = self.rows.get_mut(&id) else { continue };
+            let Some(row) = self.rows.get_mut(id) else { continue };
             if row.closed_for.is_some_and(|n| n >= keep) {
                 let counted = row.counted_pid;
-                self.rows.remove(&id);
+                self.rows.remove(id);
                 count_pid(&mut self.pids, counted, None);
                 continue;
             }
@@ -318,6 +328,12 @@ impl Model {
         for conn in sample.conns {
             let row = row_for(&mut self.rows, &conn, now);
             row.listed_in = update;
+            // A settled row listed unchanged (a complete sample lists every row) is left alone,
+            // as a sample of changes leaves it out.
+            let settled = row.visited_in != 0 && row.visited_in != update;
+            if settled && row.conn == conn {
+                continue;
+            }
             row.visit(conn.id, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
@@ -328,10 +344,10 @@ impl Model {
             // The collector's table is the truth: a TCP connection it no longer lists is
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.
-            for (id, row) in &mut self.rows {
+            for row in self.rows.iter_mut() {
                 if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
                     row.close();
-                    row.visit(*id, update, &mut visits);
+                    row.visit(row.conn.id, update, &mut visits);
                 }
             }
         }
@@ -348,7 +364,7 @@ impl Model {
         let idle = self.retention.udp_idle;
         self.total_rates = (0.0, 0.0);
         for id in visits {
-            let row = self.rows.get_mut(&id).expect("visited rows are in the table");
+            let row = self.rows.get_mut(id).expect("visited rows are in the table");
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -363,12 +379,16 @@ impl Model {
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
                 count_pid(&mut self.pids, row.conn.pid, None);
-                self.rows.remove(&id);
+                self.rows.remove(id);
                 continue;
             }
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
-            if !row.is_settled(history) {
+            if row.is_settled() {
+                // Only zeros: left alone from now on, it needs no storage for them.
+                row.rx_history.compact();
+                row.tx_history.compact();
+            } else {
                 self.busy.push(id);
             }
         }
@@ -377,11 +397,11 @@ impl Model {
 
     /// Every connection in the table, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = &ConnRow> {
-        self.rows.values()
+        self.rows.iter()
     }
 
     pub fn row(&self, id: u64) -> Option<&ConnRow> {
-        self.rows.get(&id)
+        self.rows.get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -414,15 +434,21 @@ impl Model {
 
     /// `select`, with the host names known for the addresses for the filter to match.
     pub fn select_named(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
-        // Active rows are busy ones: without idle rows, only those are looked at.
-        let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
-            Box::new(self.rows.values())
-        } else {
-            Box::new(self.busy.iter().map(|id| &self.rows[id]).filter(|r| r.is_active()))
-        };
-        let mut rows: Vec<&ConnRow> = candidates.filter(|r| query.filter.matches(r, names)).collect();
+        let mut rows = self.matching(query, names);
         sort_rows(&mut rows, query.sort, query.reverse, query.rate_intervals);
         rows
+    }
+
+    /// The rows `select` gives, in no particular order: one pass over them in the order they
+    /// lie in memory is much faster than one in a sorted order on a host of many rows.
+    pub fn matching(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
+        // Active rows are busy ones: without idle rows, only those are looked at.
+        let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
+            Box::new(self.rows())
+        } else {
+            Box::new(self.busy.iter().filter_map(|&id| self.rows.get(id)).filter(|r| r.is_active()))
+        };
+        candidates.filter(|r| query.filter.matches(r, names)).collect()
     }
 
     /// The newest intervals `averaging` spans: those whose middle lies within its span
@@ -444,8 +470,8 @@ impl Model {
 
     /// Total (rx, tx) bytes per second over `window`, of the rows still in the table.
     pub fn total_rates_over(&self, window: Window) -> (f64, f64) {
-        self.rows.values().fold((0.0, 0.0), |(rx, tx), r| {
-            (rx + window.rate(&r.rx_history), tx + window.rate(&r.tx_history))
+        self.rows.iter().fold((0.0, 0.0), |(rx, tx), r| {
+            (rx + window.rate(r.rx_history.iter()), tx + window.rate(r.tx_history.iter()))
         })
     }
 }
@@ -492,7 +518,7 @@ pub struct Window {
 impl Window {
     /// Bytes per second over the window of `history` (per-interval bytes, oldest first; a
     /// shorter history moved nothing before it starts).
-    pub fn rate(self, history: &VecDeque<u64>) -> f64 {
+    pub fn rate(self, history: impl DoubleEndedIterator<Item = u64>) -> f64 {
         if self.seconds > 0.0 {
             recent(history, self.intervals) as f64 / self.seconds
         } else {
@@ -502,18 +528,34 @@ impl Window {
 }
 
 /// The bytes of the newest `intervals` entries of `history`.
-pub fn recent(history: &VecDeque<u64>, intervals: usize) -> u64 {
-    history.iter().rev().take(intervals).sum()
+pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -> u64 {
+    history.rev().take(intervals).sum()
 }
 
-/// The row of `conn`, new ones starting from zero so that their first totals count.
-fn row_for<'a>(rows: &'a mut HashMap<u64, ConnRow>, conn: &Conn, now: Duration) -> &'a mut ConnRow {
-    rows.entry(conn.id)
-        .or_insert_with(|| ConnRow::new(Conn { rx_bytes: 0, tx_bytes: 0, health: None, ..conn.clone() }, now))
+/// The row of `conn`, new ones starting from zero so that their first totals count. A new
+/// row's record takes everything from `conn` when it absorbs it: its strings are not copied.
+fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+    rows.get_or_insert_with(conn.id, || {
+        let blank = Conn {
+            comm: String::new(),
+            cgroup: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            health: None,
+            id: conn.id,
+            pid: conn.pid,
+            proto: conn.proto,
+            local: conn.local,
+            remote: conn.remote,
+            state: conn.state,
+            netns: conn.netns,
+        };
+        ConnRow::new(blank, now)
+    })
 }
 
 /// Moves one row's count from pid `from` to `to` (either may be none).
-fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>) {
+fn count_pid(pids: &mut HashMap<u32, usize, ById>, from: Option<u32>, to: Option<u32>) {
     if from == to {
         return;
     }
@@ -528,13 +570,6 @@ fn count_pid(pids: &mut HashMap<u32, usize>, from: Option<u32>, to: Option<u32>)
     if let Some(pid) = to {
         *pids.entry(pid).or_default() += 1;
     }
-}
-
-fn push_bounded(history: &mut VecDeque<u64>, value: u64, len: usize) {
-    if history.len() == len {
-        history.pop_front();
-    }
-    history.push_back(value);
 }
 
 /// Which rows a view wants, in which order.
@@ -597,7 +632,7 @@ impl SortKey {
         let largest = |n: u64| SortValue::Largest(Reverse(Some(n)));
         let (rx, tx) = match intervals {
             0 | 1 => (row.rx_bytes, row.tx_bytes),
-            n => (recent(&row.rx_history, n), recent(&row.tx_history, n)),
+            n => (recent(row.rx_history.iter(), n), recent(row.tx_history.iter(), n)),
         };
         match self {
             SortKey::Total => largest(rx + tx),
@@ -639,16 +674,63 @@ enum SortValue<'a> {
 /// Sorts by `key` (bytes over the newest `intervals`), ties broken by connection id so the
 /// order is stable between frames.
 pub fn sort_rows(rows: &mut [&ConnRow], key: SortKey, reverse: bool, intervals: usize) {
-    let mut keyed: Vec<(SortValue<'_>, u64, &ConnRow)> =
-        rows.iter().map(|&row| (key.value(row, intervals), row.conn.id, row)).collect();
-    // Ids are unique, so an unstable sort gives one order.
-    keyed.sort_unstable_by(|a, b| {
-        let order = a.0.cmp(&b.0);
-        let order = if reverse { order.reverse() } else { order };
-        order.then(a.1.cmp(&b.1))
-    });
-    for (slot, (_, _, row)) in rows.iter_mut().zip(keyed) {
-        *slot = row;
+    Order { key, reverse, intervals, closed_last: false }.sort(rows);
+}
+
+/// An order of rows: by `key` (bytes over the newest `intervals`), reversed if asked, closed
+/// rows below the others if `closed_last`, ties broken by connection id.
+#[derive(Clone, Copy, Debug)]
+pub struct Order {
+    pub key: SortKey,
+    pub reverse: bool,
+    pub intervals: usize,
+    pub closed_last: bool,
+}
+
+/// A row's place in an `Order`, copied out of the row, and where the row was.
+type Keyed<'a> = (bool, SortValue<'a>, u64, usize);
+
+impl Order {
+    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<'a>> {
+        let place = |(i, row): (usize, &&'a ConnRow)| {
+            (self.closed_last && row.is_closed(), self.key.value(row, self.intervals), row.conn.id, i)
+        };
+        rows.iter().enumerate().map(place).collect()
+    }
+
+    /// Ids are unique, so an unstable sort gives one order.
+    fn compare(self, a: &Keyed, b: &Keyed) -> std::cmp::Ordering {
+        let by_key = if self.reverse { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) };
+        a.0.cmp(&b.0).then(by_key).then(a.2.cmp(&b.2))
+    }
+
+    /// The positions of `rows` in this order.
+    pub fn positions(self, rows: &[&ConnRow]) -> Vec<usize> {
+        let mut keyed = self.keyed(rows);
+        keyed.sort_unstable_by(|a, b| self.compare(a, b));
+        keyed.into_iter().map(|(.., i)| i).collect()
+    }
+
+    pub fn sort(self, rows: &mut [&ConnRow]) {
+        self.sort_top(rows, rows.len(), None);
+    }
+
+    /// Puts the first `top` of `rows` in this order, and as far as the row of `follow` where
+    /// it is among them; the others come after, in no particular order. A frame shows a page
+    /// of rows: sorting all of a host's many rows would be most of its time.
+    pub fn sort_top(self, rows: &mut [&ConnRow], top: usize, follow: Option<u64>) {
+        let mut keyed = self.keyed(rows);
+        let followed = follow.and_then(|id| keyed.iter().find(|k| k.2 == id));
+        let rank = followed.map(|f| keyed.iter().filter(|k| self.compare(k, f).is_lt()).count());
+        let top = top.max(rank.map_or(0, |rank| rank + 1));
+        if top < keyed.len() {
+            keyed.select_nth_unstable_by(top, |a, b| self.compare(a, b));
+            keyed[..top].sort_unstable_by(|a, b| self.compare(a, b));
+        } else {
+            keyed.sort_unstable_by(|a, b| self.compare(a, b));
+        }
+        let arranged: Vec<&ConnRow> = keyed.iter().map(|&(.., i)| rows[i]).collect();
+        rows.copy_from_slice(&arranged);
     }
 }
 
@@ -965,10 +1047,16 @@ mod tests {
         let window = model.window(Averaging::TenSeconds);
         assert_eq!(window, Window { intervals: 3, seconds: 3.0 });
         let (one, two) = (model.row(1).unwrap(), model.row(2).unwrap());
-        assert_eq!((window.rate(&one.rx_history), window.rate(&two.rx_history)), (920.0 / 3.0, 20.0));
+        assert_eq!(
+            (window.rate(one.rx_history.iter()), window.rate(two.rx_history.iter())),
+            (920.0 / 3.0, 20.0)
+        );
         let last = model.window(Averaging::Interval);
-        assert_eq!((last, last.rate(&one.rx_history)), (Window { intervals: 1, seconds: 1.0 }, one.rx_rate));
-        let sum = window.rate(&one.rx_history) + window.rate(&two.rx_history);
+        assert_eq!(
+            (last, last.rate(one.rx_history.iter())),
+            (Window { intervals: 1, seconds: 1.0 }, one.rx_rate)
+        );
+        let sum = window.rate(one.rx_history.iter()) + window.rate(two.rx_history.iter());
         assert_eq!(model.total_rates_over(window), (sum, 10.0));
         // Sorted by the window's bytes, the burst comes first; by the last interval, conn 2.
         let ids = |rate_intervals| {
@@ -1028,6 +1116,28 @@ mod tests {
         }
         assert_eq!(model.row(1).unwrap().rtt_history, [0, 700, 900]);
         assert!(model.row(2).unwrap().rtt_history.is_empty());
+    }
+
+    #[test]
+    fn a_partial_sort_orders_the_top_and_the_followed_row_as_a_whole_sort_does() {
+        let mut model = Model::new(secs(0), Retention::default());
+        model.update(live((1..=50).map(|id| conn(id, id * 37 % 101, 0)).collect()), secs(1));
+        model.update(live((1..=45).map(|id| conn(id, id * 37 % 101 + id % 7, 0)).collect()), secs(2));
+        let order = Order { key: SortKey::Total, reverse: false, intervals: 1, closed_last: true };
+        let mut whole: Vec<&ConnRow> = model.rows().collect();
+        order.sort(&mut whole);
+        assert!(whole[45..].iter().all(|row| row.is_closed()), "closed rows last");
+        let ids = |rows: &[&ConnRow]| rows.iter().map(|row| row.conn.id).collect::<Vec<_>>();
+        let followed = whole[30].conn.id;
+        for (top, follow, sorted) in [(5, None, 5), (0, Some(followed), 31), (60, None, 50)] {
+            let mut rows: Vec<&ConnRow> = model.rows().collect();
+            order.sort_top(&mut rows, top, follow);
+            assert_eq!(ids(&rows[..sorted]), ids(&whole[..sorted]), "top {top}");
+            let (mut all, mut expected) = (ids(&rows), ids(&whole));
+            all.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(all, expected);
+        }
     }
 
     #[test]

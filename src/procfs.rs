@@ -7,14 +7,21 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::mem;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
 
 use crate::cache::BoundedCache;
+use crate::model::ById;
 
 /// Entries per cache generation: as many connections as the eBPF collector's table holds,
 /// so that a full table's sockets are looked up once, not once per interval.
 const CACHE_GENERATION: usize = 65_536;
+/// Threads at most that read /proc's fd links at once.
+const SCAN_THREADS: usize = 4;
 
 /// A process that holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,9 +32,10 @@ pub struct Owner {
 
 /// Socket inode -> owning process, from /proc/<pid>/fd.
 pub struct SocketOwners {
-    known: BoundedCache<u64, Option<Owner>>,
+    /// A process's name is shared by the entries of all its sockets.
+    known: BoundedCache<u64, Option<Holder>, ById>,
     /// Every socket inode held by a process, with the holder: `scan_socket_owners` but in tests.
-    scan: Box<dyn FnMut() -> HashMap<u64, Owner> + Send>,
+    scan: Box<dyn FnMut() -> Holders + Send>,
 }
 
 impl Default for SocketOwners {
@@ -43,51 +51,136 @@ impl fmt::Debug for SocketOwners {
 }
 
 impl SocketOwners {
-    fn new(generation: usize, scan: Box<dyn FnMut() -> HashMap<u64, Owner> + Send>) -> SocketOwners {
+    fn new(generation: usize, scan: Box<dyn FnMut() -> Holders + Send>) -> SocketOwners {
         SocketOwners { known: BoundedCache::new(generation), scan }
     }
 
     /// The owner of each of `inodes`, scanning /proc at most once for those never seen. A
     /// socket no process holds any more stays unknown. Answers come from the scan itself, so
     /// a batch larger than the cache is still answered whole: callers ask once per table
-    /// read, never once per row, or a host with more sockets than the cache holds would
-    /// rescan /proc for each row.
+    /// read, never once per row. The cache grows to hold the largest batch, or a host with
+    /// more sockets than it holds would rescan /proc at every read that lists them all.
     pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64>) -> Vec<Option<Owner>> {
-        let mut scanned: Option<HashMap<u64, Owner>> = None;
-        let mut owners = Vec::new();
+        let inodes = inodes.into_iter();
+        self.known.hold_at_least(inodes.size_hint().0);
+        let mut scanned: Option<Holders> = None;
+        let mut owners = Vec::with_capacity(inodes.size_hint().0);
         for ino in inodes {
-            let owner = match self.known.get(&ino) {
-                Some(owner) => owner.clone(),
+            let holder = match self.known.get(&ino) {
+                Some(holder) => holder.clone(),
                 None => {
-                    let found = scanned.get_or_insert_with(&mut self.scan);
-                    let owner = found.get(&ino).cloned();
-                    self.known.insert(ino, owner.clone());
-                    owner
+                    let holder = scanned.get_or_insert_with(&mut self.scan).of(ino);
+                    self.known.insert(ino, holder.clone());
+                    holder
                 }
             };
-            owners.push(owner);
+            owners.push(holder.map(|holder| Owner { pid: holder.pid, comm: holder.comm.to_string() }));
         }
         owners
     }
 }
 
-/// Every socket inode open in any process, with the first process found holding it.
-pub fn scan_socket_owners() -> HashMap<u64, Owner> {
-    let mut owners = HashMap::new();
-    for (pid, entry) in processes() {
-        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else { continue };
-        let mut comm = None;
-        for fd in fds.flatten() {
-            let Some(ino) = fs::read_link(fd.path()).ok().as_deref().and_then(socket_inode) else {
-                continue;
-            };
-            let comm = comm.get_or_insert_with(|| {
-                fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim_end().to_string()
-            });
-            owners.entry(ino).or_insert_with(|| Owner { pid, comm: comm.clone() });
-        }
+/// A process holding sockets, its name shared by all of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Holder {
+    pid: u32,
+    comm: Arc<str>,
+}
+
+/// What one scan of /proc found: each socket inode with the lowest pid holding it (about 20
+/// bytes a socket however many there are), and each holder's name.
+#[derive(Default)]
+pub struct Holders {
+    sockets: HashMap<u64, u32, ById>,
+    comms: HashMap<u32, Arc<str>>,
+}
+
+impl Holders {
+    fn of(&self, ino: u64) -> Option<Holder> {
+        let pid = *self.sockets.get(&ino)?;
+        Some(Holder { pid, comm: self.comms.get(&pid).cloned().unwrap_or_else(|| "".into()) })
     }
-    owners
+
+    /// Notes that `pid` holds `ino`: the lowest pid of a socket several processes hold is kept.
+    fn add(&mut self, ino: u64, pid: u32) {
+        let holder = self.sockets.entry(ino).or_insert(pid);
+        *holder = (*holder).min(pid);
+    }
+
+    fn extend(&mut self, other: Holders) {
+        self.sockets.reserve(other.sockets.len());
+        for (ino, pid) in other.sockets {
+            self.add(ino, pid);
+        }
+        self.comms.extend(other.comms);
+    }
+}
+
+/// Every socket inode open in any process, with the first process (by pid) holding it. The
+/// processes are shared among a few threads (each fd directory read with getdents, each link
+/// read relative to it): a host with a million sockets has a million links to read.
+pub fn scan_socket_owners() -> Holders {
+    let pids: Vec<u32> = processes().map(|(pid, _)| pid).collect();
+    let threads =
+        thread::available_parallelism().map_or(1, |n| n.get()).min(SCAN_THREADS).min(pids.len().max(1));
+    let next = AtomicUsize::new(0);
+    let scan = || {
+        let mut found = Holders::default();
+        let mut link = Vec::new();
+        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
+            scan_process(pid, &mut found, &mut link);
+        }
+        found
+    };
+    let parts: Vec<Holders> = thread::scope(|scope| {
+        // Named as the collection thread, whose privileges they share while they run.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                thread::Builder::new().name("tcptop-collect".into()).spawn_scoped(scope, scan).ok()
+            })
+            .collect();
+        let mut parts = vec![scan()];
+        parts.extend(helpers.into_iter().filter_map(|helper| helper.join().ok()));
+        parts
+    });
+    let mut parts = parts.into_iter();
+    let mut all = parts.next().unwrap_or_default();
+    for part in parts {
+        all.extend(part);
+    }
+    all
+}
+
+/// Adds the sockets `pid` holds to `found`; `link`: a buffer for the fd links.
+fn scan_process(pid: u32, found: &mut Holders, link: &mut Vec<u8>) {
+    use rustix::fs::{openat, readlinkat, Dir, Mode, OFlags, CWD};
+    let Ok(fds) = openat(
+        CWD,
+        format!("/proc/{pid}/fd"),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(entries) = Dir::read_from(&fds) else { return };
+    let mut holds_sockets = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_bytes().first() == Some(&b'.') {
+            continue;
+        }
+        let Ok(target) = readlinkat(&fds, name, mem::take(link)) else { continue };
+        let target = target.into_bytes();
+        if let Some(ino) = socket_inode(&target) {
+            found.add(ino, pid);
+            holds_sockets = true;
+        }
+        *link = target;
+    }
+    if holds_sockets {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        found.comms.insert(pid, comm.trim_end().into());
+    }
 }
 
 /// Every process's pid and /proc directory.
@@ -97,14 +190,14 @@ fn processes() -> impl Iterator<Item = (u32, fs::DirEntry)> {
 }
 
 /// The inode of an fd link target such as `socket:[12345]`.
-fn socket_inode(target: &Path) -> Option<u64> {
-    target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+fn socket_inode(target: &[u8]) -> Option<u64> {
+    std::str::from_utf8(target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?).ok()?.parse().ok()
 }
 
 /// cgroup v2 id -> path below the cgroup v2 root (the id is the directory's inode).
 #[derive(Debug)]
 pub struct CgroupPaths {
-    known: BoundedCache<u64, Option<String>>,
+    known: BoundedCache<u64, Option<Arc<str>>, ById>,
 }
 
 impl Default for CgroupPaths {
@@ -115,7 +208,7 @@ impl Default for CgroupPaths {
 
 impl CgroupPaths {
     /// The path of cgroup `id`, walking the cgroup tree again only for an id not seen lately.
-    pub fn lookup(&mut self, id: u64) -> Option<String> {
+    pub fn lookup(&mut self, id: u64) -> Option<Arc<str>> {
         if let Some(known) = self.known.get(&id) {
             return known.clone();
         }
@@ -123,10 +216,10 @@ impl CgroupPaths {
         if let Some(root) = cgroup2_root() {
             walk_cgroups(&root, &root, &mut found);
         }
-        let path = found.remove(&id);
+        let path: Option<Arc<str>> = found.remove(&id).map(Into::into);
         // The others found on the way save walks for them; `id` goes last, so it is kept.
         for (other, other_path) in found {
-            self.known.insert(other, Some(other_path));
+            self.known.insert(other, Some(other_path.into()));
         }
         self.known.insert(id, path.clone());
         path
@@ -246,6 +339,7 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
     use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn sockstat_names_the_sockets_in_use() {
@@ -265,18 +359,40 @@ mod tests {
         assert!(sockets_in_use() > 0);
     }
 
+    /// What a scan of a /proc holding these sockets would find.
+    fn holders(owners: &HashMap<u64, Owner>) -> Holders {
+        let sockets = owners.iter().map(|(&ino, owner)| (ino, owner.pid)).collect();
+        let comms = owners.values().map(|owner| (owner.pid, owner.comm.as_str().into())).collect();
+        Holders { sockets, comms }
+    }
+
+    #[test]
+    fn a_scan_finds_the_sockets_of_processes_and_the_lowest_pid_of_a_shared_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+        let ino = socket_inode(link.as_os_str().as_bytes()).unwrap();
+        let found = scan_socket_owners().of(ino).unwrap();
+        let comm = fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!((found.pid, &*found.comm), (std::process::id(), comm.trim_end()));
+        let mut shared = Holders::default();
+        for (ino, pid) in [(5, 30), (9, 1), (5, 20)] {
+            shared.add(ino, pid);
+        }
+        assert_eq!((shared.sockets[&5], shared.sockets[&9]), (20, 1));
+    }
+
     #[test]
     fn socket_inode_parses_fd_link_targets() {
-        assert_eq!(socket_inode(Path::new("socket:[4242]")), Some(4242));
-        assert_eq!(socket_inode(Path::new("/dev/null")), None);
-        assert_eq!(socket_inode(Path::new("socket:[x]")), None);
+        assert_eq!(socket_inode(b"socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode(b"/dev/null"), None);
+        assert_eq!(socket_inode(b"socket:[x]"), None);
     }
 
     #[test]
     fn finds_the_owner_of_our_own_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let link = fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
-        let ino = socket_inode(&link).unwrap();
+        let ino = socket_inode(link.as_os_str().as_bytes()).unwrap();
         let owners = SocketOwners::default().lookup([ino]);
         assert_eq!(owners[0].as_ref().map(|o| o.pid), Some(std::process::id()));
     }
@@ -287,7 +403,7 @@ mod tests {
         // A host where 1,000 connections at a time are open, each replaced by a new one.
         let live: Arc<Mutex<HashMap<u64, Owner>>> = Arc::default();
         let scanned = Arc::clone(&live);
-        let mut owners = SocketOwners::new(4_096, Box::new(move || scanned.lock().unwrap().clone()));
+        let mut owners = SocketOwners::new(4_096, Box::new(move || holders(&scanned.lock().unwrap())));
         let owner = Owner { pid: 7, comm: "server".into() };
         for batch in 0..100u64 {
             let inodes: Vec<u64> = (batch * 1_000..(batch + 1) * 1_000).collect();
@@ -310,11 +426,14 @@ mod tests {
             1_000,
             Box::new(move || {
                 counted.fetch_add(1, Ordering::Relaxed);
-                held.clone()
+                holders(&held)
             }),
         );
         let found = owners.lookup(0..10_000);
         assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
+        assert_eq!(scans.load(Ordering::Relaxed), 1);
+        // The cache grew to hold the batch: the next read of the same sockets scans nothing.
+        owners.lookup(0..10_000);
         assert_eq!(scans.load(Ordering::Relaxed), 1);
     }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -145,7 +146,7 @@ impl Serialize for TcpState {
 }
 
 /// One connection as a collector last saw it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conn {
     /// The collector's key for the connection, unique for one run.
     pub id: u64,
@@ -165,8 +166,9 @@ pub struct Conn {
     /// Inode number of the socket's network namespace, when the collector knows it: two
     /// connections with the same addresses in two namespaces are two connections.
     pub netns: Option<u32>,
-    /// The owning process's cgroup path (e.g. "/system.slice/docker-<id>.scope"), when known.
-    pub cgroup: Option<String>,
+    /// The owning process's cgroup path (e.g. "/system.slice/docker-<id>.scope"), when known:
+    /// one string shared by the connections of a cgroup.
+    pub cgroup: Option<Arc<str>>,
     /// The health figures of a TCP connection; `None` for UDP.
     pub health: Option<TcpHealth>,
 }

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use super::{recent, ConnRow, Proto, SortKey};
+use super::{recent, ConnRow, History, Proto, SortKey};
 
 /// What one row of a view stands for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -142,7 +142,7 @@ impl Group {
     fn recent(&self, intervals: usize) -> (u64, u64) {
         match intervals {
             0 | 1 => (self.rx_bytes, self.tx_bytes),
-            n => (recent(&self.rx_history, n), recent(&self.tx_history, n)),
+            n => (recent(self.rx_history.iter().copied(), n), recent(self.tx_history.iter().copied(), n)),
         }
     }
 
@@ -164,12 +164,12 @@ impl Group {
 }
 
 /// Adds `history` into `sum` so that both end at the newest interval.
-fn add_aligned(sum: &mut VecDeque<u64>, history: &VecDeque<u64>) {
+fn add_aligned(sum: &mut VecDeque<u64>, history: &History) {
     while sum.len() < history.len() {
         sum.push_front(0);
     }
     let skip = sum.len() - history.len();
-    for (total, value) in sum.iter_mut().skip(skip).zip(history) {
+    for (total, value) in sum.iter_mut().skip(skip).zip(history.iter()) {
         *total += value;
     }
 }
@@ -331,7 +331,7 @@ pub(crate) mod tests {
     #[test]
     fn by_container_sums_the_connections_of_each_cgroup_unknown_ones_apart() {
         let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let in_cgroup = |c: Conn, cgroup: Option<String>| Conn { cgroup, ..c };
+        let in_cgroup = |c: Conn, cgroup: Option<String>| Conn { cgroup: cgroup.map(Into::into), ..c };
         let docker = Some(format!("/system.slice/docker-{id}.scope"));
         let mut model = Model::new(secs(0), Retention::default());
         let conns = vec![

@@ -146,14 +146,14 @@ where
             }
             _ => HashMap::new(),
         };
-        let rows = Rows::build(model, &self.state, &filter_names);
+        let rows = Rows::build(model, &self.state, &filter_names, self.state.offset + self.state.page);
         self.keys = rows.keys();
         self.state.refresh(&self.keys);
         let cmdline = rows.pid(self.state.selected).and_then(|pid| model.cmdline(pid));
         let shown = self.state.offset..self.state.offset + self.state.page;
         let naming = naming_of(&mut self.names, self.state.names, &self.services, rows.addresses(shown));
-        let beside_rows =
-            render::beside(&self.state, area).map(|state| Rows::build(model, &state, &filter_names));
+        let beside_rows = render::beside(&self.state, area)
+            .map(|state| Rows::build(model, &state, &filter_names, state.page));
         let beside = beside_rows.as_ref().map(|rows| Screen {
             header: &self.header,
             model,

@@ -1,6 +1,5 @@
 //! Draws one frame of the live screen from the state and the screen data; reads, never changes.
 
-use std::collections::VecDeque;
 use std::ops::Range;
 
 use ratatui::buffer::Buffer;
@@ -138,7 +137,13 @@ fn header(state: &TuiState, screen: &Screen, area: Rect, name_view: bool, frame:
     let [text, chart] = Layout::horizontal([Constraint::Length(text_width), Constraint::Fill(1)]).areas(area);
     draw_lines(lines, text, frame);
     let peak = screen.throughput.iter().max().copied().unwrap_or(0) as f64;
-    sparkline(screen.throughput, &per_second(peak, Units::of(state)), Color::Yellow, chart, frame);
+    sparkline(
+        screen.throughput.iter().copied(),
+        &per_second(peak, Units::of(state)),
+        Color::Yellow,
+        chart,
+        frame,
+    );
 }
 
 /// What the rate columns average over, as the header says it ("1s", "10s", "40s").
@@ -182,7 +187,13 @@ fn tab_name(grouping: Grouping) -> &'static str {
 /// A sparkline of `points` (oldest first), newest at the right, scaled to their peak, which
 /// `peak` names at the top left; when there are more points than columns, each column shows
 /// the largest of its share.
-fn sparkline(points: &VecDeque<u64>, peak: &str, color: Color, area: Rect, frame: &mut Frame) {
+fn sparkline(
+    points: impl DoubleEndedIterator<Item = u64> + ExactSizeIterator,
+    peak: &str,
+    color: Color,
+    area: Rect,
+    frame: &mut Frame,
+) {
     let [scale, area] =
         Layout::horizontal([Constraint::Length(text_width(peak) + 1), Constraint::Fill(1)]).areas(area);
     if area.is_empty() {
@@ -190,7 +201,7 @@ fn sparkline(points: &VecDeque<u64>, peak: &str, color: Color, area: Rect, frame
     }
     frame.render_widget(Line::from(peak.to_string()).dark_gray(), scale);
     let per_bar = points.len().div_ceil(area.width as usize).max(1);
-    let newest_first: Vec<u64> = points.iter().rev().copied().collect();
+    let newest_first: Vec<u64> = points.rev().collect();
     let bars: Vec<u64> = newest_first.chunks(per_bar).map(|c| c.iter().copied().max().unwrap_or(0)).collect();
     let sparkline = Sparkline::default().data(bars).direction(RenderDirection::RightToLeft).fg(color);
     frame.render_widget(sparkline, area);
@@ -436,8 +447,8 @@ fn conn_cell(row: &ConnRow, peer: Option<&ConnRow>, column: Column, cells: Cells
         Column::Retrans => {
             row.retransmits().map_or_else(|| "-".into(), |n| format!("{}{n}", estimate_mark(c)))
         }
-        Column::RxRate => rate(window.rate(&row.rx_history), units),
-        Column::TxRate => rate(window.rate(&row.tx_history), units),
+        Column::RxRate => rate(window.rate(row.rx_history.iter()), units),
+        Column::TxRate => rate(window.rate(row.tx_history.iter()), units),
         Column::RxTotal => bytes(c.rx_bytes, raw),
         Column::TxTotal => bytes(c.tx_bytes, raw),
         Column::Conns => "1".into(),
@@ -456,8 +467,8 @@ fn group_cell(group: &Group, model: &Model, column: Column, cells: Cells) -> Str
         (Column::Container, GroupKey::Container(name)) => name.clone().unwrap_or_else(|| "-".into()),
         (Column::Conns, _) => group.members.len().to_string(),
         (Column::Processes, _) => processes(group, model).join(", "),
-        (Column::RxRate, _) => rate(window.rate(&group.rx_history), units),
-        (Column::TxRate, _) => rate(window.rate(&group.tx_history), units),
+        (Column::RxRate, _) => rate(window.rate(group.rx_history.iter().copied()), units),
+        (Column::TxRate, _) => rate(window.rate(group.tx_history.iter().copied()), units),
         (Column::RxTotal, _) => bytes(group.rx_total, raw),
         (Column::TxTotal, _) => bytes(group.tx_total, raw),
         _ => "-".into(),
@@ -835,8 +846,8 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             ]);
             lines.extend(health.map(|(_, figures)| Line::from(figures)));
             lines.extend(history(&row.events, history_room(lines.len()), state.detail_scroll));
-            let rx = Flow { name: "RX", history: &row.rx_history, total: c.rx_bytes };
-            let tx = Flow { name: "TX", history: &row.tx_history, total: c.tx_bytes };
+            let rx = Flow { name: "RX", history: row.rx_history.iter().collect(), total: c.rx_bytes };
+            let tx = Flow { name: "TX", history: row.tx_history.iter().collect(), total: c.tx_bytes };
             rtt = Some(row).filter(|row| !row.rtt_history.is_empty());
             (" connection ".to_string(), lines, rx, tx)
         }
@@ -846,8 +857,16 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             };
             let (title, mut lines) = group_detail(group, screen.model, cmdline());
             lines.insert(0, Line::from(format!("{} connections", group.members.len())));
-            let rx = Flow { name: "RX", history: &group.rx_history, total: group.rx_total };
-            let tx = Flow { name: "TX", history: &group.tx_history, total: group.tx_total };
+            let rx = Flow {
+                name: "RX",
+                history: group.rx_history.iter().copied().collect(),
+                total: group.rx_total,
+            };
+            let tx = Flow {
+                name: "TX",
+                history: group.tx_history.iter().copied().collect(),
+                total: group.tx_total,
+            };
             (title, lines, rx, tx)
         }
     };
@@ -862,7 +881,7 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
         let text = format!(
             "{} {} · {} total",
             flow.name,
-            per_second(window.rate(flow.history), units),
+            per_second(window.rate(flow.history.iter().copied()), units),
             amount(flow.total, units.raw)
         );
         let peak =
@@ -875,14 +894,19 @@ fn detail(state: &TuiState, screen: &Screen, area: Rect, frame: &mut Frame) {
             || "RTT -".to_string(),
             |rtt| format!("RTT {mark}{} ±{}", micros(rtt.smoothed_us), micros(rtt.variation_us)),
         );
-        let peak = row.rtt_history.iter().max().copied().unwrap_or(0);
-        plots.push((text, &row.rtt_history, micros(peak.try_into().unwrap_or(u32::MAX)), Color::Magenta));
+        let peak = row.rtt_history.iter().max().unwrap_or(0);
+        plots.push((
+            text,
+            row.rtt_history.iter().collect(),
+            micros(peak.try_into().unwrap_or(u32::MAX)),
+            Color::Magenta,
+        ));
     }
     let areas = Layout::vertical(vec![Constraint::Fill(1); plots.len()]).split(charts);
     for ((text, points, peak, color), &area) in plots.into_iter().zip(areas.iter()) {
         let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
         draw_lines(vec![Line::from(text).fg(color)], label, frame);
-        sparkline(points, &peak, color, chart, frame);
+        sparkline(points.iter().copied(), &peak, color, chart, frame);
     }
 }
 
@@ -935,9 +959,9 @@ fn group_detail(group: &Group, model: &Model, cmdline: String) -> (String, Vec<L
 }
 
 /// One direction of a connection or group, for its sparkline.
-struct Flow<'a> {
+struct Flow {
     name: &'static str,
-    history: &'a VecDeque<u64>,
+    history: Vec<u64>,
     total: u64,
 }
 

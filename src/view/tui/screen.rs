@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::collector::{Family, Filters};
 use crate::model::group::{fold_pairs, group, Group, GroupKey, Grouping, Peers};
-use crate::model::{ConnRow, Filter, Model, Proto, Query};
+use crate::model::{ConnRow, Filter, Model, Order, Proto, Query};
 use crate::resolve::Services;
 
 use super::state::TuiState;
@@ -56,8 +56,14 @@ impl<'m> Rows<'m> {
     /// host names known for their addresses; none for a filter that does not parse), idle
     /// and closed ones unless hidden, grouped and sorted (by bytes over the averaging
     /// window), closed ones below the live ones, the two ends of a connection within the
-    /// host in one if asked.
-    pub fn build(model: &'m Model, state: &TuiState, names: &HashMap<IpAddr, String>) -> Rows<'m> {
+    /// host in one if asked. Connections apart are in order as far as the first `top` and the
+    /// followed one (the rest, off screen, in no particular order); groups and folded rows all.
+    pub fn build(
+        model: &'m Model,
+        state: &TuiState,
+        names: &HashMap<IpAddr, String>,
+        top: usize,
+    ) -> Rows<'m> {
         let filter = Filter::parse(&state.filter);
         let query = Query {
             all: !state.hide_idle,
@@ -66,22 +72,35 @@ impl<'m> Rows<'m> {
             reverse: state.reverse,
             rate_intervals: model.window(state.averaging).intervals,
         };
-        let mut conns = model.select_named(&query, names);
+        let mut conns = model.matching(&query, names);
         if filter.is_err() {
             conns.clear();
         }
         if state.hide_closed {
             conns.retain(|row| !row.is_closed());
         }
-        // Stable: each part keeps the sort.
-        conns.sort_by_key(|row| row.is_closed());
+        let order = Order {
+            key: query.sort,
+            reverse: query.reverse,
+            intervals: query.rate_intervals,
+            closed_last: true,
+        };
         match state.grouping {
-            Grouping::Connection if state.fold_pairs => {
+            Grouping::Connection if !state.fold_pairs => {
+                let follow = match &state.selected_key {
+                    Some(GroupKey::Connection(id)) if state.following => Some(*id),
+                    _ => None,
+                };
+                order.sort_top(&mut conns, top, follow);
+                Rows::Conns(conns, Peers::new())
+            }
+            Grouping::Connection => {
+                order.sort(&mut conns);
                 let (conns, peers) = fold_pairs(conns);
                 Rows::Conns(conns, peers)
             }
-            Grouping::Connection => Rows::Conns(conns, Peers::new()),
             grouping => {
+                order.sort(&mut conns);
                 let mut groups = group(&conns, grouping, query.sort, query.reverse, query.rate_intervals);
                 groups.sort_by_key(Group::is_closed);
                 Rows::Groups(groups)
