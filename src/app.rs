@@ -29,6 +29,7 @@ use crate::view::Sink;
 
 /// tcptop's `main`: the process exit code. A closed stdout (`tcptop -b | head`) is a clean exit.
 pub fn main() -> i32 {
+    crate::platform::return_freed_memory();
     let args = Args::parse();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()

