@@ -50,6 +50,12 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     intervals: u32,
 
+    /// Only these watchers (tcptop's backends `ebpf`, `capture`, `sockdiag`, or a peer by its
+    /// program's name), comma-separated, beside the run without tcptop: their request/response
+    /// and bulk rows, nothing else.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+
     /// A smoke run of a few seconds (CI): one short round, 1,000 connections, no peers.
     #[arg(long)]
     quick: bool,
@@ -618,6 +624,9 @@ pub fn run(args: Args) -> Result<()> {
         others: BTreeSet::new(),
     };
     libbpf_rs::set_print(None);
+    if !args.only.is_empty() {
+        return run_only(&mut bench, &args);
+    }
     let mut notes = Vec::new();
     let ebpf = vec!["--probe", "auto"];
     let capture = vec!["--backend", "capture"];
@@ -727,6 +736,33 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs)."
     );
+    Ok(())
+}
+
+/// `--only`: the named watchers' request/response and bulk rows, beside the run without tcptop.
+fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
+    let backends = [
+        ("ebpf", vec!["--probe", "auto"]),
+        ("capture", vec!["--backend", "capture"]),
+        ("sockdiag", vec!["--backend", "sockdiag"]),
+    ];
+    let mut watchers = vec![Watcher::Nothing];
+    for name in &args.only {
+        let backend = backends.iter().find(|(backend, _)| backend == name);
+        let peer = Peer::ALL.into_iter().find(|peer| peer.program() == name);
+        watchers.push(match (backend, peer) {
+            (Some((_, flags)), _) => Watcher::Tcptop(flags.clone()),
+            (None, Some(peer)) if peer.binary().is_some() => Watcher::Peer(peer),
+            (None, Some(_)) => bail!("--only {name}: not installed (see benches/overhead/setup)"),
+            (None, None) => bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, nethogs, bandwhich, iftop)"),
+        });
+    }
+    let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, args, args.secs)?;
+    let bulk = bench.interleaved(&watchers, Traffic::Bulk, args, args.secs / 2.0)?;
+    print_header(args, &[]);
+    let untimed = vec![None; watchers.len()];
+    print_request_response(&watchers, &request_response, &untimed, &[], args);
+    print_bulk(&watchers, &bulk, &[], args);
     Ok(())
 }
 
