@@ -62,7 +62,9 @@ impl Hash for Endpoints {
         state.write_u128(ip(&self.local));
         state.write_u128(ip(&self.remote));
         let proto = matches!(self.proto, Proto::Udp);
-        state.write_u64(u64::from(self.local.port()) << 17 | u64::from(self.remote.port()) << 1 | u64::from(proto));
+        state.write_u64(
+            u64::from(self.local.port()) << 17 | u64::from(self.remote.port()) << 1 | u64::from(proto),
+        );
     }
 }
 

@@ -754,7 +754,9 @@ fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
             (Some((_, flags)), _) => Watcher::Tcptop(flags.clone()),
             (None, Some(peer)) if peer.binary().is_some() => Watcher::Peer(peer),
             (None, Some(_)) => bail!("--only {name}: not installed (see benches/overhead/setup)"),
-            (None, None) => bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, nethogs, bandwhich, iftop)"),
+            (None, None) => {
+                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, nethogs, bandwhich, iftop)")
+            }
         });
     }
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, args, args.secs)?;
