@@ -25,7 +25,7 @@ use assemble::{Assembler, Endpoints, ListedSockets};
 use decode::{decode, LinkType, Packet};
 
 /// Packets waiting for `collect`; past this the capture thread drops and counts them. Over a
-/// second at 200,000 packets/s, about 36 MiB at most: the collection thread stops assembling
+/// second at 200,000 packets/s, some 35 MiB when full: the collection thread stops assembling
 /// while it reads the kernel's socket list or looks up processes, which on a host with
 /// 100,000 sockets takes a good part of a second.
 const QUEUE_PACKETS: usize = 262_144;
