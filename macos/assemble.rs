@@ -5,6 +5,7 @@
 //! passed in.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -42,11 +43,29 @@ const MAX_LOOKUPS: u8 = 3;
 const LIST_CONFIRM_WAIT: Duration = Duration::from_secs(1);
 
 /// A connection as one local socket sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Endpoints {
     pub proto: Proto,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+}
+
+/// Hashed for each side of every packet: three words, where the derived hash would feed the
+/// hasher each field and each address's length apart. Equal endpoints hash alike (the
+/// fields of an IPv6 address left out only make more of them collide).
+impl Hash for Endpoints {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let ip = |addr: &SocketAddr| match addr.ip() {
+            IpAddr::V4(ip) => u128::from(ip.to_bits()),
+            IpAddr::V6(ip) => ip.to_bits(),
+        };
+        state.write_u128(ip(&self.local));
+        state.write_u128(ip(&self.remote));
+        let proto = matches!(self.proto, Proto::Udp);
+        state.write_u64(
+            u64::from(self.local.port()) << 17 | u64::from(self.remote.port()) << 1 | u64::from(proto),
+        );
+    }
 }
 
 /// The kernel's TCP sockets by (local, remote), with their states.
@@ -336,7 +355,7 @@ impl Assembler {
         packet: &Packet,
         (now, wire): (Duration, Duration),
     ) {
-        let Some(flow) = self.flow(endpoints, packet, now) else { return };
+        let Some((flow, confirmed)) = self.flow(endpoints, packet, now) else { return };
         flow.last_seen = now;
         if flow.conn.pid.is_none() {
             if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
@@ -377,7 +396,7 @@ impl Assembler {
         let over = flow.is_over();
         if refused {
             self.confirm(endpoints);
-        } else if covered.confirms {
+        } else if covered.confirms && !confirmed {
             self.confirmed_by_packets(endpoints, now);
         }
         if let Some((old, new)) = change {
@@ -400,15 +419,16 @@ impl Assembler {
         proto_ok && port_ok && family_ok
     }
 
-    /// The flow `packet` belongs to, new if need be: a TCP one waits for confirmation.
-    /// `None` for a closed connection's stragglers and when there is no room.
-    fn flow(&mut self, endpoints: Endpoints, packet: &Packet, now: Duration) -> Option<&mut Flow> {
+    /// The flow `packet` belongs to, new if need be: a TCP one waits for confirmation; and
+    /// whether it is confirmed. `None` for a closed connection's stragglers and when there
+    /// is no room.
+    fn flow(&mut self, endpoints: Endpoints, packet: &Packet, now: Duration) -> Option<(&mut Flow, bool)> {
         // Any datagram may start a UDP flow; a TCP connection may reuse the ports of one
         // that closed.
         let opens = packet.tcp.is_none_or(|t| t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
         match self.table.get(&endpoints) {
             Some(flow) if flow.closed_at.is_some() && !opens => return None,
-            Some(flow) if flow.closed_at.is_none() => return self.table.get_mut(&endpoints),
+            Some(flow) if flow.closed_at.is_none() => return self.table.lookup(&endpoints),
             _ => {}
         }
         // Seen from its first SYN, a connection goes through its states from CLOSE; met in
@@ -424,7 +444,7 @@ impl Assembler {
         } else if !self.table.insert_confirmed(endpoints, flow) {
             return None;
         }
-        self.table.get_mut(&endpoints)
+        self.table.lookup(&endpoints)
     }
 
     fn new_flow(&mut self, endpoints: Endpoints, state: Option<TcpState>, now: Duration) -> Flow {
@@ -469,7 +489,7 @@ impl Assembler {
     fn confirmed_by_packets(&mut self, endpoints: Endpoints, now: Duration) {
         if !self.list_confirms {
             self.confirm(endpoints);
-        } else if !self.table.is_confirmed(&endpoints) {
+        } else {
             let flow = self.table.get_mut(&endpoints).expect("a flow just counted");
             flow.awaits_list_since.get_or_insert(now);
         }

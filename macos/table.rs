@@ -21,15 +21,20 @@ pub struct Limits {
     pub pending: usize,
 }
 
+/// Looked up for each side of every packet: foldhash costs a fraction of SipHash, and its
+/// seed is random per process, so that packets cannot be forged to collide without
+/// learning it.
+type ByEndpoints<V> = HashMap<Endpoints, V, foldhash::fast::RandomState>;
+
 /// Flows by their endpoints; `V` is the assembler's flow.
 #[derive(Debug)]
 pub struct FlowTable<V> {
     limits: Limits,
-    confirmed: HashMap<Endpoints, V>,
+    confirmed: ByEndpoints<V>,
     per_remote: Counts<IpAddr>,
     per_local_port: Counts<u16>,
     /// Each pending flow with its arrival number.
-    pending: HashMap<Endpoints, (u64, V)>,
+    pending: ByEndpoints<(u64, V)>,
     /// Pending flows in arrival order; those confirmed or removed since are skipped.
     arrivals: VecDeque<(u64, Endpoints)>,
     next_arrival: u64,
@@ -40,10 +45,10 @@ impl<V> FlowTable<V> {
     pub fn new(limits: Limits) -> FlowTable<V> {
         FlowTable {
             limits,
-            confirmed: HashMap::new(),
+            confirmed: ByEndpoints::default(),
             per_remote: Counts::default(),
             per_local_port: Counts::default(),
-            pending: HashMap::new(),
+            pending: ByEndpoints::default(),
             arrivals: VecDeque::new(),
             next_arrival: 0,
             refused: 0,
@@ -67,9 +72,14 @@ impl<V> FlowTable<V> {
     }
 
     pub fn get_mut(&mut self, key: &Endpoints) -> Option<&mut V> {
+        self.lookup(key).map(|(flow, _)| flow)
+    }
+
+    /// The flow under `key`, and whether it is confirmed.
+    pub fn lookup(&mut self, key: &Endpoints) -> Option<(&mut V, bool)> {
         match self.confirmed.get_mut(key) {
-            Some(flow) => Some(flow),
-            None => self.pending.get_mut(key).map(|(_, flow)| flow),
+            Some(flow) => Some((flow, true)),
+            None => self.pending.get_mut(key).map(|(_, flow)| (flow, false)),
         }
     }
 

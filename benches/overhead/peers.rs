@@ -23,7 +23,7 @@ pub enum Peer {
 impl Peer {
     pub const ALL: [Peer; 3] = [Peer::Nethogs, Peer::Bandwhich, Peer::Iftop];
 
-    fn program(self) -> &'static str {
+    pub fn program(self) -> &'static str {
         match self {
             Peer::Nethogs => "nethogs",
             Peer::Bandwhich => "bandwhich",

@@ -50,6 +50,12 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     intervals: u32,
 
+    /// Only these watchers (tcptop's backends `ebpf`, `capture`, `sockdiag`, or a peer by its
+    /// program's name), comma-separated, beside the run without tcptop: their request/response
+    /// and bulk rows, nothing else.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+
     /// A smoke run of a few seconds (CI): one short round, 1,000 connections, no peers.
     #[arg(long)]
     quick: bool,
@@ -618,6 +624,9 @@ pub fn run(args: Args) -> Result<()> {
         others: BTreeSet::new(),
     };
     libbpf_rs::set_print(None);
+    if !args.only.is_empty() {
+        return run_only(&mut bench, &args);
+    }
     let mut notes = Vec::new();
     let ebpf = vec!["--probe", "auto"];
     let capture = vec!["--backend", "capture"];
@@ -727,6 +736,44 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "Frame render at 10,000 rows (the live screen): `cargo bench --bench render` (benches/render.rs)."
     );
+    Ok(())
+}
+
+/// `--only`: the named watchers' request/response and bulk rows, beside the run without tcptop.
+fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
+    let backends = [
+        ("ebpf", vec!["--probe", "auto"]),
+        ("capture", vec!["--backend", "capture"]),
+        ("sockdiag", vec!["--backend", "sockdiag"]),
+    ];
+    let mut watchers = vec![Watcher::Nothing];
+    for name in &args.only {
+        let backend = backends.iter().find(|(backend, _)| backend == name);
+        let peer = Peer::ALL.into_iter().find(|peer| peer.program() == name);
+        watchers.push(match (backend, peer) {
+            (Some((_, flags)), _) => Watcher::Tcptop(flags.clone()),
+            (None, Some(peer)) if peer.binary().is_some() => Watcher::Peer(peer),
+            (None, Some(_)) => bail!("--only {name}: not installed (see benches/overhead/setup)"),
+            (None, None) => {
+                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, nethogs, bandwhich, iftop)")
+            }
+        });
+    }
+    let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, args, args.secs)?;
+    let bulk = bench.interleaved(&watchers, Traffic::Bulk, args, args.secs / 2.0)?;
+    print_header(args, &[]);
+    let untimed = vec![None; watchers.len()];
+    print_request_response(&watchers, &request_response, &untimed, &[], args);
+    print_bulk(&watchers, &bulk, &[], args);
+    let targets = capture_targets(&watchers, &request_response);
+    if !targets.is_empty() {
+        println!("### Targets\n");
+        let rows: Vec<Vec<String>> = targets
+            .into_iter()
+            .map(|(target, measured, met)| vec![target.into(), measured, met_or_missed(met)])
+            .collect();
+        table(&["target", "measured", "result"], &rows);
+    }
     Ok(())
 }
 
@@ -1068,6 +1115,39 @@ fn print_startup(startups: &[(&str, Startup)]) {
     table(&["backend", "runs", "median", "slowest"], &rows);
 }
 
+/// The capture backend against nethogs on request/response, when both ran: each target,
+/// what was measured, whether it was met.
+fn capture_targets(watchers: &[Watcher], runs: &[Vec<Run>]) -> Vec<(&'static str, String, bool)> {
+    let runs_of = |label: &str| watchers.iter().position(|w| w.label() == label).map(|i| &runs[i][..]);
+    let (Some(capture), Some(nethogs)) =
+        (runs_of("`tcptop -b --backend capture`"), runs_of(&Peer::Nethogs.label()))
+    else {
+        return Vec::new();
+    };
+    let (ours, theirs) = (median(ratios(capture, &runs[0])), median(ratios(nethogs, &runs[0])));
+    let ratio = (
+        "capture backend's request/response ratio at least nethogs'",
+        format!("{ours:.3} against {theirs:.3}"),
+        ours >= theirs,
+    );
+    // 64-byte messages with TCP_NODELAY: one segment per sendmsg, two per round trip.
+    let per_packet = |runs: &[Run]| {
+        let ns = runs.iter().filter_map(|run| run.tcptop_cpu.map(|cpu| cpu.as_nanos() as f64));
+        median(ns.zip(runs).map(|(ns, run)| ns / (2.0 * run.done.units.max(1) as f64)).collect())
+    };
+    let (ours, theirs) = (per_packet(capture), per_packet(nethogs));
+    let cpu = (
+        "capture backend's CPU per packet at most nethogs'",
+        format!("{ours:.0} ns against {theirs:.0} ns"),
+        ours <= theirs,
+    );
+    vec![ratio, cpu]
+}
+
+fn met_or_missed(met: bool) -> String {
+    (if met { "met" } else { "**missed**" }).into()
+}
+
 /// The targets for this machine, against what was measured.
 fn print_targets(
     watchers: &[Watcher],
@@ -1080,7 +1160,7 @@ fn print_targets(
     println!("### Targets\n");
     let mut rows = Vec::new();
     let mut check = |target: &str, measured: String, met: bool| {
-        rows.push(vec![target.to_string(), measured, (if met { "met" } else { "**missed**" }).to_string()]);
+        rows.push(vec![target.to_string(), measured, met_or_missed(met)]);
     };
     let ebpf =
         watchers.iter().position(|w| w.label() == "`tcptop -b --probe auto`").expect("always measured");
@@ -1116,27 +1196,8 @@ fn print_targets(
         format!("{slow:.4} runs per event"),
         slow < 0.001,
     );
-    let runs_of = |label: &str| watchers.iter().position(|w| w.label() == label).map(|i| &runs[i][..]);
-    if let (Some(capture), Some(nethogs)) =
-        (runs_of("`tcptop -b --backend capture`"), runs_of(&Peer::Nethogs.label()))
-    {
-        let (ours, theirs) = (median(ratios(capture, &runs[0])), median(ratios(nethogs, &runs[0])));
-        check(
-            "capture backend's request/response ratio at least nethogs'",
-            format!("{ours:.3} against {theirs:.3}"),
-            ours >= theirs,
-        );
-        // 64-byte messages with TCP_NODELAY: one segment per sendmsg, two per round trip.
-        let per_packet = |runs: &[Run]| {
-            let ns = runs.iter().filter_map(|run| run.tcptop_cpu.map(|cpu| cpu.as_nanos() as f64));
-            median(ns.zip(runs).map(|(ns, run)| ns / (2.0 * run.done.units.max(1) as f64)).collect())
-        };
-        let (ours, theirs) = (per_packet(capture), per_packet(nethogs));
-        check(
-            "capture backend's CPU per packet at most nethogs'",
-            format!("{ours:.0} ns against {theirs:.0} ns"),
-            ours <= theirs,
-        );
+    for (target, measured, met) in capture_targets(watchers, runs) {
+        check(target, measured, met);
     }
     // CPU (share of a core) and RSS (MiB) budgets: connections, of them active, their words.
     let budgets = [
