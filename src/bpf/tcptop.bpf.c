@@ -501,23 +501,33 @@ static __always_inline void time_handshake(struct conn *c, int old_state, int ne
 
 /* Adds what the sequence counters advanced since the last sample; the socket is, or
  * was until this moment, in `state`. */
-static __always_inline void sample(struct conn *c, struct sock *sk, int state)
+static __always_inline void sample_sent(struct conn *c, struct sock *sk, int state)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-
-	if (!c->counting)
-		return;
-	c->unsampled = 0;
-	if (can_send(state))
-		advance(c->tx_base, &c->info.tx_bytes, KREAD(struct tcp_sock, tp, write_seq));
-	advance(c->rx_base, &c->info.rx_bytes, read_end(c, KREAD(struct tcp_sock, tp, copied_seq)));
+	if (c->counting && can_send(state))
+		advance(c->tx_base, &c->info.tx_bytes, KREAD(struct tcp_sock, sk, write_seq));
 }
 
-/* A sample and the health figures in a send or read hook, where hooks_sample: a few plain
- * loads, no helper calls. The slot goes on `changed`. */
-static __always_inline void sample_in_call(struct conn *c, struct sock *sk)
+static __always_inline void sample_read(struct conn *c, struct sock *sk)
 {
-	sample(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
+	if (c->counting)
+		advance(c->rx_base, &c->info.rx_bytes, read_end(c, KREAD(struct tcp_sock, sk, copied_seq)));
+}
+
+static __always_inline void sample(struct conn *c, struct sock *sk, int state)
+{
+	c->unsampled = 0;
+	sample_sent(c, sk, state);
+	sample_read(c, sk);
+}
+
+/* A send (`sent`) or read hook's sample of that side and the health figures, where
+ * hooks_sample: a few plain loads, no helper calls. The slot goes on `changed`. */
+static __always_inline void sample_in_call(struct conn *c, struct sock *sk, bool sent)
+{
+	if (sent)
+		sample_sent(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
+	else
+		sample_read(c, sk);
 	read_health(c, sk);
 	touch(c);
 }
@@ -552,7 +562,7 @@ static __always_inline void count_sent(struct conn *c, bool created, struct sock
 		return;
 	attribute(c);
 	if (hooks_sample)
-		sample_in_call(c, sk);
+		sample_in_call(c, sk, true);
 	else
 		moved(c, sk, accepted);
 }
@@ -568,7 +578,7 @@ static __always_inline void count_received(struct conn *c, bool created, struct 
 		return;
 	attribute(c);
 	if (hooks_sample)
-		sample_in_call(c, sk);
+		sample_in_call(c, sk, false);
 	else
 		moved(c, sk, copied);
 }
