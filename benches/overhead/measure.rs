@@ -10,12 +10,15 @@ use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{ProgInfoIter, ProgramInfo};
 use libbpf_rs::ProgramType;
 
-/// CPU time of every thread of `pid` so far. schedstat counts nanoseconds, where
-/// /proc/<pid>/stat counts 10 ms ticks: too coarse for a process meant to use under 1%.
+/// CPU time of the live threads of `pid` so far. schedstat counts nanoseconds, where
+/// /proc/<pid>/stat counts 10 ms ticks: too coarse for a process meant to use under 1%. A
+/// thread that ends (tcptop scans /proc on threads of their own) takes its time with it, so a
+/// difference of two readings leaves out the threads that ended between them.
 pub fn process_cpu(pid: u32) -> io::Result<Duration> {
     let mut total = 0;
     for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-        let schedstat = fs::read_to_string(task?.path().join("schedstat"))?;
+        // A thread that ends during the walk is gone before its schedstat is read.
+        let Ok(schedstat) = fs::read_to_string(task?.path().join("schedstat")) else { continue };
         total += first_number(&schedstat)?;
     }
     Ok(Duration::from_nanos(total))

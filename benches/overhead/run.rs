@@ -358,7 +358,7 @@ impl Bench {
             secs: elapsed.as_secs_f64(),
             done: done_after - done_before,
             machine_busy: busy_after - busy_before,
-            tcptop_cpu: cpu_after.zip(cpu_before).map(|(after, before)| after - before),
+            tcptop_cpu: cpu_after.zip(cpu_before).map(|(after, before)| after.saturating_sub(before)),
             tcptop_rss,
             bpf_time: timed.then(|| bpf_after.saturating_sub(bpf_before)),
             programs,
@@ -478,7 +478,7 @@ impl Bench {
         self.note_others(Some(tcptop.pid))?;
         let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
         thread::sleep(Duration::from_secs(intervals.into()));
-        let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
+        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
         let rss = measure::peak_rss(tcptop.pid)?;
         tcptop.stop()?;
         Ok((cpu.mul_f64(1.0 / start.elapsed().as_secs_f64()), rss))
@@ -562,7 +562,7 @@ impl Bench {
             times.push(time.elapsed());
             thread::sleep(Duration::from_secs(1).saturating_sub(time.elapsed()));
         }
-        let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
+        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
         let rss = measure::peak_rss(tcptop.pid)?;
         let cpu_per_interval = cpu.mul_f64(1.0 / start.elapsed().as_secs_f64());
         tcptop.stop()?;
@@ -592,7 +592,7 @@ impl Bench {
         let tcptop = Tcptop::start(&self.tcptop, &["1"])?;
         let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
         thread::sleep(Duration::from_secs(intervals.into()));
-        let cpu = measure::process_cpu(tcptop.pid)? - cpu_before;
+        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
         let cpu_per_interval = cpu.mul_f64(1.0 / start.elapsed().as_secs_f64());
         let intervals_printed = tcptop.summaries.try_iter().filter_map(|line| {
             let secs = line.split_whitespace().find_map(|w| w.strip_prefix("interval="))?;
