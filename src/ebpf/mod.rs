@@ -37,8 +37,6 @@ use table::MappedArray;
 unsafe impl plain::Plain for types::conn_info {}
 unsafe impl plain::Plain for types::conn_event {}
 unsafe impl plain::Plain for types::conn {}
-// SAFETY: as above; user space only reads the slots the kernel writes.
-unsafe impl Send for types::conn {}
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
