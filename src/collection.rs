@@ -147,7 +147,8 @@ impl Run<'_> {
             let interval_over = finishing || now >= interval_end;
             let mut collect_took = Duration::ZERO;
             if interval_over {
-                let sample = self.collector.collect()?;
+                let sample =
+                    if finishing { self.collector.collect_last()? } else { self.collector.collect()? };
                 collect_took = self.clock.now().saturating_sub(now);
                 collected_at = now;
                 self.send_live(&sample.events);

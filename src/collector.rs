@@ -21,6 +21,12 @@ pub trait Collector {
     /// and the overflow counters.
     fn collect(&mut self) -> Result<Sample>;
 
+    /// `collect` for the last interval, before tcptop ends: a collector whose reads leave some
+    /// sampling for later does it all now, so that the last totals are exact.
+    fn collect_last(&mut self) -> Result<Sample> {
+        self.collect()
+    }
+
     /// Waits up to `timeout` for lifecycle events and returns those that arrived, oldest
     /// first; `collect` does not return them again. A collector without an event stream
     /// has nothing to wait on: it sleeps the whole `timeout`, then hands on the events that

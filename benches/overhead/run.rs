@@ -50,9 +50,10 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     intervals: u32,
 
-    /// Only these watchers (tcptop's backends `ebpf`, `capture`, `sockdiag`, or a peer by its
-    /// program's name), comma-separated, beside the run without tcptop: their request/response
-    /// and bulk rows, nothing else.
+    /// Only these watchers (tcptop's backends `ebpf`, `capture`, `sockdiag`, `floor` for the
+    /// empty programs on the hooks tcptop's auto plan uses, or a peer by its program's name),
+    /// comma-separated, beside the run without tcptop: their request/response and bulk rows,
+    /// nothing else.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -748,6 +749,15 @@ fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
     ];
     let mut watchers = vec![Watcher::Nothing];
     for name in &args.only {
+        if name == "floor" {
+            // fentry where the kernel allows it, as tcptop's auto plan prefers it.
+            let floor = [Yardstick::EmptyFentry, Yardstick::EmptyTracepoint]
+                .into_iter()
+                .find(|yardstick| Floor::attach(&bench.floor_object, *yardstick).is_ok())
+                .context("--only floor: neither empty floor attaches here")?;
+            watchers.push(Watcher::Floor(floor));
+            continue;
+        }
         let backend = backends.iter().find(|(backend, _)| backend == name);
         let peer = Peer::ALL.into_iter().find(|peer| peer.program() == name);
         watchers.push(match (backend, peer) {
@@ -755,7 +765,7 @@ fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
             (None, Some(peer)) if peer.binary().is_some() => Watcher::Peer(peer),
             (None, Some(_)) => bail!("--only {name}: not installed (see benches/overhead/setup)"),
             (None, None) => {
-                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, nethogs, bandwhich, iftop)")
+                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, floor, nethogs, bandwhich, iftop)")
             }
         });
     }

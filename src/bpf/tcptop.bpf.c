@@ -55,8 +55,7 @@
  *               state hooks (the same tracepoints, without needing tracefs);
  *               kprobe+kretprobe/udp{,v6}_{send,recv}msg
  *   tracepoint: tp_btf/sock_send_length and sock_recv_length (6.3+, both
- *               protocols; TCP reads on tcp_rcv_space_adjust where the hooks
- *               sample), tp_btf state hooks; as these tracepoints do not
+ *               protocols), tp_btf state hooks; as these tracepoints do not
  *               carry a UDP peer, cgroup/{send,recv}msg{4,6}, which run in the
  *               same call, leave it per thread
  * BTF-typed programs (fentry, tp_btf, iterators) keep per-connection state in
@@ -108,9 +107,6 @@ const volatile bool udp_recvmsg_has_noblock = false;
  * at the connections that changed (set where bpf_rdonly_cast makes tcp_sock's fields plain
  * loads and the hooks see every send and read, src/ebpf/plan.rs). */
 const volatile bool hooks_sample = false;
-/* tp_btf/tcp_rcv_space_adjust counts TCP reads, not sock_recv_length (it also sees splice
- * reads). */
-const volatile bool rcv_space_samples = false;
 /* Slots in `conns`, as user space sized it. */
 const volatile __u32 slot_count = 0;
 
@@ -229,6 +225,9 @@ __u32 table_rows = 0;	/* rows of the current read of the UDP flows, in `table` o
 __u32 next_fresh_slot = 0;	/* adopt_tcp_socks: the next slot user space has not handed out */
 __u64 slots_taken = 0;	/* from free_slots */
 __u64 slots_returned = 0;	/* to free_slots */
+/* Where the hooks sample: walks that found bytes moved that no hook had counted (splice reads
+ * under the tracepoint hooks, kTLS sends under fentry), which tell user space to walk more often. */
+__u64 unhooked_moves = 0;
 
 /* A field of a kernel object (a one-level path): where hooks_sample (the kernel has
  * bpf_rdonly_cast, which the verifier turns into no instruction) a plain load, else a
@@ -281,12 +280,32 @@ static __always_inline void advance(__u32 base, __u64 *total, __u32 seq)
 		*(volatile __u64 *)total = counted + delta;
 }
 
+/* Orders the memory accesses before it before the ones after it, for the compiler (x86 keeps
+ * stores in order, and loads). */
+#define barrier() asm volatile("" ::: "memory")
+
 /* copied_seq counts the peer's FIN once the reader reaches it: stop there. */
 static __always_inline __u32 read_end(const struct conn *c, __u32 copied_seq)
 {
 	if (c->fin_seen && (__s32)(copied_seq - c->fin_seq) > 0)
 		return c->fin_seq;
 	return copied_seq;
+}
+
+/* The bytes the reader has taken, in 64 bits, so that no gap between samples is too long:
+ * all that arrived in order (bytes_received, the FIN included) less what still waits past
+ * read_end. bytes_received is read first, and the softirq that receives stores it before
+ * rcv_nxt, so a sample racing a receive can count less than was read, never more. */
+static __always_inline __u64 bytes_read(const struct conn *c, struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	__u64 received = KREAD(struct tcp_sock, tp, bytes_received);
+	__u32 rcv_nxt, copied_seq;
+
+	barrier();
+	rcv_nxt = KREAD(struct tcp_sock, tp, rcv_nxt);
+	copied_seq = read_end(c, KREAD(struct tcp_sock, tp, copied_seq));
+	return received - (rcv_nxt - copied_seq);
 }
 
 /* An IPv4 address where 16 bytes are kept: the first 4 for an IPv4 socket,
@@ -381,9 +400,6 @@ static __always_inline bool fin_arrives(struct sock *sk, int old_state, int new_
 		(BPF_CORE_READ_BITFIELD_PROBED(sk, sk_shutdown) & RCV_SHUTDOWN));
 }
 
-/* Orders the stores before it before the ones after it, for the compiler (x86 keeps
- * stores in order). */
-#define barrier() asm volatile("" ::: "memory")
 
 /* A new slot's tuple and baselines, written by the one program that created the slot. */
 static __always_inline void claim(struct conn *c, struct sock *sk)
@@ -398,7 +414,7 @@ static __always_inline void claim(struct conn *c, struct sock *sk)
 		note_fin(c, sk);
 	c->info.state = state;
 	c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
-	c->rx_base = read_end(c, KREAD(struct tcp_sock, tp, copied_seq));
+	c->rx_base = bytes_read(c, sk);
 	/* Published after the bases: a table read on another CPU that sees `counting` must
 	 * not sample against a base of 0. Before the handshake ends the sequence numbers are
 	 * not set yet. */
@@ -462,10 +478,10 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
 }
 
 /* The kernel's own health figures, as TCP_INFO reports them (tcpi_total_retrans, tcpi_rtt,
- * tcpi_rttvar, tcpi_min_rtt): read where a connection is sampled by a table read, a state
- * change or its destruction, never on the hot path. total_retrans counts every retransmitted
- * segment, SYNs included, so it is exact where a hook on tcp_retransmit_skb could miss none
- * and costs nothing. */
+ * tcpi_rttvar, tcpi_min_rtt): read where a connection is sampled by a walk, a state change, a
+ * retransmit or its destruction, and by a hook's first call in a read epoch. total_retrans
+ * counts every retransmitted segment, SYNs included, so it is exact where a hook on
+ * tcp_retransmit_skb could miss none. */
 static __always_inline void read_health(struct conn *c, struct sock *sk)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
@@ -507,10 +523,16 @@ static __always_inline void sample_sent(struct conn *c, struct sock *sk, int sta
 		advance(c->tx_base, &c->info.tx_bytes, KREAD(struct tcp_sock, sk, write_seq));
 }
 
+/* A store of the larger reading, as in `advance`. */
 static __always_inline void sample_read(struct conn *c, struct sock *sk)
 {
-	if (c->counting)
-		advance(c->rx_base, &c->info.rx_bytes, read_end(c, KREAD(struct tcp_sock, sk, copied_seq)));
+	__u64 read;
+
+	if (!c->counting)
+		return;
+	read = bytes_read(c, sk) - c->rx_base;
+	if ((__s64)(read - *(volatile __u64 *)&c->info.rx_bytes) > 0)
+		*(volatile __u64 *)&c->info.rx_bytes = read;
 }
 
 static __always_inline void sample(struct conn *c, struct sock *sk, int state)
@@ -520,16 +542,20 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 	sample_read(c, sk);
 }
 
-/* A send (`sent`) or read hook's sample of that side and the health figures, where
- * hooks_sample: a few plain loads, no helper calls. The slot goes on `changed`. */
+/* A send (`sent`) or read hook's sample of that side, where hooks_sample: a few plain loads,
+ * no helper calls. The first in a read epoch also reads the health figures and puts the slot
+ * on `changed`: the RTT a read lists is the one of the interval's first call (a retransmit
+ * reads it again), which keeps the loads of four more cache lines off most calls. */
 static __always_inline void sample_in_call(struct conn *c, struct sock *sk, bool sent)
 {
 	if (sent)
 		sample_sent(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
 	else
 		sample_read(c, sk);
-	read_health(c, sk);
-	touch(c);
+	if (c->listed_epoch != read_epoch) {
+		read_health(c, sk);
+		touch(c);
+	}
 }
 
 /* How many bytes the hooks let pass before they sample: with one more call of the
@@ -606,7 +632,7 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
 		/* The data phase begins: nothing was written or read yet. */
 		c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
-		c->rx_base = KREAD(struct tcp_sock, tp, copied_seq);
+		c->rx_base = bytes_read(c, sk);
 		barrier();
 		c->counting = 1;
 	} else {
@@ -1004,27 +1030,12 @@ int BPF_PROG(tp_sock_recv_length, struct sock *sk, int ret, int flags)
 	if (!thread_wanted())
 		return 0;
 	if (sk->sk_protocol == IPPROTO_TCP) {
-		if (tracepoints_count_tcp && !rcv_space_samples && counts(IPPROTO_TCP) && ret > 0 &&
+		if (tracepoints_count_tcp && counts(IPPROTO_TCP) && ret > 0 &&
 		    !(flags & MSG_PEEK) && (c = conn_of(sk, &created)))
 			count_received(c, created, sk, ret);
 	} else if (tracepoints_count_udp && counts(IPPROTO_UDP) && sk->sk_protocol == IPPROTO_UDP) {
 		udp_length(sk, reads_payload(flags) ? ret : 0, false);
 	}
-	return 0;
-}
-
-/* Where the hooks sample, the TCP read hook in place of sock_recv_length: it runs in every
- * TCP read path after bytes reach the reader, splice reads too (tcp_read_sock), which
- * sock_recv_length does not see. It does not know how many bytes this call read: a socket it
- * is the first to see (one older than tcptop that adoption missed) counts from after them. */
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(tp_tcp_rcv_space_adjust, struct sock *sk)
-{
-	struct conn *c;
-	bool created;
-
-	if (rcv_space_samples && counts(IPPROTO_TCP) && thread_wanted() && (c = conn_of(sk, &created)))
-		count_received(c, created, sk, 0);
 	return 0;
 }
 
@@ -1380,6 +1391,9 @@ static __always_inline void walk_sample(struct conn *c, struct sock *sk)
 
 	read_health(c, sk);
 	sample(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
+	/* One program walks at a time (user space's reading thread): a plain add. */
+	if (hooks_sample && (tx != c->info.tx_bytes || rx != c->info.rx_bytes))
+		unhooked_moves++;
 	if (tx != c->info.tx_bytes || rx != c->info.rx_bytes || retrans != c->info.retrans ||
 	    srtt != c->info.srtt_us || rttvar != c->info.rttvar_us || min_rtt != c->info.min_rtt_us ||
 	    health_read != c->info.health_read)

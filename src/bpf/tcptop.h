@@ -69,11 +69,12 @@ struct conn {
 	__u32 named_epoch;	/* the read epoch in which pid, comm and cgroup were last set */
 	struct conn_info info;
 	__u32 tx_base;		/* write_seq less the low 32 bits of tx_bytes: where sending began */
-	__u32 rx_base;		/* copied_seq less the low 32 bits of rx_bytes */
 	__u32 fin_seq;		/* sequence number of the peer's FIN, once fin_seen */
 	__u32 unsampled;	/* TCP, where the hooks do not sample: about how many bytes moved since */
 	__u32 slot;		/* TCP: this slot's index in `conns` */
 	__u32 listed_epoch;	/* TCP: the read epoch in which the slot was last put on `changed` */
+	__u32 pad2;
+	__u64 rx_base;		/* the bytes read (bytes_read in tcptop.bpf.c) when counting began */
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
 	__u64 handshake_ns;	/* TCP: bpf_ktime_get_ns() at SYN_SENT or SYN_RECV */
 };

@@ -5,6 +5,7 @@ mod libbpf_log;
 mod plan;
 mod skel;
 mod table;
+mod walks;
 
 pub use plan::{Feature, Plan, Refusals, Strategy};
 
@@ -32,6 +33,7 @@ use crate::procfs::{self, CgroupPaths, Owner, SocketOwners};
 use plan::{counted, TableRead, UdpRead};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
 use table::MappedArray;
+use walks::WalkSchedule;
 
 // SAFETY: plain C structs of integers and byte arrays, valid for any bit pattern.
 unsafe impl plain::Plain for types::conn_info {}
@@ -49,12 +51,6 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 const DISABLE_ENV: &str = "TCPTOP_DISABLE";
 /// How long the table may go unsampled where the hooks do not sample (see `max_collect_gap`).
 const MAX_COLLECT_GAP: Duration = Duration::from_millis(500);
-/// Where the hooks sample, how often the kernel side still samples every connection: for the
-/// paths no hook sees (kTLS sends, which bypass tcp_sendmsg, under the fentry hooks) and the
-/// RTT of connections the application left alone. The tracepoint hooks see every path.
-fn idle_walk_every(hooks: Strategy) -> Duration {
-    Duration::from_secs(if hooks == Strategy::Tracepoint { 60 } else { 10 })
-}
 /// Every this many samples one lists every connection, not only those that changed: the
 /// model closes a TCP connection a complete sample leaves out, which catches one whose close
 /// event was lost in a way no counter saw, and a change a read missed.
@@ -86,8 +82,8 @@ pub struct EbpfCollector {
     /// The TCP connections, in the `conns` slots.
     slots: MappedArray<types::conn>,
     supply: SlotSupply,
-    /// When every connection was last sampled in the kernel.
-    last_walk: Option<Instant>,
+    /// When every connection is sampled in the kernel next, where the hooks sample.
+    walks: Option<WalkSchedule>,
     /// `changes_lost` as of the last read.
     changes_lost: u64,
     /// The rows of the last UDP flow read.
@@ -197,7 +193,6 @@ impl EbpfCollector {
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
         settings.udp_recvmsg_has_noblock = udp_recvmsg_has_noblock();
         settings.hooks_sample = plan.hooks_sample;
-        settings.rcv_space_samples = plan.rcv_space_samples();
         let slots = table::slots_for(procfs::sockets_in_use());
         settings.slot_count = slots;
         let protos = counted(filters.proto);
@@ -287,6 +282,7 @@ impl EbpfCollector {
             })
             .transpose()?;
         // With the hooks attached, claim the connections that were open before tcptop.
+        let adopting = Instant::now();
         if tcp && plan.adopt {
             let adopt = progs
                 .adopt_tcp_socks
@@ -300,7 +296,7 @@ impl EbpfCollector {
             supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
         }
         // Adoption sampled every connection it claimed.
-        let last_walk = (tcp && plan.adopt).then(Instant::now);
+        let walks = (tcp && plan.adopt).then(|| WalkSchedule::new(adopting, Instant::now()));
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -346,7 +342,7 @@ impl EbpfCollector {
             skel,
             slots,
             supply,
-            last_walk,
+            walks,
             changes_lost: 0,
             table,
             dump_buf: Vec::new(),
@@ -391,7 +387,7 @@ impl EbpfCollector {
 
     /// Samples every TCP connection in the kernel, which puts those that changed on `changed`.
     fn walk(&mut self) -> Result<()> {
-        self.last_walk = Some(Instant::now());
+        let started = Instant::now();
         if let Some(dump) = &self.tcp_dump {
             let mut output = Vec::new();
             match self.plan.table {
@@ -400,14 +396,20 @@ impl EbpfCollector {
             }
             .context("sampling the connections")?;
         }
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
+        let unhooked = unsafe { std::ptr::read_volatile(&self.globals().unhooked_moves) };
+        let now = Instant::now();
+        match &mut self.walks {
+            Some(walks) => walks.walked(started, now, unhooked),
+            None => self.walks = Some(WalkSchedule::new(started, now)),
+        }
         Ok(())
     }
 
     /// Whether `collect` samples every connection first: always where the hooks do not sample,
-    /// else every `idle_walk_every`.
+    /// else as `WalkSchedule` says.
     fn walk_due(&self) -> bool {
-        !self.plan.hooks_sample
-            || self.last_walk.is_none_or(|at| at.elapsed() >= idle_walk_every(self.plan.hooks))
+        !self.plan.hooks_sample || self.walks.as_ref().is_none_or(|walks| walks.due(Instant::now()))
     }
 
     /// Starts a read epoch: what changes from now on is the next read's, and each connection's
@@ -768,6 +770,15 @@ impl Collector for EbpfCollector {
         let events = raw_events.iter().map(|raw| self.event_from(raw, &owners)).collect();
         self.supply.hand_out(&mut self.skel).context("handing out connection slots")?;
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged })
+    }
+
+    /// A walk first where the hooks sample (else `collect` walks anyway): bytes of the paths
+    /// no hook sees since the last walk count in the last totals.
+    fn collect_last(&mut self) -> Result<Sample> {
+        if self.plan.hooks_sample {
+            self.walk()?;
+        }
+        self.collect()
     }
 
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {

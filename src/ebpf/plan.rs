@@ -228,9 +228,6 @@ impl Plan {
             if self.adopt {
                 programs.push("adopt_tcp_socks");
             }
-            if self.rcv_space_samples() {
-                programs.push("tp_tcp_rcv_space_adjust");
-            }
             if self.resets {
                 programs.extend(match self.lifecycle {
                     Lifecycle::TpBtf => {
@@ -267,12 +264,6 @@ impl Plan {
     }
 
     /// Whether the sock_*_length tracepoints count UDP: they may be loaded for TCP alone.
-    /// Whether tp_btf/tcp_rcv_space_adjust counts TCP reads in place of sock_recv_length,
-    /// which does not see splice reads.
-    pub fn rcv_space_samples(&self) -> bool {
-        self.hooks == Strategy::Tracepoint && self.hooks_sample
-    }
-
     pub fn tracepoints_count_udp(&self) -> bool {
         self.udp == Some(Strategy::Tracepoint)
     }
@@ -306,7 +297,6 @@ impl Plan {
         Some(match program {
             "fexit_udp_recvmsg" | "fexit_udpv6_recvmsg" if !denied => Feature::FuncRet,
             "tp_sock_send_length" | "tp_sock_recv_length" => Feature::Tracepoint,
-            "tp_tcp_rcv_space_adjust" => Feature::HookSample,
             "tp_inet_sock_set_state" | "tp_tcp_destroy_sock" => Feature::TpBtf,
             "dump_sk_conns" | "dump_hash_conns" | "dump_udp_flows" => Feature::MapIter,
             "dump_tcp_socks" | "adopt_tcp_socks" => Feature::TcpIter,
