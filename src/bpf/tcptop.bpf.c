@@ -321,14 +321,18 @@ static __always_inline void put_ipv4(__u8 *addr, __be32 ip, __u16 sk_family)
 	}
 }
 
+/* One of sk's IPv6 addresses, the sock_common `field`, into the 16 bytes at `to`: as KREAD,
+ * a plain copy or a probed read. */
+#define READ_IPV6(to, sk, field)                                                              \
+	(hooks_sample ? (void)__builtin_memcpy(to, &bpf_core_cast(sk, struct sock)->__sk_common.field, 16) \
+		      : (void)bpf_core_read(to, 16, &(sk)->__sk_common.field))
+
 /* The peer sk is connected to (all zero for an unconnected UDP socket). */
 static __always_inline void read_peer(struct sock *sk, __u16 family, __u8 *addr, __u16 *port)
 {
 	*port = bpf_ntohs(KREAD(struct sock, sk, __sk_common.skc_dport));
-	if (family == AF_INET6 && hooks_sample)
-		__builtin_memcpy(addr, &bpf_core_cast(sk, struct sock)->__sk_common.skc_v6_daddr, 16);
-	else if (family == AF_INET6)
-		bpf_core_read(addr, 16, &sk->__sk_common.skc_v6_daddr);
+	if (family == AF_INET6)
+		READ_IPV6(addr, sk, skc_v6_daddr);
 	else
 		put_ipv4(addr, KREAD(struct sock, sk, __sk_common.skc_daddr), family);
 }
@@ -342,10 +346,8 @@ static __always_inline void read_local_end(struct conn *c, struct sock *sk)
 	c->info.netns = hooks_sample ? bpf_core_cast(sk, struct sock)->__sk_common.skc_net.net->ns.inum
 				     : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	c->info.lport = bpf_ntohs(KREAD(struct inet_sock, sk, inet_sport));
-	if (family == AF_INET6 && hooks_sample)
-		__builtin_memcpy(c->info.laddr, &bpf_core_cast(sk, struct sock)->__sk_common.skc_v6_rcv_saddr, 16);
-	else if (family == AF_INET6)
-		bpf_core_read(c->info.laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+	if (family == AF_INET6)
+		READ_IPV6(c->info.laddr, sk, skc_v6_rcv_saddr);
 	else
 		put_ipv4(c->info.laddr, KREAD(struct sock, sk, __sk_common.skc_rcv_saddr), family);
 }
