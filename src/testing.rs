@@ -57,6 +57,8 @@ pub struct Scripted {
     pub gate: Option<Receiver<()>>,
     /// Hears the clock's time as each `collect` starts.
     pub collecting: Option<UnboundedSender<Duration>>,
+    /// What `collect_last` returns, if not what `collect` would.
+    pub last_read: Option<Sample>,
     last: Sample,
 }
 
@@ -69,6 +71,7 @@ impl Scripted {
             max_gap: None,
             gate: None,
             collecting: None,
+            last_read: None,
             last: Sample::default(),
         }
     }
@@ -93,6 +96,13 @@ impl Collector for Scripted {
         });
         self.last = sample.clone();
         Ok(sample)
+    }
+
+    fn collect_last(&mut self) -> Result<Sample> {
+        match self.last_read.take() {
+            Some(sample) => Ok(sample),
+            None => self.collect(),
+        }
     }
 
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {

@@ -134,35 +134,11 @@ fn finishing_sends_the_interval_so_far_and_ends_the_thread() {
     assert!(received.blocking_recv().is_none());
 }
 
-/// A scripted collector whose last read (`collect_last`) lists `last`.
-struct LastRead {
-    script: Scripted,
-    last: Vec<crate::model::Conn>,
-}
-
-impl Collector for LastRead {
-    fn backend(&self) -> &str {
-        self.script.backend()
-    }
-
-    fn collect(&mut self) -> Result<Sample> {
-        self.script.collect()
-    }
-
-    fn collect_last(&mut self) -> Result<Sample> {
-        Ok(reading(vec![], std::mem::take(&mut self.last), 0))
-    }
-
-    fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
-        self.script.wait_events(timeout)
-    }
-}
-
 #[test]
 fn the_last_interval_is_read_with_collect_last() {
     let clock = Arc::new(FakeClock::default());
-    let script = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
-    let collector = LastRead { script, last: vec![conn(1, 25)] };
+    let mut collector = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
+    collector.last_read = Some(reading(vec![], vec![conn(1, 25)], 0));
     let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
     let (thread, mut received) = spawn(collector, clock, schedule);
     assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
