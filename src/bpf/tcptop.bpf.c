@@ -352,11 +352,17 @@ static __always_inline void read_local_end(struct conn *c, struct sock *sk)
 		put_ipv4(c->info.laddr, KREAD(struct sock, sk, __sk_common.skc_rcv_saddr), family);
 }
 
-/* The --port / -4 / -6 filters, once the tuple is known. */
+/* Whether the --port / -4 / -6 filters let a connection of this family and ports through. */
+static __always_inline bool tuple_wanted(__u16 family, __u16 lport, __u16 rport)
+{
+	return (!filter_family || family == filter_family) &&
+	       (!filter_port || lport == filter_port || rport == filter_port);
+}
+
+/* The filters, once the tuple is known. */
 static __always_inline void apply_filters(struct conn *c)
 {
-	c->ignored = (filter_family && c->info.family != filter_family) ||
-		     (filter_port && c->info.lport != filter_port && c->info.rport != filter_port);
+	c->ignored = !tuple_wanted(c->info.family, c->info.lport, c->info.rport);
 }
 
 /* The tuple, read when a connection is first seen and at each state change
@@ -1371,7 +1377,11 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 	struct conn *c;
 	bool created;
 
-	if (sk && (c = conn_of_socket(sk, true, true, &created)) && created) {
+	/* A connection the filters leave out gets no slot unless it sends or reads. */
+	if (sk && tuple_wanted(KREAD(struct sock, sk, __sk_common.skc_family),
+			       bpf_ntohs(KREAD(struct inet_sock, sk, inet_sport)),
+			       bpf_ntohs(KREAD(struct sock, sk, __sk_common.skc_dport))) &&
+	    (c = conn_of_socket(sk, true, true, &created)) && created) {
 		claim(c, sk);
 		read_health(c, sk);
 		c->info.sock_ino = socket_ino(sk);

@@ -84,6 +84,8 @@ pub struct EbpfCollector {
     supply: SlotSupply,
     /// When every connection is sampled in the kernel next, where the hooks sample.
     walks: Option<WalkSchedule>,
+    /// The connections adoption claimed at start.
+    adopted: u32,
     /// `changes_lost` as of the last read.
     changes_lost: u64,
     /// The rows of the last UDP flow read.
@@ -283,6 +285,7 @@ impl EbpfCollector {
             .transpose()?;
         // With the hooks attached, claim the connections that were open before tcptop.
         let adopting = Instant::now();
+        let before_adoption = supply.issued;
         if tcp && plan.adopt {
             let adopt = progs
                 .adopt_tcp_socks
@@ -295,6 +298,7 @@ impl EbpfCollector {
             // SAFETY: a read of memory-mapped .bss, which is always valid.
             supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
         }
+        let adopted = supply.issued - before_adoption;
         // Adoption sampled every connection it claimed.
         let walks = (tcp && plan.adopt).then(|| WalkSchedule::new(adopting, Instant::now()));
 
@@ -343,6 +347,7 @@ impl EbpfCollector {
             slots,
             supply,
             walks,
+            adopted,
             changes_lost: 0,
             table,
             dump_buf: Vec::new(),
@@ -363,6 +368,12 @@ impl EbpfCollector {
     /// What the kernel refused on the way to the plan, and why.
     pub fn refused(&self) -> &Refusals {
         &self.refused
+    }
+
+    /// The connections open before tcptop that it claimed at start (those the filters let
+    /// through).
+    pub fn adopted(&self) -> u32 {
+        self.adopted
     }
 
     /// Free slots the kernel side gets at start and after each hand-out.

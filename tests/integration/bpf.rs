@@ -310,6 +310,26 @@ fn port_filter_keeps_only_that_port() {
     assert_filtered(Filters { port: Some(port), ..Filters::default() }, Pair::connect(Ip::V4), shown);
 }
 
+/// Adoption gives a slot only to the connections the filters let through: a host with a
+/// million sockets and `--port 443` claims the few on that port.
+#[test]
+fn adoption_claims_only_the_connections_the_filters_let_through() {
+    if !bpf_allowed() {
+        return;
+    }
+    let shown = Pair::connect(Ip::V4);
+    let others = Pair::listen(Ip::V4);
+    let _left_out: Vec<Pair> = (0..40).map(|_| Pair::connect_to(&others)).collect();
+    let port = shown.server.local_addr().unwrap().port();
+    let Some(filtered) = open_collector(Filters { port: Some(port), ..Filters::default() }) else {
+        return;
+    };
+    assert_eq!(filtered.collector.adopted(), 2, "the two ends of the pair on the port");
+    drop(filtered);
+    let all = open_collector(Filters::default()).unwrap();
+    assert!(all.collector.adopted() >= 82, "without a filter every end: {}", all.collector.adopted());
+}
+
 #[test]
 fn family_filter_keeps_only_that_family() {
     if !bpf_allowed() {
