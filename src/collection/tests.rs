@@ -128,7 +128,10 @@ fn each_interval_carries_how_long_its_table_read_took() {
     let Some(Collected::Started { at, .. }) = received.blocking_recv() else { panic!("no start") };
     assert_eq!(at, Duration::from_millis(40), "the first interval starts once the first read is done");
     let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
-    assert_eq!((interval.at, interval.collect_took), (Duration::from_millis(1_040), Duration::from_millis(40)));
+    assert_eq!(
+        (interval.at, interval.collect_took),
+        (Duration::from_millis(1_040), Duration::from_millis(40))
+    );
 }
 
 #[test]
