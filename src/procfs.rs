@@ -11,10 +11,9 @@ use std::mem;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use crate::cache::BoundedCache;
 use crate::model::ById;
@@ -24,14 +23,10 @@ use crate::model::ById;
 const CACHE_GENERATION: usize = 65_536;
 /// Threads at most that read /proc's fd links at once.
 const SCAN_THREADS: usize = 4;
-/// How long a lookup waits for a /proc scan before it answers with what is known. A scan
-/// reads every fd of every process, some 3 µs each: a host of a hundred thousand sockets is
-/// scanned in this time, and its first table names every owner; a bigger host's first table
-/// lists its connections at once, their owners unknown until the scan ends.
-const SCAN_WAIT: Duration = Duration::from_millis(500);
-/// Unknown sockets beyond which a scan outlasts `SCAN_WAIT` even on `SCAN_THREADS` threads:
-/// a lookup of that many answers at once, and leaves the scan one thread.
-const NOT_AWAITED: usize = SCAN_THREADS * SCAN_WAIT.as_micros() as usize / 3;
+/// Unknown sockets beyond which a lookup does not wait for the scan. A scan reads every fd of
+/// every process, some 3 µs each, so that a host with more takes a second and more: its first
+/// table lists the connections at once, their owners unknown until the scan ends.
+const NOT_AWAITED: usize = 100_000;
 /// The nice value of a scan no lookup waits for any more: the cores go first to what does.
 const UNHURRIED_NICE: i32 = 10;
 
@@ -54,8 +49,8 @@ pub struct SocketOwners {
     running: Option<Scan>,
     /// Every socket inode held by a process, with the holder: `scan_socket_owners` but in tests.
     scan: Arc<ScanFn>,
-    /// How long lookups wait for a scan, from its start.
-    wait: Duration,
+    /// Unknown sockets beyond which a lookup does not wait for the scan.
+    not_awaited: usize,
 }
 
 /// A scan of /proc: told when no lookup waits for it any more.
@@ -64,14 +59,13 @@ type ScanFn = dyn Fn(&AtomicBool) -> Holders + Send + Sync;
 /// A scan running on a thread of its own.
 struct Scan {
     found: Receiver<Holders>,
-    started: Instant,
-    /// Set once no lookup waits for it any more.
+    /// Set once a lookup did not wait for it.
     unhurried: Arc<AtomicBool>,
 }
 
 impl Default for SocketOwners {
     fn default() -> Self {
-        SocketOwners::new(CACHE_GENERATION, Arc::new(scan_socket_owners), SCAN_WAIT)
+        SocketOwners::new(CACHE_GENERATION, Arc::new(scan_socket_owners), NOT_AWAITED)
     }
 }
 
@@ -82,21 +76,21 @@ impl fmt::Debug for SocketOwners {
 }
 
 impl SocketOwners {
-    fn new(generation: usize, scan: Arc<ScanFn>, wait: Duration) -> SocketOwners {
+    fn new(generation: usize, scan: Arc<ScanFn>, not_awaited: usize) -> SocketOwners {
         SocketOwners {
             known: BoundedCache::new(generation),
             unanswered: HashMap::default(),
             scans_started: 0,
             running: None,
             scan,
-            wait,
+            not_awaited,
         }
     }
 
     /// The owner of each of `inodes`, where known. Sockets not seen lately start a scan of
-    /// /proc (one for them all, never one per socket), which lookups wait for until `wait`
-    /// after it started: what it has not answered by then is `None` now, and known at a
-    /// lookup after it ends. A socket no process holds any more stays unknown. The cache grows
+    /// /proc (one for them all, never one per socket), which the lookup waits for unless
+    /// more than `not_awaited` sockets are unknown: then they are `None` now, and known at a
+    /// lookup after the scan ends. A socket no process holds any more stays unknown. The cache grows
     /// to hold the largest batch, or a host with more sockets than it holds would rescan /proc
     /// at every read that lists them all.
     pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64>) -> Vec<Option<Owner>> {
@@ -112,26 +106,31 @@ impl SocketOwners {
         inodes.iter().map(|ino| self.known.get(ino).and_then(|holder| holder.as_ref().map(owner))).collect()
     }
 
-    /// Scans until every socket asked about is answered, or the scan under way was waited
-    /// for long enough. That scan is waited for even if it started too early for some of
-    /// them, then another starts.
+    /// Scans until every socket asked about is answered, but for too many to wait for. The
+    /// scan under way is waited for even if it started too early for some of them, then
+    /// another starts.
     fn await_answers(&mut self) {
         while !self.unanswered.is_empty() {
             let running = match self.running.take() {
                 Some(running) => running,
                 None => self.start_scan(),
             };
-            let wait = if self.unanswered.len() < NOT_AWAITED { self.wait } else { Duration::ZERO };
-            let awaited_until = running.started + wait;
-            match running.found.recv_timeout(awaited_until.saturating_duration_since(Instant::now())) {
-                Ok(holders) => self.answer(&holders),
-                Err(RecvTimeoutError::Timeout) => {
-                    running.unhurried.store(true, Ordering::Relaxed);
-                    self.running = Some(running);
-                    return;
+            let found = if self.unanswered.len() > self.not_awaited {
+                match running.found.try_recv() {
+                    Err(TryRecvError::Empty) => {
+                        running.unhurried.store(true, Ordering::Relaxed);
+                        self.running = Some(running);
+                        return;
+                    }
+                    found => found.ok(),
                 }
+            } else {
+                running.found.recv().ok()
+            };
+            match found {
+                Some(holders) => self.answer(&holders),
                 // The scan's thread failed (it panicked): the next lookup starts another.
-                Err(RecvTimeoutError::Disconnected) => return,
+                None => return,
             }
         }
     }
@@ -153,7 +152,7 @@ impl SocketOwners {
             // No thread to spare: scan here.
             let _ = sender.send((self.scan)(&unhurried));
         }
-        Scan { found, started: Instant::now(), unhurried }
+        Scan { found, unhurried }
     }
 
     /// What the last scan started found, for every socket asked about before it started.
@@ -465,8 +464,8 @@ mod tests {
         assert!(sockets_in_use() > 0);
     }
 
-    /// A wait for a scan that no scan in a test outlasts.
-    const AS_LONG_AS_IT_TAKES: Duration = Duration::from_secs(3_600);
+    /// Lookups wait for every scan.
+    const ALWAYS_AWAITED: usize = usize::MAX;
 
     /// What a scan of a /proc holding these sockets would find.
     fn holders(owners: &HashMap<u64, Owner>) -> Holders {
@@ -513,7 +512,7 @@ mod tests {
         let live: Arc<Mutex<HashMap<u64, Owner>>> = Arc::default();
         let scanned = Arc::clone(&live);
         let scan = Arc::new(move |_: &AtomicBool| holders(&scanned.lock().unwrap()));
-        let mut owners = SocketOwners::new(4_096, scan, AS_LONG_AS_IT_TAKES);
+        let mut owners = SocketOwners::new(4_096, scan, ALWAYS_AWAITED);
         let owner = Owner { pid: 7, comm: "server".into() };
         for batch in 0..100u64 {
             let inodes: Vec<u64> = (batch * 1_000..(batch + 1) * 1_000).collect();
@@ -536,7 +535,7 @@ mod tests {
             counted.fetch_add(1, Ordering::Relaxed);
             holders(&held)
         });
-        let mut owners = SocketOwners::new(1_000, scan, AS_LONG_AS_IT_TAKES);
+        let mut owners = SocketOwners::new(1_000, scan, ALWAYS_AWAITED);
         let found = owners.lookup(0..10_000);
         assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
         assert_eq!(scans.load(Ordering::Relaxed), 1);
@@ -552,20 +551,20 @@ mod tests {
         let (finds, found) = mpsc::channel::<Holders>();
         let found = Mutex::new(found);
         let scan = Arc::new(move |_: &AtomicBool| found.lock().unwrap().recv().unwrap_or_default());
-        let mut owners = SocketOwners::new(16, scan, Duration::ZERO);
+        let mut owners = SocketOwners::new(16, scan, 0);
         let owner = |pid| Owner { pid, comm: "server".into() };
         assert_eq!(owners.lookup([1]), [None], "the first scan is under way");
         assert_eq!(owners.lookup([1, 2]), [None, None], "2 is asked about after it started");
         // The first scan read 2's process before 2 opened; the second one finds it.
         finds.send(holders(&HashMap::from([(1, owner(7))]))).unwrap();
         finds.send(holders(&HashMap::from([(1, owner(7)), (2, owner(8))]))).unwrap();
-        owners.wait = AS_LONG_AS_IT_TAKES;
+        owners.not_awaited = ALWAYS_AWAITED;
         assert_eq!(owners.lookup([1, 2]), [Some(owner(7)), Some(owner(8))]);
         assert_eq!(owners.scans_started, 2);
     }
 
     #[test]
-    fn a_lookup_of_more_sockets_than_a_scan_reads_in_its_wait_answers_at_once() {
+    fn a_lookup_of_too_many_unknown_sockets_answers_at_once_and_the_scan_goes_on_unhurried() {
         use std::sync::Mutex;
         let (finds, found) = mpsc::channel::<Holders>();
         let (tells, told) = mpsc::channel::<bool>();
@@ -575,9 +574,9 @@ mod tests {
             tells.lock().unwrap().send(unhurried.load(Ordering::Relaxed)).unwrap();
             holders
         });
-        let mut owners = SocketOwners::new(16, scan, AS_LONG_AS_IT_TAKES);
+        let mut owners = SocketOwners::new(16, scan, 2);
         // Answered while the scan waits for the test: had the lookup waited, it would not end.
-        assert!(owners.lookup(0..NOT_AWAITED as u64).iter().all(Option::is_none));
+        assert_eq!(owners.lookup(0..3), [None, None, None]);
         finds.send(Holders::default()).unwrap();
         assert!(told.recv().unwrap(), "the scan was told that no lookup waits for it");
     }
