@@ -24,8 +24,9 @@ const CACHE_GENERATION: usize = 65_536;
 /// Threads at most that read /proc's fd links at once.
 const SCAN_THREADS: usize = 4;
 /// Unknown sockets beyond which a lookup does not wait for the scan. A scan reads every fd of
-/// every process, some 3 µs each, so that a host with more takes a second and more: its first
-/// table lists the connections at once, their owners unknown until the scan ends.
+/// every process, some 3 µs of a core each: a host with more sockets than this would wait
+/// seconds for its first table, which lists them at once instead, their owners unknown until
+/// the scan ends.
 const NOT_AWAITED: usize = 100_000;
 /// The nice value of a scan no lookup waits for any more: the cores go first to what does.
 const UNHURRIED_NICE: i32 = 10;
@@ -90,9 +91,9 @@ impl SocketOwners {
     /// The owner of each of `inodes`, where known. Sockets not seen lately start a scan of
     /// /proc (one for them all, never one per socket), which the lookup waits for unless
     /// more than `not_awaited` sockets are unknown: then they are `None` now, and known at a
-    /// lookup after the scan ends. A socket no process holds any more stays unknown. The cache grows
-    /// to hold the largest batch, or a host with more sockets than it holds would rescan /proc
-    /// at every read that lists them all.
+    /// lookup after the scan ends. A socket no process holds any more stays unknown. The
+    /// cache grows to hold the largest batch, or a host with more sockets than it holds would
+    /// rescan /proc at every read that lists them all.
     pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64>) -> Vec<Option<Owner>> {
         let inodes: Vec<u64> = inodes.into_iter().collect();
         self.known.hold_at_least(inodes.len());
