@@ -65,7 +65,7 @@ where
         .map(|address| Exporter::start(address, &args.prometheus_labels, args.prometheus_max_series))
         .transpose()?;
     let (sender, collected) = mpsc::unbounded_channel();
-    let schedule = Schedule { interval: args.interval(), live_events: args.events };
+    let schedule = Schedule { interval: args.interval(), live_events: args.events, intervals: args.count };
     let collection =
         CollectionThread::spawn(os.open_collector, os.read_cmdline, Arc::clone(&os.clock), schedule, sender)?;
     let mut sources = Sources { collected, input: None, stop_signals: Some(os.stop_signals), resolved: None };

@@ -26,7 +26,8 @@ const CMDLINE_GENERATION: usize = 4_096;
 /// What the collection thread tells the event loop.
 #[derive(Debug)]
 pub enum Collected {
-    /// The collector is running: `backend` names it; its first interval starts at `at`.
+    /// The collector is running and read its first table: `backend` names it; its first
+    /// interval starts at `at`.
     Started { backend: String, at: Duration },
     /// Lifecycle events as they arrived, sent only when the loop asked for them.
     Events { events: Vec<ConnEvent>, wall: SystemTime },
@@ -56,6 +57,8 @@ pub struct Schedule {
     pub interval: Duration,
     /// Whether to send `Collected::Events` as events arrive (`--events`).
     pub live_events: bool,
+    /// The intervals to send before the thread ends (`COUNT`); `None`: until asked to finish.
+    pub intervals: Option<u64>,
 }
 
 /// The running thread. Dropping it stops the thread without a last interval.
@@ -126,17 +129,21 @@ struct Run<'a> {
 impl Run<'_> {
     /// Until asked to finish (after the last interval) or the loop is gone.
     fn collect_until_finished(&mut self) -> Result<()> {
+        // The first read lists every connection, which on a big host takes long (each one
+        // decoded, owners looked up): it is the first interval's starting table, read before
+        // that interval starts, so that every interval is as long as asked, the first too.
+        let mut pending = self.collector.collect()?;
         let start = self.clock.now();
         let backend = self.collector.backend().to_string();
         if self.out.send(Collected::Started { backend, at: start }).is_err() {
             return Ok(());
         }
+        self.send_live(&pending.events);
         let max_gap = self.collector.max_collect_gap();
         let interval = self.schedule.interval;
         let mut interval_end = start + interval;
         let mut collected_at = start;
-        // Until the interval's table is read, nothing is known to have changed.
-        let mut pending = Sample::nothing_changed();
+        let mut intervals_sent = 0;
         loop {
             let finishing = match self.finish_requests.try_recv() {
                 Ok(()) => true,
@@ -147,8 +154,8 @@ impl Run<'_> {
             let interval_over = finishing || now >= interval_end;
             let mut collect_took = Duration::ZERO;
             if interval_over {
-                let sample =
-                    if finishing { self.collector.collect_last()? } else { self.collector.collect()? };
+                let last = finishing || self.schedule.intervals == Some(intervals_sent + 1);
+                let sample = if last { self.collector.collect_last()? } else { self.collector.collect()? };
                 collect_took = self.clock.now().saturating_sub(now);
                 collected_at = now;
                 self.send_live(&sample.events);
@@ -165,7 +172,8 @@ impl Run<'_> {
                 let wall = self.clock.wall();
                 let ended = Interval { sample, cmdlines, at: now, wall, collect_took };
                 let sent = self.out.send(Collected::Interval(ended));
-                if sent.is_err() || finishing {
+                intervals_sent += 1;
+                if sent.is_err() || finishing || self.schedule.intervals == Some(intervals_sent) {
                     return Ok(());
                 }
                 // A collection slower than the interval, or a stop (SIGSTOP), skips the ends
@@ -230,8 +238,15 @@ impl CommandLines {
 
     fn of(&mut self, sample: &Sample) -> HashMap<u32, String> {
         let conns = sample.conns.iter().chain(sample.events.iter().map(|event| &event.conn));
-        let processes: HashMap<u32, &str> =
-            conns.filter_map(|conn| Some((conn.pid?, conn.comm.as_str()))).collect();
+        let mut processes: HashMap<u32, &str> = HashMap::new();
+        // A process's connections mostly come one after another: each run is hashed once.
+        let mut previous = None;
+        for owner in conns.filter_map(|conn| Some((conn.pid?, conn.comm.as_str()))) {
+            if previous != Some(owner) {
+                processes.insert(owner.0, owner.1);
+                previous = Some(owner);
+            }
+        }
         let mut cmdlines = HashMap::new();
         for (pid, comm) in processes {
             let key = (pid, comm.to_string());

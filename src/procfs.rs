@@ -10,7 +10,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::mem;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 
@@ -22,6 +23,13 @@ use crate::model::ById;
 const CACHE_GENERATION: usize = 65_536;
 /// Threads at most that read /proc's fd links at once.
 const SCAN_THREADS: usize = 4;
+/// Unknown sockets beyond which a lookup does not wait for the scan. A scan reads every fd of
+/// every process, some 3 µs of a core each: a host with more sockets than this would wait
+/// seconds for its first table, which lists them at once instead, their owners unknown until
+/// the scan ends.
+const NOT_AWAITED: usize = 100_000;
+/// The nice value of a scan no lookup waits for any more: the cores go first to what does.
+const UNHURRIED_NICE: i32 = 10;
 
 /// A process that holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,17 +38,35 @@ pub struct Owner {
     pub comm: String,
 }
 
-/// Socket inode -> owning process, from /proc/<pid>/fd.
+/// Socket inode -> owning process, from /proc/<pid>/fd, scanned on threads of their own.
 pub struct SocketOwners {
     /// A process's name is shared by the entries of all its sockets.
     known: BoundedCache<u64, Option<Holder>, ById>,
+    /// Sockets asked about that no scan has answered, each with the number of scans started
+    /// before it was asked: only a scan started later is sure to find it.
+    unanswered: HashMap<u64, u64, ById>,
+    scans_started: u64,
+    /// The scan under way, if any: the last one started.
+    running: Option<Scan>,
     /// Every socket inode held by a process, with the holder: `scan_socket_owners` but in tests.
-    scan: Box<dyn FnMut() -> Holders + Send>,
+    scan: Arc<ScanFn>,
+    /// Unknown sockets beyond which a lookup does not wait for the scan.
+    not_awaited: usize,
+}
+
+/// A scan of /proc: told when no lookup waits for it any more.
+type ScanFn = dyn Fn(&AtomicBool) -> Holders + Send + Sync;
+
+/// A scan running on a thread of its own.
+struct Scan {
+    found: Receiver<Holders>,
+    /// Set once a lookup did not wait for it.
+    unhurried: Arc<AtomicBool>,
 }
 
 impl Default for SocketOwners {
     fn default() -> Self {
-        SocketOwners::new(CACHE_GENERATION, Box::new(scan_socket_owners))
+        SocketOwners::new(CACHE_GENERATION, Arc::new(scan_socket_owners), NOT_AWAITED)
     }
 }
 
@@ -51,32 +77,97 @@ impl fmt::Debug for SocketOwners {
 }
 
 impl SocketOwners {
-    fn new(generation: usize, scan: Box<dyn FnMut() -> Holders + Send>) -> SocketOwners {
-        SocketOwners { known: BoundedCache::new(generation), scan }
+    fn new(generation: usize, scan: Arc<ScanFn>, not_awaited: usize) -> SocketOwners {
+        SocketOwners {
+            known: BoundedCache::new(generation),
+            unanswered: HashMap::default(),
+            scans_started: 0,
+            running: None,
+            scan,
+            not_awaited,
+        }
     }
 
-    /// The owner of each of `inodes`, scanning /proc at most once for those never seen. A
-    /// socket no process holds any more stays unknown. Answers come from the scan itself, so
-    /// a batch larger than the cache is still answered whole: callers ask once per table
-    /// read, never once per row. The cache grows to hold the largest batch, or a host with
-    /// more sockets than it holds would rescan /proc at every read that lists them all.
+    /// The owner of each of `inodes`, where known. Sockets not seen lately start a scan of
+    /// /proc (one for them all, never one per socket), which the lookup waits for unless
+    /// more than `not_awaited` sockets are unknown: then they are `None` now, and known at a
+    /// lookup after the scan ends. A socket no process holds any more stays unknown. The
+    /// cache grows to hold the largest batch, or a host with more sockets than it holds would
+    /// rescan /proc at every read that lists them all.
     pub fn lookup(&mut self, inodes: impl IntoIterator<Item = u64>) -> Vec<Option<Owner>> {
-        let inodes = inodes.into_iter();
-        self.known.hold_at_least(inodes.size_hint().0);
-        let mut scanned: Option<Holders> = None;
-        let mut owners = Vec::with_capacity(inodes.size_hint().0);
-        for ino in inodes {
-            let holder = match self.known.get(&ino) {
-                Some(holder) => holder.clone(),
-                None => {
-                    let holder = scanned.get_or_insert_with(&mut self.scan).of(ino);
-                    self.known.insert(ino, holder.clone());
-                    holder
-                }
-            };
-            owners.push(holder.map(|holder| Owner { pid: holder.pid, comm: holder.comm.to_string() }));
+        let inodes: Vec<u64> = inodes.into_iter().collect();
+        self.known.hold_at_least(inodes.len());
+        for &ino in &inodes {
+            if self.known.get(&ino).is_none() {
+                self.unanswered.entry(ino).or_insert(self.scans_started);
+            }
         }
-        owners
+        self.await_answers();
+        let owner = |holder: &Holder| Owner { pid: holder.pid, comm: holder.comm.to_string() };
+        inodes.iter().map(|ino| self.known.get(ino).and_then(|holder| holder.as_ref().map(owner))).collect()
+    }
+
+    /// Scans until every socket asked about is answered, but for too many to wait for. The
+    /// scan under way is waited for even if it started too early for some of them, then
+    /// another starts.
+    fn await_answers(&mut self) {
+        while !self.unanswered.is_empty() {
+            let running = match self.running.take() {
+                Some(running) => running,
+                None => self.start_scan(),
+            };
+            let found = if self.unanswered.len() > self.not_awaited {
+                match running.found.try_recv() {
+                    Err(TryRecvError::Empty) => {
+                        running.unhurried.store(true, Ordering::Relaxed);
+                        self.running = Some(running);
+                        return;
+                    }
+                    found => found.ok(),
+                }
+            } else {
+                running.found.recv().ok()
+            };
+            match found {
+                Some(holders) => self.answer(&holders),
+                // The scan's thread failed (it panicked): the next lookup starts another.
+                None => return,
+            }
+        }
+    }
+
+    /// Starts scan number `scans_started + 1` on a thread of its own; named as the collection
+    /// thread, whose privileges it shares.
+    fn start_scan(&mut self) -> Scan {
+        self.scans_started += 1;
+        let (sender, found) = mpsc::channel();
+        let unhurried = Arc::new(AtomicBool::new(false));
+        let (scan, told) = (Arc::clone(&self.scan), Arc::clone(&unhurried));
+        let spawned = thread::Builder::new().name("tcptop-collect".into()).spawn({
+            let sender = sender.clone();
+            move || {
+                let _ = sender.send(scan(&told));
+            }
+        });
+        if spawned.is_err() {
+            // No thread to spare: scan here.
+            let _ = sender.send((self.scan)(&unhurried));
+        }
+        Scan { found, unhurried }
+    }
+
+    /// What the last scan started found, for every socket asked about before it started.
+    fn answer(&mut self, holders: &Holders) {
+        let scan = self.scans_started;
+        self.known.hold_at_least(self.unanswered.len());
+        let known = &mut self.known;
+        self.unanswered.retain(|&ino, &mut asked| {
+            let answered = asked < scan;
+            if answered {
+                known.insert(ino, holders.of(ino));
+            }
+            !answered
+        });
     }
 }
 
@@ -118,16 +209,31 @@ impl Holders {
 
 /// Every socket inode open in any process, with the first process (by pid) holding it. The
 /// processes are shared among a few threads (each fd directory read with getdents, each link
-/// read relative to it): a host with a million sockets has a million links to read.
-pub fn scan_socket_owners() -> Holders {
+/// read relative to it): a host with a million sockets has a million links to read. Once
+/// `unhurried` is set, one thread finishes the scan alone, leaving the other cores to what
+/// waits for none of it.
+pub fn scan_socket_owners(unhurried: &AtomicBool) -> Holders {
     let pids: Vec<u32> = processes().map(|(pid, _)| pid).collect();
     let threads =
         thread::available_parallelism().map_or(1, |n| n.get()).min(SCAN_THREADS).min(pids.len().max(1));
     let next = AtomicUsize::new(0);
-    let scan = || {
+    let scan = |helper: bool| {
         let mut found = Holders::default();
         let mut link = Vec::new();
-        while let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
+        let mut lowered = false;
+        loop {
+            if unhurried.load(Ordering::Relaxed) {
+                if helper {
+                    break;
+                }
+                if !lowered {
+                    // Linux: the calling thread's nice value; a raise needs no privilege.
+                    // SAFETY: setpriority changes no memory.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, UNHURRIED_NICE) };
+                    lowered = true;
+                }
+            }
+            let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
             scan_process(pid, &mut found, &mut link);
         }
         found
@@ -136,10 +242,10 @@ pub fn scan_socket_owners() -> Holders {
         // Named as the collection thread, whose privileges they share while they run.
         let helpers: Vec<_> = (1..threads)
             .filter_map(|_| {
-                thread::Builder::new().name("tcptop-collect".into()).spawn_scoped(scope, scan).ok()
+                thread::Builder::new().name("tcptop-collect".into()).spawn_scoped(scope, || scan(true)).ok()
             })
             .collect();
-        let mut parts = vec![scan()];
+        let mut parts = vec![scan(false)];
         parts.extend(helpers.into_iter().filter_map(|helper| helper.join().ok()));
         parts
     });
@@ -359,6 +465,9 @@ mod tests {
         assert!(sockets_in_use() > 0);
     }
 
+    /// Lookups wait for every scan.
+    const ALWAYS_AWAITED: usize = usize::MAX;
+
     /// What a scan of a /proc holding these sockets would find.
     fn holders(owners: &HashMap<u64, Owner>) -> Holders {
         let sockets = owners.iter().map(|(&ino, owner)| (ino, owner.pid)).collect();
@@ -371,7 +480,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let link = fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
         let ino = socket_inode(link.as_os_str().as_bytes()).unwrap();
-        let found = scan_socket_owners().of(ino).unwrap();
+        let found = scan_socket_owners(&AtomicBool::new(false)).of(ino).unwrap();
         let comm = fs::read_to_string("/proc/self/comm").unwrap();
         assert_eq!((found.pid, &*found.comm), (std::process::id(), comm.trim_end()));
         let mut shared = Holders::default();
@@ -403,7 +512,8 @@ mod tests {
         // A host where 1,000 connections at a time are open, each replaced by a new one.
         let live: Arc<Mutex<HashMap<u64, Owner>>> = Arc::default();
         let scanned = Arc::clone(&live);
-        let mut owners = SocketOwners::new(4_096, Box::new(move || holders(&scanned.lock().unwrap())));
+        let scan = Arc::new(move |_: &AtomicBool| holders(&scanned.lock().unwrap()));
+        let mut owners = SocketOwners::new(4_096, scan, ALWAYS_AWAITED);
         let owner = Owner { pid: 7, comm: "server".into() };
         for batch in 0..100u64 {
             let inodes: Vec<u64> = (batch * 1_000..(batch + 1) * 1_000).collect();
@@ -422,19 +532,54 @@ mod tests {
         let counted = Arc::clone(&scans);
         let owner = Owner { pid: 7, comm: "server".into() };
         let held: HashMap<u64, Owner> = (0..10_000).map(|ino| (ino, owner.clone())).collect();
-        let mut owners = SocketOwners::new(
-            1_000,
-            Box::new(move || {
-                counted.fetch_add(1, Ordering::Relaxed);
-                holders(&held)
-            }),
-        );
+        let scan = Arc::new(move |_: &AtomicBool| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            holders(&held)
+        });
+        let mut owners = SocketOwners::new(1_000, scan, ALWAYS_AWAITED);
         let found = owners.lookup(0..10_000);
         assert!(found.iter().all(|o| o.as_ref() == Some(&owner)));
         assert_eq!(scans.load(Ordering::Relaxed), 1);
         // The cache grew to hold the batch: the next read of the same sockets scans nothing.
         owners.lookup(0..10_000);
         assert_eq!(scans.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_slow_scan_answers_later_and_one_started_before_a_socket_was_asked_about_does_not() {
+        use std::sync::Mutex;
+        // Each scan finds what the test hands it, when it does.
+        let (finds, found) = mpsc::channel::<Holders>();
+        let found = Mutex::new(found);
+        let scan = Arc::new(move |_: &AtomicBool| found.lock().unwrap().recv().unwrap_or_default());
+        let mut owners = SocketOwners::new(16, scan, 0);
+        let owner = |pid| Owner { pid, comm: "server".into() };
+        assert_eq!(owners.lookup([1]), [None], "the first scan is under way");
+        assert_eq!(owners.lookup([1, 2]), [None, None], "2 is asked about after it started");
+        // The first scan read 2's process before 2 opened; the second one finds it.
+        finds.send(holders(&HashMap::from([(1, owner(7))]))).unwrap();
+        finds.send(holders(&HashMap::from([(1, owner(7)), (2, owner(8))]))).unwrap();
+        owners.not_awaited = ALWAYS_AWAITED;
+        assert_eq!(owners.lookup([1, 2]), [Some(owner(7)), Some(owner(8))]);
+        assert_eq!(owners.scans_started, 2);
+    }
+
+    #[test]
+    fn a_lookup_of_too_many_unknown_sockets_answers_at_once_and_the_scan_goes_on_unhurried() {
+        use std::sync::Mutex;
+        let (finds, found) = mpsc::channel::<Holders>();
+        let (tells, told) = mpsc::channel::<bool>();
+        let (found, tells) = (Mutex::new(found), Mutex::new(tells));
+        let scan = Arc::new(move |unhurried: &AtomicBool| {
+            let holders = found.lock().unwrap().recv().unwrap_or_default();
+            tells.lock().unwrap().send(unhurried.load(Ordering::Relaxed)).unwrap();
+            holders
+        });
+        let mut owners = SocketOwners::new(16, scan, 2);
+        // Answered while the scan waits for the test: had the lookup waited, it would not end.
+        assert_eq!(owners.lookup(0..3), [None, None, None]);
+        finds.send(Holders::default()).unwrap();
+        assert!(told.recv().unwrap(), "the scan was told that no lookup waits for it");
     }
 
     #[test]

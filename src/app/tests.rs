@@ -26,7 +26,8 @@ fn samples(totals: &[u64]) -> Vec<Sample> {
 
 /// Runs the app on the collector `script` makes, next to `user`, which plays the user and
 /// hands the app's I/O back; on one thread, as tcptop runs. Returns what the app returned and
-/// its I/O.
+/// its I/O. The script's samples are the intervals' reads: the first read, before the first
+/// interval, finds nothing.
 fn run_app<F: Future<Output = Io>>(
     flags: &[&str],
     terminal: bool,
@@ -34,7 +35,8 @@ fn run_app<F: Future<Output = Io>>(
     user: impl FnOnce(Io) -> F,
 ) -> (Result<()>, Io) {
     let clock = Arc::new(FakeClock::default());
-    let collector = script(Arc::clone(&clock));
+    let mut collector = script(Arc::clone(&clock));
+    collector.samples.push_front(Sample::nothing_changed());
     let read_cmdline = |pid| (pid == 4242).then(|| "curl -O http://127.0.0.1:8080/big".to_string());
     let (os, io) = os(collector, clock, terminal, read_cmdline);
     let args = args(flags);
@@ -135,8 +137,8 @@ fn a_collector_that_cannot_start_ends_the_app_with_its_error_and_no_output() {
     assert_eq!(io.written(), "");
 }
 
-/// The collector's second read blocks, as a 50,000-row table read with its /proc scans
-/// takes long: the screen still takes a key and draws it in the next frame.
+/// The collector's second interval's read blocks, as a 50,000-row table read with its /proc
+/// scans takes long: the screen still takes a key and draws it in the next frame.
 #[test]
 fn the_screen_answers_a_key_within_one_frame_while_a_slow_collection_runs() {
     let (go, gate) = std_mpsc::channel();
@@ -148,10 +150,13 @@ fn the_screen_answers_a_key_within_one_frame_while_a_slow_collection_runs() {
         collector
     };
     let (result, _io) = run_app(&[], true, script, |mut io| async move {
+        // The first read, at the start, and the first interval's.
+        go.send(()).unwrap();
         go.send(()).unwrap();
         let first = io.frame_with("curl").await;
         // Gathered on the collection side, shown in the detail pane of the selected row.
         assert!(first.contains("cmd: curl -O http://127.0.0.1:8080/big"), "{first}");
+        assert_eq!(collections.recv().await, Some(Duration::ZERO));
         assert_eq!(collections.recv().await, Some(Duration::from_secs(1)));
         assert_eq!(collections.recv().await, Some(Duration::from_secs(2)));
         // The second read is under way and held.
@@ -191,6 +196,8 @@ fn a_second_stop_leaves_without_waiting_for_a_slow_last_interval() {
     };
     let first_go = go.clone();
     let (result, mut io) = run_app(&["-b", "1"], false, script, |mut io| async move {
+        // The first read, at the start, and the first interval's.
+        first_go.send(()).unwrap();
         first_go.send(()).unwrap();
         let first = io.stdout.recv().await.unwrap();
         io.unread(first);

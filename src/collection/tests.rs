@@ -22,6 +22,12 @@ fn reading(events: Vec<ConnEvent>, conns: Vec<crate::model::Conn>, lost_events: 
     Sample { conns, events, overflow: Overflow { lost_events, ..Overflow::default() }, unchanged: None }
 }
 
+/// A script whose first read, before the first interval, finds nothing: each of `samples`
+/// is then an interval's read.
+fn scripted(clock: &Arc<FakeClock>, samples: impl IntoIterator<Item = Sample>) -> Scripted {
+    Scripted::new(Arc::clone(clock), std::iter::once(Sample::nothing_changed()).chain(samples))
+}
+
 fn spawn(
     collector: impl Collector + Send + 'static,
     clock: Arc<FakeClock>,
@@ -69,12 +75,12 @@ fn the_table_is_read_every_max_gap_and_one_merged_sample_sent_per_interval() {
         reading(vec![closed(2, 1_900)], vec![conn(5, 20)], 1),
         reading(vec![closed(3, 2_900)], vec![conn(5, 30)], 2),
     ];
-    let mut collector = Scripted::new(Arc::clone(&clock), samples);
+    let mut collector = scripted(&clock, samples);
     collector.max_gap = Some(Duration::from_secs(1));
     collector.events.push_back(closed(4, 1_500));
     let (collecting, mut collects) = unbounded_channel();
     collector.collecting = Some(collecting);
-    let schedule = Schedule { interval: Duration::from_secs(3), live_events: false };
+    let schedule = Schedule { interval: Duration::from_secs(3), live_events: false, intervals: None };
     let (_thread, mut received) = spawn(collector, Arc::clone(&clock), schedule);
     assert!(matches!(received.blocking_recv(), Some(Collected::Started { at: Duration::ZERO, .. })));
     let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
@@ -83,14 +89,17 @@ fn the_table_is_read_every_max_gap_and_one_merged_sample_sent_per_interval() {
     assert_eq!(interval.sample.conns, [conn(5, 30)]);
     assert_eq!(interval.sample.overflow.lost_events, 2);
     assert_eq!((interval.at, interval.wall), (Duration::from_secs(3), UNIX_EPOCH + Duration::from_secs(3)));
-    let times: Vec<u64> = (0..3).map(|_| collects.blocking_recv().unwrap().as_secs()).collect();
-    assert_eq!(times, [1, 2, 3]);
+    // The first read at the start, before the interval.
+    let times: Vec<u64> = (0..4).map(|_| collects.blocking_recv().unwrap().as_secs()).collect();
+    assert_eq!(times, [0, 1, 2, 3]);
 }
 
-/// A scripted collector whose every table read takes `took` on the fake clock.
+/// A scripted collector whose table reads take `took` on the fake clock, one after another,
+/// the last of them for every read after.
 struct SlowReads {
     script: Scripted,
-    took: Duration,
+    took: Vec<Duration>,
+    reads: usize,
 }
 
 impl Collector for SlowReads {
@@ -99,7 +108,8 @@ impl Collector for SlowReads {
     }
 
     fn collect(&mut self) -> Result<Sample> {
-        self.script.clock.advance(self.took);
+        self.script.clock.advance(self.took[self.reads.min(self.took.len() - 1)]);
+        self.reads += 1;
         self.script.collect()
     }
 
@@ -111,20 +121,42 @@ impl Collector for SlowReads {
 #[test]
 fn each_interval_carries_how_long_its_table_read_took() {
     let clock = Arc::new(FakeClock::default());
-    let script = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
-    let collector = SlowReads { script, took: Duration::from_millis(40) };
-    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
+    let script = scripted(&clock, [reading(vec![], vec![conn(1, 10)], 0)]);
+    let collector = SlowReads { script, took: vec![Duration::from_millis(40)], reads: 0 };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
     let (_thread, mut received) = spawn(collector, clock, schedule);
-    assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
+    let Some(Collected::Started { at, .. }) = received.blocking_recv() else { panic!("no start") };
+    assert_eq!(at, Duration::from_millis(40), "the first interval starts once the first read is done");
     let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
-    assert_eq!((interval.at, interval.collect_took), (Duration::from_secs(1), Duration::from_millis(40)));
+    assert_eq!(
+        (interval.at, interval.collect_took),
+        (Duration::from_millis(1_040), Duration::from_millis(40))
+    );
+}
+
+#[test]
+fn a_slow_first_read_stretches_no_interval() {
+    let clock = Arc::new(FakeClock::default());
+    // The first read decodes a big host's every connection; later ones only what changed.
+    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
+    let took = vec![Duration::from_secs(3), Duration::from_millis(10)];
+    let collector = SlowReads { script: scripted(&clock, tables), took, reads: 0 };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
+    let (_thread, mut received) = spawn(collector, clock, schedule);
+    let Some(Collected::Started { at, .. }) = received.blocking_recv() else { panic!("no start") };
+    let mut ends = vec![at];
+    while ends.len() < 4 {
+        let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
+        ends.push(interval.at);
+    }
+    assert_eq!(ends, [3_000, 4_000, 5_000, 6_000].map(Duration::from_millis));
 }
 
 #[test]
 fn finishing_sends_the_interval_so_far_and_ends_the_thread() {
     let clock = Arc::new(FakeClock::default());
-    let collector = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
-    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true };
+    let collector = scripted(&clock, [reading(vec![], vec![conn(1, 10)], 0)]);
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true, intervals: None };
     let (thread, mut received) = spawn(collector, clock, schedule);
     assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
     assert!(matches!(received.blocking_recv(), Some(Collected::Interval(_))));
@@ -135,11 +167,27 @@ fn finishing_sends_the_interval_so_far_and_ends_the_thread() {
 }
 
 #[test]
+fn the_thread_ends_after_the_intervals_asked_for() {
+    let clock = Arc::new(FakeClock::default());
+    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
+    let mut collector = scripted(&clock, tables);
+    collector.last_read = Some(reading(vec![], vec![conn(1, 99)], 0));
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: Some(2) };
+    let (_thread, mut received) = spawn(collector, clock, schedule);
+    assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
+    for rx in [1, 99] {
+        let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
+        assert_eq!(interval.sample.conns, [conn(1, rx)], "the last one read by collect_last");
+    }
+    assert!(received.blocking_recv().is_none(), "no third read");
+}
+
+#[test]
 fn the_last_interval_is_read_with_collect_last() {
     let clock = Arc::new(FakeClock::default());
-    let mut collector = Scripted::new(Arc::clone(&clock), [reading(vec![], vec![conn(1, 10)], 0)]);
+    let mut collector = scripted(&clock, [reading(vec![], vec![conn(1, 10)], 0)]);
     collector.last_read = Some(reading(vec![], vec![conn(1, 25)], 0));
-    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
     let (thread, mut received) = spawn(collector, clock, schedule);
     assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
     let Some(Collected::Interval(first)) = received.blocking_recv() else { panic!("no interval") };
@@ -152,9 +200,9 @@ fn the_last_interval_is_read_with_collect_last() {
 #[test]
 fn live_events_are_sent_as_they_arrive_and_again_with_their_interval() {
     let clock = Arc::new(FakeClock::default());
-    let mut collector = Scripted::new(Arc::clone(&clock), [reading(vec![closed(2, 1_000)], vec![], 0)]);
+    let mut collector = scripted(&clock, [reading(vec![closed(2, 1_000)], vec![], 0)]);
     collector.events.push_back(closed(1, 300));
-    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: true, intervals: None };
     let (_thread, mut received) = spawn(collector, clock, schedule);
     let mut order = Vec::new();
     while order.len() < 4 {
@@ -178,7 +226,7 @@ fn live_events_are_sent_as_they_arrive_and_again_with_their_interval() {
 fn a_collector_that_cannot_open_says_why() {
     let (sender, mut received) = unbounded_channel();
     let open: CollectorFactory = Box::new(|| anyhow::bail!("needs root"));
-    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false };
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
     let _thread =
         CollectionThread::spawn(open, Box::new(|_| None), Arc::new(FakeClock::default()), schedule, sender)
             .unwrap();
