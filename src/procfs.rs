@@ -52,6 +52,8 @@ pub struct SocketOwners {
     scan: Arc<ScanFn>,
     /// Unknown sockets beyond which a lookup does not wait for the scan.
     not_awaited: usize,
+    /// A lookup left sockets unknown, not waiting for the scan under way.
+    left_unknown: bool,
 }
 
 /// A scan of /proc: told when no lookup waits for it any more.
@@ -85,6 +87,7 @@ impl SocketOwners {
             running: None,
             scan,
             not_awaited,
+            left_unknown: false,
         }
     }
 
@@ -121,6 +124,7 @@ impl SocketOwners {
                     Err(TryRecvError::Empty) => {
                         running.unhurried.store(true, Ordering::Relaxed);
                         self.running = Some(running);
+                        self.left_unknown = true;
                         return;
                     }
                     found => found.ok(),
@@ -134,6 +138,24 @@ impl SocketOwners {
                 None => return,
             }
         }
+    }
+
+    /// Whether the scan a lookup did not wait for has ended since, answering the sockets that
+    /// lookup left unknown: a reader that listed them may list them again, named. Never waits;
+    /// true once per such scan.
+    pub fn answered_late(&mut self) -> bool {
+        let Some(running) = self.running.as_ref().filter(|_| self.left_unknown) else {
+            return false;
+        };
+        let found = match running.found.try_recv() {
+            Err(TryRecvError::Empty) => return false,
+            found => found.ok(),
+        };
+        (self.running, self.left_unknown) = (None, false);
+        found.is_some_and(|holders| {
+            self.answer(&holders);
+            true
+        })
     }
 
     /// Starts scan number `scans_started + 1` on a thread of its own; named as the collection
@@ -578,8 +600,15 @@ mod tests {
         let mut owners = SocketOwners::new(16, scan, 2);
         // Answered while the scan waits for the test: had the lookup waited, it would not end.
         assert_eq!(owners.lookup(0..3), [None, None, None]);
-        finds.send(Holders::default()).unwrap();
+        assert!(!owners.answered_late(), "the scan is still under way");
+        let owner = Owner { pid: 7, comm: "server".into() };
+        finds.send(holders(&(0..3).map(|ino| (ino, owner.clone())).collect())).unwrap();
         assert!(told.recv().unwrap(), "the scan was told that no lookup waits for it");
+        while !owners.answered_late() {
+            thread::yield_now();
+        }
+        assert!(!owners.answered_late(), "once");
+        assert_eq!(owners.lookup(0..3), vec![Some(owner); 3], "answered without another scan");
     }
 
     #[test]

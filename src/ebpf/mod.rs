@@ -747,12 +747,16 @@ impl Collector for EbpfCollector {
         let Overflow { lost_events: lost, .. } = self.overflow();
         // SAFETY: a read of memory-mapped .bss, which is always valid.
         let changes_lost = unsafe { std::ptr::read_volatile(&self.globals().drops.changes_lost) };
+        // A scan of /proc that the first read did not wait for (a host with very many
+        // sockets) names the connections it listed unowned: all of them again.
+        let owners_named = self.owners.answered_late();
         let full = match self.since_full_read {
             None => true,
             Some(since) => {
                 since + 1 >= FULL_READ_EVERY
                     || lost != self.lost_at_full_read
                     || changes_lost != self.changes_lost
+                    || owners_named
             }
         };
         self.changes_lost = changes_lost;
