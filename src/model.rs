@@ -21,7 +21,7 @@ pub use conn::{
 pub use filter::{Filter, FilterError};
 pub use history::History;
 pub(crate) use table::ById;
-use table::Table;
+use table::{Slot, Table};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -138,11 +138,11 @@ impl ConnRow {
         }
     }
 
-    /// Puts the row on `visits` of update `update`, once.
-    fn visit(&mut self, id: u64, update: u64, visits: &mut Vec<u64>) {
+    /// Puts the row (in `slot`) on `visits` of update `update`, once.
+    fn visit(&mut self, slot: Slot, update: u64, visits: &mut Vec<Slot>) {
         if self.visited_in != update {
             self.visited_in = update;
-            visits.push(id);
+            visits.push(slot);
         }
     }
 
@@ -216,9 +216,10 @@ impl ConnRow {
 #[derive(Clone, Debug)]
 pub struct Model {
     rows: Table,
-    /// The rows the next update visits: every row but the settled ones (`is_settled`), so
-    /// that on a host of many idle connections an update costs what the active ones do.
-    busy: Vec<u64>,
+    /// The slots of the rows the next update visits, in memory order: every row but the
+    /// settled ones (`is_settled`), so that on a host of many idle connections an update
+    /// costs what the active ones do.
+    busy: Vec<Slot>,
     /// Updates applied so far.
     updates: u64,
     /// The sum of the rows' rates (settled rows have none).
@@ -296,20 +297,20 @@ impl Model {
             // A first sample of a million connections grows the map once, not twenty times.
             self.rows.reserve(sample.conns.len().saturating_sub(self.rows.len()));
         }
-        for id in mem::take(&mut self.busy) {
-            let Some(row) = self.rows.get_mut(id) else { continue };
+        for slot in mem::take(&mut self.busy) {
+            let row = self.rows.at_mut(slot);
             if row.closed_for.is_some_and(|n| n >= keep) {
                 let counted = row.counted_pid;
-                self.rows.remove(id);
+                self.rows.remove(slot);
                 count_pid(&mut self.pids, counted, None);
                 continue;
             }
             row.start_interval();
-            row.visit(id, update, &mut visits);
+            row.visit(slot, update, &mut visits);
         }
         for event in sample.events {
-            let row = row_for(&mut self.rows, &event.conn, now);
-            row.visit(event.conn.id, update, &mut visits);
+            let (slot, row) = row_for(&mut self.rows, &event.conn, now);
+            row.visit(slot, update, &mut visits);
             let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
             if closed_before {
@@ -326,7 +327,7 @@ impl Model {
             row.events.push(event);
         }
         for conn in sample.conns {
-            let row = row_for(&mut self.rows, &conn, now);
+            let (slot, row) = row_for(&mut self.rows, &conn, now);
             row.listed_in = update;
             // A settled row listed unchanged (a complete sample lists every row) is left alone,
             // as a sample of changes leaves it out.
@@ -334,7 +335,7 @@ impl Model {
             if settled && row.conn == conn {
                 continue;
             }
-            row.visit(conn.id, update, &mut visits);
+            row.visit(slot, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
                 row.absorb(conn);
@@ -344,10 +345,10 @@ impl Model {
             // The collector's table is the truth: a TCP connection it no longer lists is
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.
-            for row in self.rows.iter_mut() {
+            for (slot, row) in self.rows.iter_mut() {
                 if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
                     row.close();
-                    row.visit(row.conn.id, update, &mut visits);
+                    row.visit(slot, update, &mut visits);
                 }
             }
         }
@@ -363,8 +364,10 @@ impl Model {
         self.updated = true;
         let idle = self.retention.udp_idle;
         self.total_rates = (0.0, 0.0);
-        for id in visits {
-            let row = self.rows.get_mut(id).expect("visited rows are in the table");
+        // In memory order: the rows' memory is read ahead of the visits.
+        visits.sort_unstable();
+        visits.retain(|&slot| {
+            let row = self.rows.at_mut(slot);
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -379,8 +382,8 @@ impl Model {
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
                 count_pid(&mut self.pids, row.conn.pid, None);
-                self.rows.remove(id);
-                continue;
+                self.rows.remove(slot);
+                return false;
             }
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
@@ -388,10 +391,12 @@ impl Model {
                 // Only zeros: left alone from now on, it needs no storage for them.
                 row.rx_history.compact();
                 row.tx_history.compact();
-            } else {
-                self.busy.push(id);
+                return false;
             }
-        }
+            true
+        });
+        self.rows.compact(&mut visits);
+        self.busy = visits;
         self.overflow = sample.overflow;
     }
 
@@ -446,7 +451,7 @@ impl Model {
         let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
             Box::new(self.rows())
         } else {
-            Box::new(self.busy.iter().filter_map(|&id| self.rows.get(id)).filter(|r| r.is_active()))
+            Box::new(self.busy.iter().map(|&slot| self.rows.at(slot)).filter(|r| r.is_active()))
         };
         candidates.filter(|r| query.filter.matches(r, names)).collect()
     }
@@ -534,7 +539,7 @@ pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -
 
 /// The row of `conn`, new ones starting from zero so that their first totals count. A new
 /// row's record takes everything from `conn` when it absorbs it: its strings are not copied.
-fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> (Slot, &'a mut ConnRow) {
     rows.get_or_insert_with(conn.id, || {
         let blank = Conn {
             comm: String::new(),
