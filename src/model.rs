@@ -326,8 +326,13 @@ impl Model {
             }
             row.events.push(event);
         }
-        for conn in sample.conns {
-            let (slot, row) = row_for(&mut self.rows, &conn, now);
+        // The rows' slots looked up in one pass, in which many lookups wait on memory at once.
+        let known: Vec<Option<Slot>> = sample.conns.iter().map(|conn| self.rows.slot(conn.id)).collect();
+        for (conn, known) in sample.conns.into_iter().zip(known) {
+            let (slot, row) = match known {
+                Some(slot) => (slot, self.rows.at_mut(slot)),
+                None => row_for(&mut self.rows, &conn, now),
+            };
             row.listed_in = update;
             // A settled row listed unchanged (a complete sample lists every row) is left alone,
             // as a sample of changes leaves it out.

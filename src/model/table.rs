@@ -40,7 +40,12 @@ impl Table {
     }
 
     pub fn get(&self, id: u64) -> Option<&ConnRow> {
-        self.index.get(&id).map(|&slot| self.at(slot))
+        self.slot(id).map(|slot| self.at(slot))
+    }
+
+    /// The slot of `id`'s row.
+    pub fn slot(&self, id: u64) -> Option<Slot> {
+        self.index.get(&id).copied()
     }
 
     /// The row in `slot`, which is in use.
