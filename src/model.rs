@@ -7,7 +7,7 @@ pub mod group;
 pub mod history;
 mod table;
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::mem;
@@ -697,28 +697,49 @@ pub struct Order {
     pub closed_last: bool,
 }
 
-/// A row's place in an `Order`, copied out of the row, and where the row was.
-type Keyed<'a> = (bool, SortValue<'a>, u64, usize);
+impl SortValue<'_> {
+    /// The value as a number in the same order (at most 2^64), where it is one: sorting
+    /// numbers side by side is several times faster than sorting `SortValue`s.
+    fn number(&self) -> Option<u128> {
+        match *self {
+            SortValue::Largest(Reverse(n)) => Some(n.map_or(1 << 64, |n| u128::from(!n))),
+            SortValue::Pid(pid) => Some(pid.map_or(0, |pid| u128::from(pid) + 1)),
+            _ => None,
+        }
+    }
+}
+
+/// A row's place in an `Order`, copied out of the row, then its id and where the row was.
+type Keyed<P> = (P, u64, usize);
 
 impl Order {
-    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<'a>> {
-        let place = |(i, row): (usize, &&'a ConnRow)| {
-            (self.closed_last && row.is_closed(), self.key.value(row, self.intervals), row.conn.id, i)
+    /// The places where the key is a number (`SortValue::number`): the closed rows' last,
+    /// then the number, reversed if asked.
+    fn numbered(self, rows: &[&ConnRow]) -> Option<Vec<Keyed<u128>>> {
+        const CLOSED: u128 = 1 << 65;
+        let place = |(i, row): (usize, &&ConnRow)| {
+            let number = self.key.value(row, self.intervals).number()?;
+            let number = if self.reverse { (1 << 64) - number } else { number };
+            let closed = if self.closed_last && row.is_closed() { CLOSED } else { 0 };
+            Some((closed | number, row.conn.id, i))
         };
         rows.iter().enumerate().map(place).collect()
     }
 
-    /// Ids are unique, so an unstable sort gives one order.
-    fn compare(self, a: &Keyed, b: &Keyed) -> std::cmp::Ordering {
-        let by_key = if self.reverse { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) };
-        a.0.cmp(&b.0).then(by_key).then(a.2.cmp(&b.2))
+    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<(bool, SortValue<'a>)>> {
+        let place = |(i, row): (usize, &&'a ConnRow)| {
+            ((self.closed_last && row.is_closed(), self.key.value(row, self.intervals)), row.conn.id, i)
+        };
+        rows.iter().enumerate().map(place).collect()
+    }
+
+    fn compare(self, (a_closed, a): &(bool, SortValue), (b_closed, b): &(bool, SortValue)) -> Ordering {
+        a_closed.cmp(b_closed).then_with(|| if self.reverse { b.cmp(a) } else { a.cmp(b) })
     }
 
     /// The positions of `rows` in this order.
     pub fn positions(self, rows: &[&ConnRow]) -> Vec<usize> {
-        let mut keyed = self.keyed(rows);
-        keyed.sort_unstable_by(|a, b| self.compare(a, b));
-        keyed.into_iter().map(|(.., i)| i).collect()
+        self.arrange(rows, rows.len(), None)
     }
 
     pub fn sort(self, rows: &mut [&ConnRow]) {
@@ -729,19 +750,38 @@ impl Order {
     /// it is among them; the others come after, in no particular order. A frame shows a page
     /// of rows: sorting all of a host's many rows would be most of its time.
     pub fn sort_top(self, rows: &mut [&ConnRow], top: usize, follow: Option<u64>) {
-        let mut keyed = self.keyed(rows);
-        let followed = follow.and_then(|id| keyed.iter().find(|k| k.2 == id));
-        let rank = followed.map(|f| keyed.iter().filter(|k| self.compare(k, f).is_lt()).count());
-        let top = top.max(rank.map_or(0, |rank| rank + 1));
-        if top < keyed.len() {
-            keyed.select_nth_unstable_by(top, |a, b| self.compare(a, b));
-            keyed[..top].sort_unstable_by(|a, b| self.compare(a, b));
-        } else {
-            keyed.sort_unstable_by(|a, b| self.compare(a, b));
-        }
-        let arranged: Vec<&ConnRow> = keyed.iter().map(|&(.., i)| rows[i]).collect();
+        let arranged: Vec<&ConnRow> = self.arrange(rows, top, follow).into_iter().map(|i| rows[i]).collect();
         rows.copy_from_slice(&arranged);
     }
+
+    /// The positions of `rows` as `sort_top` puts them.
+    fn arrange(self, rows: &[&ConnRow], top: usize, follow: Option<u64>) -> Vec<usize> {
+        match self.numbered(rows) {
+            Some(keyed) => arrange(keyed, top, follow, Ord::cmp),
+            None => arrange(self.keyed(rows), top, follow, |a, b| self.compare(a, b)),
+        }
+    }
+}
+
+/// The positions of `keyed` as `Order::sort_top` puts them, places compared by `compare`,
+/// ties broken by id (ids are unique, so an unstable sort gives one order).
+fn arrange<P>(
+    mut keyed: Vec<Keyed<P>>,
+    top: usize,
+    follow: Option<u64>,
+    compare: impl Fn(&P, &P) -> Ordering,
+) -> Vec<usize> {
+    let compare = |a: &Keyed<P>, b: &Keyed<P>| compare(&a.0, &b.0).then(a.1.cmp(&b.1));
+    let followed = follow.and_then(|id| keyed.iter().find(|k| k.1 == id));
+    let rank = followed.map(|f| keyed.iter().filter(|k| compare(k, f).is_lt()).count());
+    let top = top.max(rank.map_or(0, |rank| rank + 1));
+    if top < keyed.len() {
+        keyed.select_nth_unstable_by(top, compare);
+        keyed[..top].sort_unstable_by(compare);
+    } else {
+        keyed.sort_unstable_by(compare);
+    }
+    keyed.into_iter().map(|(.., i)| i).collect()
 }
 
 #[cfg(test)]
@@ -1148,6 +1188,34 @@ mod tests {
             expected.sort_unstable();
             assert_eq!(all, expected);
         }
+    }
+
+    #[test]
+    fn keys_sorted_as_numbers_order_rows_as_the_general_values_do() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let conns = |round: u64| -> Vec<Conn> {
+            (1..=30u64)
+                .filter(|id| round == 1 || id % 7 != 0)
+                .map(|id| {
+                    let c = conn(id, id * 37 % 11 * round, id % 3 * round);
+                    let c = Conn { pid: (id % 5 != 0).then_some(c.pid.unwrap_or(0) % 4), ..c };
+                    if id % 4 == 0 { with_retrans(c, id % 3, (id % 6) as u32 * 100) } else { c }
+                })
+                .collect()
+        };
+        model.update(live(conns(1)), secs(1));
+        model.update(live(conns(2)), secs(2));
+        let rows: Vec<&ConnRow> = model.rows().collect();
+        let mut numeric = 0;
+        for key in SortKey::ALL {
+            for (reverse, closed_last) in [(false, false), (true, false), (false, true), (true, true)] {
+                let order = Order { key, reverse, intervals: 1, closed_last };
+                let general = arrange(order.keyed(&rows), rows.len(), None, |a, b| order.compare(a, b));
+                assert_eq!(order.positions(&rows), general, "{key:?} reverse {reverse} closed last {closed_last}");
+                numeric += usize::from(order.numbered(&rows).is_some());
+            }
+        }
+        assert_eq!(numeric, 7 * 4, "bytes, RTT and pid sort as numbers");
     }
 
     #[test]
