@@ -453,12 +453,16 @@ impl Model {
     /// lie in memory is much faster than one in a sorted order on a host of many rows.
     pub fn matching(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
         // Active rows are busy ones: without idle rows, only those are looked at.
-        let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
-            Box::new(self.rows())
+        let (candidates, most): (Box<dyn Iterator<Item = &ConnRow>>, _) = if query.all {
+            (Box::new(self.rows()), self.rows.len())
         } else {
-            Box::new(self.busy.iter().map(|&slot| self.rows.at(slot)).filter(|r| r.is_active()))
+            let busy = self.busy.iter().map(|&slot| self.rows.at(slot));
+            (Box::new(busy.filter(|r| r.is_active())), self.busy.len())
         };
-        candidates.filter(|r| query.filter.matches(r, names)).collect()
+        // Room for them all at once: a list grown step by step is copied at every step.
+        let mut rows = Vec::with_capacity(most);
+        rows.extend(candidates.filter(|r| query.filter.matches(r, names)));
+        rows
     }
 
     /// The newest intervals `averaging` spans: those whose middle lies within its span
