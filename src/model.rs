@@ -721,13 +721,17 @@ impl Order {
     /// then the number, reversed if asked.
     fn numbered(self, rows: &[&ConnRow]) -> Option<Vec<Keyed<u128>>> {
         const CLOSED: u128 = 1 << 65;
-        let place = |(i, row): (usize, &&ConnRow)| {
+        // A key is a number for every row or for none.
+        self.key.value(rows.first()?, self.intervals).number()?;
+        // Room for them all at once (collecting into an `Option` grows the list step by step).
+        let mut keyed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
             let number = self.key.value(row, self.intervals).number()?;
             let number = if self.reverse { (1 << 64) - number } else { number };
             let closed = if self.closed_last && row.is_closed() { CLOSED } else { 0 };
-            Some((closed | number, row.conn.id, i))
-        };
-        rows.iter().enumerate().map(place).collect()
+            keyed.push((closed | number, row.conn.id, i));
+        }
+        Some(keyed)
     }
 
     fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<(bool, SortValue<'a>)>> {
