@@ -143,8 +143,10 @@ fn intervals(changing: u64) {
     );
     let (mut updates, mut tables) = (Vec::new(), Vec::new());
     for round in 1..=INTERVALS {
-        // A different set each interval, as the benchmark's load moves them.
-        let changed: Vec<Conn> = (0..changing).map(|i| conn((round * changing + i) % SCALE, round)).collect();
+        // A different set each interval, as the benchmark's load moves them, listed out of
+        // the order the table holds them, as the collector's ring of changes lists them.
+        let spread = |i: u64| (round * changing + i * 7_919) % SCALE;
+        let changed: Vec<Conn> = (0..changing).map(|i| conn(spread(i), round)).collect();
         let sample = Sample { conns: changed, unchanged: Some(SCALE - changing), ..Sample::default() };
         updates.push(timed(|| model.update(sample, Duration::from_secs(1 + round))));
         tables.push(batch_table(&model, false));
