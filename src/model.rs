@@ -1207,7 +1207,11 @@ mod tests {
                 .map(|id| {
                     let c = conn(id, id * 37 % 11 * round, id % 3 * round);
                     let c = Conn { pid: (id % 5 != 0).then_some(c.pid.unwrap_or(0) % 4), ..c };
-                    if id % 4 == 0 { with_retrans(c, id % 3, (id % 6) as u32 * 100) } else { c }
+                    if id % 4 == 0 {
+                        with_retrans(c, id % 3, (id % 6) as u32 * 100)
+                    } else {
+                        c
+                    }
                 })
                 .collect()
         };
@@ -1219,7 +1223,11 @@ mod tests {
             for (reverse, closed_last) in [(false, false), (true, false), (false, true), (true, true)] {
                 let order = Order { key, reverse, intervals: 1, closed_last };
                 let general = arrange(order.keyed(&rows), rows.len(), None, |a, b| order.compare(a, b));
-                assert_eq!(order.positions(&rows), general, "{key:?} reverse {reverse} closed last {closed_last}");
+                assert_eq!(
+                    order.positions(&rows),
+                    general,
+                    "{key:?} reverse {reverse} closed last {closed_last}"
+                );
                 numeric += usize::from(order.numbered(&rows).is_some());
             }
         }

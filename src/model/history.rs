@@ -149,7 +149,11 @@ impl History {
 /// `at` (below twice `cap`) as a slot of a ring of `cap`, without the division of `%`, which
 /// cost more than the rest of a push.
 fn wrap(at: usize, cap: usize) -> usize {
-    if at >= cap { at - cap } else { at }
+    if at >= cap {
+        at - cap
+    } else {
+        at
+    }
 }
 
 impl PartialEq for History {

@@ -56,9 +56,12 @@ pub fn write_interval(
     // each: on a host of many rows, visits in sorted order wait on the memory of each), then
     // the lines from the buffer, sorted, written out in large pieces.
     let mut text = Vec::with_capacity((rows.len() + 1) * ROW_BYTES + PIECE);
-    let headings = Cells::write(&mut text, |text, column| text.extend_from_slice(HEADINGS[column].as_bytes()));
-    let cells: Vec<Cells> =
-        rows.iter().map(|row| Cells::write(&mut text, |text, column| write_cell(text, row, column))).collect();
+    let headings =
+        Cells::write(&mut text, |text, column| text.extend_from_slice(HEADINGS[column].as_bytes()));
+    let cells: Vec<Cells> = rows
+        .iter()
+        .map(|row| Cells::write(&mut text, |text, column| write_cell(text, row, column)))
+        .collect();
     text.extend_from_slice(&[0; PIECE]);
     let mut widths = [0; 9];
     for cell in cells.iter().chain([&headings]) {
