@@ -7,7 +7,7 @@ pub mod group;
 pub mod history;
 mod table;
 
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::mem;
@@ -21,7 +21,7 @@ pub use conn::{
 pub use filter::{Filter, FilterError};
 pub use history::History;
 pub(crate) use table::ById;
-use table::Table;
+use table::{Slot, Table};
 
 /// How long the model remembers things.
 #[derive(Clone, Copy, Debug)]
@@ -138,11 +138,11 @@ impl ConnRow {
         }
     }
 
-    /// Puts the row on `visits` of update `update`, once.
-    fn visit(&mut self, id: u64, update: u64, visits: &mut Vec<u64>) {
+    /// Puts the row (in `slot`) on `visits` of update `update`, once.
+    fn visit(&mut self, slot: Slot, update: u64, visits: &mut Vec<Slot>) {
         if self.visited_in != update {
             self.visited_in = update;
-            visits.push(id);
+            visits.push(slot);
         }
     }
 
@@ -216,9 +216,10 @@ impl ConnRow {
 #[derive(Clone, Debug)]
 pub struct Model {
     rows: Table,
-    /// The rows the next update visits: every row but the settled ones (`is_settled`), so
-    /// that on a host of many idle connections an update costs what the active ones do.
-    busy: Vec<u64>,
+    /// The slots of the rows the next update visits, in memory order: every row but the
+    /// settled ones (`is_settled`), so that on a host of many idle connections an update
+    /// costs what the active ones do.
+    busy: Vec<Slot>,
     /// Updates applied so far.
     updates: u64,
     /// The sum of the rows' rates (settled rows have none).
@@ -296,20 +297,20 @@ impl Model {
             // A first sample of a million connections grows the map once, not twenty times.
             self.rows.reserve(sample.conns.len().saturating_sub(self.rows.len()));
         }
-        for id in mem::take(&mut self.busy) {
-            let Some(row) = self.rows.get_mut(id) else { continue };
+        for slot in mem::take(&mut self.busy) {
+            let row = self.rows.at_mut(slot);
             if row.closed_for.is_some_and(|n| n >= keep) {
                 let counted = row.counted_pid;
-                self.rows.remove(id);
+                self.rows.remove(slot);
                 count_pid(&mut self.pids, counted, None);
                 continue;
             }
             row.start_interval();
-            row.visit(id, update, &mut visits);
+            row.visit(slot, update, &mut visits);
         }
         for event in sample.events {
-            let row = row_for(&mut self.rows, &event.conn, now);
-            row.visit(event.conn.id, update, &mut visits);
+            let (slot, row) = row_for(&mut self.rows, &event.conn, now);
+            row.visit(slot, update, &mut visits);
             let closed_before = row.is_closed();
             row.absorb(event.conn.clone());
             if closed_before {
@@ -325,8 +326,13 @@ impl Model {
             }
             row.events.push(event);
         }
-        for conn in sample.conns {
-            let row = row_for(&mut self.rows, &conn, now);
+        // The rows' slots looked up in one pass, in which many lookups wait on memory at once.
+        let known: Vec<Option<Slot>> = sample.conns.iter().map(|conn| self.rows.slot(conn.id)).collect();
+        for (conn, known) in sample.conns.into_iter().zip(known) {
+            let (slot, row) = match known {
+                Some(slot) => (slot, self.rows.at_mut(slot)),
+                None => row_for(&mut self.rows, &conn, now),
+            };
             row.listed_in = update;
             // A settled row listed unchanged (a complete sample lists every row) is left alone,
             // as a sample of changes leaves it out.
@@ -334,7 +340,7 @@ impl Model {
             if settled && row.conn == conn {
                 continue;
             }
-            row.visit(conn.id, update, &mut visits);
+            row.visit(slot, update, &mut visits);
             // A closed connection's final totals came with its close event.
             if !row.is_closed() {
                 row.absorb(conn);
@@ -344,10 +350,10 @@ impl Model {
             // The collector's table is the truth: a TCP connection it no longer lists is
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.
-            for row in self.rows.iter_mut() {
+            for (slot, row) in self.rows.iter_mut() {
                 if row.conn.proto == Proto::Tcp && !row.is_closed() && row.listed_in != update {
                     row.close();
-                    row.visit(row.conn.id, update, &mut visits);
+                    row.visit(slot, update, &mut visits);
                 }
             }
         }
@@ -363,8 +369,10 @@ impl Model {
         self.updated = true;
         let idle = self.retention.udp_idle;
         self.total_rates = (0.0, 0.0);
-        for id in visits {
-            let row = self.rows.get_mut(id).expect("visited rows are in the table");
+        // In memory order: the rows' memory is read ahead of the visits.
+        visits.sort_unstable();
+        visits.retain(|&slot| {
+            let row = self.rows.at_mut(slot);
             // In the first sample, only a connection with lifecycle events is new; the others
             // were open before tcptop started.
             row.opened &= !first || row.new_events > 0;
@@ -379,8 +387,8 @@ impl Model {
                 && now.saturating_sub(row.last_traffic) >= idle;
             if timed_out {
                 count_pid(&mut self.pids, row.conn.pid, None);
-                self.rows.remove(id);
-                continue;
+                self.rows.remove(slot);
+                return false;
             }
             self.total_rates.0 += row.rx_rate;
             self.total_rates.1 += row.tx_rate;
@@ -388,10 +396,12 @@ impl Model {
                 // Only zeros: left alone from now on, it needs no storage for them.
                 row.rx_history.compact();
                 row.tx_history.compact();
-            } else {
-                self.busy.push(id);
+                return false;
             }
-        }
+            true
+        });
+        self.rows.compact(&mut visits);
+        self.busy = visits;
         self.overflow = sample.overflow;
     }
 
@@ -443,12 +453,16 @@ impl Model {
     /// lie in memory is much faster than one in a sorted order on a host of many rows.
     pub fn matching(&self, query: &Query, names: &HashMap<IpAddr, String>) -> Vec<&ConnRow> {
         // Active rows are busy ones: without idle rows, only those are looked at.
-        let candidates: Box<dyn Iterator<Item = &ConnRow>> = if query.all {
-            Box::new(self.rows())
+        let (candidates, most): (Box<dyn Iterator<Item = &ConnRow>>, _) = if query.all {
+            (Box::new(self.rows()), self.rows.len())
         } else {
-            Box::new(self.busy.iter().filter_map(|&id| self.rows.get(id)).filter(|r| r.is_active()))
+            let busy = self.busy.iter().map(|&slot| self.rows.at(slot));
+            (Box::new(busy.filter(|r| r.is_active())), self.busy.len())
         };
-        candidates.filter(|r| query.filter.matches(r, names)).collect()
+        // Room for them all at once: a list grown step by step is copied at every step.
+        let mut rows = Vec::with_capacity(most);
+        rows.extend(candidates.filter(|r| query.filter.matches(r, names)));
+        rows
     }
 
     /// The newest intervals `averaging` spans: those whose middle lies within its span
@@ -534,7 +548,7 @@ pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -
 
 /// The row of `conn`, new ones starting from zero so that their first totals count. A new
 /// row's record takes everything from `conn` when it absorbs it: its strings are not copied.
-fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> &'a mut ConnRow {
+fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> (Slot, &'a mut ConnRow) {
     rows.get_or_insert_with(conn.id, || {
         let blank = Conn {
             comm: String::new(),
@@ -687,28 +701,53 @@ pub struct Order {
     pub closed_last: bool,
 }
 
-/// A row's place in an `Order`, copied out of the row, and where the row was.
-type Keyed<'a> = (bool, SortValue<'a>, u64, usize);
+impl SortValue<'_> {
+    /// The value as a number in the same order (at most 2^64), where it is one: sorting
+    /// numbers side by side is several times faster than sorting `SortValue`s.
+    fn number(&self) -> Option<u128> {
+        match *self {
+            SortValue::Largest(Reverse(n)) => Some(n.map_or(1 << 64, |n| u128::from(!n))),
+            SortValue::Pid(pid) => Some(pid.map_or(0, |pid| u128::from(pid) + 1)),
+            _ => None,
+        }
+    }
+}
+
+/// A row's place in an `Order`, copied out of the row, then its id and where the row was.
+type Keyed<P> = (P, u64, usize);
 
 impl Order {
-    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<'a>> {
+    /// The places where the key is a number (`SortValue::number`): the closed rows' last,
+    /// then the number, reversed if asked.
+    fn numbered(self, rows: &[&ConnRow]) -> Option<Vec<Keyed<u128>>> {
+        const CLOSED: u128 = 1 << 65;
+        // A key is a number for every row or for none.
+        self.key.value(rows.first()?, self.intervals).number()?;
+        // Room for them all at once (collecting into an `Option` grows the list step by step).
+        let mut keyed = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let number = self.key.value(row, self.intervals).number()?;
+            let number = if self.reverse { (1 << 64) - number } else { number };
+            let closed = if self.closed_last && row.is_closed() { CLOSED } else { 0 };
+            keyed.push((closed | number, row.conn.id, i));
+        }
+        Some(keyed)
+    }
+
+    fn keyed<'a>(self, rows: &[&'a ConnRow]) -> Vec<Keyed<(bool, SortValue<'a>)>> {
         let place = |(i, row): (usize, &&'a ConnRow)| {
-            (self.closed_last && row.is_closed(), self.key.value(row, self.intervals), row.conn.id, i)
+            ((self.closed_last && row.is_closed(), self.key.value(row, self.intervals)), row.conn.id, i)
         };
         rows.iter().enumerate().map(place).collect()
     }
 
-    /// Ids are unique, so an unstable sort gives one order.
-    fn compare(self, a: &Keyed, b: &Keyed) -> std::cmp::Ordering {
-        let by_key = if self.reverse { b.1.cmp(&a.1) } else { a.1.cmp(&b.1) };
-        a.0.cmp(&b.0).then(by_key).then(a.2.cmp(&b.2))
+    fn compare(self, (a_closed, a): &(bool, SortValue), (b_closed, b): &(bool, SortValue)) -> Ordering {
+        a_closed.cmp(b_closed).then_with(|| if self.reverse { b.cmp(a) } else { a.cmp(b) })
     }
 
     /// The positions of `rows` in this order.
     pub fn positions(self, rows: &[&ConnRow]) -> Vec<usize> {
-        let mut keyed = self.keyed(rows);
-        keyed.sort_unstable_by(|a, b| self.compare(a, b));
-        keyed.into_iter().map(|(.., i)| i).collect()
+        self.arrange(rows, rows.len(), None)
     }
 
     pub fn sort(self, rows: &mut [&ConnRow]) {
@@ -719,19 +758,38 @@ impl Order {
     /// it is among them; the others come after, in no particular order. A frame shows a page
     /// of rows: sorting all of a host's many rows would be most of its time.
     pub fn sort_top(self, rows: &mut [&ConnRow], top: usize, follow: Option<u64>) {
-        let mut keyed = self.keyed(rows);
-        let followed = follow.and_then(|id| keyed.iter().find(|k| k.2 == id));
-        let rank = followed.map(|f| keyed.iter().filter(|k| self.compare(k, f).is_lt()).count());
-        let top = top.max(rank.map_or(0, |rank| rank + 1));
-        if top < keyed.len() {
-            keyed.select_nth_unstable_by(top, |a, b| self.compare(a, b));
-            keyed[..top].sort_unstable_by(|a, b| self.compare(a, b));
-        } else {
-            keyed.sort_unstable_by(|a, b| self.compare(a, b));
-        }
-        let arranged: Vec<&ConnRow> = keyed.iter().map(|&(.., i)| rows[i]).collect();
+        let arranged: Vec<&ConnRow> = self.arrange(rows, top, follow).into_iter().map(|i| rows[i]).collect();
         rows.copy_from_slice(&arranged);
     }
+
+    /// The positions of `rows` as `sort_top` puts them.
+    fn arrange(self, rows: &[&ConnRow], top: usize, follow: Option<u64>) -> Vec<usize> {
+        match self.numbered(rows) {
+            Some(keyed) => arrange(keyed, top, follow, Ord::cmp),
+            None => arrange(self.keyed(rows), top, follow, |a, b| self.compare(a, b)),
+        }
+    }
+}
+
+/// The positions of `keyed` as `Order::sort_top` puts them, places compared by `compare`,
+/// ties broken by id (ids are unique, so an unstable sort gives one order).
+fn arrange<P>(
+    mut keyed: Vec<Keyed<P>>,
+    top: usize,
+    follow: Option<u64>,
+    compare: impl Fn(&P, &P) -> Ordering,
+) -> Vec<usize> {
+    let compare = |a: &Keyed<P>, b: &Keyed<P>| compare(&a.0, &b.0).then(a.1.cmp(&b.1));
+    let followed = follow.and_then(|id| keyed.iter().find(|k| k.1 == id));
+    let rank = followed.map(|f| keyed.iter().filter(|k| compare(k, f).is_lt()).count());
+    let top = top.max(rank.map_or(0, |rank| rank + 1));
+    if top < keyed.len() {
+        keyed.select_nth_unstable_by(top, compare);
+        keyed[..top].sort_unstable_by(compare);
+    } else {
+        keyed.sort_unstable_by(compare);
+    }
+    keyed.into_iter().map(|(.., i)| i).collect()
 }
 
 #[cfg(test)]
@@ -1138,6 +1196,42 @@ mod tests {
             expected.sort_unstable();
             assert_eq!(all, expected);
         }
+    }
+
+    #[test]
+    fn keys_sorted_as_numbers_order_rows_as_the_general_values_do() {
+        let mut model = Model::new(secs(0), Retention::default());
+        let conns = |round: u64| -> Vec<Conn> {
+            (1..=30u64)
+                .filter(|id| round == 1 || id % 7 != 0)
+                .map(|id| {
+                    let c = conn(id, id * 37 % 11 * round, id % 3 * round);
+                    let c = Conn { pid: (id % 5 != 0).then_some(c.pid.unwrap_or(0) % 4), ..c };
+                    if id % 4 == 0 {
+                        with_retrans(c, id % 3, (id % 6) as u32 * 100)
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        model.update(live(conns(1)), secs(1));
+        model.update(live(conns(2)), secs(2));
+        let rows: Vec<&ConnRow> = model.rows().collect();
+        let mut numeric = 0;
+        for key in SortKey::ALL {
+            for (reverse, closed_last) in [(false, false), (true, false), (false, true), (true, true)] {
+                let order = Order { key, reverse, intervals: 1, closed_last };
+                let general = arrange(order.keyed(&rows), rows.len(), None, |a, b| order.compare(a, b));
+                assert_eq!(
+                    order.positions(&rows),
+                    general,
+                    "{key:?} reverse {reverse} closed last {closed_last}"
+                );
+                numeric += usize::from(order.numbered(&rows).is_some());
+            }
+        }
+        assert_eq!(numeric, 7 * 4, "bytes, RTT and pid sort as numbers");
     }
 
     #[test]
