@@ -36,7 +36,7 @@ fn conn(id: u64, round: u64) -> Conn {
     Conn {
         id,
         pid: Some(1000 + (id % 300) as u32),
-        comm: format!("worker-{}", id % 300),
+        comm: format!("worker-{}", id % 300).into(),
         proto: Proto::Tcp,
         local: format!("10.0.{}.{}:{}", id / 250 % 250, id % 250, 20_000 + id % 40_000).parse().unwrap(),
         remote: format!("192.0.2.{}:443", id % 200).parse().unwrap(),

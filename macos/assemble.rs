@@ -360,7 +360,7 @@ impl Assembler {
         if flow.conn.pid.is_none() {
             if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
                 flow.conn.pid = Some(process.pid);
-                flow.conn.comm.clone_from(&process.comm);
+                flow.conn.comm = process.comm.as_str().into();
             }
         }
         let Some(tcp) = &packet.tcp else {
@@ -451,7 +451,7 @@ impl Assembler {
         let conn = Conn {
             id: self.next_id,
             pid: None,
-            comm: String::new(),
+            comm: "".into(),
             proto: endpoints.proto,
             local: endpoints.local,
             remote: endpoints.remote,
@@ -650,7 +650,7 @@ impl Assembler {
         let pending = self.events.iter_mut().map(|e| &mut e.conn).filter(|c| c.id == id);
         for conn in std::iter::once(&mut flow.conn).chain(pending) {
             conn.pid = Some(pid);
-            comm.clone_into(&mut conn.comm);
+            conn.comm = comm.into();
         }
     }
 
@@ -1232,7 +1232,7 @@ mod tests {
         assert_eq!(asm.unattributed(), []);
         asm.attribute(&key, 42, "curl");
         let (conn, events) = only_conn(&mut asm);
-        assert_eq!((conn.pid, conn.comm.as_str()), (Some(42), "curl"));
+        assert_eq!((conn.pid, &*conn.comm), (Some(42), "curl"));
         assert_eq!(events[0].conn.pid, Some(42));
     }
 

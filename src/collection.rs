@@ -241,7 +241,7 @@ impl CommandLines {
         let mut processes: HashMap<u32, &str> = HashMap::new();
         // A process's connections mostly come one after another: each run is hashed once.
         let mut previous = None;
-        for owner in conns.filter_map(|conn| Some((conn.pid?, conn.comm.as_str()))) {
+        for owner in conns.filter_map(|conn| Some((conn.pid?, &*conn.comm))) {
             if previous != Some(owner) {
                 processes.insert(owner.0, owner.1);
                 previous = Some(owner);

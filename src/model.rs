@@ -551,7 +551,7 @@ pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -
 fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> (Slot, &'a mut ConnRow) {
     rows.get_or_insert_with(conn.id, || {
         let blank = Conn {
-            comm: String::new(),
+            comm: "".into(),
             cgroup: None,
             rx_bytes: 0,
             tx_bytes: 0,

@@ -35,7 +35,7 @@ const UNHURRIED_NICE: i32 = 10;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
-    pub comm: String,
+    pub comm: Arc<str>,
 }
 
 /// Socket inode -> owning process, from /proc/<pid>/fd, scanned on threads of their own.
@@ -106,7 +106,7 @@ impl SocketOwners {
             }
         }
         self.await_answers();
-        let owner = |holder: &Holder| Owner { pid: holder.pid, comm: holder.comm.to_string() };
+        let owner = |holder: &Holder| Owner { pid: holder.pid, comm: Arc::clone(&holder.comm) };
         inodes.iter().map(|ino| self.known.get(ino).and_then(|holder| holder.as_ref().map(owner))).collect()
     }
 
@@ -493,7 +493,7 @@ mod tests {
     /// What a scan of a /proc holding these sockets would find.
     fn holders(owners: &HashMap<u64, Owner>) -> Holders {
         let sockets = owners.iter().map(|(&ino, owner)| (ino, owner.pid)).collect();
-        let comms = owners.values().map(|owner| (owner.pid, owner.comm.as_str().into())).collect();
+        let comms = owners.values().map(|owner| (owner.pid, Arc::clone(&owner.comm))).collect();
         Holders { sockets, comms }
     }
 

@@ -19,16 +19,19 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Iter, Link, MapCore, MapFlags, ProgramType, RingBuffer, RingBufferBuilder};
 
+use crate::cache::BoundedCache;
 use crate::collector::{
     Collector, Conn, ConnEvent, EventKind, Family, Filters, Handshake, Overflow, Proto, Rtt, Sample,
     TcpHealth, TcpState,
 };
+use crate::model::ById;
 use crate::procfs::{self, CgroupPaths, Owner, SocketOwners};
 use plan::{counted, TableRead, UdpRead};
 use skel::{types, TcptopSkel, TcptopSkelBuilder};
@@ -96,6 +99,7 @@ pub struct EbpfCollector {
     cgroup_id: u64,
     owners: SocketOwners,
     cgroups: CgroupPaths,
+    comms: Comms,
     /// Samples since the last complete one; `None` before the first.
     since_full_read: Option<u32>,
     /// `lost_events` as of the last complete sample.
@@ -355,6 +359,7 @@ impl EbpfCollector {
             cgroup_id,
             owners: SocketOwners::default(),
             cgroups: CgroupPaths::default(),
+            comms: Comms(BoundedCache::new(COMMS_KEPT)),
             since_full_read: None,
             lost_at_full_read: 0,
         })
@@ -838,10 +843,10 @@ impl EbpfCollector {
     /// that predates tcptop, and the cgroup path.
     /// `owners`: what `find_owners` found for this read.
     fn conn_from(&mut self, info: &types::conn_info, owners: &HashMap<u64, Owner>) -> Conn {
-        let mut conn = conn_from(info, self.plan.resets);
+        let mut conn = conn_from(info, self.plan.resets, self.comms.of(&info.comm));
         if let Some(owner) = owners.get(&info.sock_ino).filter(|_| conn.pid.is_none()) {
             conn.pid = Some(owner.pid);
-            conn.comm = owner.comm.clone();
+            conn.comm = Arc::clone(&owner.comm);
         }
         if info.cgroup_id != 0 {
             conn.cgroup = self.cgroups.lookup(info.cgroup_id);
@@ -856,8 +861,27 @@ fn unowned_socket(info: &types::conn_info) -> Option<u64> {
     (info.pid == 0 && info.sock_ino != 0).then_some(info.sock_ino)
 }
 
-/// The kernel's record alone; `resets_counted`: whether the plan counts resets.
-fn conn_from(info: &types::conn_info, resets_counted: bool) -> Conn {
+/// Thread names as the kernel side records them (TASK_COMM_LEN bytes, NUL-padded), each
+/// decoded once into a string the rows share, not once per row and read.
+struct Comms(BoundedCache<[u8; 16], Arc<str>, ById>);
+
+/// Names kept: far more than a host runs programs under.
+const COMMS_KEPT: usize = 4096;
+
+impl Comms {
+    fn of(&mut self, comm: &[u8; 16]) -> Arc<str> {
+        if let Some(name) = self.0.get(comm) {
+            return Arc::clone(name);
+        }
+        let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        let name: Arc<str> = String::from_utf8_lossy(&comm[..len]).into();
+        self.0.insert(*comm, Arc::clone(&name));
+        name
+    }
+}
+
+/// The kernel's record alone, named `comm`; `resets_counted`: whether the plan counts resets.
+fn conn_from(info: &types::conn_info, resets_counted: bool, comm: Arc<str>) -> Conn {
     let address = |bytes: &[u8; 16], port: u16| {
         let ip = if info.family == AF_INET6 {
             Ipv6Addr::from(*bytes).to_canonical()
@@ -866,12 +890,11 @@ fn conn_from(info: &types::conn_info, resets_counted: bool) -> Conn {
         };
         SocketAddr::new(ip, port)
     };
-    let comm_len = info.comm.iter().position(|&b| b == 0).unwrap_or(info.comm.len());
     let proto = if info.proto == IPPROTO_UDP { Proto::Udp } else { Proto::Tcp };
     Conn {
         id: info.id,
         pid: (info.pid != 0).then_some(info.pid),
-        comm: String::from_utf8_lossy(&info.comm[..comm_len]).into_owned(),
+        comm,
         proto,
         local: address(&info.laddr, info.lport),
         remote: address(&info.raddr, info.rport),
@@ -908,6 +931,10 @@ fn health_from(info: &types::conn_info, resets_counted: bool) -> TcpHealth {
 mod tests {
     use super::*;
 
+    fn decoded(info: &types::conn_info, resets_counted: bool) -> Conn {
+        conn_from(info, resets_counted, Comms(BoundedCache::new(1)).of(&info.comm))
+    }
+
     #[test]
     fn ipv4_mapped_addresses_are_shown_as_ipv4() {
         let mut info = types::conn_info {
@@ -921,16 +948,16 @@ mod tests {
         info.laddr = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
         info.raddr = Ipv6Addr::LOCALHOST.octets();
         info.comm[..4].copy_from_slice(b"curl");
-        let conn = conn_from(&info, true);
+        let conn = decoded(&info, true);
         assert_eq!(conn.local, "127.0.0.1:80".parse().unwrap());
         assert_eq!(conn.remote, "[::1]:5555".parse().unwrap());
-        assert_eq!((conn.comm.as_str(), conn.pid, conn.state), ("curl", None, Some(TcpState::Established)));
+        assert_eq!((&*conn.comm, conn.pid, conn.state), ("curl", None, Some(TcpState::Established)));
     }
 
     #[test]
     fn health_figures_the_kernel_side_did_not_have_are_unknown_not_zero() {
         let info = types::conn_info { family: AF_INET, proto: IPPROTO_TCP, ..Default::default() };
-        assert_eq!(conn_from(&info, false).health, Some(TcpHealth::default()));
+        assert_eq!(decoded(&info, false).health, Some(TcpHealth::default()));
         let info = types::conn_info {
             health_read: 1,
             retrans: 3,
@@ -940,7 +967,7 @@ mod tests {
             connect_ns: 1_500_000,
             ..info
         };
-        let health = conn_from(&info, true).health.unwrap();
+        let health = decoded(&info, true).health.unwrap();
         assert_eq!((health.rtt, health.retrans, health.resets_received), (None, Some(3), Some(0)));
         assert_eq!(health.connect, Some(Handshake { took: Duration::from_micros(1500), failed: true }));
     }
@@ -948,7 +975,7 @@ mod tests {
     #[test]
     fn udp_flows_have_no_state() {
         let info = types::conn_info { family: AF_INET, pid: 7, proto: IPPROTO_UDP, ..Default::default() };
-        let conn = conn_from(&info, true);
+        let conn = decoded(&info, true);
         assert_eq!((conn.proto, conn.state, conn.pid, conn.health), (Proto::Udp, None, Some(7), None));
     }
 }

@@ -41,7 +41,7 @@ impl Label {
     fn value(self, row: &ConnRow, ephemeral_ports: &RangeInclusive<u16>) -> String {
         let conn = &row.conn;
         match self {
-            Label::Comm => conn.comm.clone(),
+            Label::Comm => conn.comm.to_string(),
             Label::Container => conn.container().unwrap_or_default(),
             Label::RemoteHost => conn.remote.ip().to_string(),
             Label::RemotePort if remote_port_is_ephemeral(conn, ephemeral_ports) => "ephemeral".to_string(),

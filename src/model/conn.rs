@@ -152,7 +152,7 @@ pub struct Conn {
     pub id: u64,
     /// The owning process; `None` until a process was seen sending or reading.
     pub pid: Option<u32>,
-    pub comm: String,
+    pub comm: Arc<str>,
     pub proto: Proto,
     /// IPv4-mapped IPv6 addresses are given as IPv4.
     pub local: SocketAddr,

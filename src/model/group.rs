@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use super::{recent, ConnRow, History, Proto, SortKey};
 
@@ -71,7 +72,7 @@ pub enum GroupKey {
     Connection(u64),
     Process {
         pid: Option<u32>,
-        comm: String,
+        comm: Arc<str>,
     },
     RemoteHost(IpAddr),
     /// `None`: connections whose cgroup is unknown.
@@ -406,7 +407,7 @@ pub(crate) mod tests {
         assert_eq!(peers.iter().map(|(id, peer)| (*id, peer.conn.id)).collect::<Vec<_>>(), [(1, 2)]);
         rows.reverse();
         let (kept, peers) = fold_pairs(rows);
-        assert_eq!((ids(&kept), peers[&1].conn.comm.as_str()), (vec![1, 3, 4, 5, 6], "server"));
+        assert_eq!((ids(&kept), &*peers[&1].conn.comm), (vec![1, 3, 4, 5, 6], "server"));
         // One end alone (the other filtered out) stays as it is.
         let (kept, peers) = fold_pairs(vec![model.row(2).unwrap()]);
         assert_eq!((ids(&kept), peers.len()), (vec![2], 0));

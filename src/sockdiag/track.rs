@@ -145,7 +145,7 @@ fn conn_from(socket: &TcpSocket, netns: u32, baseline: (u64, u64), destroyed: bo
     Conn {
         id: socket.cookie,
         pid: None,
-        comm: String::new(),
+        comm: "".into(),
         proto: Proto::Tcp,
         local: socket.local,
         remote: socket.remote,

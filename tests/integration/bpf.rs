@@ -274,7 +274,7 @@ fn a_connection_handed_to_another_thread_shows_it_next() {
     pair.client.write_all(&[1; 10]).unwrap();
     read_exactly(&mut pair.server, 10);
     assert!(watch.until(|w| w.find(cl, cr).is_some_and(|c| c.tx_bytes == 10)));
-    assert_ne!(watch.find(cl, cr).unwrap().comm, TRAFFIC_COMM, "the test's own thread sent first");
+    assert_ne!(&*watch.find(cl, cr).unwrap().comm, TRAFFIC_COMM, "the test's own thread sent first");
     as_traffic(|| {
         pair.client.write_all(&[2; 20]).unwrap();
         read_exactly(&mut pair.server, 20);

@@ -133,7 +133,7 @@ impl<C: Collector> Watch<C> {
             self.find(local, remote).unwrap_or_else(|| panic!("no connection {local} -> {remote}")).clone();
         assert_eq!((conn.tx_bytes, conn.rx_bytes), (tx, rx), "tx/rx bytes of {local} -> {remote}");
         assert_eq!(conn.pid, Some(std::process::id()), "pid of {local} -> {remote}");
-        assert_eq!(conn.comm, TRAFFIC_COMM, "comm of {local} -> {remote}");
+        assert_eq!(&*conn.comm, TRAFFIC_COMM, "comm of {local} -> {remote}");
         conn
     }
 

@@ -136,7 +136,7 @@ fn identical_tuples_in_two_namespaces_are_two_connections() {
                 watch.latest.values().filter(|c| c.local == local).collect::<Vec<_>>()
             );
             let conn = watch.latest.values().find(|c| c.local == local && c.netns == Some(netns)).unwrap();
-            assert_eq!((conn.pid, conn.comm.as_str()), (Some(std::process::id()), TRAFFIC_COMM));
+            assert_eq!((conn.pid, &*conn.comm), (Some(std::process::id()), TRAFFIC_COMM));
         }
     }
 }
@@ -231,7 +231,7 @@ fn cgroup_filter_keeps_only_that_cgroup() {
         "the child's connection was not reported"
     );
     let conn = watch.find(peer, listener.local_addr().unwrap()).unwrap();
-    assert_eq!((conn.pid, conn.comm.as_str(), conn.rx_bytes), (Some(child_pid), "bash", 5));
+    assert_eq!((conn.pid, &*conn.comm, conn.rx_bytes), (Some(child_pid), "bash", 5));
     assert_eq!(conn.cgroup.as_deref(), Some(format!("/{name}").as_str()));
     let server_end = watch.find(listener.local_addr().unwrap(), peer);
     assert!(server_end.is_none(), "our own end is outside the cgroup: {server_end:?}");

@@ -50,7 +50,7 @@ fn expect_totals(
         watch.find(local, remote).unwrap_or_else(|| panic!("no connection {local} -> {remote}")).clone();
     assert_eq!((conn.tx_bytes, conn.rx_bytes), (tx, rx), "tx/rx bytes of {local} -> {remote}");
     if let Some(owner) = owner {
-        assert_eq!((conn.pid, conn.comm.clone()), owner, "owner of {local} -> {remote}");
+        assert_eq!((conn.pid, conn.comm.to_string()), owner, "owner of {local} -> {remote}");
     }
     conn
 }
