@@ -35,7 +35,9 @@ impl ProcessLookup for ProcNetOwners {
         let mut owners = self.owners.lookup(inodes.iter().flatten().copied()).into_iter();
         inodes
             .iter()
-            .map(|inode| inode.and_then(|_| owners.next().flatten()).map(|owner| (owner.pid, owner.comm.to_string())))
+            .map(|inode| {
+                inode.and_then(|_| owners.next().flatten()).map(|owner| (owner.pid, owner.comm.to_string()))
+            })
             .collect()
     }
 
