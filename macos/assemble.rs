@@ -355,7 +355,13 @@ impl Assembler {
         packet: &Packet,
         (now, wire): (Duration, Duration),
     ) {
-        let Some((flow, confirmed)) = self.flow(endpoints, packet, now) else { return };
+        let (flow, confirmed) = match self.table.current(&endpoints, |flow| flow.closed_at.is_none()) {
+            Ok(found) => found,
+            Err(closed) => match self.open_flow(endpoints, closed, packet, now) {
+                true => self.table.lookup(&endpoints).expect("a flow just made"),
+                false => return,
+            },
+        };
         flow.last_seen = now;
         if flow.conn.pid.is_none() {
             if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
@@ -419,17 +425,15 @@ impl Assembler {
         proto_ok && port_ok && family_ok
     }
 
-    /// The flow `packet` belongs to, new if need be: a TCP one waits for confirmation; and
-    /// whether it is confirmed. `None` for a closed connection's stragglers and when there
+    /// Makes the flow a packet without one opens (`closed`: one that closed is there): a TCP
+    /// one waits for confirmation. False for a closed connection's stragglers and when there
     /// is no room.
-    fn flow(&mut self, endpoints: Endpoints, packet: &Packet, now: Duration) -> Option<(&mut Flow, bool)> {
+    fn open_flow(&mut self, endpoints: Endpoints, closed: bool, packet: &Packet, now: Duration) -> bool {
         // Any datagram may start a UDP flow; a TCP connection may reuse the ports of one
         // that closed.
         let opens = packet.tcp.is_none_or(|t| t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
-        match self.table.get(&endpoints) {
-            Some(flow) if flow.closed_at.is_some() && !opens => return None,
-            Some(flow) if flow.closed_at.is_none() => return self.table.lookup(&endpoints),
-            _ => {}
+        if closed && !opens {
+            return false;
         }
         // Seen from its first SYN, a connection goes through its states from CLOSE; met in
         // the middle, it is simply established.
@@ -439,12 +443,11 @@ impl Assembler {
             Some(_) => Some(TcpState::Established),
         };
         let flow = self.new_flow(endpoints, state, now);
-        if packet.tcp.is_some() {
-            self.table.insert_pending(endpoints, flow);
-        } else if !self.table.insert_confirmed(endpoints, flow) {
-            return None;
+        if packet.tcp.is_none() {
+            return self.table.insert_confirmed(endpoints, flow);
         }
-        self.table.lookup(&endpoints)
+        self.table.insert_pending(endpoints, flow);
+        true
     }
 
     fn new_flow(&mut self, endpoints: Endpoints, state: Option<TcpState>, now: Duration) -> Flow {
