@@ -184,10 +184,20 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         let client6 = TcpStream::connect(listener6.local_addr().unwrap()).unwrap();
+        let ends = |s: &TcpStream| (s.local_addr().unwrap(), s.peer_addr().unwrap());
+        let (local6, remote6) = ends(&client6);
+        let unaccepted = (remote6, local6);
+        let listening = |l: &TcpListener, any: IpAddr| (l.local_addr().unwrap(), SocketAddr::new(any, 0));
+        let mine = [
+            ends(&client),
+            ends(&server),
+            (local6, remote6),
+            unaccepted,
+            listening(&listener, Ipv4Addr::UNSPECIFIED.into()),
+            listening(&listener6, Ipv6Addr::UNSPECIFIED.into()),
+        ];
         let ours = |rows: Vec<ListedSocket>| -> HashSet<ListedSocket> {
-            let mine = [&client, &server, &client6].map(|s| s.local_addr().unwrap());
-            let listening = [&listener, &listener6].map(|l| l.local_addr().unwrap());
-            rows.into_iter().filter(|row| mine.contains(&row.local) || listening.contains(&row.local)).collect()
+            rows.into_iter().filter(|row| mine.contains(&(row.local, row.remote))).collect()
         };
         for listeners in [false, true] {
             let mut diag = TcpList::default();
