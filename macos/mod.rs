@@ -13,7 +13,7 @@ use std::fmt;
 use std::mem;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ const QUEUE_PACKETS: usize = 262_144;
 /// At most this many packets are read in one go and handed on together: one clock read and
 /// one queue handoff per batch, not per packet.
 const BATCH_PACKETS: usize = 4096;
+/// How long the collection thread lets batches gather once one arrived: woken for each (one
+/// per libpcap block, hundreds a second under load), it would spend more on wake-ups than on
+/// assembling their packets.
+const BATCH_GATHER: Duration = Duration::from_millis(20);
 /// Emptied batches go back to the capture thread to be filled again, up to this many: no
 /// allocation per batch, nor the page faults of fresh memory, nor a free across threads.
 const SPARE_BATCHES: usize = 8;
@@ -404,13 +408,22 @@ impl Collector for CaptureCollector {
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged: None })
     }
 
-    /// Assembles packets as they arrive, so that the queue drains as fast as it fills.
+    /// Assembles packets as they arrive, a `BATCH_GATHER` at a time, so that the queue drains
+    /// as fast as it fills.
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.queue.recv_timeout(left) {
+            match self.queue.try_recv() {
                 Ok(batch) => self.assemble(batch),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                // Caught up: wait for the next batch, then let others gather behind it.
+                Err(TryRecvError::Empty) => match self.queue.recv_timeout(left) {
+                    Ok(batch) => {
+                        self.assemble(batch);
+                        thread::sleep(BATCH_GATHER.min(deadline.saturating_duration_since(Instant::now())));
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
             }
         }
         Ok(self.collect()?.events)
