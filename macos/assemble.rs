@@ -660,16 +660,24 @@ impl Assembler {
     /// The live connections and the events since the previous call, as the `Collector`
     /// trait hands them on.
     pub fn sample(&mut self) -> (Vec<Conn>, Vec<ConnEvent>) {
-        let pid = self.filters.pid;
-        let wanted = |conn: &Conn| pid.is_none() || conn.pid == pid;
         let conns = self
             .table
             .confirmed()
-            .filter(|(_, flow)| flow.closed_at.is_none() && wanted(&flow.conn))
+            .filter(|(_, flow)| flow.closed_at.is_none() && self.wanted_pid(&flow.conn))
             .map(|(_, flow)| flow.conn.clone())
             .collect();
-        let events = self.events.drain(..).filter(|e| wanted(&e.conn)).collect();
-        (conns, events)
+        (conns, self.events())
+    }
+
+    /// The events since the previous call (or `sample`).
+    pub fn events(&mut self) -> Vec<ConnEvent> {
+        let mut events = std::mem::take(&mut self.events);
+        events.retain(|e| self.wanted_pid(&e.conn));
+        events
+    }
+
+    fn wanted_pid(&self, conn: &Conn) -> bool {
+        self.filters.pid.is_none() || conn.pid == self.filters.pid
     }
 }
 

@@ -221,6 +221,32 @@ impl CaptureCollector {
         }
     }
 
+    /// Assembles what was captured so far, checks the socket list, names processes and
+    /// expires flows: everything `collect` and `wait_events` do before handing on.
+    fn catch_up(&mut self) -> Result<()> {
+        if let Some(failure) = self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bail!("packet capture stopped: {failure}");
+        }
+        let now = self.start.elapsed();
+        if now.saturating_sub(self.addresses_read_at) >= ADDRESS_REFRESH {
+            self.assembler.set_local_addresses(local_addresses()?);
+            self.addresses_read_at = now;
+        }
+        // Everything captured so far, however much: what is captured meanwhile waits for the
+        // next call, so that a flood cannot keep this loop from returning.
+        while let Ok(batch) = self.queue.try_recv() {
+            let last = batch.at >= now;
+            self.assemble(batch);
+            if last {
+                break;
+            }
+        }
+        self.reconcile(now);
+        self.attribute();
+        self.assembler.expire(now);
+        Ok(())
+    }
+
     fn overflow(&self) -> Overflow {
         let count = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let shared = &self.shared;
@@ -384,32 +410,13 @@ impl Collector for CaptureCollector {
     }
 
     fn collect(&mut self) -> Result<Sample> {
-        if let Some(failure) = self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bail!("packet capture stopped: {failure}");
-        }
-        let now = self.start.elapsed();
-        if now.saturating_sub(self.addresses_read_at) >= ADDRESS_REFRESH {
-            self.assembler.set_local_addresses(local_addresses()?);
-            self.addresses_read_at = now;
-        }
-        // Everything captured so far, however much: what is captured meanwhile waits for the
-        // next call, so that a flood cannot keep this loop from returning.
-        while let Ok(batch) = self.queue.try_recv() {
-            let last = batch.at >= now;
-            self.assemble(batch);
-            if last {
-                break;
-            }
-        }
-        self.reconcile(now);
-        self.attribute();
-        self.assembler.expire(now);
+        self.catch_up()?;
         let (conns, events) = self.assembler.sample();
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged: None })
     }
 
     /// Assembles packets as they arrive, a `BATCH_GATHER` at a time, so that the queue drains
-    /// as fast as it fills.
+    /// as fast as it fills; hands on the events without copying the table.
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -426,7 +433,8 @@ impl Collector for CaptureCollector {
                 Err(TryRecvError::Disconnected) => break,
             }
         }
-        Ok(self.collect()?.events)
+        self.catch_up()?;
+        Ok(self.assembler.events())
     }
 }
 
