@@ -28,8 +28,8 @@ const PENDING_IDLE: Duration = Duration::from_secs(10);
 /// recognised and ignored, as TIME_WAIT does.
 const CLOSED_LINGER: Duration = Duration::from_secs(60);
 /// How long the kernel's socket list may go without a connection before it is closed: the
-/// capture hands packets on up to a read timeout late, so a list read just after a close
-/// may be ahead of the packets that tell it.
+/// capture hands packets on up to a read timeout (and a batch's gathering) late, so a list
+/// read just after a close may be ahead of the packets that tell it.
 const UNLISTED_GRACE: Duration = Duration::from_secs(1);
 /// How long a connection in TIME_WAIT waits for its acknowledgement of the other side's FIN,
 /// which counts the bytes that came before it.
