@@ -29,7 +29,8 @@ enum TcpList {
     #[default]
     Unopened,
     /// `tcp6` counts the IPv6 sockets: a dump walks the kernel's whole connection hash, so
-    /// the IPv6 one is left out while there are none.
+    /// the IPv6 one is left out while there are none (the count leaves out TIME_WAIT
+    /// sockets, which then go unlisted: those of a host without any other IPv6 socket).
     SockDiag { socket: DiagSocket, tcp6: Option<Tcp6InUse> },
     /// sock_diag cannot be opened or dumped here (no tcp_diag): the same rows, from text.
     ProcNet,
