@@ -90,7 +90,12 @@ impl DiagSocket {
 
     /// Every TCP socket of `family` in `states`, without its tcp_info: a dump a fraction the
     /// size of `dump`'s.
-    pub fn list(&mut self, family: Family, states: StateFlags, mut found: impl FnMut(ListedSocket)) -> Result<()> {
+    pub fn list(
+        &mut self,
+        family: Family,
+        states: StateFlags,
+        mut found: impl FnMut(ListedSocket),
+    ) -> Result<()> {
         self.request(family, ExtensionFlags::empty(), states, |response| {
             let (local, remote) = ends(&response.header.socket_id);
             found(ListedSocket { local, remote, state: response.header.state, inode: response.header.inode });
