@@ -304,9 +304,26 @@ impl Assembler {
 
     /// Whether a connection waits for the socket list.
     pub fn awaits_socket_list(&self) -> bool {
-        self.table
-            .pending_keys()
-            .any(|key| self.table.get(key).is_some_and(|f| f.awaits_list_since.is_some()))
+        self.awaiting().next().is_some()
+    }
+
+    fn awaiting(&self) -> impl Iterator<Item = &Endpoints> {
+        let table = &self.table;
+        table.pending_keys().filter(|key| table.get(key).is_some_and(|f| f.awaits_list_since.is_some()))
+    }
+
+    /// The sockets whose listing would confirm a connection that waits for the socket list:
+    /// its own, and its peer's where both ends are local (as `verify` takes them).
+    pub fn awaiting_list(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let peer = |key: &Endpoints| self.is_local(key.remote.ip()).then_some((key.remote, key.local));
+        let mut ends: Vec<(SocketAddr, SocketAddr)> = self
+            .awaiting()
+            .flat_map(|key| std::iter::once((key.local, key.remote)).chain(peer(key)))
+            .collect();
+        // Both ends of a loopback connection wait, each naming the other.
+        ends.sort_unstable();
+        ends.dedup();
+        ends
     }
 
     pub fn set_local_addresses(&mut self, local: HashSet<IpAddr>) {
@@ -1073,6 +1090,11 @@ mod tests {
         feed(&mut asm, &conversation(client, server));
         assert_eq!(asm.sample(), (vec![], vec![]), "nothing before the list shows it");
         assert!(asm.awaits_socket_list());
+        let pair = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
+        let awaited: HashSet<(SocketAddr, SocketAddr)> = asm.awaiting_list().into_iter().collect();
+        let both_ways =
+            [pair(forger, victim), pair(victim, forger), pair(client, server), pair(server, client)];
+        assert_eq!((awaited, asm.awaiting_list().len()), (HashSet::from(both_ways), 4));
         let listed: ListedSockets =
             [((client.parse().unwrap(), server.parse().unwrap()), TcpState::Established)].into();
         asm.verify(&listed, Duration::from_millis(100));

@@ -11,7 +11,7 @@ mod table;
 use std::collections::HashSet;
 use std::fmt;
 use std::mem;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,10 @@ const LIST_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, the socket list is read for new connections that wait for it: a
 /// bounded cost however many connections open, and soon enough that most are still there.
 const VERIFY_EVERY: Duration = Duration::from_millis(100);
+/// Up to this many sockets of waiting connections are looked up one by one (a system call
+/// each) rather than in a list of every socket, which walks the kernel's whole table: some
+/// 150 ms with 100,000 sockets here.
+const LOOK_UP_AT_MOST: usize = 64;
 
 /// What the kernel says of sockets where the packets do not: the processes behind
 /// connections whose packets did not name one, and which TCP connections still exist.
@@ -65,6 +69,12 @@ pub trait ProcessLookup {
     /// Every TCP socket of the network namespace the capture sees, where the system can
     /// list them.
     fn tcp_sockets(&mut self) -> Option<ListedSockets> {
+        None
+    }
+
+    /// Those TCP sockets with these (local, remote) ends that exist, where they can be looked
+    /// up one by one: cheaper than `tcp_sockets` for a few on a host with many.
+    fn tcp_sockets_among(&mut self, _ends: &[(SocketAddr, SocketAddr)]) -> Option<ListedSockets> {
         None
     }
 
@@ -200,10 +210,16 @@ impl CaptureCollector {
         if whole {
             self.listed_at = Some(now);
         }
-        match processes.tcp_sockets() {
-            Some(listed) if whole => self.assembler.reconcile(&listed, now),
-            Some(listed) => self.assembler.verify(&listed, now),
-            None => {}
+        if whole {
+            if let Some(listed) = processes.tcp_sockets() {
+                self.assembler.reconcile(&listed, now);
+            }
+            return;
+        }
+        let waiting = self.assembler.awaiting_list();
+        let few = (waiting.len() <= LOOK_UP_AT_MOST).then(|| processes.tcp_sockets_among(&waiting));
+        if let Some(listed) = few.flatten().or_else(|| processes.tcp_sockets()) {
+            self.assembler.verify(&listed, now);
         }
     }
 

@@ -93,6 +93,17 @@ impl ProcessLookup for ProcNetOwners {
         Some(rows.map(|row| ((row.local, row.remote), TcpState::from_kernel(row.state))).collect())
     }
 
+    fn tcp_sockets_among(&mut self, ends: &[(SocketAddr, SocketAddr)]) -> Option<ListedSockets> {
+        let TcpList::SockDiag { socket, .. } = &mut self.tcp else { return None };
+        let mut listed = ListedSockets::new();
+        for &(local, remote) in ends {
+            if let Some(row) = socket.find(local, remote).ok()? {
+                listed.insert((row.local, row.remote), TcpState::from_kernel(row.state));
+            }
+        }
+        Some(listed)
+    }
+
     fn lists_sockets(&self) -> bool {
         true
     }
@@ -209,6 +220,22 @@ mod tests {
             // listeners when asked for.
             assert_eq!(listed.len(), if listeners { 6 } else { 4 }, "{listed:?}");
         }
+    }
+
+    #[test]
+    fn sock_diag_looks_up_one_connection_and_not_the_listener_on_its_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (client_end, server_end) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        let nobody = "127.0.0.1:9".parse().unwrap();
+        let mut owners = ProcNetOwners::default();
+        owners.tcp_sockets().unwrap(); // opens sock_diag
+        let ends = [(client_end, server_end), (server_end, client_end), (server_end, nobody)];
+        let found = owners.tcp_sockets_among(&ends).unwrap();
+        let established = Some(&TcpState::Established);
+        assert_eq!(found.get(&(client_end, server_end)), established);
+        assert_eq!(found.get(&(server_end, client_end)), established, "not accept()ed yet");
+        assert_eq!(found.len(), 2, "no connection from {nobody}: {found:?}");
     }
 
     #[test]

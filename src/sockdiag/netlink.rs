@@ -102,6 +102,60 @@ impl DiagSocket {
         })
     }
 
+    /// The TCP socket with these ends, if there is one: a lookup in the kernel's hash (one
+    /// system call, however many sockets there are) rather than a dump.
+    pub fn find(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<Option<ListedSocket>> {
+        let socket_id = SocketId {
+            source_port: local.port(),
+            destination_port: remote.port(),
+            source_address: local.ip(),
+            destination_address: remote.ip(),
+            interface_id: 0,
+            cookie: [0xff; 8], // INET_DIAG_NOCOOKIE
+        };
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let states = StateFlags::all();
+        let request = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states,
+            socket_id,
+        };
+        self.send(NLM_F_REQUEST, request)?;
+        let received =
+            self.socket.recv(&mut &mut self.buffer[..], 0).context("reading a sock_diag answer")?;
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(&self.buffer[..received])
+            .map_err(|e| anyhow!("an unreadable sock_diag message: {e}"))?;
+        match message.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                let header = &response.header;
+                let ends = ends(&header.socket_id);
+                // With no connection the kernel answers with a listener on the port.
+                let found =
+                    ListedSocket { local: ends.0, remote: ends.1, state: header.state, inode: header.inode };
+                Ok((ends == (local, remote)).then_some(found))
+            }
+            NetlinkPayload::Error(error) if error.raw_code() == -libc::ENOENT => Ok(None),
+            NetlinkPayload::Error(error) => {
+                Err(io::Error::from_raw_os_error(-error.raw_code())).context("the sock_diag lookup failed")
+            }
+            _ => Err(anyhow!("an unexpected answer to a sock_diag lookup")),
+        }
+    }
+
+    /// Sends one request.
+    fn send(&mut self, flags: u16, request: InetRequest) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        self.socket.send(&bytes, 0).context("sending a sock_diag request")?;
+        Ok(())
+    }
+
     /// Sends one dump request and hands each response to `found`, to the dump's end.
     fn request(
         &mut self,
@@ -114,14 +168,8 @@ impl DiagSocket {
             Family::V4 => (AF_INET, SocketId::new_v4()),
             Family::V6 => (AF_INET6, SocketId::new_v6()),
         };
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let request = InetRequest { family, protocol: IPPROTO_TCP, extensions, states, socket_id };
-        let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
-        message.finalize();
-        let mut bytes = vec![0; message.buffer_len()];
-        message.serialize(&mut bytes);
-        self.socket.send(&bytes, 0).context("sending a sock_diag request")?;
+        self.send(NLM_F_REQUEST | NLM_F_DUMP, request)?;
         loop {
             let received =
                 self.socket.recv(&mut &mut self.buffer[..], 0).context("reading a sock_diag dump")?;
