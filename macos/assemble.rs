@@ -28,8 +28,8 @@ const PENDING_IDLE: Duration = Duration::from_secs(10);
 /// recognised and ignored, as TIME_WAIT does.
 const CLOSED_LINGER: Duration = Duration::from_secs(60);
 /// How long the kernel's socket list may go without a connection before it is closed: the
-/// capture hands packets on up to a read timeout late, so a list read just after a close
-/// may be ahead of the packets that tell it.
+/// capture hands packets on up to a read timeout (and a batch's gathering) late, so a list
+/// read just after a close may be ahead of the packets that tell it.
 const UNLISTED_GRACE: Duration = Duration::from_secs(1);
 /// How long a connection in TIME_WAIT waits for its acknowledgement of the other side's FIN,
 /// which counts the bytes that came before it.
@@ -304,9 +304,26 @@ impl Assembler {
 
     /// Whether a connection waits for the socket list.
     pub fn awaits_socket_list(&self) -> bool {
-        self.table
-            .pending_keys()
-            .any(|key| self.table.get(key).is_some_and(|f| f.awaits_list_since.is_some()))
+        self.awaiting().next().is_some()
+    }
+
+    fn awaiting(&self) -> impl Iterator<Item = &Endpoints> {
+        let table = &self.table;
+        table.pending_keys().filter(|key| table.get(key).is_some_and(|f| f.awaits_list_since.is_some()))
+    }
+
+    /// The sockets whose listing would confirm a connection that waits for the socket list:
+    /// its own, and its peer's where both ends are local (as `verify` takes them).
+    pub fn awaiting_list(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        let peer = |key: &Endpoints| self.is_local(key.remote.ip()).then_some((key.remote, key.local));
+        let mut ends: Vec<(SocketAddr, SocketAddr)> = self
+            .awaiting()
+            .flat_map(|key| std::iter::once((key.local, key.remote)).chain(peer(key)))
+            .collect();
+        // Both ends of a loopback connection wait, each naming the other.
+        ends.sort_unstable();
+        ends.dedup();
+        ends
     }
 
     pub fn set_local_addresses(&mut self, local: HashSet<IpAddr>) {
@@ -355,7 +372,13 @@ impl Assembler {
         packet: &Packet,
         (now, wire): (Duration, Duration),
     ) {
-        let Some((flow, confirmed)) = self.flow(endpoints, packet, now) else { return };
+        let (flow, confirmed) = match self.table.current(&endpoints, |flow| flow.closed_at.is_none()) {
+            Ok(found) => found,
+            Err(closed) => match self.open_flow(endpoints, closed, packet, now) {
+                true => self.table.lookup(&endpoints).expect("a flow just made"),
+                false => return,
+            },
+        };
         flow.last_seen = now;
         if flow.conn.pid.is_none() {
             if let Some(process) = packet.process.as_ref().filter(|p| p.direction == direction) {
@@ -419,17 +442,15 @@ impl Assembler {
         proto_ok && port_ok && family_ok
     }
 
-    /// The flow `packet` belongs to, new if need be: a TCP one waits for confirmation; and
-    /// whether it is confirmed. `None` for a closed connection's stragglers and when there
+    /// Makes the flow a packet without one opens (`closed`: one that closed is there): a TCP
+    /// one waits for confirmation. False for a closed connection's stragglers and when there
     /// is no room.
-    fn flow(&mut self, endpoints: Endpoints, packet: &Packet, now: Duration) -> Option<(&mut Flow, bool)> {
+    fn open_flow(&mut self, endpoints: Endpoints, closed: bool, packet: &Packet, now: Duration) -> bool {
         // Any datagram may start a UDP flow; a TCP connection may reuse the ports of one
         // that closed.
         let opens = packet.tcp.is_none_or(|t| t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
-        match self.table.get(&endpoints) {
-            Some(flow) if flow.closed_at.is_some() && !opens => return None,
-            Some(flow) if flow.closed_at.is_none() => return self.table.lookup(&endpoints),
-            _ => {}
+        if closed && !opens {
+            return false;
         }
         // Seen from its first SYN, a connection goes through its states from CLOSE; met in
         // the middle, it is simply established.
@@ -439,12 +460,11 @@ impl Assembler {
             Some(_) => Some(TcpState::Established),
         };
         let flow = self.new_flow(endpoints, state, now);
-        if packet.tcp.is_some() {
-            self.table.insert_pending(endpoints, flow);
-        } else if !self.table.insert_confirmed(endpoints, flow) {
-            return None;
+        if packet.tcp.is_none() {
+            return self.table.insert_confirmed(endpoints, flow);
         }
-        self.table.lookup(&endpoints)
+        self.table.insert_pending(endpoints, flow);
+        true
     }
 
     fn new_flow(&mut self, endpoints: Endpoints, state: Option<TcpState>, now: Duration) -> Flow {
@@ -657,16 +677,24 @@ impl Assembler {
     /// The live connections and the events since the previous call, as the `Collector`
     /// trait hands them on.
     pub fn sample(&mut self) -> (Vec<Conn>, Vec<ConnEvent>) {
-        let pid = self.filters.pid;
-        let wanted = |conn: &Conn| pid.is_none() || conn.pid == pid;
         let conns = self
             .table
             .confirmed()
-            .filter(|(_, flow)| flow.closed_at.is_none() && wanted(&flow.conn))
+            .filter(|(_, flow)| flow.closed_at.is_none() && self.wanted_pid(&flow.conn))
             .map(|(_, flow)| flow.conn.clone())
             .collect();
-        let events = self.events.drain(..).filter(|e| wanted(&e.conn)).collect();
-        (conns, events)
+        (conns, self.events())
+    }
+
+    /// The events since the previous call (or `sample`).
+    pub fn events(&mut self) -> Vec<ConnEvent> {
+        let mut events = std::mem::take(&mut self.events);
+        events.retain(|e| self.wanted_pid(&e.conn));
+        events
+    }
+
+    fn wanted_pid(&self, conn: &Conn) -> bool {
+        self.filters.pid.is_none() || conn.pid == self.filters.pid
     }
 }
 
@@ -1062,6 +1090,11 @@ mod tests {
         feed(&mut asm, &conversation(client, server));
         assert_eq!(asm.sample(), (vec![], vec![]), "nothing before the list shows it");
         assert!(asm.awaits_socket_list());
+        let pair = |local: &str, remote: &str| (local.parse().unwrap(), remote.parse().unwrap());
+        let awaited: HashSet<(SocketAddr, SocketAddr)> = asm.awaiting_list().into_iter().collect();
+        let both_ways =
+            [pair(forger, victim), pair(victim, forger), pair(client, server), pair(server, client)];
+        assert_eq!((awaited, asm.awaiting_list().len()), (HashSet::from(both_ways), 4));
         let listed: ListedSockets =
             [((client.parse().unwrap(), server.parse().unwrap()), TcpState::Established)].into();
         asm.verify(&listed, Duration::from_millis(100));

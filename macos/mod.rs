@@ -10,9 +10,10 @@ mod table;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::mem;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -32,6 +33,13 @@ const QUEUE_PACKETS: usize = 262_144;
 /// At most this many packets are read in one go and handed on together: one clock read and
 /// one queue handoff per batch, not per packet.
 const BATCH_PACKETS: usize = 4096;
+/// How long the collection thread lets batches gather once one arrived: woken for each (one
+/// per libpcap block, hundreds a second under load), it would spend more on wake-ups than on
+/// assembling their packets.
+const BATCH_GATHER: Duration = Duration::from_millis(20);
+/// Emptied batches go back to the capture thread to be filled again, up to this many: no
+/// allocation per batch, nor the page faults of fresh memory, nor a free across threads.
+const SPARE_BATCHES: usize = 8;
 /// Enough for PKTAP's 156 bytes, Ethernet, IPv6 with options and a full TCP header; the
 /// payload is counted from the length fields, never copied.
 const SNAPLEN: i32 = 512;
@@ -47,6 +55,10 @@ const LIST_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, the socket list is read for new connections that wait for it: a
 /// bounded cost however many connections open, and soon enough that most are still there.
 const VERIFY_EVERY: Duration = Duration::from_millis(100);
+/// Up to this many sockets of waiting connections are looked up one by one (a system call
+/// each) rather than in a list of every socket, which walks the kernel's whole table: some
+/// 150 ms with 100,000 sockets here.
+const LOOK_UP_AT_MOST: usize = 64;
 
 /// What the kernel says of sockets where the packets do not: the processes behind
 /// connections whose packets did not name one, and which TCP connections still exist.
@@ -57,6 +69,12 @@ pub trait ProcessLookup {
     /// Every TCP socket of the network namespace the capture sees, where the system can
     /// list them.
     fn tcp_sockets(&mut self) -> Option<ListedSockets> {
+        None
+    }
+
+    /// Those TCP sockets with these (local, remote) ends that exist, where they can be looked
+    /// up one by one: cheaper than `tcp_sockets` for a few on a host with many.
+    fn tcp_sockets_among(&mut self, _ends: &[(SocketAddr, SocketAddr)]) -> Option<ListedSockets> {
         None
     }
 
@@ -104,6 +122,7 @@ struct Batch {
 /// The capture collector. Dropping it stops the capture thread.
 pub struct CaptureCollector {
     queue: Receiver<Batch>,
+    spare: SyncSender<Vec<Captured>>,
     shared: Arc<Shared>,
     breaker: pcap::BreakLoop,
     reader: Option<JoinHandle<()>>,
@@ -145,14 +164,16 @@ impl CaptureCollector {
         let start = Instant::now();
         let shared = Arc::new(Shared::default());
         let (sender, queue) = mpsc::channel();
+        let (spare, spares) = mpsc::sync_channel(SPARE_BATCHES);
         let breaker = capture.breakloop_handle();
         let thread_shared = Arc::clone(&shared);
         let reader = thread::Builder::new()
             .name("tcptop-capture".into())
-            .spawn(move || read_packets(capture, link, &sender, &thread_shared, start))
+            .spawn(move || read_packets(capture, link, (&sender, &spares), &thread_shared, start))
             .context("starting the capture thread")?;
         Ok(CaptureCollector {
             queue,
+            spare,
             shared,
             breaker,
             reader: Some(reader),
@@ -165,12 +186,15 @@ impl CaptureCollector {
         })
     }
 
-    /// Assembles a batch from the queue.
-    fn assemble(&mut self, batch: Batch) {
+    /// Assembles a batch from the queue, and hands its room back.
+    fn assemble(&mut self, mut batch: Batch) {
         self.shared.queued.fetch_sub(batch.packets.len(), Ordering::Relaxed);
         for captured in &batch.packets {
             self.assembler.packet(&captured.packet, batch.at, captured.wire);
         }
+        batch.packets.clear();
+        // Enough spares already: this one is freed.
+        let _ = self.spare.try_send(batch.packets);
     }
 
     /// Checks the table against the kernel's socket list, once per `LIST_EVERY`, and new
@@ -186,10 +210,16 @@ impl CaptureCollector {
         if whole {
             self.listed_at = Some(now);
         }
-        match processes.tcp_sockets() {
-            Some(listed) if whole => self.assembler.reconcile(&listed, now),
-            Some(listed) => self.assembler.verify(&listed, now),
-            None => {}
+        if whole {
+            if let Some(listed) = processes.tcp_sockets() {
+                self.assembler.reconcile(&listed, now);
+            }
+            return;
+        }
+        let waiting = self.assembler.awaiting_list();
+        let few = (waiting.len() <= LOOK_UP_AT_MOST).then(|| processes.tcp_sockets_among(&waiting));
+        if let Some(listed) = few.flatten().or_else(|| processes.tcp_sockets()) {
+            self.assembler.verify(&listed, now);
         }
     }
 
@@ -205,6 +235,32 @@ impl CaptureCollector {
                 self.assembler.attribute(endpoints, pid, &comm);
             }
         }
+    }
+
+    /// Assembles what was captured so far, checks the socket list, names processes and
+    /// expires flows: everything `collect` and `wait_events` do before handing on.
+    fn catch_up(&mut self) -> Result<()> {
+        if let Some(failure) = self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bail!("packet capture stopped: {failure}");
+        }
+        let now = self.start.elapsed();
+        if now.saturating_sub(self.addresses_read_at) >= ADDRESS_REFRESH {
+            self.assembler.set_local_addresses(local_addresses()?);
+            self.addresses_read_at = now;
+        }
+        // Everything captured so far, however much: what is captured meanwhile waits for the
+        // next call, so that a flood cannot keep this loop from returning.
+        while let Ok(batch) = self.queue.try_recv() {
+            let last = batch.at >= now;
+            self.assemble(batch);
+            if last {
+                break;
+            }
+        }
+        self.reconcile(now);
+        self.attribute();
+        self.assembler.expire(now);
+        Ok(())
     }
 
     fn overflow(&self) -> Overflow {
@@ -291,29 +347,34 @@ fn wire_time(ts: &libc::timeval) -> Duration {
     Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
-/// The capture thread: reads, decodes and queues packets until told to stop. It never
-/// waits for the collector: what a full queue has no room for is dropped and counted.
+/// The capture thread: reads, decodes and queues packets until told to stop, filling the
+/// spare batches the collector hands back. It never waits for the collector: what a full
+/// queue has no room for is dropped and counted.
 fn read_packets(
     mut capture: Capture<pcap::Active>,
     link: LinkType,
-    queue: &Sender<Batch>,
+    (queue, spares): (&Sender<Batch>, &Receiver<Vec<Captured>>),
     shared: &Shared,
     start: Instant,
 ) {
     let mut stats_read_at = Duration::ZERO;
+    let mut packets = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
-        let packets = match read_batch(&mut capture, link, shared) {
-            Ok(packets) => packets,
+        match read_batch(&mut capture, link, shared, &mut packets) {
+            Ok(()) => {}
             // The collector's breakloop on drop.
             Err(_) if shared.stop.load(Ordering::Relaxed) => return,
             Err(error) => {
                 *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
                 return;
             }
-        };
+        }
         let at = start.elapsed();
-        if !packets.is_empty() && !hand_on(Batch { at, packets }, queue, shared) {
-            return;
+        if !packets.is_empty() {
+            let full = mem::replace(&mut packets, spares.try_recv().unwrap_or_default());
+            if !hand_on(Batch { at, packets: full }, queue, shared) {
+                return;
+            }
         }
         if at.saturating_sub(stats_read_at) >= STATS_EVERY {
             stats_read_at = at;
@@ -324,14 +385,14 @@ fn read_packets(
     }
 }
 
-/// The packets libpcap has ready, decoded, up to `BATCH_PACKETS` (none when its read
-/// timeout passes first); those that cannot be decoded are counted.
+/// Adds to `packets` those libpcap has ready, decoded, up to `BATCH_PACKETS` (none when its
+/// read timeout passes first); those that cannot be decoded are counted.
 fn read_batch<T: Activated + ?Sized>(
     capture: &mut Capture<T>,
     link: LinkType,
     shared: &Shared,
-) -> Result<Vec<Captured>, pcap::Error> {
-    let mut packets = Vec::new();
+    packets: &mut Vec<Captured>,
+) -> Result<(), pcap::Error> {
     let mut undecodable = 0;
     capture.dispatch(Some(BATCH_PACKETS), |frame| match decode(link, frame.data, frame.header.len) {
         Ok(Some(packet)) => packets.push(Captured { packet, wire: wire_time(&frame.header.ts) }),
@@ -339,7 +400,7 @@ fn read_batch<T: Activated + ?Sized>(
         Err(_) => undecodable += 1,
     })?;
     shared.undecodable.fetch_add(undecodable, Ordering::Relaxed);
-    Ok(packets)
+    Ok(())
 }
 
 /// Queues what there is room for of a batch, counting the rest; false once the collector
@@ -365,40 +426,31 @@ impl Collector for CaptureCollector {
     }
 
     fn collect(&mut self) -> Result<Sample> {
-        if let Some(failure) = self.shared.failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bail!("packet capture stopped: {failure}");
-        }
-        let now = self.start.elapsed();
-        if now.saturating_sub(self.addresses_read_at) >= ADDRESS_REFRESH {
-            self.assembler.set_local_addresses(local_addresses()?);
-            self.addresses_read_at = now;
-        }
-        // Everything captured so far, however much: what is captured meanwhile waits for the
-        // next call, so that a flood cannot keep this loop from returning.
-        while let Ok(batch) = self.queue.try_recv() {
-            let last = batch.at >= now;
-            self.assemble(batch);
-            if last {
-                break;
-            }
-        }
-        self.reconcile(now);
-        self.attribute();
-        self.assembler.expire(now);
+        self.catch_up()?;
         let (conns, events) = self.assembler.sample();
         Ok(Sample { conns, events, overflow: self.overflow(), unchanged: None })
     }
 
-    /// Assembles packets as they arrive, so that the queue drains as fast as it fills.
+    /// Assembles packets as they arrive, a `BATCH_GATHER` at a time, so that the queue drains
+    /// as fast as it fills; hands on the events without copying the table.
     fn wait_events(&mut self, timeout: Duration) -> Result<Vec<ConnEvent>> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.queue.recv_timeout(left) {
+            match self.queue.try_recv() {
                 Ok(batch) => self.assemble(batch),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                // Caught up: wait for the next batch, then let others gather behind it.
+                Err(TryRecvError::Empty) => match self.queue.recv_timeout(left) {
+                    Ok(batch) => {
+                        self.assemble(batch);
+                        thread::sleep(BATCH_GATHER.min(deadline.saturating_duration_since(Instant::now())));
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+                Err(TryRecvError::Disconnected) => break,
             }
         }
-        Ok(self.collect()?.events)
+        self.catch_up()?;
+        Ok(self.assembler.events())
     }
 }
 
@@ -449,7 +501,8 @@ mod tests {
         // Room for two more packets.
         shared.queued.store(QUEUE_PACKETS - 2, Ordering::Relaxed);
         let (sender, queue) = mpsc::channel();
-        let packets = read_batch(&mut capture, LinkType::LinuxSll2, &shared).unwrap();
+        let mut packets = Vec::new();
+        read_batch(&mut capture, LinkType::LinuxSll2, &shared, &mut packets).unwrap();
         assert!(hand_on(Batch { at: Duration::ZERO, packets }, &sender, &shared));
         let queued: Vec<Batch> = queue.try_iter().collect();
         let payloads: Vec<u32> = queued.iter().flat_map(|b| &b.packets).map(|c| c.packet.payload).collect();

@@ -1,7 +1,9 @@
-//! What Linux's /proc says of captured connections: a connection's socket inode from
-//! /proc/net/{tcp,tcp6,udp,udp6}, the process holding that inode from /proc/<pid>/fd
-//! (cached by `crate::procfs::SocketOwners`, which rescans only for inodes it never saw),
-//! and every TCP socket with its state, which tells which connections still exist.
+//! What Linux says of captured connections: a connection's socket inode, from sock_diag for
+//! TCP (a netlink dump, a fraction of /proc/net/tcp's cost: no text to print and parse) and
+//! from /proc/net/{udp,udp6} (and /proc/net/{tcp,tcp6} where sock_diag fails), the process
+//! holding that inode from /proc/<pid>/fd (cached by `crate::procfs::SocketOwners`, which
+//! rescans only for inodes it never saw), and every TCP socket with its state, which tells
+//! which connections still exist.
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,13 +11,56 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::assemble::{Endpoints, ListedSockets};
 use super::ProcessLookup;
-use crate::collector::{Proto, TcpState};
-use crate::procfs::SocketOwners;
+use crate::collector::{Family, Proto, TcpState};
+use crate::procfs::{SocketOwners, Tcp6InUse};
+use crate::sockdiag::netlink::{DiagSocket, ListedSocket, StateFlags};
 
-/// Socket owners as /proc tells them, for this network namespace.
-#[derive(Debug, Default)]
+/// Socket owners as the kernel tells them, for this network namespace.
+#[derive(Default)]
 pub struct ProcNetOwners {
     owners: SocketOwners,
+    tcp: TcpList,
+}
+
+/// Where the TCP sockets are read from.
+#[derive(Default)]
+enum TcpList {
+    /// Not yet needed: sock_diag is opened on first use, by the thread that reads it.
+    #[default]
+    Unopened,
+    /// `tcp6` counts the IPv6 sockets: a dump walks the kernel's whole connection hash, so
+    /// the IPv6 one is left out while there are none (the count leaves out TIME_WAIT
+    /// sockets, which then go unlisted: those of a host without any other IPv6 socket).
+    SockDiag { socket: DiagSocket, tcp6: Option<Tcp6InUse> },
+    /// sock_diag cannot be opened or dumped here (no tcp_diag): the same rows, from text.
+    ProcNet,
+}
+
+impl TcpList {
+    /// The TCP sockets of this network namespace, listeners only if `listeners`.
+    fn rows(&mut self, listeners: bool) -> Vec<ListedSocket> {
+        if matches!(self, TcpList::Unopened) {
+            *self = match DiagSocket::open() {
+                Ok(socket) => TcpList::SockDiag { socket, tcp6: Tcp6InUse::open().ok() },
+                Err(_) => TcpList::ProcNet,
+            };
+        }
+        if let TcpList::SockDiag { socket, tcp6 } = self {
+            let states = match listeners {
+                true => StateFlags::all(),
+                false => StateFlags::all() - StateFlags::LISTEN,
+            };
+            let v6 = tcp6.as_mut().is_none_or(Tcp6InUse::any);
+            let mut rows = Vec::new();
+            let mut dump = |family| socket.list(family, states.clone(), |row| rows.push(row));
+            match dump(Family::V4).and_then(|()| if v6 { dump(Family::V6) } else { Ok(()) }) {
+                Ok(()) => return rows,
+                Err(_) => *self = TcpList::ProcNet,
+            }
+        }
+        let rows = proc_net_rows(Proto::Tcp);
+        rows.filter(|row| listeners || TcpState::from_kernel(row.state) != TcpState::Listen).collect()
+    }
 }
 
 /// (proto, local, remote) -> socket inode.
@@ -26,9 +71,13 @@ impl ProcessLookup for ProcNetOwners {
         let mut table = SocketTable::new();
         for proto in [Proto::Tcp, Proto::Udp] {
             if conns.iter().any(|c| c.proto == proto) {
+                let rows: Vec<ListedSocket> = match proto {
+                    Proto::Tcp => self.tcp.rows(true),
+                    Proto::Udp => proc_net_rows(proto).collect(),
+                };
                 // Rows without an inode (not yet accept()ed, TIME_WAIT) have no owner.
-                let owned = socket_rows(proto).filter(|row| row.inode != 0);
-                table.extend(owned.map(|row| ((proto, row.local, row.remote), row.inode)));
+                let owned = rows.into_iter().filter(|row| row.inode != 0);
+                table.extend(owned.map(|row| ((proto, row.local, row.remote), u64::from(row.inode))));
             }
         }
         let inodes: Vec<Option<u64>> = conns.iter().map(|c| socket_inode(&table, c)).collect();
@@ -42,9 +91,19 @@ impl ProcessLookup for ProcNetOwners {
     }
 
     fn tcp_sockets(&mut self) -> Option<ListedSockets> {
-        let listed =
-            socket_rows(Proto::Tcp).map(|row| ((row.local, row.remote), TcpState::from_kernel(row.state)));
-        Some(listed.filter(|(_, state)| *state != TcpState::Listen).collect())
+        let rows = self.tcp.rows(false).into_iter();
+        Some(rows.map(|row| ((row.local, row.remote), TcpState::from_kernel(row.state))).collect())
+    }
+
+    fn tcp_sockets_among(&mut self, ends: &[(SocketAddr, SocketAddr)]) -> Option<ListedSockets> {
+        let TcpList::SockDiag { socket, .. } = &mut self.tcp else { return None };
+        let mut listed = ListedSockets::new();
+        for &(local, remote) in ends {
+            if let Some(row) = socket.find(local, remote).ok()? {
+                listed.insert((row.local, row.remote), TcpState::from_kernel(row.state));
+            }
+        }
+        Some(listed)
     }
 
     fn lists_sockets(&self) -> bool {
@@ -70,18 +129,8 @@ fn socket_inode(table: &SocketTable, conn: &Endpoints) -> Option<u64> {
         .find_map(|key| table.get(&key).copied())
 }
 
-/// One row of /proc/net/{tcp,udp}[6].
-struct SocketRow {
-    local: SocketAddr,
-    remote: SocketAddr,
-    /// The kernel's state number (include/net/tcp_states.h).
-    state: u8,
-    /// 0 for a socket no file stands for (not yet accept()ed, TIME_WAIT).
-    inode: u64,
-}
-
 /// The rows of /proc/net/{proto} and /proc/net/{proto}6.
-fn socket_rows(proto: Proto) -> impl Iterator<Item = SocketRow> {
+fn proc_net_rows(proto: Proto) -> impl Iterator<Item = ListedSocket> {
     let files = match proto {
         Proto::Tcp => ["tcp", "tcp6"],
         Proto::Udp => ["udp", "udp6"],
@@ -92,9 +141,9 @@ fn socket_rows(proto: Proto) -> impl Iterator<Item = SocketRow> {
     })
 }
 
-fn parse_socket_row(line: &str) -> Option<SocketRow> {
+fn parse_socket_row(line: &str) -> Option<ListedSocket> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    Some(SocketRow {
+    Some(ListedSocket {
         local: parse_address(fields.get(1)?)?,
         remote: parse_address(fields.get(2)?)?,
         state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
@@ -126,6 +175,7 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::net::{TcpListener, TcpStream, UdpSocket};
 
     #[test]
@@ -139,6 +189,55 @@ mod tests {
         assert_eq!(parse_address("0100007F"), None);
         assert_eq!(parse_address("XYZ:0050"), None);
         assert_eq!(parse_address("0100:0050"), None);
+    }
+
+    #[test]
+    fn sock_diag_lists_what_proc_net_tcp_does() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener6 = TcpListener::bind("[::1]:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let client6 = TcpStream::connect(listener6.local_addr().unwrap()).unwrap();
+        let ends = |s: &TcpStream| (s.local_addr().unwrap(), s.peer_addr().unwrap());
+        let (local6, remote6) = ends(&client6);
+        let unaccepted = (remote6, local6);
+        let listening = |l: &TcpListener, any: IpAddr| (l.local_addr().unwrap(), SocketAddr::new(any, 0));
+        let mine = [
+            ends(&client),
+            ends(&server),
+            (local6, remote6),
+            unaccepted,
+            listening(&listener, Ipv4Addr::UNSPECIFIED.into()),
+            listening(&listener6, Ipv6Addr::UNSPECIFIED.into()),
+        ];
+        let ours = |rows: Vec<ListedSocket>| -> HashSet<ListedSocket> {
+            rows.into_iter().filter(|row| mine.contains(&(row.local, row.remote))).collect()
+        };
+        for listeners in [false, true] {
+            let mut diag = TcpList::default();
+            let listed = ours(diag.rows(listeners));
+            assert!(matches!(diag, TcpList::SockDiag { .. }));
+            assert_eq!(listed, ours(TcpList::ProcNet.rows(listeners)));
+            // Both ends of each connection (the IPv6 server end never accept()ed), and the
+            // listeners when asked for.
+            assert_eq!(listed.len(), if listeners { 6 } else { 4 }, "{listed:?}");
+        }
+    }
+
+    #[test]
+    fn sock_diag_looks_up_one_connection_and_not_the_listener_on_its_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (client_end, server_end) = (client.local_addr().unwrap(), client.peer_addr().unwrap());
+        let nobody = "127.0.0.1:9".parse().unwrap();
+        let mut owners = ProcNetOwners::default();
+        owners.tcp_sockets().unwrap(); // opens sock_diag
+        let ends = [(client_end, server_end), (server_end, client_end), (server_end, nobody)];
+        let found = owners.tcp_sockets_among(&ends).unwrap();
+        let established = Some(&TcpState::Established);
+        assert_eq!(found.get(&(client_end, server_end)), established);
+        assert_eq!(found.get(&(server_end, client_end)), established, "not accept()ed yet");
+        assert_eq!(found.len(), 2, "no connection from {nobody}: {found:?}");
     }
 
     #[test]

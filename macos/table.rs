@@ -75,6 +75,20 @@ impl<V> FlowTable<V> {
         self.lookup(key).map(|(flow, _)| flow)
     }
 
+    /// The flow under `key` and whether it is confirmed, if `current(flow)` holds: one hash
+    /// lookup for a confirmed flow, as nearly every packet finds. Otherwise whether a flow
+    /// is there.
+    pub fn current(&mut self, key: &Endpoints, current: impl Fn(&V) -> bool) -> Result<(&mut V, bool), bool> {
+        if let Some(flow) = self.confirmed.get_mut(key) {
+            return if current(flow) { Ok((flow, true)) } else { Err(true) };
+        }
+        match self.pending.get_mut(key) {
+            Some((_, flow)) if current(flow) => Ok((flow, false)),
+            Some(_) => Err(true),
+            None => Err(false),
+        }
+    }
+
     /// The flow under `key`, and whether it is confirmed.
     pub fn lookup(&mut self, key: &Endpoints) -> Option<(&mut V, bool)> {
         match self.confirmed.get_mut(key) {

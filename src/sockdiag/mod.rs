@@ -4,7 +4,7 @@
 //! for the final counters of sockets that close between two reads.
 
 mod bytes;
-mod netlink;
+pub(crate) mod netlink;
 mod track;
 
 use std::collections::HashSet;

@@ -9,7 +9,8 @@ use anyhow::{anyhow, Context, Result};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::nlas::Nla;
-use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags};
+pub use netlink_packet_sock_diag::inet::StateFlags;
+use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, InetResponse, SocketId};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket};
 
@@ -32,6 +33,17 @@ pub struct TcpSocket {
     /// 0 in destroy messages: the socket has no inode by then.
     pub inode: u32,
     pub counters: Counters,
+}
+
+/// A TCP socket as a dump without extensions gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListedSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The kernel's state number (include/net/tcp_states.h).
+    pub state: u8,
+    /// 0 for a socket no file stands for (not yet accept()ed, TIME_WAIT).
+    pub inode: u32,
 }
 
 /// A sock_diag socket of one network namespace.
@@ -70,28 +82,98 @@ impl DiagSocket {
     /// Every TCP socket of `family` in this namespace but listeners and TIME_WAIT sockets
     /// (which have no counters left), with the counters that have.
     pub fn dump(&mut self, family: Family, into: &mut Vec<TcpSocket>) -> Result<()> {
-        let (family, socket_id) = match family {
-            Family::V4 => (AF_INET, SocketId::new_v4()),
-            Family::V6 => (AF_INET6, SocketId::new_v6()),
+        let states = StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT;
+        self.request(family, ExtensionFlags::INFO, states, |response| {
+            found_socket(response).map(|socket| into.push(socket));
+        })
+    }
+
+    /// Every TCP socket of `family` in `states`, without its tcp_info: a dump a fraction the
+    /// size of `dump`'s.
+    pub fn list(
+        &mut self,
+        family: Family,
+        states: StateFlags,
+        mut found: impl FnMut(ListedSocket),
+    ) -> Result<()> {
+        self.request(family, ExtensionFlags::empty(), states, |response| {
+            let (local, remote) = ends(&response.header.socket_id);
+            found(ListedSocket { local, remote, state: response.header.state, inode: response.header.inode });
+        })
+    }
+
+    /// The TCP socket with these ends, if there is one: a lookup in the kernel's hash (one
+    /// system call, however many sockets there are) rather than a dump.
+    pub fn find(&mut self, local: SocketAddr, remote: SocketAddr) -> Result<Option<ListedSocket>> {
+        let socket_id = SocketId {
+            source_port: local.port(),
+            destination_port: remote.port(),
+            source_address: local.ip(),
+            destination_address: remote.ip(),
+            interface_id: 0,
+            cookie: [0xff; 8], // INET_DIAG_NOCOOKIE
         };
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let family = if local.is_ipv4() { AF_INET } else { AF_INET6 };
+        let states = StateFlags::all();
         let request = InetRequest {
             family,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::INFO,
-            states: StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT,
+            extensions: ExtensionFlags::empty(),
+            states,
             socket_id,
         };
+        self.send(NLM_F_REQUEST, request)?;
+        let received =
+            self.socket.recv(&mut &mut self.buffer[..], 0).context("reading a sock_diag answer")?;
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(&self.buffer[..received])
+            .map_err(|e| anyhow!("an unreadable sock_diag message: {e}"))?;
+        match message.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
+                let header = &response.header;
+                let ends = ends(&header.socket_id);
+                // With no connection the kernel answers with a listener on the port.
+                let found =
+                    ListedSocket { local: ends.0, remote: ends.1, state: header.state, inode: header.inode };
+                Ok((ends == (local, remote)).then_some(found))
+            }
+            NetlinkPayload::Error(error) if error.raw_code() == -libc::ENOENT => Ok(None),
+            NetlinkPayload::Error(error) => {
+                Err(io::Error::from_raw_os_error(-error.raw_code())).context("the sock_diag lookup failed")
+            }
+            _ => Err(anyhow!("an unexpected answer to a sock_diag lookup")),
+        }
+    }
+
+    /// Sends one request.
+    fn send(&mut self, flags: u16, request: InetRequest) -> Result<()> {
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
         let mut message = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
         message.finalize();
         let mut bytes = vec![0; message.buffer_len()];
         message.serialize(&mut bytes);
         self.socket.send(&bytes, 0).context("sending a sock_diag request")?;
+        Ok(())
+    }
+
+    /// Sends one dump request and hands each response to `found`, to the dump's end.
+    fn request(
+        &mut self,
+        family: Family,
+        extensions: ExtensionFlags,
+        states: StateFlags,
+        mut found: impl FnMut(&InetResponse),
+    ) -> Result<()> {
+        let (family, socket_id) = match family {
+            Family::V4 => (AF_INET, SocketId::new_v4()),
+            Family::V6 => (AF_INET6, SocketId::new_v6()),
+        };
+        let request = InetRequest { family, protocol: IPPROTO_TCP, extensions, states, socket_id };
+        self.send(NLM_F_REQUEST | NLM_F_DUMP, request)?;
         loop {
             let received =
                 self.socket.recv(&mut &mut self.buffer[..], 0).context("reading a sock_diag dump")?;
-            if for_each_message(&self.buffer[..received], |socket| into.push(socket))? {
+            if for_each_message(&self.buffer[..received], &mut found)? {
                 return Ok(());
             }
         }
@@ -104,8 +186,10 @@ impl DiagSocket {
         loop {
             match self.socket.recv(&mut &mut self.buffer[..], 0) {
                 Ok(received) => {
-                    for_each_message(&self.buffer[..received], |socket| into.push(socket))
-                        .map_err(DestroyedLost::Unreadable)?;
+                    let found = |response: &InetResponse| {
+                        found_socket(response).map(|socket| into.push(socket));
+                    };
+                    for_each_message(&self.buffer[..received], found).map_err(DestroyedLost::Unreadable)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && overflowed => {
                     return Err(DestroyedLost::Overflow)
@@ -137,17 +221,15 @@ fn set_int_option(fd: i32, option: libc::c_int, value: libc::c_int) -> io::Resul
     Ok(())
 }
 
-/// Hands each TCP socket of one datagram to `found`; true once the dump's end is in it.
-fn for_each_message(mut datagram: &[u8], mut found: impl FnMut(TcpSocket)) -> Result<bool> {
+/// Hands each response of one datagram to `found`; true once the dump's end is in it.
+fn for_each_message(mut datagram: &[u8], mut found: impl FnMut(&InetResponse)) -> Result<bool> {
     while !datagram.is_empty() {
         let message = NetlinkMessage::<SockDiagMessage>::deserialize(datagram)
             .map_err(|e| anyhow!("an unreadable sock_diag message: {e}"))?;
         let length = (message.header.length as usize).max(1).min(datagram.len());
         datagram = &datagram[netlink_aligned(length).min(datagram.len())..];
         match message.payload {
-            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => {
-                found_socket(&response).map(&mut found);
-            }
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(response)) => found(&response),
             NetlinkPayload::Done(_) => return Ok(true),
             NetlinkPayload::Error(error) if error.code.is_some() => {
                 let error = io::Error::from_raw_os_error(-error.raw_code());
@@ -169,6 +251,18 @@ fn netlink_aligned(length: usize) -> usize {
     length.next_multiple_of(4)
 }
 
+/// A socket's local and remote ends, IPv4-mapped addresses as IPv4.
+fn ends(id: &SocketId) -> (SocketAddr, SocketAddr) {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_canonical(),
+        v4 => v4,
+    };
+    (
+        SocketAddr::new(canonical(id.source_address), id.source_port),
+        SocketAddr::new(canonical(id.destination_address), id.destination_port),
+    )
+}
+
 /// The socket a response describes, if it came with its tcp_info (request sockets do not).
 fn found_socket(response: &InetResponse) -> Option<TcpSocket> {
     let info = response.nlas.iter().find_map(|nla| match nla {
@@ -177,16 +271,13 @@ fn found_socket(response: &InetResponse) -> Option<TcpSocket> {
     })?;
     let header = &response.header;
     let id = &header.socket_id;
-    let canonical = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_canonical(),
-        v4 => v4,
-    };
     // Two native-endian halves, the low one first (sock_diag_save_cookie).
     let half = |at: usize| u64::from(u32::from_ne_bytes(id.cookie[at..at + 4].try_into().unwrap()));
+    let (local, remote) = ends(id);
     Some(TcpSocket {
         cookie: half(4) << 32 | half(0),
-        local: SocketAddr::new(canonical(id.source_address), id.source_port),
-        remote: SocketAddr::new(canonical(id.destination_address), id.destination_port),
+        local,
+        remote,
         inode: header.inode,
         counters: Counters {
             state: header.state,
