@@ -486,8 +486,8 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
 }
 
 /* The kernel's own health figures, as TCP_INFO reports them (tcpi_total_retrans, tcpi_rtt,
- * tcpi_rttvar, tcpi_min_rtt): read where a connection is sampled by a walk, a state change, a
- * retransmit or its destruction, and by a hook's first call in a read epoch. total_retrans
+ * tcpi_rttvar, tcpi_min_rtt): read where a connection is sampled by a hook, a walk, a state
+ * change, a retransmit or its destruction. total_retrans
  * counts every retransmitted segment, SYNs included, so it is exact where a hook on
  * tcp_retransmit_skb could miss none. */
 static __always_inline void read_health(struct conn *c, struct sock *sk)
@@ -550,20 +550,17 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 	sample_read(c, sk);
 }
 
-/* A send (`sent`) or read hook's sample of that side, where hooks_sample: a few plain loads,
- * no helper calls. The first in a read epoch also reads the health figures and puts the slot
- * on `changed`: the RTT a read lists is the one of the interval's first call (a retransmit
- * reads it again), which keeps the loads of four more cache lines off most calls. */
+/* A send (`sent`) or read hook's sample of that side and the health figures, where
+ * hooks_sample: a few plain loads, no helper calls, so that a read lists the RTT of the
+ * connection's last call. The first in a read epoch puts the slot on `changed`. */
 static __always_inline void sample_in_call(struct conn *c, struct sock *sk, bool sent)
 {
 	if (sent)
 		sample_sent(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
 	else
 		sample_read(c, sk);
-	if (c->listed_epoch != read_epoch) {
-		read_health(c, sk);
-		touch(c);
-	}
+	read_health(c, sk);
+	touch(c);
 }
 
 /* How many bytes the hooks let pass before they sample: with one more call of the
