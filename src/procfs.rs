@@ -54,6 +54,8 @@ pub struct SocketOwners {
     not_awaited: usize,
     /// A lookup left sockets unknown, not waiting for the scan under way.
     left_unknown: bool,
+    /// The scan such a lookup left running has answered since `answered_late` last said so.
+    answered_late: bool,
 }
 
 /// A scan of /proc: told when no lookup waits for it any more.
@@ -88,6 +90,7 @@ impl SocketOwners {
             scan,
             not_awaited,
             left_unknown: false,
+            answered_late: false,
         }
     }
 
@@ -144,18 +147,18 @@ impl SocketOwners {
     /// lookup left unknown: a reader that listed them may list them again, named. Never waits;
     /// true once per such scan.
     pub fn answered_late(&mut self) -> bool {
-        let Some(running) = self.running.as_ref().filter(|_| self.left_unknown) else {
-            return false;
-        };
-        let found = match running.found.try_recv() {
-            Err(TryRecvError::Empty) => return false,
-            found => found.ok(),
-        };
-        (self.running, self.left_unknown) = (None, false);
-        found.is_some_and(|holders| {
-            self.answer(&holders);
-            true
-        })
+        if let Some(running) = self.running.as_ref().filter(|_| self.left_unknown) {
+            match running.found.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                found => {
+                    self.running = None;
+                    if let Ok(holders) = found {
+                        self.answer(&holders);
+                    }
+                }
+            }
+        }
+        std::mem::take(&mut self.answered_late)
     }
 
     /// Starts scan number `scans_started + 1` on a thread of its own; named as the collection
@@ -180,6 +183,7 @@ impl SocketOwners {
 
     /// What the last scan started found, for every socket asked about before it started.
     fn answer(&mut self, holders: &Holders) {
+        self.answered_late |= std::mem::take(&mut self.left_unknown);
         let scan = self.scans_started;
         self.known.hold_at_least(self.unanswered.len());
         let known = &mut self.known;
@@ -604,9 +608,11 @@ mod tests {
         let owner = Owner { pid: 7, comm: "server".into() };
         finds.send(holders(&(0..3).map(|ino| (ino, owner.clone())).collect())).unwrap();
         assert!(told.recv().unwrap(), "the scan was told that no lookup waits for it");
-        while !owners.answered_late() {
+        // A lookup takes the answers in: the late scan is still told of, once.
+        while owners.lookup([0]) != [Some(owner.clone())] {
             thread::yield_now();
         }
+        assert!(owners.answered_late());
         assert!(!owners.answered_late(), "once");
         assert_eq!(owners.lookup(0..3), vec![Some(owner); 3], "answered without another scan");
     }

@@ -58,6 +58,9 @@ const MAX_COLLECT_GAP: Duration = Duration::from_millis(500);
 /// model closes a TCP connection a complete sample leaves out, which catches one whose close
 /// event was lost in a way no counter saw, and a change a read missed.
 const FULL_READ_EVERY: u32 = 60;
+/// Slots a read lists again once a late /proc scan named their owners: a million connections
+/// in 16 reads, each of them little more work than the reads of changes beside it.
+const RENAMED_PER_READ: u32 = 1 << 16;
 /// Free slots the kernel side has for new connections after each hand-out, at least: a burst
 /// of more new connections than it has between two hand-outs (at most 100 ms apart) is
 /// counted untracked.
@@ -98,6 +101,9 @@ pub struct EbpfCollector {
     filters: Filters,
     cgroup_id: u64,
     owners: SocketOwners,
+    /// The next slot to list again, named, once a late /proc scan ended (`RENAMED_PER_READ`
+    /// a read).
+    renaming: Option<u32>,
     cgroups: CgroupPaths,
     comms: Comms,
     /// Samples since the last complete one; `None` before the first.
@@ -358,6 +364,7 @@ impl EbpfCollector {
             filters: filters.clone(),
             cgroup_id,
             owners: SocketOwners::default(),
+            renaming: None,
             cgroups: CgroupPaths::default(),
             comms: Comms(BoundedCache::new(COMMS_KEPT)),
             since_full_read: None,
@@ -442,12 +449,20 @@ impl EbpfCollector {
     }
 
     /// The slots of the TCP connections to list: those that changed in the last epoch (from
-    /// `changed`, each once), or with `all` every slot handed out.
+    /// `changed`, each once) and the next share of those to name again, or with `all` every
+    /// slot handed out.
     fn listed_slots(&mut self, all: bool) -> Result<Vec<u32>> {
         self.changes.consume().context("reading the changed connections")?;
         let mut changed = std::mem::take(&mut *self.changed.borrow_mut());
+        let issued = self.supply.issued;
         if all {
-            return Ok((0..self.supply.issued).collect());
+            self.renaming = None;
+            return Ok((0..issued).collect());
+        }
+        if let Some(from) = self.renaming {
+            let to = from.saturating_add(RENAMED_PER_READ).min(issued);
+            changed.extend(from..to);
+            self.renaming = (to < issued).then_some(to);
         }
         changed.sort_unstable();
         changed.dedup();
@@ -753,15 +768,17 @@ impl Collector for EbpfCollector {
         // SAFETY: a read of memory-mapped .bss, which is always valid.
         let changes_lost = unsafe { std::ptr::read_volatile(&self.globals().drops.changes_lost) };
         // A scan of /proc that the first read did not wait for (a host with very many
-        // sockets) names the connections it listed unowned: all of them again.
-        let owners_named = self.owners.answered_late();
+        // sockets) names the connections it listed unowned: the next reads list them all
+        // again, a share at a time.
+        if self.owners.answered_late() {
+            self.renaming = Some(0);
+        }
         let full = match self.since_full_read {
             None => true,
             Some(since) => {
                 since + 1 >= FULL_READ_EVERY
                     || lost != self.lost_at_full_read
                     || changes_lost != self.changes_lost
-                    || owners_named
             }
         };
         self.changes_lost = changes_lost;
