@@ -78,6 +78,8 @@
 #include <bpf/bpf_endian.h>
 #include "tcptop.h"
 
+_Static_assert(sizeof(struct conn) == 192, "a slot of `conns` is three whole cache lines");
+
 #define AF_INET 2
 #define AF_INET6 10
 #define MSG_PEEK 2
@@ -514,11 +516,15 @@ static __always_inline void time_handshake(struct conn *c, int old_state, int ne
 	bool handshaking = old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV;
 	bool failed = old_state == TCP_SYN_SENT && new_state == TCP_CLOSE;
 
+	/* Until connect_known, connect_ns holds when the handshake began (user space reads it
+	 * only once known). */
 	if (new_state == TCP_SYN_SENT || new_state == TCP_SYN_RECV) {
-		c->handshake_ns = bpf_ktime_get_ns();
-	} else if (c->handshake_ns && handshaking && (new_state == TCP_ESTABLISHED || failed)) {
-		c->info.connect_ns = bpf_ktime_get_ns() - c->handshake_ns;
+		c->info.connect_ns = bpf_ktime_get_ns();
+	} else if (c->info.connect_ns && !c->info.connect_known && handshaking &&
+		   (new_state == TCP_ESTABLISHED || failed)) {
+		c->info.connect_ns = bpf_ktime_get_ns() - c->info.connect_ns;
 		c->info.connect_failed = failed;
+		barrier();
 		c->info.connect_known = 1;
 	}
 }

@@ -17,7 +17,8 @@ struct conn_info {
 	__u64 rx_bytes;		/* bytes the application read */
 	__u64 cgroup_id;	/* cgroup v2 id of the owning thread; 0 if unknown */
 	__u64 sock_ino;		/* inode of the socket's file, to find its owner in /proc; 0 if none */
-	__u64 connect_ns;	/* SYN_SENT or SYN_RECV to ESTABLISHED, or SYN_SENT to CLOSE */
+	__u64 connect_ns;	/* SYN_SENT or SYN_RECV to ESTABLISHED, or SYN_SENT to CLOSE; before
+				 * connect_known, when the handshake began (TCP conns) */
 	__u32 retrans;		/* segments retransmitted, SYNs included (tcp_sock.total_retrans) */
 	__u32 srtt_us;		/* smoothed RTT (tcp_sock.srtt_us >> 3) */
 	__u32 rttvar_us;	/* its mean deviation (mdev_us >> 2) */
@@ -59,7 +60,8 @@ struct conn_event {
 
 /* What the kernel keeps per connection (and per UDP flow). A TCP connection lives in a slot
  * of the `conns` array, which user space maps into its memory and reads directly; a UDP flow
- * in the UDP flow map. The fields every send and read looks at come first, with the id at
+ * in the UDP flow map. 192 bytes, three cache lines: a slot shares none with its neighbours,
+ * which other CPUs write. The fields every send and read looks at come first, with the id at
  * the start of info, so that a hook touches one cache line. */
 struct conn {
 	__u8 ignored;		/* outside the --port / -4 / -6 filters */
@@ -76,7 +78,6 @@ struct conn {
 	__u32 pad2;
 	__u64 rx_base;		/* the bytes read (bytes_read in tcptop.bpf.c) when counting began */
 	__u64 last_ns;		/* UDP: bpf_ktime_get_ns() at the flow's last datagram */
-	__u64 handshake_ns;	/* TCP: bpf_ktime_get_ns() at SYN_SENT or SYN_RECV */
 };
 
 /* What socket storage, or the hash of the plans that may not use it, keeps per TCP socket. */
