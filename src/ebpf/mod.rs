@@ -104,6 +104,8 @@ pub struct EbpfCollector {
     /// The next slot to list again, named, once a late /proc scan ended (`RENAMED_PER_READ`
     /// a read).
     renaming: Option<u32>,
+    /// Slots the next read lists again (see `listed_slots`).
+    carried: Vec<u32>,
     cgroups: CgroupPaths,
     comms: Comms,
     /// Samples since the last complete one; `None` before the first.
@@ -365,6 +367,7 @@ impl EbpfCollector {
             cgroup_id,
             owners: SocketOwners::default(),
             renaming: None,
+            carried: Vec::new(),
             cgroups: CgroupPaths::default(),
             comms: Comms(BoundedCache::new(COMMS_KEPT)),
             since_full_read: None,
@@ -448,12 +451,24 @@ impl EbpfCollector {
         fence(Ordering::SeqCst);
     }
 
+    fn read_epoch(&self) -> u32 {
+        let data = self.skel.maps.data_data.as_deref().expect("tcptop.bpf.c has initialised globals");
+        // SAFETY: a read of memory-mapped .data, which is always valid.
+        unsafe { std::ptr::read_volatile(&data.read_epoch) }
+    }
+
     /// The slots of the TCP connections to list: those that changed in the last epoch (from
     /// `changed`, each once) and the next share of those to name again, or with `all` every
     /// slot handed out.
     fn listed_slots(&mut self, all: bool) -> Result<Vec<u32>> {
         self.changes.consume().context("reading the changed connections")?;
         let mut changed = std::mem::take(&mut *self.changed.borrow_mut());
+        // A slot put on the ring in the epoch that just began is listed now, but a later change
+        // in that epoch no longer puts it there: the next read lists it again.
+        let epoch = self.read_epoch();
+        let touched_now = |slot: &u32| self.slots.get(*slot as usize).is_some_and(|c| c.listed_epoch == epoch);
+        let carry = changed.iter().copied().filter(touched_now).collect();
+        changed.extend(std::mem::replace(&mut self.carried, carry));
         let issued = self.supply.issued;
         if all {
             self.renaming = None;

@@ -402,8 +402,8 @@ fn batch_mode_prints_the_connection() {
         .map(|row| (row, row.split_whitespace().collect::<Vec<_>>()))
         .find(|(_, fields)| fields.len() > 4 && fields[2] == l && fields[3] == r)
         .unwrap_or_else(|| panic!("no row for {l} -> {r} in:\n{out}"));
-    assert_eq!(fields[0], std::process::id().to_string(), "{row}");
-    assert_eq!(&fields[5..7], ["0", "1234"], "{row}");
+    assert_eq!(fields[0], std::process::id().to_string(), "{row}\nin:\n{out}");
+    assert_eq!(&fields[5..7], ["0", "1234"], "{row}\nin:\n{out}");
 }
 
 /// After the first, complete read, a read lists only the connections that moved bytes since
