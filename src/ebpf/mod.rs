@@ -89,7 +89,7 @@ pub struct EbpfCollector {
     slots: MappedArray<types::conn>,
     supply: SlotSupply,
     /// When every connection is sampled in the kernel next, where the hooks sample.
-    walks: Option<WalkSchedule>,
+    walks: WalkSchedule,
     /// The connections adoption claimed at start.
     adopted: u32,
     /// `changes_lost` as of the last read.
@@ -311,8 +311,9 @@ impl EbpfCollector {
             supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
         }
         let adopted = supply.issued - before_adoption;
-        // Adoption sampled every connection it claimed.
-        let walks = (tcp && plan.adopt).then(|| WalkSchedule::new(adopting, Instant::now()));
+        // Adoption sampled every connection it claimed; without it, the first read walks (a
+        // walk that took no time is due at once).
+        let walks = WalkSchedule::new(adopting, Instant::now());
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -424,28 +425,23 @@ impl EbpfCollector {
         }
         // SAFETY: a read of memory-mapped .bss, which is always valid.
         let unhooked = unsafe { std::ptr::read_volatile(&self.globals().unhooked_moves) };
-        let now = Instant::now();
-        match &mut self.walks {
-            Some(walks) => walks.walked(started, now, unhooked),
-            None => self.walks = Some(WalkSchedule::new(started, now)),
-        }
+        self.walks.walked(started, Instant::now(), unhooked);
         Ok(())
     }
 
     /// Whether `collect` samples every connection first: always where the hooks do not sample,
     /// else as `WalkSchedule` says.
     fn walk_due(&self) -> bool {
-        !self.plan.hooks_sample || self.walks.as_ref().is_none_or(|walks| walks.due(Instant::now()))
+        !self.plan.hooks_sample || self.walks.due(Instant::now())
     }
 
     /// Starts a read epoch: what changes from now on is the next read's, and each connection's
     /// next send or read names its owner again.
     fn new_epoch(&mut self) {
+        let next = self.read_epoch() + 1;
         let data = self.skel.maps.data_data.as_deref_mut().expect("tcptop.bpf.c has initialised globals");
-        // SAFETY: a read and a write of memory-mapped .data, which is always valid.
-        unsafe {
-            std::ptr::write_volatile(&mut data.read_epoch, std::ptr::read_volatile(&data.read_epoch) + 1)
-        };
+        // SAFETY: a write of memory-mapped .data, which is always valid.
+        unsafe { std::ptr::write_volatile(&mut data.read_epoch, next) };
         // The new epoch before any slot is read: a hook that still sees the old one changed
         // its slot before this read copies it.
         fence(Ordering::SeqCst);
@@ -466,7 +462,8 @@ impl EbpfCollector {
         // A slot put on the ring in the epoch that just began is listed now, but a later change
         // in that epoch no longer puts it there: the next read lists it again.
         let epoch = self.read_epoch();
-        let touched_now = |slot: &u32| self.slots.get(*slot as usize).is_some_and(|c| c.listed_epoch == epoch);
+        let touched_now =
+            |slot: &u32| self.slots.get(*slot as usize).is_some_and(|c| c.listed_epoch == epoch);
         let carry = changed.iter().copied().filter(touched_now).collect();
         changed.extend(std::mem::replace(&mut self.carried, carry));
         let issued = self.supply.issued;
