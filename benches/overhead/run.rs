@@ -51,9 +51,10 @@ pub struct Args {
     intervals: u32,
 
     /// Only these watchers (tcptop's backends `ebpf`, `capture`, `sockdiag`, `floor` for the
-    /// empty programs on the hooks tcptop's auto plan uses, or a peer by its program's name),
-    /// comma-separated, beside the run without tcptop: their request/response and bulk rows,
-    /// nothing else.
+    /// empty programs on the hooks tcptop's auto plan uses, `storage` for the counter in socket
+    /// storage, or a peer by its program's name), comma-separated, beside the run without
+    /// tcptop: their request/response rows (those that hook the kernel timed by it too) and
+    /// bulk rows, nothing else.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -749,6 +750,10 @@ fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
     ];
     let mut watchers = vec![Watcher::Nothing];
     for name in &args.only {
+        if name == "storage" {
+            watchers.push(Watcher::Floor(Yardstick::StorageTracepoint));
+            continue;
+        }
         if name == "floor" {
             // fentry where the kernel allows it, as tcptop's auto plan prefers it.
             let floor = [Yardstick::EmptyFentry, Yardstick::EmptyTracepoint]
@@ -765,15 +770,15 @@ fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
             (None, Some(peer)) if peer.binary().is_some() => Watcher::Peer(peer),
             (None, Some(_)) => bail!("--only {name}: not installed (see benches/overhead/setup)"),
             (None, None) => {
-                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, floor, nethogs, bandwhich, iftop)")
+                bail!("--only {name}: not a watcher (ebpf, capture, sockdiag, floor, storage, nethogs, bandwhich, iftop)")
             }
         });
     }
     let request_response = bench.interleaved(&watchers, Traffic::RequestResponse, args, args.secs)?;
+    let timed = bench.timed_runs(&watchers, args)?;
     let bulk = bench.interleaved(&watchers, Traffic::Bulk, args, args.secs / 2.0)?;
     print_header(args, &[]);
-    let untimed = vec![None; watchers.len()];
-    print_request_response(&watchers, &request_response, &untimed, &[], args);
+    print_request_response(&watchers, &request_response, &timed, &[], args);
     print_bulk(&watchers, &bulk, &[], args);
     let targets = capture_targets(&watchers, &request_response);
     if !targets.is_empty() {

@@ -237,6 +237,17 @@ __u64 unhooked_moves = 0;
 #define KREAD(type, ptr, field) \
 	(hooks_sample ? bpf_core_cast(ptr, type)->field : BPF_CORE_READ((type *)(ptr), field))
 
+/* A tcp_sock field, read as KREAD reads where `plain` is hooks_sample. The hooks, which run only
+ * where it is set, pass a constant true: `tp` comes from one cast and each field is one load,
+ * with no test of hooks_sample (a volatile setting, loaded again at each test). */
+#define TCP_FIELD(plain, tp, field) ((plain) ? (tp)->field : BPF_CORE_READ(tp, field))
+
+/* sk as the tcp_sock that TCP_FIELD(plain, ...) reads. */
+static __always_inline struct tcp_sock *tcp_of(struct sock *sk, bool plain)
+{
+	return plain ? bpf_core_cast(sk, struct tcp_sock) : (struct tcp_sock *)sk;
+}
+
 /* Whether --tcp / --udp let this protocol through. */
 static __always_inline bool counts(__u8 proto)
 {
@@ -298,15 +309,15 @@ static __always_inline __u32 read_end(const struct conn *c, __u32 copied_seq)
  * all that arrived in order (bytes_received, the FIN included) less what still waits past
  * read_end. bytes_received is read first, and the softirq that receives stores it before
  * rcv_nxt, so a sample racing a receive can count less than was read, never more. */
-static __always_inline __u64 bytes_read(const struct conn *c, struct sock *sk)
+static __always_inline __u64 bytes_read(const struct conn *c, struct sock *sk, bool plain)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u64 received = KREAD(struct tcp_sock, tp, bytes_received);
+	struct tcp_sock *tp = tcp_of(sk, plain);
+	__u64 received = TCP_FIELD(plain, tp, bytes_received);
 	__u32 rcv_nxt, copied_seq;
 
 	barrier();
-	rcv_nxt = KREAD(struct tcp_sock, tp, rcv_nxt);
-	copied_seq = read_end(c, KREAD(struct tcp_sock, tp, copied_seq));
+	rcv_nxt = TCP_FIELD(plain, tp, rcv_nxt);
+	copied_seq = read_end(c, TCP_FIELD(plain, tp, copied_seq));
 	return received - (rcv_nxt - copied_seq);
 }
 
@@ -424,7 +435,7 @@ static __always_inline void claim(struct conn *c, struct sock *sk)
 		note_fin(c, sk);
 	c->info.state = state;
 	c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
-	c->rx_base = bytes_read(c, sk);
+	c->rx_base = bytes_read(c, sk, hooks_sample);
 	/* Published after the bases: a table read on another CPU that sees `counting` must
 	 * not sample against a base of 0. Before the handshake ends the sequence numbers are
 	 * not set yet. */
@@ -492,19 +503,19 @@ static __always_inline void emit(const struct conn *c, __u8 kind, __u8 old_state
  * change, a retransmit or its destruction. total_retrans
  * counts every retransmitted segment, SYNs included, so it is exact where a hook on
  * tcp_retransmit_skb could miss none. */
-static __always_inline void read_health(struct conn *c, struct sock *sk)
+static __always_inline void read_health(struct conn *c, struct sock *sk, bool plain)
 {
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	__u32 srtt = KREAD(struct tcp_sock, tp, srtt_us);
+	struct tcp_sock *tp = tcp_of(sk, plain);
+	__u32 srtt = TCP_FIELD(plain, tp, srtt_us);
 
-	c->info.retrans = KREAD(struct tcp_sock, tp, total_retrans);
+	c->info.retrans = TCP_FIELD(plain, tp, total_retrans);
 	c->info.health_read = 1;
 	/* srtt_us stays 0 until the first RTT sample. */
 	if (!srtt)
 		return;
 	c->info.srtt_us = srtt >> 3;
-	c->info.rttvar_us = KREAD(struct tcp_sock, tp, mdev_us) >> 2;
-	c->info.min_rtt_us = KREAD(struct tcp_sock, tp, rtt_min.s[0].v);
+	c->info.rttvar_us = TCP_FIELD(plain, tp, mdev_us) >> 2;
+	c->info.min_rtt_us = TCP_FIELD(plain, tp, rtt_min.s[0].v);
 	c->info.rtt_known = 1;
 }
 
@@ -531,20 +542,20 @@ static __always_inline void time_handshake(struct conn *c, int old_state, int ne
 
 /* Adds what the sequence counters advanced since the last sample; the socket is, or
  * was until this moment, in `state`. */
-static __always_inline void sample_sent(struct conn *c, struct sock *sk, int state)
+static __always_inline void sample_sent(struct conn *c, struct sock *sk, int state, bool plain)
 {
 	if (c->counting && can_send(state))
-		advance(c->tx_base, &c->info.tx_bytes, KREAD(struct tcp_sock, sk, write_seq));
+		advance(c->tx_base, &c->info.tx_bytes, TCP_FIELD(plain, tcp_of(sk, plain), write_seq));
 }
 
 /* A store of the larger reading, as in `advance`. */
-static __always_inline void sample_read(struct conn *c, struct sock *sk)
+static __always_inline void sample_read(struct conn *c, struct sock *sk, bool plain)
 {
 	__u64 read;
 
 	if (!c->counting)
 		return;
-	read = bytes_read(c, sk) - c->rx_base;
+	read = bytes_read(c, sk, plain) - c->rx_base;
 	if ((__s64)(read - *(volatile __u64 *)&c->info.rx_bytes) > 0)
 		*(volatile __u64 *)&c->info.rx_bytes = read;
 }
@@ -552,8 +563,8 @@ static __always_inline void sample_read(struct conn *c, struct sock *sk)
 static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 {
 	c->unsampled = 0;
-	sample_sent(c, sk, state);
-	sample_read(c, sk);
+	sample_sent(c, sk, state, hooks_sample);
+	sample_read(c, sk, hooks_sample);
 }
 
 /* A send (`sent`) or read hook's sample of that side and the health figures, where
@@ -562,10 +573,10 @@ static __always_inline void sample(struct conn *c, struct sock *sk, int state)
 static __always_inline void sample_in_call(struct conn *c, struct sock *sk, bool sent)
 {
 	if (sent)
-		sample_sent(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
+		sample_sent(c, sk, bpf_core_cast(sk, struct sock)->__sk_common.skc_state, true);
 	else
-		sample_read(c, sk);
-	read_health(c, sk);
+		sample_read(c, sk, true);
+	read_health(c, sk, true);
 	touch(c);
 }
 
@@ -636,14 +647,14 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 	if (created)
 		claim(c, sk);
 	read_identity(c, sk);
-	read_health(c, sk);
+	read_health(c, sk, hooks_sample);
 	time_handshake(c, old_state, new_state);
 	if (fin_arrives(sk, old_state, new_state))
 		note_fin(c, sk);
 	if (new_state == TCP_ESTABLISHED && (old_state == TCP_SYN_SENT || old_state == TCP_SYN_RECV)) {
 		/* The data phase begins: nothing was written or read yet. */
 		c->tx_base = KREAD(struct tcp_sock, tp, write_seq);
-		c->rx_base = bytes_read(c, sk);
+		c->rx_base = bytes_read(c, sk, hooks_sample);
 		barrier();
 		c->counting = 1;
 	} else {
@@ -662,7 +673,7 @@ static __always_inline void on_state_change(struct conn *c, bool created, struct
 /* The socket is being freed: report its final totals once. */
 static __always_inline void on_destroy(struct conn *c, struct sock *sk)
 {
-	read_health(c, sk);
+	read_health(c, sk, hooks_sample);
 	sample(c, sk, TCP_CLOSE);
 	emit(c, CONN_EVENT_CLOSED, c->info.state, TCP_CLOSE);
 }
@@ -1161,7 +1172,7 @@ static __always_inline void retransmitted(struct sock *sk)
 	struct conn *c;
 
 	if (hooks_sample && sk && (c = find_conn(sk))) {
-		read_health(c, sk);
+		read_health(c, sk, hooks_sample);
 		touch(c);
 	}
 }
@@ -1386,7 +1397,7 @@ int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 			       bpf_ntohs(KREAD(struct sock, sk, __sk_common.skc_dport))) &&
 	    (c = conn_of_socket(sk, true, true, &created)) && created) {
 		claim(c, sk);
-		read_health(c, sk);
+		read_health(c, sk, hooks_sample);
 		c->info.sock_ino = socket_ino(sk);
 	}
 	return 0;
@@ -1404,7 +1415,7 @@ static __always_inline void walk_sample(struct conn *c, struct sock *sk)
 	__u32 min_rtt = c->info.min_rtt_us;
 	__u8 health_read = c->info.health_read;
 
-	read_health(c, sk);
+	read_health(c, sk, hooks_sample);
 	sample(c, sk, KREAD(struct sock, sk, __sk_common.skc_state));
 	/* One program walks at a time (user space's reading thread): a plain add. */
 	if (hooks_sample && (tx != c->info.tx_bytes || rx != c->info.rx_bytes))

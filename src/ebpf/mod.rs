@@ -462,8 +462,11 @@ impl EbpfCollector {
         // A slot put on the ring in the epoch that just began is listed now, but a later change
         // in that epoch no longer puts it there: the next read lists it again.
         let epoch = self.read_epoch();
-        let touched_now =
-            |slot: &u32| self.slots.get(*slot as usize).is_some_and(|c| c.listed_epoch == epoch);
+        let touched_now = |slot: &u32| {
+            // SAFETY: the address of a field of the slot.
+            let listed = unsafe { self.slots.field(*slot as usize, |c| &raw const (*c).listed_epoch) };
+            listed == Some(epoch)
+        };
         let carry = changed.iter().copied().filter(touched_now).collect();
         changed.extend(std::mem::replace(&mut self.carried, carry));
         let issued = self.supply.issued;

@@ -57,6 +57,15 @@ impl<T: Copy> MappedArray<T> {
         (index < self.len).then(|| unsafe { ptr::read_volatile(self.values.as_ptr().add(index)) })
     }
 
+    /// One field of value `index`, read as `get` reads a value, without copying the rest.
+    ///
+    /// # Safety
+    /// `field` must return the address of a field of the value whose address it is given.
+    pub unsafe fn field<F: Copy>(&self, index: usize, field: impl FnOnce(*const T) -> *const F) -> Option<F> {
+        // SAFETY: the index is inside the mapping, and the caller's `field` points into that value.
+        (index < self.len).then(|| unsafe { ptr::read_volatile(field(self.values.as_ptr().add(index))) })
+    }
+
     /// Copies of the first `count` values (at most the whole array).
     pub fn first(&self, count: usize) -> impl Iterator<Item = T> + '_ {
         (0..count.min(self.len)).filter_map(|i| self.get(i))
