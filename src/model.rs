@@ -12,6 +12,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use conn::{
@@ -551,7 +552,8 @@ pub fn recent(history: impl DoubleEndedIterator<Item = u64>, intervals: usize) -
 fn row_for<'a>(rows: &'a mut Table, conn: &Conn, now: Duration) -> (Slot, &'a mut ConnRow) {
     rows.get_or_insert_with(conn.id, || {
         let blank = Conn {
-            comm: "".into(),
+            // Shared, not a new empty string: a first sample of a million rows allocates none.
+            comm: Arc::clone(&conn.comm),
             cgroup: None,
             rx_bytes: 0,
             tx_bytes: 0,

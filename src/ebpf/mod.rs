@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Iter, Link, MapCore, MapFlags, ProgramType, RingBuffer, RingBufferBuilder};
+use libbpf_rs::{
+    Iter, Link, MapCore, MapFlags, MapHandle, MapType, ProgramType, RingBuffer, RingBufferBuilder,
+};
 
 use crate::cache::BoundedCache;
 use crate::collector::{
@@ -61,6 +63,9 @@ const FULL_READ_EVERY: u32 = 60;
 /// Slots a read lists again once a late /proc scan named their owners: a million connections
 /// in 16 reads, each of them little more work than the reads of changes beside it.
 const RENAMED_PER_READ: u32 = 1 << 16;
+/// Connection slots a plan is tried with first, on a host that needs more (see `open_sized`):
+/// few enough that their maps cost a try a few milliseconds.
+const TRIED_SLOTS: u32 = 1 << 16;
 /// Free slots the kernel side has for new connections after each hand-out, at least: a burst
 /// of more new connections than it has between two hand-outs (at most 100 ms apart) is
 /// counted untracked.
@@ -150,6 +155,8 @@ impl EbpfCollector {
             refused.entry(Feature::HookSample).or_insert(why);
         }
         libbpf_log::capture();
+        let slots = table::slots_for(procfs::sockets_in_use());
+        let mut premade = PremadeSlots::start(slots);
         let mut tried = None;
         loop {
             let plan = Plan::best(hooks, &refused).map_err(|why| match hooks {
@@ -160,7 +167,7 @@ impl EbpfCollector {
                 bail!("the {plan} plan failed again without a new refusal");
             }
             tried = Some(plan);
-            match Self::open_with(plan, filters) {
+            match Self::open_sized(plan, filters, slots, &mut premade) {
                 Ok(mut collector) => {
                     for line in plan.describe(&refused) {
                         note(&line);
@@ -176,7 +183,32 @@ impl EbpfCollector {
         }
     }
 
-    fn open_with(plan: Plan, filters: &Filters) -> Result<Self, Attempt> {
+    /// Loads and attaches `plan` with room for `slots` connections, then adopts the
+    /// connections already open. Where the host needs more than `TRIED_SLOTS`, the plan is
+    /// tried with that many first: on a host of a million sockets a try at full size clears
+    /// some 250 MiB of map memory (more with the hash), for each plan the kernel refuses.
+    fn open_sized(
+        plan: Plan,
+        filters: &Filters,
+        slots: u32,
+        premade: &mut PremadeSlots,
+    ) -> Result<Self, Attempt> {
+        if slots > TRIED_SLOTS {
+            drop(Self::open_with(plan, filters, TRIED_SLOTS, None)?);
+        }
+        let mut collector = Self::open_with(plan, filters, slots, premade.take().as_ref())?;
+        collector.adopt()?;
+        Ok(collector)
+    }
+
+    /// Loads and attaches `plan`, with room for `slots` TCP connections, in `conns` if given
+    /// (a map of that many made before).
+    fn open_with(
+        plan: Plan,
+        filters: &Filters,
+        slots: u32,
+        conns: Option<&MapHandle>,
+    ) -> Result<Self, Attempt> {
         // The skeleton borrows its object storage for as long as it lives; one small box
         // per attempt, for the life of the process.
         let storage = Box::leak(Box::new(MaybeUninit::uninit()));
@@ -207,7 +239,6 @@ impl EbpfCollector {
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
         settings.udp_recvmsg_has_noblock = udp_recvmsg_has_noblock();
         settings.hooks_sample = plan.hooks_sample;
-        let slots = table::slots_for(procfs::sockets_in_use());
         settings.slot_count = slots;
         let protos = counted(filters.proto);
         let programs = plan.programs(protos);
@@ -221,6 +252,9 @@ impl EbpfCollector {
         let maps = &mut open.maps;
         for map in [&mut maps.conns, &mut maps.free_slots, &mut maps.hash_conns] {
             map.set_max_entries(slots).map_err(anyhow::Error::from)?;
+        }
+        if let Some(conns) = conns {
+            maps.conns.reuse_fd(conns.as_fd()).map_err(anyhow::Error::from)?;
         }
         // Each record of the ring takes 8 bytes of header and 8 of slot number and padding:
         // room for half the slots to change in one interval (more makes a read of them all).
@@ -295,25 +329,9 @@ impl EbpfCollector {
                     .map_err(|e| Attempt::Refused(Feature::MapIter, format!("attaching dump_udp_flows: {e}")))
             })
             .transpose()?;
-        // With the hooks attached, claim the connections that were open before tcptop.
-        let adopting = Instant::now();
-        let before_adoption = supply.issued;
-        if tcp && plan.adopt {
-            let adopt = progs
-                .adopt_tcp_socks
-                .attach()
-                .map_err(|e| Attempt::Refused(Feature::TcpIter, format!("attaching adopt_tcp_socks: {e}")))?;
-            let globals = skel.maps.bss_data.as_deref_mut().expect("tcptop.bpf.c has global variables");
-            globals.next_fresh_slot = supply.issued;
-            in_every_namespace(&adopt, &mut Vec::new())
-                .context("listing the connections open before tcptop")?;
-            // SAFETY: a read of memory-mapped .bss, which is always valid.
-            supply.issued = unsafe { std::ptr::read_volatile(&globals.next_fresh_slot) };
-        }
-        let adopted = supply.issued - before_adoption;
-        // Adoption sampled every connection it claimed; without it, the first read walks (a
-        // walk that took no time is due at once).
-        let walks = WalkSchedule::new(adopting, Instant::now());
+        // No walk yet: the first read walks (a walk that took no time is due at once).
+        let now = Instant::now();
+        let walks = WalkSchedule::new(now, now);
 
         let arrived = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&arrived);
@@ -360,7 +378,7 @@ impl EbpfCollector {
             slots,
             supply,
             walks,
-            adopted,
+            adopted: 0,
             changes_lost: 0,
             table,
             dump_buf: Vec::new(),
@@ -374,6 +392,29 @@ impl EbpfCollector {
             since_full_read: None,
             lost_at_full_read: 0,
         })
+    }
+
+    /// With the hooks attached, claims the connections that were open before tcptop.
+    fn adopt(&mut self) -> Result<(), Attempt> {
+        if !self.protos.contains(&Proto::Tcp) || !self.plan.adopt {
+            return Ok(());
+        }
+        let adopting = Instant::now();
+        let adopt = self
+            .skel
+            .progs
+            .adopt_tcp_socks
+            .attach()
+            .map_err(|e| Attempt::Refused(Feature::TcpIter, format!("attaching adopt_tcp_socks: {e}")))?;
+        let before_adoption = self.supply.issued;
+        self.globals().next_fresh_slot = before_adoption;
+        in_every_namespace(&adopt, &mut Vec::new()).context("listing the connections open before tcptop")?;
+        // SAFETY: a read of memory-mapped .bss, which is always valid.
+        self.supply.issued = unsafe { std::ptr::read_volatile(&self.globals().next_fresh_slot) };
+        self.adopted = self.supply.issued - before_adoption;
+        // Adoption sampled every connection it claimed.
+        self.walks = WalkSchedule::new(adopting, Instant::now());
+        Ok(())
     }
 
     /// The plan in use.
@@ -618,6 +659,33 @@ impl SlotSupply {
             self.pushed += 1;
         }
         Ok(())
+    }
+}
+
+/// The `conns` map of a host that needs more than `TRIED_SLOTS`, made on a thread of its own
+/// while the plans are tried with small maps: the kernel clears the memory of 1.25 million
+/// slots (some 240 MiB) as it makes the map, which takes a fifth of a second or more.
+struct PremadeSlots(Option<std::thread::JoinHandle<libbpf_rs::Result<MapHandle>>>);
+
+impl PremadeSlots {
+    fn start(slots: u32) -> PremadeSlots {
+        PremadeSlots((slots > TRIED_SLOTS).then(|| {
+            std::thread::spawn(move || {
+                let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+                    sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+                    map_flags: libbpf_rs::libbpf_sys::BPF_F_MMAPABLE,
+                    ..Default::default()
+                };
+                let value = size_of::<types::conn>() as u32;
+                MapHandle::create(MapType::Array, Some("conns"), 4, value, slots, &opts)
+            })
+        }))
+    }
+
+    /// The map, once: a try that fails after using it may have left connections in it. None
+    /// if it could not be made (libbpf then makes it, and says why it cannot).
+    fn take(&mut self) -> Option<MapHandle> {
+        self.0.take()?.join().ok()?.ok()
     }
 }
 
