@@ -430,14 +430,16 @@ impl Flood {
     }
 
     /// Sends 200,000 datagrams from the one socket, two threads at once, as fast as they
-    /// can; returns the payload bytes sent.
+    /// can (the rate is printed); returns the payload bytes sent.
     fn send(&self) -> u64 {
         let datagram = [0x42; FLOOD_DATAGRAM as usize];
         let burst = || (0..100_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
+        let start = Instant::now();
         let sent: u64 = thread::scope(|s| {
             let threads: Vec<_> = (0..2).map(|_| s.spawn(burst)).collect();
             threads.into_iter().map(|t| t.join().unwrap()).sum()
         });
+        eprintln!("flood: {sent} datagrams at {:.0}/s", sent as f64 / start.elapsed().as_secs_f64());
         sent * FLOOD_DATAGRAM
     }
 
