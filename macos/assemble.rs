@@ -750,8 +750,8 @@ mod tests {
     use super::super::decode::PacketProcess;
     use super::*;
 
-    fn process(pid: u32, comm: &str, direction: Direction) -> PacketProcess {
-        PacketProcess { pid, comm: comm.into(), direction }
+    fn process(pid: u32, comm: &str, direction: Direction) -> Box<PacketProcess> {
+        Box::new(PacketProcess { pid, comm: comm.into(), direction })
     }
 
     const ME: &str = "10.0.0.1:40000";

@@ -89,8 +89,9 @@ pub struct Packet {
     pub payload: u32,
     /// `None` for UDP.
     pub tcp: Option<TcpHeader>,
-    /// Only PKTAP captures name the process.
-    pub process: Option<PacketProcess>,
+    /// Only PKTAP captures name the process; boxed, as most packets wait in the capture's
+    /// queue without one (24 bytes fewer each).
+    pub process: Option<Box<PacketProcess>>,
 }
 
 /// Why a packet could not be decoded; such packets are counted and skipped.
@@ -286,8 +287,9 @@ fn decode_pktap(frame: Frame<'_>) -> Decoded {
     };
     // pid_t -1 (and 0, the kernel) mean the packet belongs to no known process.
     let pid = i32::try_from(pid).ok().filter(|&p| p > 0);
-    packet.process =
-        pid.zip(direction).map(|(pid, direction)| PacketProcess { pid: pid as u32, comm, direction });
+    packet.process = pid
+        .zip(direction)
+        .map(|(pid, direction)| Box::new(PacketProcess { pid: pid as u32, comm, direction }));
     Ok(Some(packet))
 }
 
@@ -626,7 +628,8 @@ mod tests {
         let inner = ethernet(ETHERTYPE_IPV4, &tcp_v4(5));
         let frame = pktap(1, 0x2, 4242, "curl", &inner);
         let mut expected = expected_tcp_v4(5);
-        expected.process = Some(PacketProcess { pid: 4242, comm: "curl".into(), direction: Direction::Out });
+        expected.process =
+            Some(Box::new(PacketProcess { pid: 4242, comm: "curl".into(), direction: Direction::Out }));
         assert_eq!(whole(LinkType::Pktap, &frame), Ok(Some(expected.clone())));
 
         // lo0 packets come as DLT_NULL inside PKTAP, with the AF in host order.

@@ -203,7 +203,7 @@ impl CaptureCollector {
         let Some(processes) = self.processes.as_mut() else { return };
         let due = |at: Option<Duration>, every| at.is_none_or(|at| now.saturating_sub(at) >= every);
         let whole = due(self.listed_at, LIST_EVERY);
-        if !whole && !(self.assembler.awaits_socket_list() && due(self.verified_at, VERIFY_EVERY)) {
+        if !(whole || self.assembler.awaits_socket_list() && due(self.verified_at, VERIFY_EVERY)) {
             return;
         }
         self.verified_at = Some(now);
@@ -343,8 +343,11 @@ fn explain_open_failure(device: &str, error: pcap::Error) -> anyhow::Error {
 /// A libpcap timestamp as time since the epoch (before it, as the epoch: only differences
 /// matter).
 fn wire_time(ts: &libc::timeval) -> Duration {
-    let micros = i64::from(ts.tv_sec) * 1_000_000 + i64::from(ts.tv_usec);
-    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+    // The fields' types differ by platform (macOS's microseconds are an i32).
+    match (u64::try_from(ts.tv_sec), u64::try_from(ts.tv_usec)) {
+        (Ok(secs), Ok(micros)) => Duration::from_secs(secs) + Duration::from_micros(micros),
+        _ => Duration::ZERO,
+    }
 }
 
 /// The capture thread: reads, decodes and queues packets until told to stop, filling the

@@ -430,14 +430,16 @@ impl Flood {
     }
 
     /// Sends 200,000 datagrams from the one socket, two threads at once, as fast as they
-    /// can; returns the payload bytes sent.
+    /// can (the rate is printed); returns the payload bytes sent.
     fn send(&self) -> u64 {
         let datagram = [0x42; FLOOD_DATAGRAM as usize];
         let burst = || (0..100_000).filter(|_| self.sender.send(&datagram).is_ok()).count() as u64;
+        let start = Instant::now();
         let sent: u64 = thread::scope(|s| {
             let threads: Vec<_> = (0..2).map(|_| s.spawn(burst)).collect();
             threads.into_iter().map(|t| t.join().unwrap()).sum()
         });
+        eprintln!("flood: {sent} datagrams at {:.0}/s", sent as f64 / start.elapsed().as_secs_f64());
         sent * FLOOD_DATAGRAM
     }
 
@@ -475,7 +477,7 @@ impl Flood {
     }
 
     /// Batch mode's text: each interval's summary line and rows.
-    fn from_batch(&self, out: &str) -> Counted {
+    fn count_batch(&self, out: &str) -> Counted {
         let mut counted = Counted::default();
         for line in out.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -491,7 +493,7 @@ impl Flood {
     }
 
     /// Records as JSON lines or CSV rows (with the header), read as field -> value.
-    fn from_records(&self, records: impl Iterator<Item = HashMap<String, String>>) -> Counted {
+    fn count_records(&self, records: impl Iterator<Item = HashMap<String, String>>) -> Counted {
         let mut counted = Counted::default();
         for record in records {
             let number = |field: &str| record[field].parse::<u64>().unwrap_or(0);
@@ -506,20 +508,20 @@ impl Flood {
         counted
     }
 
-    fn from_json(&self, out: &str) -> Counted {
+    fn count_json(&self, out: &str) -> Counted {
         let as_text = |value: &serde_json::Value| match value {
             serde_json::Value::String(text) => text.clone(),
             other => other.to_string(),
         };
-        self.from_records(out.lines().map(|line| {
+        self.count_records(out.lines().map(|line| {
             let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
             object.iter().map(|(key, value)| (key.clone(), as_text(value))).collect()
         }))
     }
 
-    fn from_csv(&self, out: &str) -> Counted {
+    fn count_csv(&self, out: &str) -> Counted {
         let mut reader = csv::Reader::from_reader(out.as_bytes());
-        self.from_records(reader.deserialize().map(Result::unwrap))
+        self.count_records(reader.deserialize().map(Result::unwrap))
     }
 }
 
@@ -535,9 +537,9 @@ fn a_udp_flood_is_counted_exactly_or_dropped_visibly_in_every_output() {
     let log_arg = log_path.to_str().unwrap();
     type Parse = fn(&Flood, &str) -> Counted;
     let outputs: [(&str, &[&str], Parse); 3] = [
-        ("batch", &["-b"], Flood::from_batch),
-        ("json", &["--format", "json"], Flood::from_json),
-        ("csv", &["--format", "csv"], Flood::from_csv),
+        ("batch", &["-b"], Flood::count_batch),
+        ("json", &["--format", "json"], Flood::count_json),
+        ("csv", &["--format", "csv"], Flood::count_csv),
     ];
     for (name, args, parse) in outputs {
         let flood = Flood::new();
@@ -545,7 +547,7 @@ fn a_udp_flood_is_counted_exactly_or_dropped_visibly_in_every_output() {
         let (sent, out) = flood.through_binary(if name == "batch" { &log_args } else { args });
         let mut reports = vec![(name, parse(&flood, &out))];
         if name == "batch" {
-            reports.push(("--log", flood.from_csv(&std::fs::read_to_string(&log_path).unwrap())));
+            reports.push(("--log", flood.count_csv(&std::fs::read_to_string(&log_path).unwrap())));
         }
         for (output, counted) in reports {
             eprintln!("{output}: sent {sent} B, {counted:?}");
