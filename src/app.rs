@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use ratatui::backend::Backend;
-use tokio::sync::mpsc;
 
 use crate::cli::{Args, Format};
-use crate::collection::{Collected, CollectionThread, Interval, Schedule};
+use crate::collection::{self, Collected, CollectionThread, Interval, Schedule};
 use crate::event::{Event, Sources};
 use crate::exporter::Exporter;
 use crate::model::{Model, Query, Retention};
@@ -64,7 +63,7 @@ where
         .as_deref()
         .map(|address| Exporter::start(address, &args.prometheus_labels, args.prometheus_max_series))
         .transpose()?;
-    let (sender, collected) = mpsc::unbounded_channel();
+    let (sender, collected) = collection::reports();
     let schedule = Schedule { interval: args.interval(), live_events: args.events, intervals: args.count };
     let collection =
         CollectionThread::spawn(os.open_collector, os.read_cmdline, Arc::clone(&os.clock), schedule, sender)?;

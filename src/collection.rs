@@ -1,17 +1,18 @@
 //! The collection thread: builds the collector inside it (the eBPF one is not `Send`),
 //! drains its lifecycle events as they come, reads its table at least as often as the
 //! collector needs, and hands the event loop one merged sample per display interval, with
-//! the command lines of its processes. The screen never waits for it.
+//! the command lines of its processes. The screen never waits for it; it waits for the
+//! loop to take one interval before it sends the next.
 
 use std::collections::{HashMap, HashSet};
 use std::mem;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::cache::BoundedCache;
 use crate::collector::Collector;
@@ -35,6 +36,75 @@ pub enum Collected {
     Interval(Interval),
     /// Opening or reading the collector failed; the thread is done.
     Failed(anyhow::Error),
+}
+
+/// The thread's end of its reports to the event loop.
+pub struct Reporter {
+    out: UnboundedSender<Collected>,
+    /// A message for each interval the loop took.
+    taken: Receiver<()>,
+    /// Intervals sent that the loop has not taken yet.
+    untaken: u64,
+}
+
+impl Reporter {
+    /// Sends `report`; false once the loop is gone.
+    fn send(&mut self, report: Collected) -> bool {
+        if matches!(report, Collected::Interval(_)) {
+            self.untaken += 1;
+        }
+        self.out.send(report).is_ok()
+    }
+
+    /// Waits up to `timeout` for the loop to take every interval sent; false while one waits.
+    /// A loop slower than the interval (a table of a million rows into a slow pipe) so gets
+    /// longer intervals, not a queue that grows and that a stop would wait behind.
+    fn all_taken(&mut self, timeout: Duration) -> bool {
+        while self.untaken > 0 {
+            match self.taken.recv_timeout(timeout) {
+                Ok(()) => self.untaken -= 1,
+                Err(RecvTimeoutError::Timeout) => return false,
+                // The loop is gone: the next send says so.
+                Err(RecvTimeoutError::Disconnected) => return true,
+            }
+        }
+        true
+    }
+}
+
+/// The event loop's end of the thread's reports.
+pub struct Reports {
+    reports: UnboundedReceiver<Collected>,
+    taken: Sender<()>,
+}
+
+impl Reports {
+    /// The next report; `None` once the thread is gone.
+    pub async fn recv(&mut self) -> Option<Collected> {
+        let report = self.reports.recv().await;
+        self.taken(report)
+    }
+
+    /// The same, outside the runtime.
+    pub fn blocking_recv(&mut self) -> Option<Collected> {
+        let report = self.reports.blocking_recv();
+        self.taken(report)
+    }
+
+    fn taken(&self, report: Option<Collected>) -> Option<Collected> {
+        if matches!(report, Some(Collected::Interval(_))) {
+            // A thread that is gone needs no answer.
+            let _ = self.taken.send(());
+        }
+        report
+    }
+}
+
+/// A channel for the thread's reports.
+pub fn reports() -> (Reporter, Reports) {
+    let (out, reports) = unbounded_channel();
+    let (taken_sender, taken) = mpsc::channel();
+    (Reporter { out, taken, untaken: 0 }, Reports { reports, taken: taken_sender })
 }
 
 /// One display interval's readings, merged.
@@ -74,7 +144,7 @@ impl CollectionThread {
         read_cmdline: CmdlineReader,
         clock: Arc<dyn Clock>,
         schedule: Schedule,
-        out: UnboundedSender<Collected>,
+        mut out: Reporter,
     ) -> Result<CollectionThread> {
         let (finish, finish_requests) = mpsc::channel();
         let handle = thread::Builder::new()
@@ -83,7 +153,7 @@ impl CollectionThread {
                 let collector = match open() {
                     Ok(collector) => collector,
                     Err(error) => {
-                        let _ = out.send(Collected::Failed(error));
+                        out.send(Collected::Failed(error));
                         return;
                     }
                 };
@@ -93,10 +163,11 @@ impl CollectionThread {
                     clock: &*clock,
                     schedule,
                     finish_requests,
-                    out: &out,
+                    finishing: false,
+                    out: &mut out,
                 };
                 if let Err(error) = run.collect_until_finished() {
-                    let _ = out.send(Collected::Failed(error));
+                    out.send(Collected::Failed(error));
                 }
             })
             .context("starting the collection thread")?;
@@ -123,7 +194,9 @@ struct Run<'a> {
     clock: &'a dyn Clock,
     schedule: Schedule,
     finish_requests: Receiver<()>,
-    out: &'a UnboundedSender<Collected>,
+    /// A finish was asked for while the thread waited for the loop.
+    finishing: bool,
+    out: &'a mut Reporter,
 }
 
 impl Run<'_> {
@@ -135,7 +208,7 @@ impl Run<'_> {
         let mut pending = self.collector.collect()?;
         let start = self.clock.now();
         let backend = self.collector.backend().to_string();
-        if self.out.send(Collected::Started { backend, at: start }).is_err() {
+        if !self.out.send(Collected::Started { backend, at: start }) {
             return Ok(());
         }
         self.send_live(&pending.events);
@@ -145,35 +218,31 @@ impl Run<'_> {
         let mut collected_at = start;
         let mut intervals_sent = 0;
         loop {
-            let finishing = match self.finish_requests.try_recv() {
-                Ok(()) => true,
-                Err(TryRecvError::Empty) => false,
-                Err(TryRecvError::Disconnected) => return Ok(()),
-            };
+            let Some(finishing) = self.finish_asked() else { return Ok(()) };
             let now = self.clock.now();
-            let interval_over = finishing || now >= interval_end;
-            let mut collect_took = Duration::ZERO;
-            if interval_over {
+            if finishing || now >= interval_end {
+                // The loop takes each interval before the next is read: a loop slower than the
+                // interval (a table of a million rows into a slow pipe) gets longer intervals,
+                // not a queue that grows and that a stop would wait behind.
+                while !self.out.all_taken(FINISH_CHECK) {
+                    if self.finish_asked().is_none() {
+                        return Ok(());
+                    }
+                }
+                let Some(finishing) = self.finish_asked() else { return Ok(()) };
+                let now = self.clock.now();
                 let last = finishing || self.schedule.intervals == Some(intervals_sent + 1);
                 let sample = if last { self.collector.collect_last()? } else { self.collector.collect()? };
-                collect_took = self.clock.now().saturating_sub(now);
+                let collect_took = self.clock.now().saturating_sub(now);
                 collected_at = now;
                 self.send_live(&sample.events);
-                pending = merge(mem::replace(&mut pending, Sample::nothing_changed()), sample);
-            } else if max_gap.is_some_and(|gap| now >= collected_at + gap) {
-                let events = self.collector.refresh()?;
-                collected_at = now;
-                self.send_live(&events);
-                pending.events.extend(events);
-            }
-            if interval_over {
-                let sample = mem::replace(&mut pending, Sample::nothing_changed());
+                let sample = merge(mem::replace(&mut pending, Sample::nothing_changed()), sample);
                 let cmdlines = self.cmdlines.of(&sample);
                 let wall = self.clock.wall();
                 let ended = Interval { sample, cmdlines, at: now, wall, collect_took };
                 let sent = self.out.send(Collected::Interval(ended));
                 intervals_sent += 1;
-                if sent.is_err() || finishing || self.schedule.intervals == Some(intervals_sent) {
+                if !sent || last {
                     return Ok(());
                 }
                 // A collection slower than the interval, or a stop (SIGSTOP), skips the ends
@@ -186,6 +255,11 @@ impl Run<'_> {
                         interval_end += interval;
                     }
                 }
+            } else if max_gap.is_some_and(|gap| now >= collected_at + gap) {
+                let events = self.collector.refresh()?;
+                collected_at = now;
+                self.send_live(&events);
+                pending.events.extend(events);
             }
             let next_collect = max_gap.map_or(interval_end, |gap| interval_end.min(collected_at + gap));
             let timeout = next_collect.saturating_sub(self.clock.now()).min(FINISH_CHECK);
@@ -195,10 +269,20 @@ impl Run<'_> {
         }
     }
 
-    fn send_live(&self, events: &[ConnEvent]) {
+    /// Whether the loop asked for the last interval, now or before; `None` once it is gone.
+    fn finish_asked(&mut self) -> Option<bool> {
+        match self.finish_requests.try_recv() {
+            Ok(()) => self.finishing = true,
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return None,
+        }
+        Some(self.finishing)
+    }
+
+    fn send_live(&mut self, events: &[ConnEvent]) {
         if self.schedule.live_events && !events.is_empty() {
             // A loop that is gone stops the thread at the interval's end.
-            let _ = self.out.send(Collected::Events { events: events.to_vec(), wall: self.clock.wall() });
+            self.out.send(Collected::Events { events: events.to_vec(), wall: self.clock.wall() });
         }
     }
 }

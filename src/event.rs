@@ -11,7 +11,7 @@ use futures_util::stream::LocalBoxStream;
 use futures_util::StreamExt;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::collection::Collected;
+use crate::collection::{Collected, Reports};
 use crate::resolve::Resolved;
 
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub enum Event {
 }
 
 pub struct Sources {
-    pub collected: UnboundedReceiver<Collected>,
+    pub collected: Reports,
     /// `None` without a live screen, and once the terminal is gone.
     pub input: Option<LocalBoxStream<'static, io::Result<crossterm::event::Event>>>,
     /// `None` once the stream ends.
@@ -113,7 +113,7 @@ mod tests {
                 }
             }
         });
-        let (_sender, collected) = tokio::sync::mpsc::unbounded_channel();
+        let (_sender, collected) = crate::collection::reports();
         let mut sources =
             Sources { collected, input: Some(input.boxed_local()), stop_signals: None, resolved: None };
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::UNIX_EPOCH;
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::unbounded_channel;
 
 use super::*;
 use crate::model::conn::test_conn;
@@ -32,8 +32,8 @@ fn spawn(
     collector: impl Collector + Send + 'static,
     clock: Arc<FakeClock>,
     schedule: Schedule,
-) -> (CollectionThread, UnboundedReceiver<Collected>) {
-    let (sender, receiver) = unbounded_channel();
+) -> (CollectionThread, Reports) {
+    let (sender, receiver) = reports();
     let open: CollectorFactory = Box::new(move || Ok(Box::new(collector) as Box<dyn Collector>));
     let thread = CollectionThread::spawn(open, Box::new(|_| None), clock, schedule, sender).unwrap();
     (thread, receiver)
@@ -183,6 +183,30 @@ fn the_thread_ends_after_the_intervals_asked_for() {
 }
 
 #[test]
+fn no_table_is_read_until_the_loop_took_the_interval_before() {
+    let clock = Arc::new(FakeClock::default());
+    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
+    let mut collector = scripted(&clock, tables);
+    collector.last_read = Some(reading(vec![], vec![conn(1, 99)], 0));
+    let (collecting, mut reads) = unbounded_channel();
+    collector.collecting = Some(collecting);
+    let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
+    let (thread, mut received) = spawn(collector, clock, schedule);
+    assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
+    // The first read, then the first interval's, whose interval nobody takes yet.
+    assert_eq!([reads.blocking_recv(), reads.blocking_recv()], [0, 1].map(|s| Some(Duration::from_secs(s))));
+    thread.finish();
+    // The next read, once it was taken, is the last (by the next interval's end).
+    for (at, rx) in [(1, 1), (2, 99)] {
+        let Some(Collected::Interval(interval)) = received.blocking_recv() else { panic!("no interval") };
+        assert!(interval.at <= Duration::from_secs(at), "{:?}", interval.at);
+        assert_eq!(interval.sample.conns, [conn(1, rx)]);
+    }
+    assert!(received.blocking_recv().is_none());
+    assert!(reads.try_recv().is_err(), "a table read with collect, not collect_last");
+}
+
+#[test]
 fn the_last_interval_is_read_with_collect_last() {
     let clock = Arc::new(FakeClock::default());
     let mut collector = scripted(&clock, [reading(vec![], vec![conn(1, 10)], 0)]);
@@ -224,7 +248,7 @@ fn live_events_are_sent_as_they_arrive_and_again_with_their_interval() {
 
 #[test]
 fn a_collector_that_cannot_open_says_why() {
-    let (sender, mut received) = unbounded_channel();
+    let (sender, mut received) = reports();
     let open: CollectorFactory = Box::new(|| anyhow::bail!("needs root"));
     let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
     let _thread =
