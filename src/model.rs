@@ -109,6 +109,14 @@ impl ConnRow {
         }
     }
 
+    /// The row of a connection first seen at `now` in `conn`: all its bytes and retransmits
+    /// so far count in the current interval, as a blank row absorbing `conn` would count them.
+    fn first_seen(conn: Conn, now: Duration) -> ConnRow {
+        let (rx_bytes, tx_bytes) = (conn.rx_bytes, conn.tx_bytes);
+        let retrans = conn.health.and_then(|h| h.retrans).unwrap_or(0);
+        ConnRow { rx_bytes, tx_bytes, retrans, ..ConnRow::new(conn, now) }
+    }
+
     /// What happened in the interval before is over: its counts start again from zero.
     fn start_interval(&mut self) {
         self.rx_bytes = 0;
@@ -329,12 +337,34 @@ impl Model {
         }
         // The rows' slots looked up in one pass, in which many lookups wait on memory at once.
         let known: Vec<Option<Slot>> = sample.conns.iter().map(|conn| self.rows.slot(conn.id)).collect();
+        // Rows the sample listed, once each: when they are all the table's, no row is left to
+        // close below.
+        let mut listed = 0;
         for (conn, known) in sample.conns.into_iter().zip(known) {
-            let (slot, row) = match known {
-                Some(slot) => (slot, self.rows.at_mut(slot)),
-                None => row_for(&mut self.rows, &conn, now),
+            let (slot, row, conn) = match known {
+                Some(slot) => (slot, self.rows.at_mut(slot), conn),
+                None => {
+                    // First sight: the row is built from its record at once, with nothing to
+                    // absorb (a first sample of a million rows copies none twice); an id
+                    // listed twice absorbs its second record.
+                    let mut record = Some(conn);
+                    let (slot, row) = self.rows.get_or_insert_with(
+                        record.as_ref().expect("the record").id,
+                        || ConnRow::first_seen(record.take().expect("the record"), now),
+                    );
+                    match record {
+                        None => {
+                            (row.listed_in, listed) = (update, listed + 1);
+                            row.visit(slot, update, &mut visits);
+                            continue;
+                        }
+                        Some(conn) => (slot, row, conn),
+                    }
+                }
             };
-            row.listed_in = update;
+            if row.listed_in != update {
+                (row.listed_in, listed) = (update, listed + 1);
+            }
             // A settled row listed unchanged (a complete sample lists every row) is left alone,
             // as a sample of changes leaves it out.
             let settled = row.visited_in != 0 && row.visited_in != update;
@@ -347,7 +377,7 @@ impl Model {
                 row.absorb(conn);
             }
         }
-        if complete {
+        if complete && listed < self.rows.len() {
             // The collector's table is the truth: a TCP connection it no longer lists is
             // over, even when its close event was lost or comes later. A partial sample
             // leaves out the idle ones.

@@ -25,7 +25,7 @@ impl<W: Write> Sink for BatchTable<W> {
 }
 
 /// Writes the interval that just ended: a summary line, the column headings, the rows of
-/// `query` (bytes are this interval's), and a blank line.
+/// `query` (bytes are this interval's), and a blank line. The summary line is flushed at once.
 pub fn write_interval(
     out: &mut dyn Write,
     model: &Model,
@@ -51,6 +51,8 @@ pub fn write_interval(
         )?;
     }
     writeln!(out)?;
+    // Out before the rows are formatted: on a host of a million rows that takes a while.
+    out.flush()?;
 
     // Every cell of every row in one buffer, in the order the rows lie in memory (one visit
     // each: on a host of many rows, visits in sorted order wait on the memory of each), then
