@@ -194,7 +194,7 @@ struct Run<'a> {
     clock: &'a dyn Clock,
     schedule: Schedule,
     finish_requests: Receiver<()>,
-    /// A finish was asked for while the thread waited for the loop.
+    /// The loop asked for the last interval (each request is received once).
     finishing: bool,
     out: &'a mut Reporter,
 }

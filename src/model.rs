@@ -347,11 +347,11 @@ impl Model {
                     // First sight: the row is built from its record at once, with nothing to
                     // absorb (a first sample of a million rows copies none twice); an id
                     // listed twice absorbs its second record.
+                    let id = conn.id;
                     let mut record = Some(conn);
-                    let (slot, row) = self.rows.get_or_insert_with(
-                        record.as_ref().expect("the record").id,
-                        || ConnRow::first_seen(record.take().expect("the record"), now),
-                    );
+                    let (slot, row) = self.rows.get_or_insert_with(id, || {
+                        ConnRow::first_seen(record.take().expect("taken once"), now)
+                    });
                     match record {
                         None => {
                             (row.listed_in, listed) = (update, listed + 1);

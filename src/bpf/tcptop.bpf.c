@@ -1172,7 +1172,7 @@ static __always_inline void retransmitted(struct sock *sk)
 	struct conn *c;
 
 	if (hooks_sample && sk && (c = find_conn(sk))) {
-		read_health(c, sk, hooks_sample);
+		read_health(c, sk, true);
 		touch(c);
 	}
 }
