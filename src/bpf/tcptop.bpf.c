@@ -224,7 +224,11 @@ struct {
  * an epoch puts its slot on `changed`, its first send or read names its owner again. */
 __u32 read_epoch = 1;
 __u32 table_rows = 0;	/* rows of the current read of the UDP flows, in `table` or beyond its end */
-__u32 next_fresh_slot = 0;	/* adopt_tcp_socks: the next slot user space has not handed out */
+/* adopt_tcp_socks runs in one or, on a host of two CPUs or more, two of user space's threads at
+ * once: each claims the sockets of its half of the hash and takes every other slot of those user
+ * space has not handed out, from its own cursor, so the two never take the same one. */
+__u32 next_fresh_slot[2] = {};
+__u32 second_adopter_tid = 0;	/* 0: one thread adopts */
 __u64 slots_taken = 0;	/* from free_slots */
 __u64 slots_returned = 0;	/* to free_slots */
 /* Where the hooks sample: walks that found bytes moved that no hook had counted (splice reads
@@ -712,14 +716,23 @@ static __always_inline __u64 new_id(void)
 	return id ?: 1;
 }
 
-/* A slot for a new connection: from free_slots, or for adopt_tcp_socks (one run at a time, in
- * tcptop's reading thread) the next one user space has not handed out. */
+/* Which of the adopting threads runs this program: 1 for the second, else 0. */
+static __always_inline __u32 adopter(void)
+{
+	return second_adopter_tid && (__u32)bpf_get_current_pid_tgid() == second_adopter_tid;
+}
+
+/* A slot for a new connection: from free_slots, or for adopt_tcp_socks the next one of its
+ * thread's cursor (each thread's cursor is its own: a plain add). */
 static __always_inline bool take_slot(bool adopting, __u32 *slot)
 {
 	if (adopting) {
-		if (next_fresh_slot >= slot_count)
+		__u32 *next = &next_fresh_slot[adopter()];
+
+		if (*next >= slot_count)
 			return false;
-		*slot = next_fresh_slot++;
+		*slot = *next;
+		*next += second_adopter_tid ? 2 : 1;
 		return true;
 	}
 	if (bpf_map_pop_elem(&free_slots, slot))
@@ -1387,10 +1400,18 @@ static __always_inline struct sock *data_socket(struct sock_common *skc)
 SEC("iter/tcp")
 int adopt_tcp_socks(struct bpf_iter__tcp *ctx)
 {
-	struct sock *sk = data_socket(ctx->sk_common);
+	struct sock_common *skc = ctx->sk_common;
+	struct sock *sk;
 	struct conn *c;
 	bool created;
 
+	/* Where two threads adopt, each walks every socket and claims those of its half, by the
+	 * top bit of a Fibonacci hash of its ports and IPv4 addresses (the low bits of skc_hash
+	 * are not even). */
+	if (skc && second_adopter_tid &&
+	    ((skc->skc_addrpair ^ skc->skc_portpair) * 0x9e3779b97f4a7c15ULL) >> 63 != adopter())
+		return 0;
+	sk = data_socket(skc);
 	/* A connection the filters leave out gets no slot unless it sends or reads. */
 	if (sk && tuple_wanted(KREAD(struct sock, sk, __sk_common.skc_family),
 			       bpf_ntohs(KREAD(struct inet_sock, sk, inet_sport)),

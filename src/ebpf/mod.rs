@@ -394,7 +394,8 @@ impl EbpfCollector {
         })
     }
 
-    /// With the hooks attached, claims the connections that were open before tcptop.
+    /// With the hooks attached, claims the connections that were open before tcptop: on two
+    /// threads where there are two CPUs, as a host of a million sockets takes seconds to walk.
     fn adopt(&mut self) -> Result<(), Attempt> {
         if !self.protos.contains(&Proto::Tcp) || !self.plan.adopt {
             return Ok(());
@@ -406,15 +407,53 @@ impl EbpfCollector {
             .adopt_tcp_socks
             .attach()
             .map_err(|e| Attempt::Refused(Feature::TcpIter, format!("attaching adopt_tcp_socks: {e}")))?;
-        let before_adoption = self.supply.issued;
-        self.globals().next_fresh_slot = before_adoption;
-        in_every_namespace(&adopt, &mut Vec::new()).context("listing the connections open before tcptop")?;
+        let before = self.supply.issued;
+        let adopters: u32 =
+            if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) { 2 } else { 1 };
+        let globals = self.globals();
+        globals.next_fresh_slot = [before, before + 1];
+        globals.second_adopter_tid = 0;
+        if adopters == 1 {
+            in_every_namespace(&adopt, &mut Vec::new())
+        } else {
+            self.adopt_on_two_threads(&adopt)
+        }
+        .context("listing the connections open before tcptop")?;
         // SAFETY: a read of memory-mapped .bss, which is always valid.
-        self.supply.issued = unsafe { std::ptr::read_volatile(&self.globals().next_fresh_slot) };
-        self.adopted = self.supply.issued - before_adoption;
+        let ends = unsafe { std::ptr::read_volatile(&self.globals().next_fresh_slot) };
+        let ends = &ends[..adopters as usize];
+        let issued = ends.iter().copied().max().unwrap_or(before).min(self.skel.maps.conns.max_entries());
+        self.adopted = (0..adopters).zip(ends).map(|(lane, end)| (end - before - lane) / adopters).sum();
+        // The slots of the thread that claimed fewer, up to where the other stopped, are free.
+        self.supply.issued = issued;
+        for (lane, &end) in (0..adopters).zip(ends) {
+            debug_assert!(end >= before + lane);
+            for slot in (end..issued).step_by(adopters as usize) {
+                self.supply.push(&mut self.skel, slot).context("handing out connection slots")?;
+            }
+        }
         // Adoption sampled every connection it claimed.
         self.walks = WalkSchedule::new(adopting, Instant::now());
         Ok(())
+    }
+
+    /// Adopts on this thread and a second one, whose thread id the program is told first.
+    fn adopt_on_two_threads(&mut self, adopt: &Link) -> Result<()> {
+        std::thread::scope(|scope| {
+            let (tid_sender, tid) = std::sync::mpsc::channel();
+            let (start, started) = std::sync::mpsc::channel::<()>();
+            let second = scope.spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid_sender.send(unsafe { libc::gettid() } as u32).ok();
+                started.recv().ok().map(|()| in_every_namespace(adopt, &mut Vec::new()))
+            });
+            self.globals().second_adopter_tid =
+                tid.recv().map_err(|_| anyhow!("the second adopting thread did not start"))?;
+            start.send(()).ok();
+            let first = in_every_namespace(adopt, &mut Vec::new());
+            let second = second.join().map_err(|_| anyhow!("the second adopting thread panicked"))?;
+            first.and(second.unwrap_or_else(|| Err(anyhow!("the second adopting thread did not run"))))
+        })
     }
 
     /// The plan in use.
@@ -654,10 +693,16 @@ impl SlotSupply {
         let capacity = skel.maps.conns.max_entries();
         let end = u64::from(self.issued).saturating_add(wanted - free).min(u64::from(capacity)) as u32;
         for slot in self.issued..end {
-            skel.maps.free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
+            self.push(skel, slot)?;
             self.issued = slot + 1;
-            self.pushed += 1;
         }
+        Ok(())
+    }
+
+    /// Puts a slot handed out onto the kernel's queue.
+    fn push(&mut self, skel: &mut TcptopSkel<'_>, slot: u32) -> Result<()> {
+        skel.maps.free_slots.update(&[], &slot.to_ne_bytes(), MapFlags::ANY)?;
+        self.pushed += 1;
         Ok(())
     }
 }

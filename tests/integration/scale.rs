@@ -65,6 +65,38 @@ fn connections_beyond_the_slots_in_hand_at_start_all_arrive() {
     }
 }
 
+/// Connections open before start are adopted by two threads at once where there are two CPUs,
+/// each taking every other slot: every end is listed once, and the slots the thread that
+/// claimed fewer left between its own are counted free, not in use.
+#[test]
+fn connections_open_before_start_are_each_adopted_once() {
+    const PAIRS: usize = 1_500;
+    allow_open_files(2 * PAIRS as u64 + 256);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..PAIRS)
+        .map(|_| (TcpStream::connect(listener.local_addr().unwrap()).unwrap(), listener.accept().unwrap().0))
+        .collect();
+    let port = listener.local_addr().unwrap().port();
+    let Some(mut watch) = open_collector(Filters { port: Some(port), ..Filters::default() }) else {
+        return;
+    };
+    assert_eq!(watch.collector.adopted() as usize, 2 * PAIRS, "both ends of every connection");
+    watch.poll();
+    let mut listed: HashMap<_, usize> = HashMap::new();
+    for conn in watch.latest.values() {
+        *listed.entry((conn.local, conn.remote)).or_default() += 1;
+    }
+    let ends = |s: &TcpStream| (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    for (client, accepted) in &pairs {
+        assert_eq!(listed.get(&ends(client)), Some(&1), "client end {:?}", ends(client));
+        assert_eq!(listed.get(&ends(accepted)), Some(&1), "server end {:?}", ends(accepted));
+    }
+    // A read of what changed counts the rest of the slots in use as unchanged.
+    let sample = watch.collector.collect().expect("collecting");
+    let in_use = sample.conns.len() as u64 + sample.unchanged.expect("a read of what changed");
+    assert_eq!(in_use, 2 * PAIRS as u64, "slots in use");
+}
+
 /// 5,000 short connections in one interval make more lifecycle events than the ring buffer
 /// holds: the table is the truth, so no row outlives its connection, the lost events are
 /// counted, and the model shrinks back once the closed rows' retention is over.
