@@ -84,7 +84,7 @@ impl DiagSocket {
     pub fn dump(&mut self, family: Family, into: &mut Vec<TcpSocket>) -> Result<()> {
         let states = StateFlags::all() - StateFlags::LISTEN - StateFlags::TIME_WAIT;
         self.request(family, ExtensionFlags::INFO, states, |response| {
-            found_socket(response).map(|socket| into.push(socket));
+            into.extend(found_socket(response));
         })
     }
 
@@ -187,7 +187,7 @@ impl DiagSocket {
             match self.socket.recv(&mut &mut self.buffer[..], 0) {
                 Ok(received) => {
                     let found = |response: &InetResponse| {
-                        found_socket(response).map(|socket| into.push(socket));
+                        into.extend(found_socket(response));
                     };
                     for_each_message(&self.buffer[..received], found).map_err(DestroyedLost::Unreadable)?;
                 }
