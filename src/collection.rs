@@ -49,7 +49,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// Sends `report`; false once the loop is gone.
-    fn send(&mut self, report: Collected) -> bool {
+    pub(crate) fn send(&mut self, report: Collected) -> bool {
         if matches!(report, Collected::Interval(_)) {
             self.untaken += 1;
         }

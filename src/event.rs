@@ -63,8 +63,12 @@ impl Sources {
     }
 
     /// An event that is already waiting, if any. Polled with the loop's own waker: a source
-    /// may remember only the first waker it is given (crossterm's `EventStream` does).
+    /// may remember only the first waker it is given (crossterm's `EventStream` does). The
+    /// runtime looks for signals and I/O first: it does so only when its task yields, and a
+    /// loop that always finds an interval ready (a table slower than its interval) would
+    /// never see a stop.
     pub async fn ready(&mut self) -> Option<Event> {
+        tokio::task::yield_now().await;
         let mut next = pin!(self.next());
         poll_fn(|cx| match next.as_mut().poll(cx) {
             Poll::Ready(event) => Poll::Ready(Some(event)),
@@ -128,5 +132,35 @@ mod tests {
             sources.next().await
         });
         assert!(matches!(event, Event::Input(crossterm::event::Event::FocusGained)), "{event:?}");
+    }
+
+    /// A regression here fails: the signal would never be seen while a report is ready.
+    #[test]
+    fn a_signal_is_seen_while_reports_are_always_ready() {
+        use tokio::signal::unix::{signal, SignalKind};
+
+        const READY: usize = 200;
+        let (mut reporter, collected) = crate::collection::reports();
+        for _ in 0..READY {
+            let events = Collected::Events { events: Vec::new(), wall: std::time::SystemTime::UNIX_EPOCH };
+            assert!(reporter.send(events));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let stopped = runtime.block_on(async {
+            let mut usr1 = signal(SignalKind::user_defined1()).unwrap();
+            let stop = stream::poll_fn(move |cx| usr1.poll_recv(cx));
+            let mut sources =
+                Sources { collected, input: None, stop_signals: Some(stop.boxed_local()), resolved: None };
+            // SAFETY: raise only sends this process a signal, which `usr1` handles.
+            assert_eq!(unsafe { libc::raise(libc::SIGUSR1) }, 0);
+            // Each look picks one of the ready sources at random: a stop seen is soon taken.
+            for _ in 0..READY {
+                if let Some(Event::Stop) = sources.ready().await {
+                    return true;
+                }
+            }
+            false
+        });
+        assert!(stopped, "no stop among {READY} looks at the ready events");
     }
 }
