@@ -166,12 +166,19 @@ fn finishing_sends_the_interval_so_far_and_ends_the_thread() {
     assert!(received.blocking_recv().is_none());
 }
 
+/// A collector whose reads list connection 1 with 1, 2 and 3 bytes read, and whose last read
+/// (collect_last) 99.
+fn three_tables_then_a_last(clock: &Arc<FakeClock>) -> Scripted {
+    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
+    let mut collector = scripted(clock, tables);
+    collector.last_read = Some(reading(vec![], vec![conn(1, 99)], 0));
+    collector
+}
+
 #[test]
 fn the_thread_ends_after_the_intervals_asked_for() {
     let clock = Arc::new(FakeClock::default());
-    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
-    let mut collector = scripted(&clock, tables);
-    collector.last_read = Some(reading(vec![], vec![conn(1, 99)], 0));
+    let collector = three_tables_then_a_last(&clock);
     let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: Some(2) };
     let (_thread, mut received) = spawn(collector, clock, schedule);
     assert!(matches!(received.blocking_recv(), Some(Collected::Started { .. })));
@@ -185,9 +192,7 @@ fn the_thread_ends_after_the_intervals_asked_for() {
 #[test]
 fn no_table_is_read_until_the_loop_took_the_interval_before() {
     let clock = Arc::new(FakeClock::default());
-    let tables = (1..=3).map(|rx| reading(vec![], vec![conn(1, rx)], 0));
-    let mut collector = scripted(&clock, tables);
-    collector.last_read = Some(reading(vec![], vec![conn(1, 99)], 0));
+    let mut collector = three_tables_then_a_last(&clock);
     let (collecting, mut reads) = unbounded_channel();
     collector.collecting = Some(collecting);
     let schedule = Schedule { interval: Duration::from_secs(1), live_events: false, intervals: None };
