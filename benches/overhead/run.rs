@@ -54,7 +54,7 @@ pub struct Args {
     /// empty programs on the hooks tcptop's auto plan uses, `storage` for the counter in socket
     /// storage, or a peer by its program's name), comma-separated, beside the run without
     /// tcptop: their request/response rows (those that hook the kernel timed by it too) and
-    /// bulk rows, nothing else.
+    /// bulk rows, nothing else. `--only million`: the million sockets' table alone.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -121,6 +121,8 @@ const MILLION: usize = 1_000_000;
 /// Memory the largest case needs, roughly: the kernel's sockets (about 4 KiB each) and
 /// tcptop's rows (about 2.5 KiB each at 50,000), with room to spare for the rest of the machine.
 const MILLION_MEMORY: u64 = 12 << 30;
+/// Start-ups timed with a million sockets held (their median is the figure).
+const MILLION_STARTUPS: usize = 3;
 
 /// What watches the traffic during a run.
 #[derive(Clone, Debug)]
@@ -523,10 +525,10 @@ struct Scrape {
 struct Million {
     /// Time the holders took to open every socket.
     opened_in: Duration,
-    /// Exec to the first line of `tcptop -b -a 0.01`, and that line past its time stamp. No
-    /// COUNT: a run's last interval walks every socket first, for exact last totals, and a
-    /// user's first table is no last one.
-    startup: Duration,
+    /// Exec to the first line of `tcptop -b -a 0.01`, each of `MILLION_STARTUPS` times, and
+    /// the first run's line past its time stamp. No COUNT: a run's last interval walks every
+    /// socket first, for exact last totals, and a user's first table is no last one.
+    startups: Vec<Duration>,
     first_table: String,
     /// Each `interval=` that `tcptop -b 1` printed, and how many intervals were due.
     intervals: Vec<f64>,
@@ -536,6 +538,10 @@ struct Million {
 }
 
 impl Million {
+    fn startup(&self) -> Duration {
+        Duration::from_secs_f64(median(self.startups.iter().map(Duration::as_secs_f64).collect()))
+    }
+
     /// Whether the first table listed every socket held, with nothing dropped.
     fn complete(&self) -> bool {
         let listed = self.first_table.split_whitespace().find_map(|w| w.strip_prefix("connections="));
@@ -587,11 +593,16 @@ impl Bench {
         let opening = Instant::now();
         let held = Holders::open(MILLION, Some(HUGE_ACTIVE)).context("opening the sockets")?;
         let opened_in = opening.elapsed();
-        let start = Instant::now();
-        let first = Tcptop::start(&self.tcptop, &["-a", "0.01"])?;
-        let startup = start.elapsed();
-        let first_table = first.first_line.split_once(' ').map_or("", |(_, rest)| rest).to_string();
-        first.stop()?;
+        let (mut startups, mut first_table) = (Vec::new(), String::new());
+        for _ in 0..MILLION_STARTUPS {
+            let start = Instant::now();
+            let first = Tcptop::start(&self.tcptop, &["-a", "0.01"])?;
+            startups.push(start.elapsed());
+            if first_table.is_empty() {
+                first_table = first.first_line.split_once(' ').map_or("", |(_, rest)| rest).to_string();
+            }
+            first.stop()?;
+        }
 
         let tcptop = Tcptop::start(&self.tcptop, &["1"])?;
         let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
@@ -604,7 +615,7 @@ impl Bench {
         });
         let million = Million {
             opened_in,
-            startup,
+            startups,
             first_table,
             intervals: intervals_printed.collect(),
             due: intervals,
@@ -745,6 +756,10 @@ pub fn run(args: Args) -> Result<()> {
 
 /// `--only`: the named watchers' request/response and bulk rows, beside the run without tcptop.
 fn run_only(bench: &mut Bench, args: &Args) -> Result<()> {
+    if args.only == ["million"] {
+        print_million(&bench.million(args.intervals).map_err(|e| format!("failed: {e:#}")));
+        return Ok(());
+    }
     let backends = [
         ("ebpf", vec!["--probe", "auto"]),
         ("capture", vec!["--backend", "capture"]),
@@ -1084,15 +1099,16 @@ fn print_million(million: &std::result::Result<Million, String>) {
     };
     println!(
         "Held by {} processes, opened in {:.0} s. Start-up: exec to the first line of \
-         `tcptop -b -a 0.01` (the first table, every socket listed); then `tcptop -b 1` over {} \
-         interval(s).\n",
+         `tcptop -b -a 0.01` (the first table, every socket listed), the median of {MILLION_STARTUPS} \
+         runs; then `tcptop -b 1` over {} interval(s).\n",
         MILLION.div_ceil(load::SOCKETS_PER_PROCESS),
         m.opened_in.as_secs_f64(),
         m.due
     );
     let intervals = m.intervals.iter().map(|secs| format!("{secs:.2}")).collect::<Vec<_>>().join(" ");
+    let startups = m.startups.iter().map(|&t| format!("{:.0}", millis(t))).collect::<Vec<_>>().join(", ");
     let row = vec![
-        format!("{:.0} ms", millis(m.startup)),
+        format!("{:.0} ms ({startups} ms)", millis(m.startup())),
         format!("{} ({})", if m.complete() { "yes" } else { "**no**" }, m.first_table),
         format!(
             "{} ({} of {} printed: {intervals} s)",
@@ -1105,7 +1121,7 @@ fn print_million(million: &std::result::Result<Million, String>) {
     ];
     table(
         &[
-            "start-up",
+            "start-up (each run)",
             "first table complete",
             "keeps up with 1 s",
             "tcptop CPU per interval",
@@ -1241,7 +1257,7 @@ fn print_targets(
         );
     }
     if let Some(m) = million {
-        let ms = millis(m.startup);
+        let ms = millis(m.startup());
         check("start-up within 2 s with 1,000,000 sockets", format!("{ms:.0} ms"), ms <= 2000.0);
         check("first table complete with 1,000,000 sockets", m.first_table.clone(), m.complete());
         let slowest = m.intervals.iter().copied().fold(0.0, f64::max);

@@ -63,9 +63,9 @@ const FULL_READ_EVERY: u32 = 60;
 /// Slots a read lists again once a late /proc scan named their owners: a million connections
 /// in 16 reads, each of them little more work than the reads of changes beside it.
 const RENAMED_PER_READ: u32 = 1 << 16;
-/// Connection slots a plan is tried with first, on a host that needs more (see `open_sized`):
-/// few enough that their maps cost a try a few milliseconds.
-const TRIED_SLOTS: u32 = 1 << 16;
+/// Connection slots beyond which the `conns` map is made on a thread of its own (see
+/// `PremadeSlots`); up to here clearing its memory takes a few milliseconds.
+const PREMADE_FROM_SLOTS: u32 = 1 << 16;
 /// Free slots the kernel side has for new connections after each hand-out, at least: a burst
 /// of more new connections than it has between two hand-outs (at most 100 ms apart) is
 /// counted untracked.
@@ -184,30 +184,25 @@ impl EbpfCollector {
     }
 
     /// Loads and attaches `plan` with room for `slots` connections, then adopts the
-    /// connections already open. Where the host needs more than `TRIED_SLOTS`, the plan is
-    /// tried with that many first: on a host of a million sockets a try at full size clears
-    /// some 250 MiB of map memory (more with the hash), for each plan the kernel refuses.
+    /// connections already open.
     fn open_sized(
         plan: Plan,
         filters: &Filters,
         slots: u32,
         premade: &mut PremadeSlots,
     ) -> Result<Self, Attempt> {
-        if slots > TRIED_SLOTS {
-            drop(Self::open_with(plan, filters, TRIED_SLOTS, None)?);
-        }
-        let mut collector = Self::open_with(plan, filters, slots, premade.take().as_ref())?;
+        let mut collector = Self::open_with(plan, filters, slots, premade)?;
         collector.adopt()?;
         Ok(collector)
     }
 
-    /// Loads and attaches `plan`, with room for `slots` TCP connections, in `conns` if given
-    /// (a map of that many made before).
+    /// Loads and attaches `plan`, with room for `slots` TCP connections, in the premade map
+    /// where there is one.
     fn open_with(
         plan: Plan,
         filters: &Filters,
         slots: u32,
-        conns: Option<&MapHandle>,
+        premade: &mut PremadeSlots,
     ) -> Result<Self, Attempt> {
         // The skeleton borrows its object storage for as long as it lives; one small box
         // per attempt, for the life of the process.
@@ -253,7 +248,7 @@ impl EbpfCollector {
         for map in [&mut maps.conns, &mut maps.free_slots, &mut maps.hash_conns] {
             map.set_max_entries(slots).map_err(anyhow::Error::from)?;
         }
-        if let Some(conns) = conns {
+        if let Some(conns) = premade.map() {
             maps.conns.reuse_fd(conns.as_fd()).map_err(anyhow::Error::from)?;
         }
         // Each record of the ring takes 8 bytes of header and 8 of slot number and padding:
@@ -264,6 +259,9 @@ impl EbpfCollector {
             .map_err(anyhow::Error::from)?;
         maps.table.set_max_entries(table::UDP_ROWS).map_err(anyhow::Error::from)?;
         let mut skel = open.load().map_err(|e| refusal_at_load(&plan, e.into()))?;
+        // Its programs may fill slots from here: a later try, if this one fails, needs a map
+        // of its own.
+        premade.spend();
         let mut supply = SlotSupply { issued: 0, pushed: 0, taken: 0 };
         supply.hand_out(&mut skel).context("handing out connection slots")?;
 
@@ -707,14 +705,18 @@ impl SlotSupply {
     }
 }
 
-/// The `conns` map of a host that needs more than `TRIED_SLOTS`, made on a thread of its own
-/// while the plans are tried with small maps: the kernel clears the memory of 1.25 million
-/// slots (some 240 MiB) as it makes the map, which takes a fifth of a second or more.
-struct PremadeSlots(Option<std::thread::JoinHandle<libbpf_rs::Result<MapHandle>>>);
+/// The `conns` map of a host that needs more than `PREMADE_FROM_SLOTS`, made on a thread of
+/// its own while the BPF object loads: the kernel clears the memory of 1.25 million slots (some
+/// 240 MiB) as it makes the map, which takes a fifth of a second or more. Each plan the kernel
+/// refuses as it loads uses it again.
+struct PremadeSlots {
+    making: Option<std::thread::JoinHandle<libbpf_rs::Result<MapHandle>>>,
+    made: Option<MapHandle>,
+}
 
 impl PremadeSlots {
     fn start(slots: u32) -> PremadeSlots {
-        PremadeSlots((slots > TRIED_SLOTS).then(|| {
+        let making = (slots > PREMADE_FROM_SLOTS).then(|| {
             std::thread::spawn(move || {
                 let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
                     sz: size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
@@ -724,13 +726,22 @@ impl PremadeSlots {
                 let value = size_of::<types::conn>() as u32;
                 MapHandle::create(MapType::Array, Some("conns"), 4, value, slots, &opts)
             })
-        }))
+        });
+        PremadeSlots { making, made: None }
     }
 
-    /// The map, once: a try that fails after using it may have left connections in it. None
-    /// if it could not be made (libbpf then makes it, and says why it cannot).
-    fn take(&mut self) -> Option<MapHandle> {
-        self.0.take()?.join().ok()?.ok()
+    /// The map, empty. None once spent, or if it could not be made (libbpf then makes it, and
+    /// says why it cannot).
+    fn map(&mut self) -> Option<&MapHandle> {
+        if let Some(making) = self.making.take() {
+            self.made = making.join().ok().and_then(Result::ok);
+        }
+        self.made.as_ref()
+    }
+
+    /// Gives the map up: a program that ran may have left connections in it.
+    fn spend(&mut self) {
+        self.made = None;
     }
 }
 
