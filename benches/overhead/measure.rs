@@ -1,27 +1,54 @@
-//! Readings from /proc and the kernel: a process's CPU time and peak memory, the whole
+//! Readings from /proc, cgroups and the kernel: a process's CPU time and peak memory, the whole
 //! machine's busy time, which tracing BPF programs are loaded, and how long they ran.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libbpf_rs::libbpf_sys;
 use libbpf_rs::query::{ProgInfoIter, ProgramInfo};
 use libbpf_rs::ProgramType;
 
-/// CPU time of the live threads of `pid` so far. schedstat counts nanoseconds, where
-/// /proc/<pid>/stat counts 10 ms ticks: too coarse for a process meant to use under 1%. A
-/// thread that ends (tcptop scans /proc on threads of their own) takes its time with it, so a
-/// difference of two readings leaves out the threads that ended between them.
-pub fn process_cpu(pid: u32) -> io::Result<Duration> {
-    let mut total = 0;
-    for task in fs::read_dir(format!("/proc/{pid}/task"))? {
-        // A thread that ends during the walk is gone before its schedstat is read.
-        let Ok(schedstat) = fs::read_to_string(task?.path().join("schedstat")) else { continue };
-        total += first_number(&schedstat)?;
+/// A cgroup of one watcher's own, whose CPU time it counts to the nanosecond, its threads that
+/// ended included (tcptop scans /proc on threads of their own, which a sum over the live
+/// threads would miss). cgroup v2 where it is the unified hierarchy, else v1's cpuacct.
+pub struct CpuAccount {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl CpuAccount {
+    /// Moves `pid` (every thread) into a new cgroup, removed when this is dropped.
+    pub fn of(pid: u32) -> io::Result<CpuAccount> {
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let root = if v2 { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/cpuacct" };
+        let dir = Path::new(root).join(format!("tcptop-bench-{pid}"));
+        let made = fs::create_dir(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        let account = CpuAccount { dir, v2 };
+        made.map_err(|e| io::Error::other(format!("a cgroup of its own in {root}: {e}")))?;
+        Ok(account)
     }
-    Ok(Duration::from_nanos(total))
+
+    /// CPU time of the cgroup's processes since they joined it.
+    pub fn cpu(&self) -> io::Result<Duration> {
+        Ok(if self.v2 {
+            let stat = fs::read_to_string(self.dir.join("cpu.stat"))?;
+            let usage = stat.lines().find_map(|line| line.strip_prefix("usage_usec "));
+            Duration::from_micros(first_number(usage.ok_or_else(|| invalid("no usage_usec in cpu.stat"))?)?)
+        } else {
+            Duration::from_nanos(first_number(&fs::read_to_string(self.dir.join("cpuacct.usage"))?)?)
+        })
+    }
+}
+
+impl Drop for CpuAccount {
+    /// Once its process has exited (else the cgroup stays, empty once it does).
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
 }
 
 /// Memory the kernel could give out now without swapping (MemAvailable), in bytes.
@@ -61,15 +88,16 @@ fn invalid(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Names of the tracing BPF programs loaded now that belong to none of `ours` (process ids):
-/// programs of other tools or tests on the machine slow the traffic too.
-pub fn foreign_tracing_programs(ours: &[u32]) -> io::Result<Vec<String>> {
-    let mut own = Vec::new();
+/// Names of the tracing BPF programs loaded now that belong to none of `ours` (process ids)
+/// and were not among `seen`, which gains ours: programs of other tools or tests on the
+/// machine slow the traffic too, where one of ours that lingers after its process let it go
+/// (the kernel frees a program some time after its last holder) does not.
+pub fn foreign_tracing_programs(ours: &[u32], seen: &mut BTreeSet<u32>) -> io::Result<Vec<String>> {
     for pid in ours {
-        own.extend(programs_of(*pid)?);
+        seen.extend(programs_of(*pid)?);
     }
     Ok(tracing_programs()
-        .filter(|p| !own.contains(&p.id))
+        .filter(|p| !seen.contains(&p.id))
         .map(|p| p.name.to_string_lossy().into_owned())
         .collect())
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::measure;
+
 /// Time a peer gets to open its capture before the traffic starts; none says when it is ready.
 const SETTLE: Duration = Duration::from_secs(1);
 
@@ -61,6 +63,7 @@ impl Peer {
 pub struct Running {
     child: Child,
     pub pid: u32,
+    pub cpu: measure::CpuAccount,
 }
 
 impl Running {
@@ -74,13 +77,16 @@ impl Running {
             .stderr(File::create(&errors)?)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        let cpu = measure::CpuAccount::of(child.id()).inspect_err(|_| {
+            let _ = child.kill().and_then(|()| child.wait());
+        })?;
         thread::sleep(SETTLE);
         if let Some(status) = child.try_wait()? {
             let said = std::fs::read_to_string(&errors).unwrap_or_default();
             bail!("{} exited ({status}): {}", peer.label(), said.lines().last().unwrap_or(""));
         }
         let pid = child.id();
-        Ok(Running { child, pid })
+        Ok(Running { child, pid, cpu })
     }
 
     pub fn stop(mut self) -> Result<()> {

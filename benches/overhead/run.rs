@@ -171,6 +171,8 @@ struct Bench {
     floor_object: PathBuf,
     /// Tracing BPF programs seen during runs that were neither tcptop's nor the floor's.
     others: BTreeSet<String>,
+    /// Ids of the programs tcptop or the floor held at some point.
+    own_programs: BTreeSet<u32>,
 }
 
 impl Bench {
@@ -190,6 +192,7 @@ impl Bench {
 struct Tcptop {
     child: Child,
     pid: u32,
+    cpu: measure::CpuAccount,
     /// The backend its first line names (`probe=...`).
     probe: String,
     /// Its first summary line.
@@ -207,6 +210,9 @@ impl Tcptop {
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        let cpu = measure::CpuAccount::of(child.id()).inspect_err(|_| {
+            let _ = child.kill().and_then(|()| child.wait());
+        })?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (summary, summaries) = mpsc::channel();
         thread::spawn(move || {
@@ -232,7 +238,7 @@ impl Tcptop {
         let probe =
             first_line.split_whitespace().find_map(|word| word.strip_prefix("probe=")).unwrap_or("?").into();
         let pid = child.id();
-        Ok(Tcptop { child, pid, probe, first_line, summaries })
+        Ok(Tcptop { child, pid, cpu, probe, first_line, summaries })
     }
 
     /// Ends it as Ctrl-C would.
@@ -248,6 +254,15 @@ impl Watching {
             Watching::Tcptop(tcptop) => Some(tcptop.pid),
             Watching::Peer(peer) => Some(peer.pid),
             Watching::Nothing | Watching::Floor(_) => None,
+        }
+    }
+
+    /// Its CPU time so far, where it is a process of its own.
+    fn cpu(&self) -> io::Result<Option<Duration>> {
+        match self {
+            Watching::Tcptop(tcptop) => tcptop.cpu.cpu().map(Some),
+            Watching::Peer(peer) => peer.cpu.cpu().map(Some),
+            Watching::Nothing | Watching::Floor(_) => Ok(None),
         }
     }
 
@@ -310,7 +325,7 @@ impl Bench {
     /// Remembers the tracing programs loaded now that are neither ours nor `tcptop`'s.
     fn note_others(&mut self, tcptop: Option<u32>) -> Result<()> {
         let ours: Vec<u32> = [std::process::id()].into_iter().chain(tcptop).collect();
-        self.others.extend(measure::foreign_tracing_programs(&ours)?);
+        self.others.extend(measure::foreign_tracing_programs(&ours, &mut self.own_programs)?);
         Ok(())
     }
 
@@ -332,11 +347,10 @@ impl Bench {
         thread::sleep(WARM_UP);
         let stats = timed.then(measure::BpfStats::enable).transpose().context("enabling BPF statistics")?;
         let pid = watching.pid();
-        let tcptop_cpu = || pid.map(measure::process_cpu).transpose();
         let programs = || pid.filter(|_| timed).map(measure::program_runs).transpose();
         let programs_before = programs()?;
         let (cpu_before, busy_before, done_before, bpf_before, start) = (
-            tcptop_cpu()?,
+            watching.cpu()?,
             measure::machine_busy()?,
             workload.totals(),
             measure::bpf_run_time(),
@@ -348,7 +362,7 @@ impl Bench {
             workload.totals(),
             start.elapsed(),
             measure::machine_busy()?,
-            tcptop_cpu()?,
+            watching.cpu()?,
             measure::bpf_run_time(),
         );
         let programs = programs()?
@@ -480,9 +494,9 @@ impl Bench {
         let tcptop = Tcptop::start(&self.tcptop, &[flags, &["1"][..]].concat())?;
         thread::sleep(Duration::from_secs(1));
         self.note_others(Some(tcptop.pid))?;
-        let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
+        let (cpu_before, start) = (tcptop.cpu.cpu()?, Instant::now());
         thread::sleep(Duration::from_secs(intervals.into()));
-        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
+        let cpu = tcptop.cpu.cpu()?.saturating_sub(cpu_before);
         let rss = measure::peak_rss(tcptop.pid)?;
         tcptop.stop()?;
         Ok((cpu.mul_f64(1.0 / start.elapsed().as_secs_f64()), rss))
@@ -564,7 +578,7 @@ impl Bench {
         let tcptop = Tcptop::start(&self.tcptop, &["--prometheus", &address, "1"])?;
         // The first interval took in every socket: not a steady one.
         thread::sleep(Duration::from_secs(1));
-        let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
+        let (cpu_before, start) = (tcptop.cpu.cpu()?, Instant::now());
         let (mut times, mut body) = (Vec::new(), String::new());
         for _ in 0..intervals {
             let time = Instant::now();
@@ -572,7 +586,7 @@ impl Bench {
             times.push(time.elapsed());
             thread::sleep(Duration::from_secs(1).saturating_sub(time.elapsed()));
         }
-        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
+        let cpu = tcptop.cpu.cpu()?.saturating_sub(cpu_before);
         let rss = measure::peak_rss(tcptop.pid)?;
         let cpu_per_interval = cpu.mul_f64(1.0 / start.elapsed().as_secs_f64());
         tcptop.stop()?;
@@ -605,9 +619,9 @@ impl Bench {
         }
 
         let tcptop = Tcptop::start(&self.tcptop, &["1"])?;
-        let (cpu_before, start) = (measure::process_cpu(tcptop.pid)?, Instant::now());
+        let (cpu_before, start) = (tcptop.cpu.cpu()?, Instant::now());
         thread::sleep(Duration::from_secs(intervals.into()));
-        let cpu = measure::process_cpu(tcptop.pid)?.saturating_sub(cpu_before);
+        let cpu = tcptop.cpu.cpu()?.saturating_sub(cpu_before);
         let cpu_per_interval = cpu.mul_f64(1.0 / start.elapsed().as_secs_f64());
         let intervals_printed = tcptop.summaries.try_iter().filter_map(|line| {
             let secs = line.split_whitespace().find_map(|w| w.strip_prefix("interval="))?;
@@ -637,6 +651,7 @@ pub fn run(args: Args) -> Result<()> {
         tcptop: args.tcptop.clone().unwrap_or_else(|| env!("CARGO_BIN_EXE_tcptop").into()),
         floor_object: floor::compile()?,
         others: BTreeSet::new(),
+        own_programs: BTreeSet::new(),
     };
     libbpf_rs::set_print(None);
     if !args.only.is_empty() {

@@ -25,7 +25,8 @@ pub struct Sample {
     /// Cumulative counts of what could not be recorded.
     pub overflow: Overflow,
     /// `None` for a complete sample; for a partial one, how many live TCP connections it
-    /// leaves out as unchanged.
+    /// leaves out as unchanged. The eBPF collector counts the slots in use it did not list,
+    /// which include those of connections its filters leave out that sent or read.
     pub unchanged: Option<u64>,
 }
 
