@@ -48,8 +48,6 @@ const READ_TIMEOUT_MS: i32 = 100;
 const KERNEL_BUFFER_BYTES: i32 = 8 << 20;
 /// Interfaces come and go (DHCP, VPNs): how often the local addresses are read again.
 const ADDRESS_REFRESH: Duration = Duration::from_secs(30);
-/// How often the capture thread reads libpcap's drop count.
-const STATS_EVERY: Duration = Duration::from_millis(250);
 /// How often the table is checked against the kernel's socket list, where there is one.
 const LIST_EVERY: Duration = Duration::from_secs(1);
 /// How often, at most, the socket list is read for new connections that wait for it: a
@@ -360,7 +358,6 @@ fn read_packets(
     shared: &Shared,
     start: Instant,
 ) {
-    let mut stats_read_at = Duration::ZERO;
     let mut packets = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         match read_batch(&mut capture, link, shared, &mut packets) {
@@ -372,17 +369,18 @@ fn read_packets(
                 return;
             }
         }
+        // The drops before these packets, before they are handed on: where traffic stops,
+        // Linux's TPACKET_V3 wakes this thread no more (libpcap waits for the kernel's block
+        // timeout, which only a block with packets has), so a count read on a timer missed
+        // the drops of a flood's end.
+        if let Ok(stats) = capture.stats() {
+            shared.pcap_dropped.store(u64::from(stats.dropped), Ordering::Relaxed);
+        }
         let at = start.elapsed();
         if !packets.is_empty() {
             let full = mem::replace(&mut packets, spares.try_recv().unwrap_or_default());
             if !hand_on(Batch { at, packets: full }, queue, shared) {
                 return;
-            }
-        }
-        if at.saturating_sub(stats_read_at) >= STATS_EVERY {
-            stats_read_at = at;
-            if let Ok(stats) = capture.stats() {
-                shared.pcap_dropped.store(u64::from(stats.dropped), Ordering::Relaxed);
             }
         }
     }
