@@ -29,9 +29,11 @@ pub fn return_freed_memory() {
 /// one per 4 KiB page. Where transparent huge pages are off, the advice changes nothing.
 pub struct Allocator;
 
-/// Blocks from this size get the advice (a huge page is 2 MiB on x86-64 and arm64 with 4 KiB
-/// pages; the advice covers the huge pages that lie wholly inside the block).
-const ADVISED_FROM: usize = 4 << 20;
+/// Blocks of these sizes get the advice (a huge page is 2 MiB on x86-64 and arm64 with 4 KiB
+/// pages; the advice covers the huge pages that lie wholly inside the block). Not larger ones:
+/// the first read of a million rows fills blocks of hundreds of MiB once, where huge pages
+/// cleared whole, slack included, slowed start-up by 1.5 s.
+const ADVISED: std::ops::RangeInclusive<usize> = (4 << 20)..=(64 << 20);
 const HUGE_PAGE: usize = 2 << 20;
 
 // SAFETY: every call is the system allocator's, with its contract; the advice only changes how
@@ -56,7 +58,7 @@ unsafe impl GlobalAlloc for Allocator {
 
 fn advise_huge_pages(block: *mut u8, size: usize) -> *mut u8 {
     #[cfg(target_os = "linux")]
-    if size >= ADVISED_FROM && !block.is_null() {
+    if ADVISED.contains(&size) && !block.is_null() {
         let start = (block as usize).next_multiple_of(HUGE_PAGE);
         let end = (block as usize + size) / HUGE_PAGE * HUGE_PAGE;
         // SAFETY: advice on whole pages inside the block just allocated.
