@@ -27,6 +27,7 @@ impl CpuAccount {
         let root = if v2 { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/cpuacct" };
         let dir = Path::new(root).join(format!("tcptop-bench-{pid}"));
         let made = fs::create_dir(&dir).and_then(|()| fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        // Made first, so that a cgroup made but not joined is removed too.
         let account = CpuAccount { dir, v2 };
         made.map_err(|e| io::Error::other(format!("a cgroup of its own in {root}: {e}")))?;
         Ok(account)

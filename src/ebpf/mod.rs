@@ -151,12 +151,13 @@ impl EbpfCollector {
     /// plan, part by part, with why the better ways were refused.
     pub fn open(hooks: &[Strategy], filters: &Filters, note: &mut dyn FnMut(&str)) -> Result<Self> {
         let mut refused = disabled_features()?;
+        // The map is made meanwhile: libbpf takes it before it loads the object.
+        let slots = table::slots_for(procfs::sockets_in_use());
+        let mut premade = PremadeSlots::start(slots);
         if let Some(why) = hooks_cannot_sample() {
             refused.entry(Feature::HookSample).or_insert(why);
         }
         libbpf_log::capture();
-        let slots = table::slots_for(procfs::sockets_in_use());
-        let mut premade = PremadeSlots::start(slots);
         let mut tried = None;
         loop {
             let plan = Plan::best(hooks, &refused).map_err(|why| match hooks {
@@ -706,9 +707,9 @@ impl SlotSupply {
 }
 
 /// The `conns` map of a host that needs more than `PREMADE_FROM_SLOTS`, made on a thread of
-/// its own while the BPF object loads: the kernel clears the memory of 1.25 million slots (some
-/// 240 MiB) as it makes the map, which takes a fifth of a second or more. Each plan the kernel
-/// refuses as it loads uses it again.
+/// its own while the kernel's BTF is read and the BPF object opened: the kernel clears the
+/// memory of 1.25 million slots (some 240 MiB) as it makes the map, which takes a fifth of a
+/// second or more. Each plan the kernel refuses as it loads uses it again.
 struct PremadeSlots {
     making: Option<std::thread::JoinHandle<libbpf_rs::Result<MapHandle>>>,
     made: Option<MapHandle>,
