@@ -3,6 +3,7 @@
 
 mod libbpf_log;
 mod plan;
+mod probe;
 mod skel;
 mod table;
 mod walks;
@@ -154,8 +155,12 @@ impl EbpfCollector {
         // The map is made meanwhile: libbpf takes it before it loads the object.
         let slots = table::slots_for(procfs::sockets_in_use());
         let mut premade = PremadeSlots::start(slots);
-        if let Some(why) = hooks_cannot_sample() {
-            refused.entry(Feature::HookSample).or_insert(why);
+        let facts = probe::kernel_facts();
+        for (feature, why) in &facts.refused {
+            refused.entry(*feature).or_insert_with(|| why.clone());
+        }
+        if let Some(why) = &facts.hooks_cannot_sample {
+            refused.entry(Feature::HookSample).or_insert_with(|| why.clone());
         }
         libbpf_log::capture();
         let mut tried = None;
@@ -233,7 +238,7 @@ impl EbpfCollector {
         settings.conns_in_hash = plan.storage == plan::Storage::Hash;
         settings.tracepoints_count_tcp = plan.tracepoints_count_tcp();
         settings.tracepoints_count_udp = plan.tracepoints_count_udp();
-        settings.udp_recvmsg_has_noblock = udp_recvmsg_has_noblock();
+        settings.udp_recvmsg_has_noblock = probe::kernel_facts().udp_recvmsg_has_noblock;
         settings.hooks_sample = plan.hooks_sample;
         settings.slot_count = slots;
         let protos = counted(filters.proto);
@@ -746,29 +751,6 @@ impl PremadeSlots {
     }
 }
 
-/// Why the hooks cannot sample at each call on this kernel, if they cannot (Feature::HookSample),
-/// by its BTF, read once.
-fn hooks_cannot_sample() -> Option<String> {
-    use libbpf_rs::btf::{types::Func, Btf};
-
-    static WHY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    WHY.get_or_init(|| {
-        let btf = Btf::from_vmlinux().ok()?;
-        let has = |name: &str| btf.type_by_name::<Func<'_>>(name).is_some();
-        if !has("bpf_rdonly_cast") {
-            Some("this kernel has no bpf_rdonly_cast kfunc (Linux 6.2+)".to_string())
-        } else if has("tcp_sendpage") {
-            Some(
-                "this kernel's sendfile path (tcp_sendpage, before Linux 6.5) passes no send hook"
-                    .to_string(),
-            )
-        } else {
-            None
-        }
-    })
-    .clone()
-}
-
 /// The features `TCPTOP_DISABLE` treats as refused.
 fn disabled_features() -> Result<Refusals> {
     let list = std::env::var(DISABLE_ENV).unwrap_or_default();
@@ -797,22 +779,6 @@ fn refusal_at_load(plan: &Plan, error: anyhow::Error) -> Attempt {
         ),
         None => Attempt::Failed(error.context(format!("loading {} ({})", failed.program, failed.error))),
     }
-}
-
-/// Whether this kernel's udp_recvmsg takes a `noblock` argument before its flags (before Linux
-/// 5.19), by its BTF, read once.
-fn udp_recvmsg_has_noblock() -> bool {
-    use libbpf_rs::btf::{types::Func, types::FuncProto, Btf};
-
-    static HAS_NOBLOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS_NOBLOCK.get_or_init(|| {
-        let Ok(btf) = Btf::from_vmlinux() else { return false };
-        let params = btf
-            .type_by_name::<Func<'_>>("udp_recvmsg")
-            .and_then(|func| func.next_type())
-            .and_then(|proto| FuncProto::try_from(proto).ok());
-        params.is_some_and(|params| params.iter().any(|param| param.name == Some("noblock".as_ref())))
-    })
 }
 
 /// CLOCK_MONOTONIC, which bpf_ktime_get_ns() reads, in nanoseconds.
