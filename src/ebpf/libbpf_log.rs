@@ -12,11 +12,21 @@ pub struct FailedProgram {
     pub error: String,
 }
 
+/// The errors, as libbpf names them, and their numbers, of a kernel that refuses a kind of
+/// program itself (EPERM: a policy or a lockdown) or lacks its attach point (ESRCH, ENOENT),
+/// rather than the verifier something the program does. 524 is the kernel's own ENOTSUPP.
+pub const DENIALS: [(&str, i32); 5] = [
+    ("-EPERM", libc::EPERM),
+    ("-ESRCH", libc::ESRCH),
+    ("-ENOENT", libc::ENOENT),
+    ("-EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("-ENOTSUP", 524),
+];
+
 impl FailedProgram {
-    /// Whether the kernel refused the program's kind itself (EPERM: a policy or a lockdown)
-    /// or lacks its attach point (ESRCH, ENOENT), rather than the verifier something it does.
+    /// Whether the error is one of `DENIALS`.
     pub fn denied(&self) -> bool {
-        ["-EPERM", "-ESRCH", "-ENOENT", "-EOPNOTSUPP", "-ENOTSUP"].contains(&self.error.as_str())
+        DENIALS.iter().any(|(name, _)| *name == self.error)
     }
 }
 

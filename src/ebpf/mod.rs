@@ -155,12 +155,8 @@ impl EbpfCollector {
         // The map is made meanwhile: libbpf takes it before it loads the object.
         let slots = table::slots_for(procfs::sockets_in_use());
         let mut premade = PremadeSlots::start(slots);
-        let facts = probe::kernel_facts();
-        for (feature, why) in &facts.refused {
+        for (feature, why) in &probe::kernel_facts().refused {
             refused.entry(*feature).or_insert_with(|| why.clone());
-        }
-        if let Some(why) = &facts.hooks_cannot_sample {
-            refused.entry(Feature::HookSample).or_insert_with(|| why.clone());
         }
         libbpf_log::capture();
         let mut tried = None;

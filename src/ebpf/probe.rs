@@ -11,14 +11,14 @@ use libbpf_rs::btf::types::{Func, FuncProto};
 use libbpf_rs::btf::Btf;
 use libbpf_rs::libbpf_sys as sys;
 
+use super::libbpf_log::DENIALS;
 use super::plan::{Feature, Refusals};
 
 /// The kernel's answers, the same for every plan tried.
 pub struct KernelFacts {
-    /// The kinds of program it refuses to load, each with why.
+    /// What it lacks, each with why: the kinds of program it refuses to load, and the hooks'
+    /// sampling at each call (`Feature::HookSample`).
     pub refused: Refusals,
-    /// Why the hooks cannot sample at each call, if they cannot (`Feature::HookSample`).
-    pub hooks_cannot_sample: Option<String>,
     /// Whether udp_recvmsg takes a `noblock` argument before its flags (before Linux 5.19).
     pub udp_recvmsg_has_noblock: bool,
 }
@@ -39,12 +39,12 @@ pub fn kernel_facts() -> &'static KernelFacts {
             (Feature::MapIter, sys::BPF_TRACE_ITER, "iter", "bpf_sk_storage_map"),
         ];
         for (feature, attach, kind, target) in tests {
-            // libbpf's name for an iterator's attach point.
-            let btf_name =
-                if attach == sys::BPF_TRACE_ITER { format!("bpf_iter_{target}") } else { target.into() };
             if refused.contains_key(&feature) {
                 continue;
             }
+            // libbpf's name for an iterator's attach point.
+            let btf_name =
+                if attach == sys::BPF_TRACE_ITER { format!("bpf_iter_{target}") } else { target.into() };
             if let Some(error) = func_id(&btf_name).and_then(|id| refusal_of_test_load(attach, id)) {
                 refused.insert(
                     feature,
@@ -55,11 +55,10 @@ pub fn kernel_facts() -> &'static KernelFacts {
         if let Some(why) = kprobes_missing() {
             refused.insert(Feature::Kprobe, why);
         }
-        KernelFacts {
-            refused,
-            hooks_cannot_sample: btf.and_then(hooks_cannot_sample),
-            udp_recvmsg_has_noblock: btf.is_some_and(udp_recvmsg_has_noblock),
+        if let Some(why) = btf.and_then(hooks_cannot_sample) {
+            refused.insert(Feature::HookSample, why);
         }
+        KernelFacts { refused, udp_recvmsg_has_noblock: btf.is_some_and(udp_recvmsg_has_noblock) }
     })
 }
 
@@ -95,15 +94,7 @@ fn refusal_of_test_load(attach: sys::bpf_attach_type, btf_id: u32) -> Option<&'s
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
         return None;
     }
-    // What libbpf_log::FailedLoad::denied counts as the kernel refusing a kind of program.
-    match -fd {
-        libc::EPERM => Some("-EPERM"),
-        libc::ESRCH => Some("-ESRCH"),
-        libc::ENOENT => Some("-ENOENT"),
-        libc::EOPNOTSUPP => Some("-EOPNOTSUPP"),
-        524 => Some("-ENOTSUP"), // the kernel's ENOTSUPP
-        _ => None,
-    }
+    DENIALS.iter().find(|(_, errno)| *errno == -fd).map(|(name, _)| *name)
 }
 
 /// Why no kprobe can be made, if none can: libbpf makes one through the kprobe PMU, else
